@@ -1,0 +1,382 @@
+"""Load a pipeline folder into one frozen ``Pipeline``; report every problem with its place.
+
+``load_pipeline(folder)`` reads ``config.yaml``, validates it against ``config_models``, then
+checks the links a YAML schema cannot express: each LLM step has a template, every entry of
+``prompts.templates`` / ``schemas.files`` / ``validation`` names a step, referenced files exist
+and stay inside the pipeline folder, schema files are valid JSON Schema. All problems found are
+raised together as one ``ConfigError``; each names the file, the line and the key path, with a
+"did you mean" where a known name is close.
+
+Deeper checks (expressions, template variables, trial evaluation) live in ``core/checker.py``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ValidationError
+
+from octopipe.core.config_models import (
+    STEP_SCOPES,
+    ExpressionStep,
+    FanOutStep,
+    LLMStep,
+    PipelineConfig,
+    RunStep,
+    Step,
+    ValidationSpec,
+)
+from octopipe.core.yamlpos import Positions, format_path, load_yaml_with_positions
+from octopipe.errors import ConfigError, ConfigProblem
+
+CONFIG_NAMES = ("config.yaml", "config.yml")
+KNOWN_PROVIDERS = ("openai", "anthropic", "gemini", "openai-compatible", "fake")
+BUILTIN_ANALYSIS_SCRIPT = "analyze_results.py"
+_STEP_MODELS: dict[str, type[BaseModel]] = {
+    "chunk": LLMStep, "expression": ExpressionStep, "fan_out": FanOutStep, "run": RunStep,
+}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A parsed, checked pipeline folder. Paths are absolute and inside ``folder``."""
+
+    folder: Path
+    config_file: Path
+    config: PipelineConfig
+    raw: dict[str, Any]
+    positions: Positions = field(repr=False)
+    schemas: dict[str, dict[str, Any]] = field(repr=False)
+    warnings: tuple[ConfigProblem, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.config.pipeline.name or self.folder.name
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.config.pipeline.steps
+
+    @cached_property
+    def unit_steps(self) -> list[Step]:
+        """Steps units flow through, in order (run-scope steps excluded)."""
+        return [s for s in self.steps if not isinstance(s, RunStep)]
+
+    @cached_property
+    def run_steps(self) -> list[RunStep]:
+        return [s for s in self.steps if isinstance(s, RunStep)]
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def step_index(self, name: str) -> int:
+        return [s.name for s in self.unit_steps].index(name)
+
+    def validation_for(self, step: str) -> ValidationSpec | None:
+        return self.config.validation.get(step)
+
+    def schema_for(self, step: str) -> dict[str, Any] | None:
+        return self.schemas.get(step)
+
+    @property
+    def template_dir(self) -> Path:
+        return self.folder / self.config.prompts.template_dir
+
+    def template_name(self, step: LLMStep) -> str:
+        return self.config.prompts.templates.get(step.name) or step.prompt_template or ""
+
+    @property
+    def items_path(self) -> Path:
+        return self.folder / self.config.processing.items.source
+
+    def line_of(self, *path: str | int) -> int | None:
+        return self.positions.line_of(path)
+
+
+def find_config_file(folder: Path) -> Path:
+    if folder.is_file():
+        return folder
+    for name in CONFIG_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    raise ConfigError.single(str(folder), "no config.yaml in this folder")
+
+
+def load_pipeline(folder: str | Path) -> Pipeline:
+    """Parse and link-check a pipeline folder (or its config file). Raises ``ConfigError``."""
+    config_file = find_config_file(Path(folder)).resolve()
+    root = config_file.parent
+    rel = _display_name(config_file)
+    try:
+        text = config_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError.single(rel, f"cannot read: {exc}") from exc
+    raw, positions = load_yaml_with_positions(text, rel)
+    if not isinstance(raw, dict):
+        raise ConfigError.single(rel, "the config must be a mapping of sections", line=1)
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(list(_problems_from_pydantic(exc, raw, positions, rel))) from None
+    links = _LinkChecker(root, rel, config, positions)
+    links.check()
+    errors = [p for p in links.problems if p.level == "error"]
+    if errors:
+        raise ConfigError(links.problems)
+    warnings = tuple(p for p in links.problems if p.level != "error")
+    return Pipeline(root, config_file, config, raw, positions, links.schemas, warnings)
+
+
+def _display_name(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# --- pydantic errors -> problems ------------------------------------------------------------
+
+
+def _problems_from_pydantic(
+    exc: ValidationError, raw: dict[str, Any], positions: Positions, file: str
+) -> Iterator[ConfigProblem]:
+    for error in exc.errors():
+        path = _clean_loc(error["loc"], raw)
+        kind = error["type"]
+        line = positions.line_of(path)
+        key_path = format_path(path)
+        if kind == "extra_forbidden":
+            key = str(path[-1])
+            allowed = _allowed_keys(path[:-1], raw)
+            yield ConfigProblem(file, line, key_path, f"unknown key {key!r}", _close(key, allowed))
+        elif kind == "missing":
+            yield ConfigProblem(file, line, format_path(path[:-1]),
+                                f"missing required key {path[-1]!r}")
+        elif kind == "union_tag_invalid":
+            scope = error["ctx"].get("tag", "?")
+            yield ConfigProblem(file, positions.line_of((*path, "scope")), f"{key_path}.scope",
+                                f"unknown step scope {scope!r}; expected one of "
+                                f"{', '.join(STEP_SCOPES)}", _close(str(scope), STEP_SCOPES))
+        elif kind in ("literal_error", "enum"):
+            options = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+            yield ConfigProblem(file, line, key_path,
+                                f"{error['input']!r} is not allowed: {error['msg']}",
+                                _close(str(error["input"]), options))
+        else:
+            msg = error["msg"].removeprefix("Value error, ")
+            yield ConfigProblem(file, line, key_path, msg)
+
+
+def _clean_loc(loc: Sequence[Any], raw: dict[str, Any]) -> tuple[str | int, ...]:
+    """Drop the union tag pydantic inserts after ``steps[i]``."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if (i == 3 and tuple(loc[:2]) == ("pipeline", "steps") and isinstance(loc[2], int)
+                and part in STEP_SCOPES):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _allowed_keys(path: Sequence[str | int], raw: dict[str, Any]) -> list[str]:
+    """Field names of the model that sits at ``path`` (for "did you mean" hints)."""
+    model: type[BaseModel] | None = PipelineConfig
+    for depth, part in enumerate(path):
+        if depth in (1, 2) and (element := _container_element(path[: depth + 1], raw)):
+            model = element  # validation.<step> and pipeline.steps[i]
+            continue
+        if isinstance(part, int) or model is None:
+            continue  # list index: the element model was chosen at the list's key
+        info = model.model_fields.get(str(part))
+        model = next(_leaf_models(info.annotation), None) if info else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _container_element(path: Sequence[str | int], raw: dict[str, Any]) -> type[BaseModel] | None:
+    if len(path) == 2 and path[0] == "validation":
+        return ValidationSpec
+    if len(path) == 3 and tuple(path[:2]) == ("pipeline", "steps") and isinstance(path[2], int):
+        step = _child(_child(_child(raw, "pipeline"), "steps"), path[2])
+        scope = step.get("scope", "chunk") if isinstance(step, dict) else "chunk"
+        return _STEP_MODELS.get(scope if isinstance(scope, str) else "chunk")
+    return None
+
+
+def _child(node: Any, part: str | int) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return node[part]
+    return None
+
+
+def _leaf_models(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+        return
+    for arg in getattr(annotation, "__args__", ()) or ():
+        yield from _leaf_models(arg)
+
+
+def _close(word: str, options: Sequence[str]) -> str | None:
+    matches = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+# --- links between sections and files ---------------------------------------------------------
+
+
+class _LinkChecker:
+    """Cross-section and file checks that need the whole parsed config."""
+
+    def __init__(self, root: Path, file: str, config: PipelineConfig, positions: Positions):
+        self.root, self.file, self.config, self.positions = root, file, config, positions
+        self.problems: list[ConfigProblem] = []
+        self.schemas: dict[str, dict[str, Any]] = {}
+
+    def problem(self, path: Sequence[str | int], message: str, hint: str | None = None,
+                level: str = "error") -> None:
+        self.problems.append(ConfigProblem(self.file, self.positions.line_of(path),
+                                           format_path(path), message, hint, level))
+
+    def check(self) -> None:
+        self._check_step_names()
+        self._check_section_keys()
+        self._check_templates()
+        self._check_schemas()
+        self._check_items()
+        self._check_providers()
+        self._check_scripts()
+        self._check_ignored_keys()
+
+    def inside(self, relative: str, path: Sequence[str | int], what: str,
+               must_exist: bool = True) -> Path | None:
+        """Resolve ``relative`` under the pipeline folder; refuse escapes and missing files."""
+        target = (self.root / relative).resolve()
+        if not target.is_relative_to(self.root):
+            self.problem(path, f"{what} {relative!r} is outside the pipeline folder")
+            return None
+        if must_exist and not target.exists():
+            self.problem(path, f"{what} {relative!r} does not exist")
+            return None
+        return target
+
+    @property
+    def step_names(self) -> list[str]:
+        return [s.name for s in self.config.pipeline.steps]
+
+    def _check_step_names(self) -> None:
+        seen: set[str] = set()
+        for i, step in enumerate(self.config.pipeline.steps):
+            if step.name in seen:
+                self.problem(("pipeline", "steps", i, "name"), f"duplicate step name {step.name!r}")
+            seen.add(step.name)
+        unit_steps = [s for s in self.config.pipeline.steps if not isinstance(s, RunStep)]
+        if not unit_steps:
+            self.problem(("pipeline", "steps"), "the pipeline needs at least one non-run step")
+
+    def _check_section_keys(self) -> None:
+        sections = {
+            ("prompts", "templates"): self.config.prompts.templates,
+            ("schemas", "files"): self.config.schemas.files,
+            ("validation",): self.config.validation,
+        }
+        for prefix, mapping in sections.items():
+            for key in mapping:
+                if key not in self.step_names:
+                    self.problem((*prefix, key), f"{format_path(prefix)} names no step {key!r}",
+                                 _close(key, self.step_names))
+
+    def _check_templates(self) -> None:
+        prompts = self.config.prompts
+        template_dir = self.inside(prompts.template_dir, ("prompts", "template_dir"),
+                                   "template folder", must_exist=False)
+        for i, step in enumerate(self.config.pipeline.steps):
+            if not isinstance(step, LLMStep):
+                continue
+            name = prompts.templates.get(step.name) or step.prompt_template
+            where: tuple[str | int, ...] = (("prompts", "templates", step.name)
+                                            if step.name in prompts.templates
+                                            else ("pipeline", "steps", i))
+            if not name:
+                self.problem(where, f"LLM step {step.name!r} has no template: add "
+                             f"prompts.templates.{step.name}")
+            elif template_dir is not None:
+                self.inside(str(Path(prompts.template_dir) / name), where, "template")
+
+    def _check_schemas(self) -> None:
+        schemas = self.config.schemas
+        for step_name, name in schemas.files.items():
+            where = ("schemas", "files", step_name)
+            path = self.inside(str(Path(schemas.schema_dir) / name), where, "schema")
+            if path is None:
+                continue
+            try:
+                schema = json.loads(path.read_text(encoding="utf-8"))
+                Draft202012Validator.check_schema(schema)
+            except json.JSONDecodeError as exc:
+                self.problem(where, f"schema {name!r} is not JSON: line {exc.lineno}: {exc.msg}")
+                continue
+            except SchemaError as exc:
+                self.problem(where, f"schema {name!r} is not a valid JSON Schema: {exc.message}")
+                continue
+            if not isinstance(schema, dict):
+                self.problem(where, f"schema {name!r} must be a JSON object")
+                continue
+            self.schemas[step_name] = schema
+        for i, step in enumerate(self.config.pipeline.steps):
+            if isinstance(step, LLMStep) and step.name not in schemas.files:
+                self.problem(("pipeline", "steps", i), f"LLM step {step.name!r} has no schema "
+                             "(schemas.files); answers will only be checked by rules",
+                             level="warning")
+
+    def _check_items(self) -> None:
+        self.inside(self.config.processing.items.source, ("processing", "items", "source"),
+                    "items file")
+
+    def _check_providers(self) -> None:
+        entries: list[tuple[tuple[str | int, ...], str | None]] = [
+            (("api", "provider"), self.config.api.provider)]
+        for i, step in enumerate(self.config.pipeline.steps):
+            if isinstance(step, LLMStep):
+                entries.append((("pipeline", "steps", i, "provider"), step.provider))
+        for path, provider in entries:
+            if provider is not None and provider not in KNOWN_PROVIDERS:
+                self.problem(path, f"unknown provider {provider!r}; expected one of "
+                             f"{', '.join(KNOWN_PROVIDERS)}", _close(provider, KNOWN_PROVIDERS))
+
+    def _check_scripts(self) -> None:
+        for i, post in enumerate(self.config.post_process):
+            if post.type == "script" and post.script:
+                if Path(post.script).name == BUILTIN_ANALYSIS_SCRIPT:
+                    continue  # Octobatch's analysis script: octopipe runs its built-in analysis
+                self.inside(post.script, ("post_process", i, "script"), "script")
+        for i, step in enumerate(self.config.pipeline.steps):
+            if isinstance(step, RunStep):
+                if step.script:
+                    self.inside(step.script, ("pipeline", "steps", i, "script"), "script")
+                elif not step.content_expression:
+                    self.problem(("pipeline", "steps", i), f"run step {step.name!r} needs "
+                                 "'script' or 'content_expression'")
+
+    def _check_ignored_keys(self) -> None:
+        for i, step in enumerate(self.config.pipeline.steps):
+            if not isinstance(step, LLMStep):
+                continue
+            for key in ("requests_per_triple", "outputs_per_request", "depends_on"):
+                if getattr(step, key) is not None:
+                    self.problem(("pipeline", "steps", i, key),
+                                 f"{key!r} has no effect (steps run in the listed order)",
+                                 level="warning")

@@ -1,0 +1,266 @@
+"""The static half of the safe expression evaluator: an AST allow-list and two guards.
+
+`analyse(tree, builtin_names)` walks a parsed ``eval``-mode tree and either refuses it
+(raising `Refused` with a user-facing reason) or returns the free names it reads and a
+rewritten tree in which ``**`` and ``<<`` call guarded helpers.
+
+What the check guarantees, given a namespace holding only plain data, the safe builtins and a
+`UnitRandom`:
+
+- only the node types in `_ALLOWED_NODES` occur (no walrus, ``await``, ``yield``, ``@``);
+- no name, parameter, keyword or comprehension target starts with ``__``; names with a single
+  leading underscore are allowed because pipelines keep temporaries such as ``_shoe``;
+- attributes are read only (never stored), never start with ``_`` and are in
+  `ALLOWED_ATTRIBUTES`; that list leaves out ``format``/``format_map`` (their field syntax
+  reaches attributes) and every introspection attribute (``gi_frame``, ``mro``, ...);
+- names such as ``eval`` or ``getattr`` are refused wherever they are called. They are not in
+  the builtins either; as bare values they are allowed because pipelines have fields called
+  ``type`` or ``input``, and such a name can only ever resolve to a unit field;
+- comprehension targets are plain names (``for x.a in ...`` would assign an attribute);
+- lambdas take only plain positional parameters (no defaults, ``*args`` or ``**kwargs``).
+
+Integer ``**`` and ``<<`` with results over `MAX_INT_BITS` bits raise `ResourceLimitExceeded`,
+at compile time when both operands are literals. CPU time and memory are otherwise not
+bounded: ``"x" * 10**9``, ``list(range(10**9))``, ``sum(range(10**12))`` or ``x = x * x`` in a
+long loop can exhaust memory or run for a long time.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Set
+from typing import Any
+
+MAX_INT_BITS = 100_000
+"""Largest integer, in bits, that ``**``, ``pow()`` and ``<<`` may produce (about 30,000 digits)."""
+
+POW_HELPER = "__octopipe_pow__"
+LSHIFT_HELPER = "__octopipe_lshift__"
+
+
+class Refused(Exception):
+    """The expression uses a construct the evaluator does not allow."""
+
+
+class ResourceLimitExceeded(ArithmeticError):
+    """An integer operation would produce a result larger than `MAX_INT_BITS`."""
+
+
+def guarded_pow(base: Any, exp: Any, mod: Any = None) -> Any:
+    """``pow()`` and ``**``, refusing integer results over `MAX_INT_BITS` bits."""
+    if mod is not None:
+        return pow(base, exp, mod)  # modular exponentiation stays small
+    if isinstance(base, int) and isinstance(exp, int) and exp > 0:
+        bits = abs(base).bit_length()
+        if bits > 1 and (bits - 1) * exp > MAX_INT_BITS:
+            raise ResourceLimitExceeded(f"the result of ** would exceed {MAX_INT_BITS} bits")
+    return base**exp
+
+
+def guarded_lshift(value: Any, shift: Any) -> Any:
+    """``<<``, refusing integer results over `MAX_INT_BITS` bits."""
+    if (
+        isinstance(value, int)
+        and isinstance(shift, int)
+        and value
+        and shift > 0
+        and value.bit_length() + shift > MAX_INT_BITS
+    ):
+        raise ResourceLimitExceeded(f"the result of << would exceed {MAX_INT_BITS} bits")
+    return value << shift
+
+
+_ATTRIBUTE_GROUPS = {
+    "str": "lower upper strip lstrip rstrip split rsplit splitlines join replace startswith"
+    " endswith count find rfind index rindex title capitalize casefold swapcase center ljust"
+    " rjust zfill partition rpartition removeprefix removesuffix isalpha isdigit isalnum"
+    " isspace islower isupper istitle isnumeric isdecimal",
+    # Read-only methods; copy returns a new container. No append/update/pop: values stay
+    # immutable, so units cannot affect each other through shared containers.
+    "list, dict, set": "index count copy get keys values items union intersection difference"
+    " symmetric_difference issubset issuperset isdisjoint",
+    "numbers": "real imag conjugate is_integer bit_length numerator denominator as_integer_ratio",
+    "UnitRandom": "choice randint random uniform sample shuffle gauss",
+}
+ALLOWED_ATTRIBUTES = frozenset(" ".join(_ATTRIBUTE_GROUPS.values()).split())
+
+_FORBIDDEN = (
+    "eval exec open compile globals locals vars getattr setattr delattr __import__ input"
+    " breakpoint help type object memoryview"
+)
+FORBIDDEN_CALLS = frozenset(_FORBIDDEN.split())
+
+_OPERATORS: tuple[type[ast.AST], ...] = (
+    *(ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow),
+    *(ast.LShift, ast.RShift, ast.BitOr, ast.BitXor, ast.BitAnd),
+    *(ast.UAdd, ast.USub, ast.Not, ast.Invert, ast.And, ast.Or),
+    *(ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE),
+    *(ast.Is, ast.IsNot, ast.In, ast.NotIn),
+)
+_ALLOWED_NODES: frozenset[type[ast.AST]] = frozenset(
+    {
+        *(ast.Expression, ast.Constant, ast.Name, ast.Load, ast.Attribute, ast.Subscript),
+        *(ast.Slice, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp),
+        *(ast.List, ast.Tuple, ast.Set, ast.Dict, ast.Starred, ast.Call, ast.keyword),
+        *(ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.comprehension),
+        *(ast.JoinedStr, ast.FormattedValue, ast.Lambda, ast.arguments, ast.arg),
+        *_OPERATORS,
+    }
+)
+_NODE_NAMES: dict[type[ast.AST], str] = {
+    ast.NamedExpr: "assignment expressions (:=)",
+    ast.Await: "'await'",
+    ast.Yield: "'yield'",
+    ast.YieldFrom: "'yield from'",
+    ast.MatMult: "the '@' operator",
+    ast.Store: "assignment",
+    ast.Del: "deletion",
+}
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+
+
+def analyse(tree: ast.Expression, builtin_names: Set[str]) -> tuple[frozenset[str], ast.Expression]:
+    """Check `tree`; return (free names other than builtins, tree with guarded ``**``/``<<``).
+
+    Raises `Refused` for a disallowed construct and `ResourceLimitExceeded` for a literal
+    ``**``/``<<`` whose result would be too large.
+    """
+    free: set[str] = set()
+    _Checker(builtin_names, free).visit(tree, frozenset())
+    guarded = _GuardArithmetic().visit(tree)
+    return frozenset(free), ast.fix_missing_locations(guarded)
+
+
+def check_identifier(name: str, what: str) -> None:
+    """Refuse names starting with ``__`` (dunders and their look-alikes)."""
+    if name.startswith("__"):
+        raise Refused(f"{what} {name!r} is not allowed: names starting with '__' are refused")
+
+
+class _Checker:
+    """Recursive allow-list walk that also collects free names with comprehension scoping."""
+
+    def __init__(self, builtin_names: Set[str], free: set[str]) -> None:
+        self._builtins = builtin_names
+        self._free = free
+
+    def visit(self, node: ast.AST, bound: frozenset[str]) -> None:
+        kind = type(node)
+        if kind not in _ALLOWED_NODES:
+            what = _NODE_NAMES.get(kind, f"'{kind.__name__}'")
+            raise Refused(f"{what} is not allowed in expressions")
+        if isinstance(node, ast.Name):
+            self._name(node, bound)
+        elif isinstance(node, ast.Attribute):
+            self._attribute(node, bound)
+        elif isinstance(node, ast.Lambda):
+            self._lambda(node, bound)
+        elif isinstance(node, _COMPREHENSIONS):
+            self._comprehension(node, bound)
+        else:
+            if isinstance(node, ast.Call):
+                self._call(node)
+            elif isinstance(node, ast.Subscript | ast.Starred | ast.List | ast.Tuple):
+                self._require_load(node)
+            for child in ast.iter_child_nodes(node):
+                self.visit(child, bound)
+
+    def _name(self, node: ast.Name, bound: frozenset[str]) -> None:
+        check_identifier(node.id, "name")
+        self._require_load(node)
+        if node.id not in bound and node.id not in self._builtins:
+            self._free.add(node.id)
+
+    def _attribute(self, node: ast.Attribute, bound: frozenset[str]) -> None:
+        self._require_load(node)
+        if node.attr.startswith("_"):
+            raise Refused(f"attribute {node.attr!r} is not allowed: private attribute")
+        if node.attr not in ALLOWED_ATTRIBUTES:
+            raise Refused(f"attribute {node.attr!r} is not allowed")
+        self.visit(node.value, bound)
+
+    def _call(self, node: ast.Call) -> None:
+        if isinstance(node.func, ast.Name) and node.func.id in FORBIDDEN_CALLS:
+            raise Refused(f"calling {node.func.id!r} is not allowed")
+        for keyword in node.keywords:
+            if keyword.arg is not None:
+                check_identifier(keyword.arg, "keyword argument")
+
+    def _lambda(self, node: ast.Lambda, bound: frozenset[str]) -> None:
+        args = node.args
+        if args.vararg or args.kwarg or args.kwonlyargs or args.defaults or args.kw_defaults:
+            raise Refused("lambda may only take plain positional parameters")
+        params = [a.arg for a in (*args.posonlyargs, *args.args)]
+        for param in params:
+            check_identifier(param, "lambda parameter")
+        self.visit(node.body, bound | frozenset(params))
+
+    def _comprehension(
+        self,
+        node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp,
+        bound: frozenset[str],
+    ) -> None:
+        inner = bound
+        for index, generator in enumerate(node.generators):
+            if generator.is_async:
+                raise Refused("'async for' is not allowed in expressions")
+            # The first iterable is evaluated in the enclosing scope, the rest inside.
+            self.visit(generator.iter, bound if index == 0 else inner)
+            inner = inner | _target_names(generator.target)
+            for condition in generator.ifs:
+                self.visit(condition, inner)
+        results = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+        for result in results:
+            self.visit(result, inner)
+
+    @staticmethod
+    def _require_load(node: ast.AST) -> None:
+        ctx = getattr(node, "ctx", None)
+        if ctx is not None and not isinstance(ctx, ast.Load):
+            raise Refused(_NODE_NAMES.get(type(ctx), "assignment") + " is not allowed")
+
+
+def _target_names(target: ast.AST) -> frozenset[str]:
+    """Names bound by a comprehension target; anything but (nested) names is refused."""
+    if isinstance(target, ast.Name):
+        check_identifier(target.id, "name")
+        return frozenset([target.id])
+    if isinstance(target, ast.Tuple | ast.List):
+        return frozenset().union(*(_target_names(e) for e in target.elts))
+    if isinstance(target, ast.Starred):
+        return _target_names(target.value)
+    raise Refused("a comprehension may only assign plain names")
+
+
+_GUARDS: dict[type[ast.operator], tuple[str, Callable[[Any, Any], Any]]] = {
+    ast.Pow: (POW_HELPER, guarded_pow),
+    ast.LShift: (LSHIFT_HELPER, guarded_lshift),
+}
+
+
+class _GuardArithmetic(ast.NodeTransformer):
+    """Rewrite ``a ** b`` and ``a << b`` into guarded helper calls; fold literal operands."""
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        guard = _GUARDS.get(type(node.op))
+        if guard is None:
+            return node
+        helper, function = guard
+        left, right = node.left, node.right
+        if _is_number(left) and _is_number(right):
+            assert isinstance(left, ast.Constant) and isinstance(right, ast.Constant)
+            try:
+                value = function(left.value, right.value)
+            except ResourceLimitExceeded:
+                raise
+            except Exception:  # e.g. 0 ** -1: left for evaluation to report, as Python does
+                pass
+            else:
+                return ast.copy_location(ast.Constant(value), node)
+        call = ast.Call(func=ast.Name(helper, ast.Load()), args=[left, right], keywords=[])
+        return ast.copy_location(call, node)
+
+
+def _is_number(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) in (int, float)

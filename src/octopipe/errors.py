@@ -1,0 +1,220 @@
+"""The one exception tree of octopipe.
+
+Every error carries structured fields and a user-facing message. Library code raises these;
+only the CLI turns them into an exit code (see ``EXIT_CODES``) and the TUI into a notification.
+
+Per-unit problems (an expression that raises for one unit, a prompt that fails to render, an
+answer that fails validation) are *not* exceptions that escape a run: the code that meets them
+turns them into failure records for that unit. The classes below that describe unit-level
+problems (``ExpressionError``, ``RenderError``) exist so the core can raise them and the engine
+can catch them by type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class OctopipeError(Exception):
+    """Base of every error octopipe raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem found in a pipeline folder: where it is and what is wrong."""
+
+    file: str
+    line: int | None
+    key_path: str
+    message: str
+    hint: str | None = None
+    level: str = "error"  # "error" fails validation; "warning" is reported but passes
+
+    def render(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        key = f" [{self.key_path}]" if self.key_path else ""
+        hint = f" (did you mean {self.hint!r}?)" if self.hint else ""
+        tag = "" if self.level == "error" else f"{self.level}: "
+        return f"{where}{key}: {tag}{self.message}{hint}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "key_path": self.key_path,
+            "message": self.message,
+            "hint": self.hint,
+            "level": self.level,
+        }
+
+
+class ConfigError(OctopipeError):
+    """A pipeline folder is invalid. Carries every problem found, not only the first."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(p.render() for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in pipeline:\n{lines}")
+
+    @classmethod
+    def single(cls, file: str, message: str, *, line: int | None = None, key_path: str = "",
+               hint: str | None = None) -> ConfigError:
+        return cls([ConfigProblem(file, line, key_path, message, hint)])
+
+
+class UsageError(OctopipeError):
+    """The command line asked for something impossible (unknown run, bad flag combination)."""
+
+    exit_code = 2
+
+
+# --- unit-level failures raised inside the core ------------------------------------------------
+
+
+class ExpressionError(OctopipeError):
+    """An expression failed to compile or to evaluate."""
+
+    def __init__(self, expression: str, message: str, variable: str | None = None) -> None:
+        self.expression = expression
+        self.variable = variable
+        self.detail = message
+        target = f"{variable} = " if variable else ""
+        super().__init__(f"{target}{expression!r}: {message}")
+
+
+class UnsafeExpressionError(ExpressionError):
+    """An expression uses a construct the safe evaluator refuses (imports, dunders, ...)."""
+
+
+class RenderError(OctopipeError):
+    """A prompt template failed to render for one unit."""
+
+    def __init__(self, template: str, message: str, line: int | None = None) -> None:
+        self.template = template
+        self.line = line
+        self.detail = message
+        where = template if line is None else f"{template}:{line}"
+        super().__init__(f"{where}: {message}")
+
+
+# --- run store ---------------------------------------------------------------------------------
+
+
+class StoreError(OctopipeError):
+    """The run ledger cannot be used (corrupt, truncated, written by a newer octopipe)."""
+
+    exit_code = 4
+
+
+class RunNotFound(UsageError):
+    def __init__(self, name: str, where: str) -> None:
+        self.name = name
+        super().__init__(f"no run named {name!r} under {where}")
+
+
+class RunLocked(OctopipeError):
+    """Another live process holds the run's lock."""
+
+    exit_code = 5
+
+
+class IllegalTransition(OctopipeError):
+    """A state machine was asked for a move its transition table does not allow."""
+
+    def __init__(self, machine: str, state: str, event: str) -> None:
+        self.machine, self.state, self.event = machine, state, event
+        super().__init__(f"{machine}: no transition from {state!r} on {event!r}")
+
+
+# --- providers -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ProviderErrorInfo:
+    provider: str
+    status: int | None = None
+    request_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ProviderError(OctopipeError):
+    """Base of errors raised by provider adapters, classified by type and HTTP status."""
+
+    retryable: bool = False
+    fatal_for_run: bool = False
+
+    def __init__(self, message: str, *, provider: str, status: int | None = None) -> None:
+        self.provider = provider
+        self.status = status
+        super().__init__(f"{provider}: {message}" + (f" (HTTP {status})" if status else ""))
+
+
+class RateLimited(ProviderError):
+    """HTTP 429. ``retry_after`` is the server's hint in seconds, when it gave one."""
+
+    retryable = True
+
+    def __init__(
+        self, message: str, *, provider: str, status: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status)
+        self.retry_after = retry_after
+
+
+class TransientProviderError(ProviderError):
+    """408, 5xx, 529, connection reset, timeout: worth retrying the same request."""
+
+    retryable = True
+
+
+class ProviderTimeout(TransientProviderError):
+    """The request did not finish within its timeout."""
+
+
+class BadRequest(ProviderError):
+    """HTTP 400/404/413/422 for this request: fails the unit, not the run."""
+
+
+class AuthError(ProviderError):
+    """HTTP 401/403: no request will succeed; the run pauses with this message."""
+
+    fatal_for_run = True
+    exit_code = 6
+
+
+class QuotaExhausted(ProviderError):
+    """Billing or quota exhausted (not a transient rate limit): the run pauses."""
+
+    fatal_for_run = True
+    exit_code = 6
+
+
+class MissingApiKey(ProviderError):
+    fatal_for_run = True
+    exit_code = 6
+
+
+# Exit codes by category (luigi-style): scripts can tell a bad config from a failed run.
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the command ran but the outcome is not clean (failed units, findings)
+EXIT_USAGE = 2  # bad config or command line
+EXIT_STORE = 4
+EXIT_LOCKED = 5
+EXIT_PROVIDER = 6
+EXIT_INTERRUPTED = 130

@@ -1,0 +1,186 @@
+"""The provider contract: one request shape, one response shape, one protocol.
+
+What this module guarantees:
+
+- ``LLMRequest`` / ``LLMResponse`` / ``Usage`` are frozen, vendor-neutral values. The engine
+  builds requests and reads responses without knowing which vendor served them.
+- ``RealtimeProvider`` is the whole surface the engine needs for realtime calls:
+  ``complete()`` either returns an ``LLMResponse`` or raises a ``ProviderError`` subclass from
+  ``octopipe.errors`` (never a raw SDK exception, never after the request's timeout).
+- ``ProviderSettings`` never shows its API key in ``repr()``; ``resolve_api_key`` names the
+  environment variable to set when a key is missing.
+- ``make_provider`` imports a vendor SDK only when that vendor is asked for (each SDK takes
+  about a second to import), and always turns SDK-level retries off: the engine retries.
+
+Batch mode will add a ``BatchProvider`` protocol next to ``RealtimeProvider``; the request and
+usage types here are meant to be shared by both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from octopipe.errors import MissingApiKey, UsageError
+
+PROVIDER_NAMES = ("openai", "openai-compatible", "anthropic", "gemini")
+
+# Variables read for each provider's key, in order of precedence. GOOGLE_API_KEY wins over
+# GEMINI_API_KEY, as in the google-genai SDK. An OpenAI-compatible server gets its own variable
+# so that a real OpenAI key is never sent to a third-party server by accident.
+API_KEY_VARIABLES: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "openai-compatible": ("OPENAI_COMPATIBLE_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
+}
+
+# Local servers (vLLM, Ollama, llama.cpp) accept any key; the SDK insists on a non-empty one.
+DUMMY_API_KEY = "octopipe-no-key"
+
+# Extra seconds granted beyond a request's own timeout before the adapter's outer deadline
+# fires. The SDK timeouts are per network phase; the outer deadline bounds the whole call.
+DEADLINE_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One LLM call for one unit at one step."""
+
+    unit_id: str
+    step: str
+    model: str
+    prompt: str
+    system: str | None = None
+    schema: dict[str, Any] | None = None
+    schema_name: str = "response"
+    max_tokens: int = 4096
+    temperature: float | None = None
+    structured_output: bool = True
+    timeout_s: float = 120.0
+
+    @property
+    def wants_structured_output(self) -> bool:
+        """True when the vendor's native structured-output feature should be used."""
+        return self.structured_output and self.schema is not None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens used by one call.
+
+    ``input_tokens`` counts every prompt token, cached or not; ``cached_input_tokens`` is the
+    part of it served from the vendor's prompt cache (OpenAI and Gemini report it this way;
+    the Anthropic adapter adds ``cache_read_input_tokens`` and ``cache_creation_input_tokens``
+    back into ``input_tokens`` so the meaning is the same for every vendor). ``output_tokens``
+    includes reasoning/thinking tokens, which every vendor bills as output.
+    """
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class LLMResponse:
+    """What came back. ``text`` is the raw answer: parsing and validation happen later.
+
+    ``finish_reason`` is the vendor's own value (``stop``/``length``, ``end_turn``/``tool_use``/
+    ``max_tokens``, ``STOP``/``MAX_TOKENS``); ``latency_s`` is wall time of the call.
+    """
+
+    text: str
+    usage: Usage
+    finish_reason: str | None
+    model: str
+    request_id: str | None
+    latency_s: float
+
+
+@runtime_checkable
+class RealtimeProvider(Protocol):
+    """A vendor adapter for one-request-one-answer calls."""
+
+    name: str
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        """Send one request. Raises ``octopipe.errors.ProviderError`` subclasses only."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the HTTP client. The provider must not be used afterwards."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """How to reach one provider. ``base_url=None`` keeps the SDK's default, which honours
+    ``OPENAI_BASE_URL``, ``ANTHROPIC_BASE_URL`` and ``GOOGLE_GEMINI_BASE_URL``."""
+
+    provider: str
+    api_key: str = field(repr=False)
+    base_url: str | None = None
+    timeout_s: float = 120.0
+    max_retries_sdk: int = 0
+
+
+def resolve_api_key(provider: str, env: Mapping[str, str] | None = None) -> str:
+    """Return the API key for ``provider`` from ``env`` (default: ``os.environ``).
+
+    Raises ``MissingApiKey`` naming the variable(s) to set. ``openai-compatible`` falls back to
+    a dummy key, since local servers usually need none.
+    """
+    environ = os.environ if env is None else env
+    variables = API_KEY_VARIABLES.get(provider)
+    if variables is None:
+        raise _unknown_provider(provider)
+    for name in variables:
+        value = environ.get(name, "").strip()
+        if value:
+            return value
+    if provider == "openai-compatible":
+        return DUMMY_API_KEY
+    wanted = " or ".join(variables)
+    raise MissingApiKey(f"no API key: set {wanted} (environment or .env)", provider=provider)
+
+
+def make_provider(
+    settings: ProviderSettings, env: Mapping[str, str] | None = None
+) -> RealtimeProvider:
+    """Build the realtime adapter named by ``settings.provider``.
+
+    ``openai-compatible`` needs a base URL, given explicitly or through ``OPENAI_BASE_URL``
+    in ``env``: without one the SDK would send the request to api.openai.com.
+    """
+    name = settings.provider
+    if name in ("openai", "openai-compatible"):
+        if name == "openai-compatible":
+            _require_compatible_base_url(settings, os.environ if env is None else env)
+        from octopipe.providers.openai_adapter import OpenAIProvider
+
+        return OpenAIProvider(settings)
+    if name == "anthropic":
+        from octopipe.providers.anthropic_adapter import AnthropicProvider
+
+        return AnthropicProvider(settings)
+    if name == "gemini":
+        from octopipe.providers.gemini_adapter import GeminiProvider
+
+        return GeminiProvider(settings)
+    raise _unknown_provider(name)
+
+
+def _require_compatible_base_url(settings: ProviderSettings, env: Mapping[str, str]) -> None:
+    if settings.base_url or env.get("OPENAI_BASE_URL", "").strip():
+        return
+    raise UsageError(
+        "provider 'openai-compatible' needs a base_url (for example http://127.0.0.1:8000/v1) "
+        "or OPENAI_BASE_URL in the environment"
+    )
+
+
+def _unknown_provider(name: str) -> UsageError:
+    known = ", ".join(PROVIDER_NAMES)
+    return UsageError(f"unknown provider {name!r}; known providers: {known}")

@@ -1,0 +1,120 @@
+"""Realtime adapter for OpenAI Chat Completions and OpenAI-compatible servers.
+
+Guarantees:
+
+- Uses the official ``openai.AsyncOpenAI`` client with SDK retries off (``max_retries`` from
+  the settings, 0 by default) and a timeout on every request, plus an outer deadline of
+  ``timeout_s + DEADLINE_GRACE_S`` over the whole call.
+- Structured output is requested natively: ``response_format={"type": "json_schema",
+  "json_schema": {"name", "schema", "strict": True}}``.
+- ``openai`` sends ``max_completion_tokens`` (required by reasoning models);
+  ``openai-compatible`` sends the older ``max_tokens``, which vLLM, Ollama and llama.cpp
+  understand.
+- ``base_url=None`` lets the SDK read ``OPENAI_BASE_URL``. Note the OpenAI base URL *includes*
+  ``/v1``.
+- Every SDK exception is mapped by ``errors_map.map_openai_error``; the API key is redacted
+  from messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import openai
+
+from octopipe.errors import TransientProviderError
+from octopipe.providers.base import (
+    DEADLINE_GRACE_S,
+    LLMRequest,
+    LLMResponse,
+    ProviderSettings,
+    Usage,
+)
+from octopipe.providers.errors_map import map_openai_error
+
+
+class OpenAIProvider:
+    """``RealtimeProvider`` over ``AsyncOpenAI.chat.completions.create``."""
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.name = settings.provider
+        self._secret = settings.api_key
+        self._token_param = (
+            "max_completion_tokens" if settings.provider == "openai" else "max_tokens"
+        )
+        self._client = openai.AsyncOpenAI(
+            api_key=settings.api_key,
+            base_url=settings.base_url,
+            timeout=settings.timeout_s,
+            max_retries=settings.max_retries_sdk,
+        )
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(request.timeout_s + DEADLINE_GRACE_S):
+                completion = await self._client.chat.completions.create(
+                    **self.build_params(request), timeout=request.timeout_s
+                )
+        except (openai.OpenAIError, TimeoutError) as exc:
+            raise map_openai_error(
+                exc, provider=self.name, secret=self._secret, timeout_s=request.timeout_s
+            ) from exc
+        return self._to_response(completion, request, time.perf_counter() - started)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def build_params(self, request: LLMRequest) -> dict[str, Any]:
+        """The keyword arguments of ``chat.completions.create`` for ``request``."""
+        messages: list[dict[str, str]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.append({"role": "user", "content": request.prompt})
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": messages,
+            self._token_param: request.max_tokens,
+        }
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.wants_structured_output:
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.schema_name,
+                    "schema": request.schema,
+                    "strict": True,
+                },
+            }
+        return params
+
+    def _to_response(
+        self, completion: Any, request: LLMRequest, latency_s: float
+    ) -> LLMResponse:
+        if not completion.choices:
+            raise TransientProviderError("the response has no choices", provider=self.name)
+        choice = completion.choices[0]
+        return LLMResponse(
+            text=choice.message.content or "",
+            usage=openai_usage(completion.usage),
+            finish_reason=choice.finish_reason,
+            model=completion.model or request.model,
+            request_id=getattr(completion, "_request_id", None) or completion.id,
+            latency_s=latency_s,
+        )
+
+
+def openai_usage(usage: Any) -> Usage:
+    """Map ``prompt_tokens``/``completion_tokens``/``prompt_tokens_details.cached_tokens``."""
+    if usage is None:
+        return Usage(input_tokens=0, output_tokens=0)
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) or 0
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        cached_input_tokens=cached,
+    )
