@@ -72,8 +72,15 @@ class ConfigError(OctopipeError):
         super().__init__(f"{len(self.problems)} problem(s) in pipeline:\n{lines}")
 
     @classmethod
-    def single(cls, file: str, message: str, *, line: int | None = None, key_path: str = "",
-               hint: str | None = None) -> ConfigError:
+    def single(
+        cls,
+        file: str,
+        message: str,
+        *,
+        line: int | None = None,
+        key_path: str = "",
+        hint: str | None = None,
+    ) -> ConfigError:
         return cls([ConfigProblem(file, line, key_path, message, hint)])
 
 
@@ -170,7 +177,11 @@ class RateLimited(ProviderError):
     retryable = True
 
     def __init__(
-        self, message: str, *, provider: str, status: int | None = 429,
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = 429,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message, provider=provider, status=status)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -42,7 +42,10 @@ CONFIG_NAMES = ("config.yaml", "config.yml")
 KNOWN_PROVIDERS = ("openai", "anthropic", "gemini", "openai-compatible", "fake")
 BUILTIN_ANALYSIS_SCRIPT = "analyze_results.py"
 _STEP_MODELS: dict[str, type[BaseModel]] = {
-    "chunk": LLMStep, "expression": ExpressionStep, "fan_out": FanOutStep, "run": RunStep,
+    "chunk": LLMStep,
+    "expression": ExpressionStep,
+    "fan_out": FanOutStep,
+    "run": RunStep,
 }
 
 
@@ -162,18 +165,27 @@ def _problems_from_pydantic(
             allowed = _allowed_keys(path[:-1], raw)
             yield ConfigProblem(file, line, key_path, f"unknown key {key!r}", _close(key, allowed))
         elif kind == "missing":
-            yield ConfigProblem(file, line, format_path(path[:-1]),
-                                f"missing required key {path[-1]!r}")
+            yield ConfigProblem(
+                file, line, format_path(path[:-1]), f"missing required key {path[-1]!r}"
+            )
         elif kind == "union_tag_invalid":
             scope = error["ctx"].get("tag", "?")
-            yield ConfigProblem(file, positions.line_of((*path, "scope")), f"{key_path}.scope",
-                                f"unknown step scope {scope!r}; expected one of "
-                                f"{', '.join(STEP_SCOPES)}", _close(str(scope), STEP_SCOPES))
+            yield ConfigProblem(
+                file,
+                positions.line_of((*path, "scope")),
+                f"{key_path}.scope",
+                f"unknown step scope {scope!r}; expected one of {', '.join(STEP_SCOPES)}",
+                _close(str(scope), STEP_SCOPES),
+            )
         elif kind in ("literal_error", "enum"):
             options = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
-            yield ConfigProblem(file, line, key_path,
-                                f"{error['input']!r} is not allowed: {error['msg']}",
-                                _close(str(error["input"]), options))
+            yield ConfigProblem(
+                file,
+                line,
+                key_path,
+                f"{error['input']!r} is not allowed: {error['msg']}",
+                _close(str(error["input"]), options),
+            )
         else:
             msg = error["msg"].removeprefix("Value error, ")
             yield ConfigProblem(file, line, key_path, msg)
@@ -183,8 +195,12 @@ def _clean_loc(loc: Sequence[Any], raw: dict[str, Any]) -> tuple[str | int, ...]
     """Drop the union tag pydantic inserts after ``steps[i]``."""
     out: list[str | int] = []
     for i, part in enumerate(loc):
-        if (i == 3 and tuple(loc[:2]) == ("pipeline", "steps") and isinstance(loc[2], int)
-                and part in STEP_SCOPES):
+        if (
+            i == 3
+            and tuple(loc[:2]) == ("pipeline", "steps")
+            and isinstance(loc[2], int)
+            and part in STEP_SCOPES
+        ):
             continue
         out.append(part)
     return tuple(out)
@@ -246,10 +262,14 @@ class _LinkChecker:
         self.problems: list[ConfigProblem] = []
         self.schemas: dict[str, dict[str, Any]] = {}
 
-    def problem(self, path: Sequence[str | int], message: str, hint: str | None = None,
-                level: str = "error") -> None:
-        self.problems.append(ConfigProblem(self.file, self.positions.line_of(path),
-                                           format_path(path), message, hint, level))
+    def problem(
+        self, path: Sequence[str | int], message: str, hint: str | None = None, level: str = "error"
+    ) -> None:
+        self.problems.append(
+            ConfigProblem(
+                self.file, self.positions.line_of(path), format_path(path), message, hint, level
+            )
+        )
 
     def check(self) -> None:
         self._check_step_names()
@@ -261,8 +281,9 @@ class _LinkChecker:
         self._check_scripts()
         self._check_ignored_keys()
 
-    def inside(self, relative: str, path: Sequence[str | int], what: str,
-               must_exist: bool = True) -> Path | None:
+    def inside(
+        self, relative: str, path: Sequence[str | int], what: str, must_exist: bool = True
+    ) -> Path | None:
         """Resolve ``relative`` under the pipeline folder; refuse escapes and missing files."""
         target = (self.root / relative).resolve()
         if not target.is_relative_to(self.root):
@@ -288,7 +309,7 @@ class _LinkChecker:
             self.problem(("pipeline", "steps"), "the pipeline needs at least one non-run step")
 
     def _check_section_keys(self) -> None:
-        sections = {
+        sections: dict[tuple[str, ...], Mapping[str, object]] = {
             ("prompts", "templates"): self.config.prompts.templates,
             ("schemas", "files"): self.config.schemas.files,
             ("validation",): self.config.validation,
@@ -296,23 +317,31 @@ class _LinkChecker:
         for prefix, mapping in sections.items():
             for key in mapping:
                 if key not in self.step_names:
-                    self.problem((*prefix, key), f"{format_path(prefix)} names no step {key!r}",
-                                 _close(key, self.step_names))
+                    self.problem(
+                        (*prefix, key),
+                        f"{format_path(prefix)} names no step {key!r}",
+                        _close(key, self.step_names),
+                    )
 
     def _check_templates(self) -> None:
         prompts = self.config.prompts
-        template_dir = self.inside(prompts.template_dir, ("prompts", "template_dir"),
-                                   "template folder", must_exist=False)
+        template_dir = self.inside(
+            prompts.template_dir, ("prompts", "template_dir"), "template folder", must_exist=False
+        )
         for i, step in enumerate(self.config.pipeline.steps):
             if not isinstance(step, LLMStep):
                 continue
             name = prompts.templates.get(step.name) or step.prompt_template
-            where: tuple[str | int, ...] = (("prompts", "templates", step.name)
-                                            if step.name in prompts.templates
-                                            else ("pipeline", "steps", i))
+            where: tuple[str | int, ...] = (
+                ("prompts", "templates", step.name)
+                if step.name in prompts.templates
+                else ("pipeline", "steps", i)
+            )
             if not name:
-                self.problem(where, f"LLM step {step.name!r} has no template: add "
-                             f"prompts.templates.{step.name}")
+                self.problem(
+                    where,
+                    f"LLM step {step.name!r} has no template: add prompts.templates.{step.name}",
+                )
             elif template_dir is not None:
                 self.inside(str(Path(prompts.template_dir) / name), where, "template")
 
@@ -338,24 +367,32 @@ class _LinkChecker:
             self.schemas[step_name] = schema
         for i, step in enumerate(self.config.pipeline.steps):
             if isinstance(step, LLMStep) and step.name not in schemas.files:
-                self.problem(("pipeline", "steps", i), f"LLM step {step.name!r} has no schema "
-                             "(schemas.files); answers will only be checked by rules",
-                             level="warning")
+                self.problem(
+                    ("pipeline", "steps", i),
+                    f"LLM step {step.name!r} has no schema "
+                    "(schemas.files); answers will only be checked by rules",
+                    level="warning",
+                )
 
     def _check_items(self) -> None:
-        self.inside(self.config.processing.items.source, ("processing", "items", "source"),
-                    "items file")
+        self.inside(
+            self.config.processing.items.source, ("processing", "items", "source"), "items file"
+        )
 
     def _check_providers(self) -> None:
         entries: list[tuple[tuple[str | int, ...], str | None]] = [
-            (("api", "provider"), self.config.api.provider)]
+            (("api", "provider"), self.config.api.provider)
+        ]
         for i, step in enumerate(self.config.pipeline.steps):
             if isinstance(step, LLMStep):
                 entries.append((("pipeline", "steps", i, "provider"), step.provider))
         for path, provider in entries:
             if provider is not None and provider not in KNOWN_PROVIDERS:
-                self.problem(path, f"unknown provider {provider!r}; expected one of "
-                             f"{', '.join(KNOWN_PROVIDERS)}", _close(provider, KNOWN_PROVIDERS))
+                self.problem(
+                    path,
+                    f"unknown provider {provider!r}; expected one of {', '.join(KNOWN_PROVIDERS)}",
+                    _close(provider, KNOWN_PROVIDERS),
+                )
 
     def _check_scripts(self) -> None:
         for i, post in enumerate(self.config.post_process):
@@ -368,8 +405,10 @@ class _LinkChecker:
                 if step.script:
                     self.inside(step.script, ("pipeline", "steps", i, "script"), "script")
                 elif not step.content_expression:
-                    self.problem(("pipeline", "steps", i), f"run step {step.name!r} needs "
-                                 "'script' or 'content_expression'")
+                    self.problem(
+                        ("pipeline", "steps", i),
+                        f"run step {step.name!r} needs 'script' or 'content_expression'",
+                    )
 
     def _check_ignored_keys(self) -> None:
         for i, step in enumerate(self.config.pipeline.steps):
@@ -377,6 +416,8 @@ class _LinkChecker:
                 continue
             for key in ("requests_per_triple", "outputs_per_request", "depends_on"):
                 if getattr(step, key) is not None:
-                    self.problem(("pipeline", "steps", i, key),
-                                 f"{key!r} has no effect (steps run in the listed order)",
-                                 level="warning")
+                    self.problem(
+                        ("pipeline", "steps", i, key),
+                        f"{key!r} has no effect (steps run in the listed order)",
+                        level="warning",
+                    )

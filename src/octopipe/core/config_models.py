@@ -267,8 +267,18 @@ class RuleSpec(Model):
 
 
 TypeName = Literal[
-    "integer", "int", "float", "number", "string", "str", "boolean", "bool",
-    "array", "list", "object", "dict",
+    "integer",
+    "int",
+    "float",
+    "number",
+    "string",
+    "str",
+    "boolean",
+    "bool",
+    "array",
+    "list",
+    "object",
+    "dict",
 ]
 
 

@@ -23,6 +23,7 @@ import ast
 import copy
 import hashlib
 import keyword
+import math
 import random as _random
 from collections.abc import Iterator, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
@@ -45,12 +46,43 @@ __all__ = [
 
 T = TypeVar("T")
 
+_MATH_NAMES = [
+    "sqrt",
+    "floor",
+    "ceil",
+    "trunc",
+    "fabs",
+    "exp",
+    "log",
+    "log10",
+    "log2",
+    "sin",
+    "cos",
+    "tan",
+    "asin",
+    "acos",
+    "atan",
+    "atan2",
+    "hypot",
+    "degrees",
+    "radians",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "pi",
+    "e",
+    "inf",
+]
+
 _SAFE_BUILTINS: dict[str, Any] = {
     **{f.__name__: f for f in (abs, all, any, divmod, enumerate, filter, isinstance, len, map)},
-    **{f.__name__: f for f in (max, min, range, reversed, round, sorted, sum, zip)},
+    **{f.__name__: f for f in (max, min, next, range, reversed, round, sorted, sum, zip)},
     **{f.__name__: f for f in (chr, ord, hex, bin)},
     **{t.__name__: t for t in (bool, int, float, str, list, tuple, dict, set, frozenset)},
     "pow": safe_ast.guarded_pow,
+    # asteval, which Octobatch used, offers the math module's names as builtins; pipelines
+    # written for it may call sqrt() or floor(). factorial/comb are left out: unbounded cost.
+    **{name: getattr(math, name) for name in _MATH_NAMES},
 }
 SAFE_BUILTIN_NAMES: frozenset[str] = frozenset(_SAFE_BUILTINS)
 """Names every expression can read besides its namespace (``True``/``False``/``None`` are
@@ -109,12 +141,17 @@ def compile_expression(source: str, *, variable: str | None = None) -> Expressio
     Raises `UnsafeExpressionError` for a refused construct and `ExpressionError` for a syntax
     error or a literal ``**``/``<<`` whose result would be too large.
     """
+    names, tree = _checked_tree(source, variable)
+    code = _compile(tree, source, variable, f"<{variable or 'expression'}>", "eval")
+    return Expression(source=source, variable=variable, names=names, code=code)
+
+
+def _checked_tree(source: str, variable: str | None) -> tuple[frozenset[str], ast.Expression]:
+    """(free names, checked tree with guarded arithmetic) of `source`, or an `ExpressionError`."""
     if not isinstance(source, str):
         raise ExpressionError(repr(source), "an expression must be a string", variable)
     try:
-        tree = ast.parse(source.strip(), mode="eval")
-        names, guarded = safe_ast.analyse(tree, SAFE_BUILTIN_NAMES)
-        code = compile(guarded, f"<{variable or 'expression'}>", "eval")
+        return safe_ast.analyse(ast.parse(source.strip(), mode="eval"), SAFE_BUILTIN_NAMES)
     except SyntaxError as exc:
         where = f" (column {exc.offset})" if exc.offset else ""
         raise ExpressionError(source, f"invalid syntax: {exc.msg}{where}", variable) from None
@@ -124,7 +161,17 @@ def compile_expression(source: str, *, variable: str | None = None) -> Expressio
         raise ExpressionError(source, "expression is nested too deeply", variable) from None
     except Exception as exc:  # ResourceLimitExceeded, null bytes, MemoryError
         raise _evaluation_error(source, variable, exc) from None
-    return Expression(source=source, variable=variable, names=names, code=code)
+
+
+def _compile(
+    tree: ast.Module | ast.Expression, source: str, variable: str | None, name: str, mode: str
+) -> CodeType:
+    try:
+        return compile(tree, name, mode)
+    except RecursionError:
+        raise ExpressionError(source, "expression is nested too deeply", variable) from None
+    except Exception as exc:
+        raise _evaluation_error(source, variable, exc) from None
 
 
 def _evaluation_error(source: str, variable: str | None, exc: BaseException) -> ExpressionError:
@@ -188,17 +235,19 @@ class ProgramResult:
     hit_max_iterations: bool
 
 
-_INIT, _BLOCK, _UNTIL = 0, 1, 2
+_ITERATIONS = "__octopipe_iterations__"  # names user code cannot read or write
+_HIT_MAX = "__octopipe_hit_max__"
 
 
 @dataclass(frozen=True, slots=True)
 class ExpressionProgram:
     """An expression step compiled once: ``init``, ordered ``expressions``, ``loop_until``.
 
-    `run` evaluates against one namespace dict per unit, mutated in place: the unit's fields
-    (without `HIDDEN_FIELDS`), ``random`` and the safe builtins. ``init`` runs once, then the
-    ``expressions`` block; with ``loop_until`` the block repeats until the condition, tested
-    after each pass, is true or `max_iterations` passes have run.
+    The whole step is compiled into one code object (the assignments, and the loop when there
+    is a ``loop_until``) run by a single ``exec`` per unit against one namespace dict: the
+    unit's fields (without `HIDDEN_FIELDS`), ``random`` and the safe builtins. ``init`` runs
+    once, then the ``expressions`` block; with ``loop_until`` the block repeats until the
+    condition, tested after each pass, is true or `max_iterations` passes have run.
 
     Isolation between units: expressions cannot mutate values (no mutating method is allowed)
     except through ``random.shuffle``; a program that calls it gets a deep copy of the fields,
@@ -210,22 +259,20 @@ class ExpressionProgram:
     expressions: tuple[Expression, ...]
     loop_until: Expression | None
     max_iterations: int
-    _init_steps: tuple[tuple[str, CodeType], ...] = field(init=False, repr=False, compare=False)
-    _block_steps: tuple[tuple[str, CodeType], ...] = field(init=False, repr=False, compare=False)
+    _code: CodeType = field(init=False, repr=False, compare=False)
+    _lines: dict[int, tuple[Expression, bool]] = field(init=False, repr=False, compare=False)
     _outputs: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _copies_fields: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_iterations < 1:
             raise ValueError(f"max_iterations must be at least 1, got {self.max_iterations}")
-        init = tuple((str(e.variable), e.code) for e in self.init)
-        block = tuple((str(e.variable), e.code) for e in self.expressions)
-        every = (*self.init, *self.expressions, *([self.loop_until] if self.loop_until else []))
-        shuffles = any("shuffle" in names for e in every for names in _code_names(e.code))
-        object.__setattr__(self, "_init_steps", init)
-        object.__setattr__(self, "_block_steps", block)
-        object.__setattr__(self, "_outputs", tuple(dict.fromkeys(n for n, _ in init + block)))
-        object.__setattr__(self, "_copies_fields", shuffles)
+        code, lines = _build_program(self)
+        names = (*self.init, *self.expressions)
+        object.__setattr__(self, "_code", code)
+        object.__setattr__(self, "_lines", lines)
+        object.__setattr__(self, "_outputs", tuple(dict.fromkeys(str(e.variable) for e in names)))
+        object.__setattr__(self, "_copies_fields", any("shuffle" in n for n in _code_names(code)))
 
     @classmethod
     def compile(
@@ -255,45 +302,79 @@ class ExpressionProgram:
             ns = copy.deepcopy(ns)
         ns["random"] = rng
         ns.update(_RESERVED)
-        block = self._block_steps
-        until = None if self.loop_until is None else self.loop_until.code
-        phase, name, iterations, hit_max = _INIT, None, 0, False
+        ns[_ITERATIONS] = 0
+        ns[_HIT_MAX] = False
         try:
-            for name, code in self._init_steps:
-                ns[name] = eval(code, ns)
-            phase = _BLOCK
-            while True:
-                for name, code in block:
-                    ns[name] = eval(code, ns)
-                iterations += 1
-                if until is None:
-                    break
-                phase = _UNTIL
-                if eval(until, ns):
-                    break
-                if iterations >= self.max_iterations:
-                    hit_max = True
-                    break
-                phase = _BLOCK
+            exec(self._code, ns)
         except Exception as exc:
-            raise self._error(phase, name, iterations, exc) from exc
-        return ProgramResult({key: ns[key] for key in self._outputs}, iterations, hit_max)
+            raise self._error(exc, ns[_ITERATIONS]) from exc
+        iterations = 1 if self.loop_until is None else ns[_ITERATIONS]
+        values = {key: ns[key] for key in self._outputs}
+        return ProgramResult(values, iterations, ns[_HIT_MAX])
 
-    def _error(
-        self, phase: int, name: str | None, iterations: int, exc: Exception
-    ) -> ExpressionError:
-        if phase == _UNTIL:
-            assert self.loop_until is not None
-            failed = self.loop_until
-        else:
-            group = self.init if phase == _INIT else self.expressions
-            failed = next(e for e in group if e.variable == name)
-        error = _evaluation_error(failed.source, failed.variable, exc)
-        if self.loop_until is not None and phase != _INIT:
-            error = ExpressionError(
-                failed.source, f"{error.detail} (iteration {iterations + 1})", failed.variable
-            )
-        return error
+    def _error(self, exc: Exception, iterations: int) -> ExpressionError:
+        line = None
+        tb = exc.__traceback__
+        while tb is not None:  # the innermost frame of the program code is the failing line
+            if tb.tb_frame.f_code is self._code:
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        detail = f"{type(exc).__name__}: {exc}"
+        if line not in self._lines:  # not expected: every statement that can raise is mapped
+            return ExpressionError("<expression step>", detail)
+        failed, in_loop = self._lines[line]
+        if in_loop:
+            detail += f" (iteration {iterations + 1})"
+        return ExpressionError(failed.source, detail, failed.variable)
+
+
+def _build_program(
+    program: ExpressionProgram,
+) -> tuple[CodeType, dict[int, tuple[Expression, bool]]]:
+    """One ``exec`` code object for the step; each expression sits on its own line number.
+
+    ``lines`` maps a line to its expression and whether it runs inside the loop, so a
+    traceback names the failing expression without any per-step bookkeeping at run time.
+    """
+    lines: dict[int, tuple[Expression, bool]] = {}
+    looping = program.loop_until is not None
+
+    def located(statement: ast.stmt, expr: Expression, in_loop: bool = looping) -> ast.stmt:
+        lines[len(lines) + 1] = (expr, in_loop)
+        _set_line(statement, len(lines))
+        return statement
+
+    def assign(expr: Expression) -> ast.stmt:
+        target = ast.Name(str(expr.variable), ast.Store())
+        return ast.Assign([target], _checked_tree(expr.source, expr.variable)[1].body)
+
+    body = [located(assign(e), e, False) for e in program.init]
+    block = [located(assign(e), e) for e in program.expressions]
+    if program.loop_until is None:
+        body += block
+    else:
+        counter = ast.Name(_ITERATIONS, ast.Load())
+        until = _checked_tree(program.loop_until.source, "loop_until")[1].body
+        stop_at = ast.Compare(counter, [ast.GtE()], [ast.Constant(program.max_iterations)])
+        hit = ast.Assign([ast.Name(_HIT_MAX, ast.Store())], ast.Constant(True))
+        block += [
+            ast.AugAssign(ast.Name(_ITERATIONS, ast.Store()), ast.Add(), ast.Constant(1)),
+            located(ast.If(until, [ast.Break()], []), program.loop_until),
+            ast.If(stop_at, [hit, ast.Break()], []),
+        ]
+        body.append(ast.While(ast.Constant(True), block, []))
+    module = ast.Module(body, type_ignores=[])
+    _set_line(module, len(lines) + 1, only_missing=True)  # the loop bookkeeping
+    return _compile(module, "<expression step>", None, "<expression step>", "exec"), lines
+
+
+def _set_line(tree: ast.AST, line: int, only_missing: bool = False) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.expr | ast.stmt):
+            if only_missing and getattr(node, "lineno", None) is not None:
+                continue
+            node.lineno = node.end_lineno = line
+            node.col_offset = node.end_col_offset = 0
 
 
 def _compile_assignment(name: str, source: Any) -> Expression:

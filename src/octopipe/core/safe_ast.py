@@ -75,8 +75,8 @@ _ATTRIBUTE_GROUPS = {
     " endswith count find rfind index rindex title capitalize casefold swapcase center ljust"
     " rjust zfill partition rpartition removeprefix removesuffix isalpha isdigit isalnum"
     " isspace islower isupper istitle isnumeric isdecimal",
-    # Read-only methods; copy returns a new container. No append/update/pop: values stay
-    # immutable, so units cannot affect each other through shared containers.
+    # Read-only methods; copy returns a new container. No append/update/pop, so the only
+    # in-place change an expression can make is random.shuffle (see ExpressionProgram).
     "list, dict, set": "index count copy get keys values items union intersection difference"
     " symmetric_difference issubset issuperset isdisjoint",
     "numbers": "real imag conjugate is_integer bit_length numerator denominator as_integer_ratio",
@@ -108,7 +108,7 @@ _ALLOWED_NODES: frozenset[type[ast.AST]] = frozenset(
     }
 )
 _NODE_NAMES: dict[type[ast.AST], str] = {
-    ast.NamedExpr: "assignment expressions (:=)",
+    ast.NamedExpr: "the assignment expression (:=)",
     ast.Await: "'await'",
     ast.Yield: "'yield'",
     ast.YieldFrom: "'yield from'",

@@ -19,7 +19,7 @@ from octopipe.core.config import Pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, Step
 from octopipe.core.expressions import ExpressionProgram, unit_random
 from octopipe.core.prompts import PromptRenderer
-from octopipe.core.units import fan_out_children
+from octopipe.core.units import Unit, fan_out_children
 from octopipe.core.validation import AnswerValidator, Outcome
 from octopipe.errors import ExpressionError, RenderError
 
@@ -76,18 +76,22 @@ class CompiledStep:
         match step:
             case ExpressionStep():
                 self.program = ExpressionProgram.compile(
-                    step.init, step.expressions, step.loop_until, step.max_iterations)
+                    step.init, step.expressions, step.loop_until, step.max_iterations
+                )
                 if spec is not None or schema is not None:
                     self.validator = AnswerValidator(schema, spec, coerce=coerce)
             case LLMStep():
                 self.renderer = PromptRenderer(
-                    pipeline.template_dir, pipeline.template_name(step),
+                    pipeline.template_dir,
+                    pipeline.template_name(step),
                     config=pipeline.raw,
-                    global_context=pipeline.config.prompts.global_context)
+                    global_context=pipeline.config.prompts.global_context,
+                )
                 self.validator = AnswerValidator(schema, spec, coerce=coerce)
                 if pipeline.config.processing.expressions:
                     self.unit_expressions = ExpressionProgram.compile(
-                        {}, pipeline.config.processing.expressions, None, 1)
+                        {}, pipeline.config.processing.expressions, None, 1
+                    )
             case FanOutStep():
                 pass
             case _:
@@ -104,13 +108,29 @@ class CompiledStep:
         try:
             result = self.program.run(record, unit_random(unit_id, self.name))
         except ExpressionError as exc:
-            return StepResult(failure=StepFailure("expression", exc.message, (
-                {"variable": exc.variable, "expression": exc.expression, "message": exc.detail},)))
+            return StepResult(
+                failure=StepFailure(
+                    "expression",
+                    exc.message,
+                    (
+                        {
+                            "variable": exc.variable,
+                            "expression": exc.expression,
+                            "message": exc.detail,
+                        },
+                    ),
+                )
+            )
         info = {"iterations": result.iterations, "hit_max_iterations": result.hit_max_iterations}
         if result.hit_max_iterations and self.step.fail_on_max_iterations:
-            return StepResult(info=info, failure=StepFailure(
-                "expression", f"loop did not finish within {self.step.max_iterations} iterations",
-                ({"rule": "max_iterations", "iterations": result.iterations},)))
+            return StepResult(
+                info=info,
+                failure=StepFailure(
+                    "expression",
+                    f"loop did not finish within {self.step.max_iterations} iterations",
+                    ({"rule": "max_iterations", "iterations": result.iterations},),
+                ),
+            )
         delta = dict(result.values)
         if self.validator is None:
             return StepResult(delta=delta, info=info)
@@ -118,8 +138,12 @@ class CompiledStep:
         if not outcome.ok:
             failure = outcome_failure(outcome)
             # Deterministic math gives the same answer again: never retried.
-            return StepResult(info=info, failure=StepFailure(
-                failure.stage, failure.message, failure.errors, retryable=False))
+            return StepResult(
+                info=info,
+                failure=StepFailure(
+                    failure.stage, failure.message, failure.errors, retryable=False
+                ),
+            )
         warnings = tuple(w.to_dict() for w in outcome.warnings)
         return StepResult(delta=dict(outcome.output or delta), warnings=warnings, info=info)
 
@@ -133,8 +157,9 @@ class CompiledStep:
             try:
                 extra = self.unit_expressions.run(record, unit_random(unit_id, self.name)).values
             except ExpressionError as exc:
-                raise RenderError(self.renderer.template_name, f"processing.expressions: "
-                                  f"{exc.message}") from exc
+                raise RenderError(
+                    self.renderer.template_name, f"processing.expressions: {exc.message}"
+                ) from exc
             fields = {**record, **extra}
         return self.renderer.render(fields)
 
@@ -142,9 +167,11 @@ class CompiledStep:
         try:
             return self.render(unit_id, record)
         except RenderError as exc:
-            return StepFailure("render", exc.message, ({"template": exc.template,
-                                                         "line": exc.line,
-                                                         "message": exc.detail},))
+            return StepFailure(
+                "render",
+                exc.message,
+                ({"template": exc.template, "line": exc.line, "message": exc.detail},),
+            )
 
     def check_answer(self, raw_text: str, record: Mapping[str, Any]) -> StepResult:
         """Parse, repair, schema-check and rule-check an LLM answer for this unit."""
@@ -153,8 +180,9 @@ class CompiledStep:
         if not outcome.ok:
             return StepResult(failure=outcome_failure(outcome))
         warnings = tuple(w.to_dict() for w in outcome.warnings)
-        return StepResult(delta=dict(outcome.output or {}), warnings=warnings,
-                          info={"repaired": outcome.repaired})
+        return StepResult(
+            delta=dict(outcome.output or {}), warnings=warnings, info={"repaired": outcome.repaired}
+        )
 
     # --- fan-out steps ----------------------------------------------------------------------
 
@@ -163,10 +191,15 @@ class CompiledStep:
         elements = record.get(self.step.field)
         if not isinstance(elements, list):
             kind = "missing" if elements is None else type(elements).__name__
-            return StepResult(failure=StepFailure(
-                "expression", f"fan-out field {self.step.field!r} is {kind}, not a list",
-                ({"field": self.step.field},)))
-        children = fan_out_children(unit_id, record, self.step.child_key, elements)
+            return StepResult(
+                failure=StepFailure(
+                    "expression",
+                    f"fan-out field {self.step.field!r} is {kind}, not a list",
+                    ({"field": self.step.field},),
+                )
+            )
+        parent = Unit(unit_id, dict(record))
+        children = fan_out_children(parent, self.step.field, self.step.child_key, elements)
         return StepResult(delta={}, children=tuple((c.id, c.fields) for c in children))
 
 

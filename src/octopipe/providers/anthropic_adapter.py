@@ -47,7 +47,9 @@ _TOOL_NAME_FORBIDDEN = re.compile(r"[^a-zA-Z0-9_-]")
 class AnthropicProvider:
     """``RealtimeProvider`` over ``AsyncAnthropic.messages.create``."""
 
-    def __init__(self, settings: ProviderSettings, structured_mode: StructuredMode = "tool") -> None:
+    def __init__(
+        self, settings: ProviderSettings, structured_mode: StructuredMode = "tool"
+    ) -> None:
         self.name = settings.provider
         self.structured_mode: StructuredMode = structured_mode
         self._secret = settings.api_key
@@ -68,7 +70,7 @@ class AnthropicProvider:
         except (anthropic.AnthropicError, TimeoutError) as exc:
             raise map_anthropic_error(
                 exc, provider=self.name, secret=self._secret, timeout_s=request.timeout_s
-            ) from exc
+            ) from None
         return LLMResponse(
             text=answer_text(message.content, tool_name(request)),
             usage=anthropic_usage(message.usage),

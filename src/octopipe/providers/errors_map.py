@@ -22,7 +22,9 @@ Guarantees:
 - ``retry_after`` comes from ``retry-after-ms``, then ``retry-after`` (seconds or HTTP date),
   then, for Gemini, ``google.rpc.RetryInfo.retryDelay`` in the body.
 - Messages come from the vendor's structured ``message`` field, truncated, with the API key
-  redacted wherever it might appear.
+  redacted wherever it might appear. Adapters raise the mapped error ``from None``: the SDK
+  exception's own text (Anthropic's holds the whole response body) and its request (whose
+  headers hold the key) are not chained into tracebacks that may end up in logs.
 
 SDKs are imported inside the mapping functions so that importing this module stays cheap.
 """
@@ -102,7 +104,9 @@ def _class_for_status(status: int | None) -> type[ProviderError]:
     return BadRequest
 
 
-def parse_retry_after(headers: Mapping[str, str] | None, now: datetime | None = None) -> float | None:
+def parse_retry_after(
+    headers: Mapping[str, str] | None, now: datetime | None = None
+) -> float | None:
     """Seconds to wait according to ``retry-after-ms`` / ``retry-after``; None when absent."""
     if not headers:
         return None
@@ -144,6 +148,12 @@ def redact(text: str, secret: str | None) -> str:
     return text
 
 
+def unexpected_error(provider: str, exc: BaseException, secret: str | None) -> ProviderError:
+    """An SDK error outside the known classes: not retried, not fatal; text kept for debugging."""
+    detail = redact(str(exc), secret)[:MAX_MESSAGE_CHARS]
+    return ProviderError(f"SDK error {type(exc).__name__}: {detail}", provider=provider)
+
+
 def timeout_error(provider: str, timeout_s: float) -> ProviderTimeout:
     return ProviderTimeout(f"no answer within {timeout_s:g} s", provider=provider)
 
@@ -169,16 +179,17 @@ def map_openai_error(
         return error_from_facts(_openai_facts(exc), provider=provider, secret=secret)
     if isinstance(exc, openai.APIResponseValidationError):
         return TransientProviderError(
-            "the response did not match the API's schema", provider=provider,
+            "the response did not match the API's schema",
+            provider=provider,
             status=exc.status_code,
         )
-    return ProviderError(f"SDK error {type(exc).__name__}", provider=provider)
+    return unexpected_error(provider, exc, secret)
 
 
 def _openai_facts(exc: Any) -> ErrorFacts:
     body = exc.body if isinstance(exc.body, dict) else {}
     codes = {exc.code, exc.type}
-    message = body.get("message") if isinstance(body.get("message"), str) else ""
+    message = str(body.get("message") or "")
     if not message and isinstance(exc.body, str):
         message = exc.body
     label = exc.code or exc.type
@@ -207,10 +218,11 @@ def map_anthropic_error(
         return error_from_facts(_anthropic_facts(exc), provider=provider, secret=secret)
     if isinstance(exc, anthropic.APIResponseValidationError):
         return TransientProviderError(
-            "the response did not match the API's schema", provider=provider,
+            "the response did not match the API's schema",
+            provider=provider,
             status=exc.status_code,
         )
-    return ProviderError(f"SDK error {type(exc).__name__}", provider=provider)
+    return unexpected_error(provider, exc, secret)
 
 
 def _anthropic_facts(exc: Any) -> ErrorFacts:
@@ -247,7 +259,7 @@ def map_gemini_error(
         return error_from_facts(_gemini_facts(exc), provider=provider, secret=secret)
     if isinstance(exc, genai_errors.UnknownApiResponseError):
         return TransientProviderError("the response was not JSON", provider=provider)
-    return ProviderError(f"SDK error {type(exc).__name__}", provider=provider)
+    return unexpected_error(provider, exc, secret)
 
 
 def _gemini_facts(exc: Any) -> ErrorFacts:

@@ -61,7 +61,7 @@ class OpenAIProvider:
         except (openai.OpenAIError, TimeoutError) as exc:
             raise map_openai_error(
                 exc, provider=self.name, secret=self._secret, timeout_s=request.timeout_s
-            ) from exc
+            ) from None
         return self._to_response(completion, request, time.perf_counter() - started)
 
     async def aclose(self) -> None:
@@ -91,9 +91,7 @@ class OpenAIProvider:
             }
         return params
 
-    def _to_response(
-        self, completion: Any, request: LLMRequest, latency_s: float
-    ) -> LLMResponse:
+    def _to_response(self, completion: Any, request: LLMRequest, latency_s: float) -> LLMResponse:
         if not completion.choices:
             raise TransientProviderError("the response has no choices", provider=self.name)
         choice = completion.choices[0]

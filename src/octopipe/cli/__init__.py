@@ -1,0 +1,33 @@
+"""The ``octopipe`` command line: parse arguments, call the core or engine, render the result.
+
+Only this package exits the process. Errors from the tree in ``octopipe.errors`` become a
+message on stderr and the exit code of their category.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+from octopipe import __version__
+from octopipe.cli import inspect_cmds, validate_cmd
+from octopipe.cli.output import run_guarded
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="octopipe")
+def cli() -> None:
+    """Run multi-step LLM pipelines over many units, in batch or realtime, with a durable
+    ledger. Reads Octobatch pipeline folders unchanged."""
+
+
+cli.add_command(validate_cmd.validate)
+cli.add_command(inspect_cmds.units)
+cli.add_command(inspect_cmds.try_unit)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point."""
+    sys.exit(run_guarded(cli, list(argv) if argv is not None else None))

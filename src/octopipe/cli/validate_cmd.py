@@ -1,0 +1,65 @@
+"""``octopipe validate PIPELINE``: every static problem of a pipeline folder, or OK + summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from octopipe.cli.output import console, err_console, fail_json_or_text, print_json
+from octopipe.core.checker import CheckReport, check_pipeline
+from octopipe.core.config import load_pipeline
+from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError
+
+
+@click.command()
+@click.argument("pipeline", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--max-units", type=click.IntRange(min=1), help="Count only the first N units.")
+@click.option("--repeat", type=click.IntRange(min=1), help="Override processing.repeat.")
+def validate(pipeline: Path, as_json: bool, max_units: int | None, repeat: int | None) -> int:
+    """Check a pipeline folder without spending anything.
+
+    Checks structure, files, the links between steps and their templates, schemas and
+    validation, expression syntax, the names every expression, rule and template reads, and
+    trial-runs the first unit through the local steps. Exit 0 when there is no error (warnings
+    are printed), 2 otherwise.
+    """
+    try:
+        loaded = load_pipeline(pipeline)
+    except ConfigError as exc:
+        return fail_json_or_text(as_json, exc)
+    report = check_pipeline(loaded, max_units=max_units, repeat=repeat)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        _print_report(report)
+    return EXIT_OK if report.ok else ConfigError.exit_code if report.errors else EXIT_FAILURE
+
+
+def _print_report(report: CheckReport) -> None:
+    for problem in report.problems:
+        target = err_console if problem.level == "error" else console
+        target.print(problem.render(), markup=False)
+    if not report.ok:
+        err_console.print(f"[red]{len(report.errors)} error(s)[/red] in {report.pipeline}")
+        return
+    table = Table(title=None, box=None, pad_edge=False)
+    for column in ("step", "kind", "LLM calls"):
+        table.add_column(column)
+    for step in report.steps:
+        calls = "-" if step.kind != "llm" else ("?" if step.calls is None else f"{step.calls:,}")
+        kind = step.kind + (
+            f" (x{step.fan_out_ratio:g} per unit in trial)"
+            if step.fan_out_ratio is not None
+            else ""
+        )
+        table.add_row(step.name, kind, calls)
+    units = "?" if report.units is None else f"{report.units:,}"
+    warnings = len(report.problems)
+    console.print(
+        f"[green]OK[/green] {report.pipeline}: {units} units, "
+        f"{len(report.steps)} steps" + (f", {warnings} warning(s)" if warnings else "")
+    )
+    console.print(table)

@@ -1,0 +1,86 @@
+"""Emulator settings: latency, rate limits, faults, answers.
+
+Guarantees: an ``EmulatorConfig`` is validated when built (unknown fault kinds, probabilities
+outside [0, 1] or summing above 1 raise ``ValueError``), so a running emulator never meets a
+setting it does not understand. ``parse_fault`` reads the CLI form ``KIND=PROBABILITY``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from octopipe.providers.emulator.answers import AnswerFn
+
+# Status faults answer with the vendor's error body for that status. "429" is an injected
+# rate limit (with Retry-After), "quota" the vendor's quota/billing-exhausted error, "hang"
+# holds the connection until the client gives up, "malformed" answers 200 with broken JSON.
+STATUS_FAULTS = ("400", "401", "403", "429", "500", "503", "529")
+FAULT_KINDS = (*STATUS_FAULTS, "quota", "hang", "malformed")
+NO_FAULT = "ok"
+VENDORS = ("openai", "anthropic", "gemini")
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """How the emulator behaves. Every field has a harmless default (instant, no faults)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    """0 picks a free port."""
+    latency_ms: float = 0.0
+    """Added before every answer (faults included, except rate-limit refusals)."""
+    jitter_ms: float = 0.0
+    """Uniform extra latency in ``[0, jitter_ms]``."""
+    rpm: int | None = None
+    """Requests accepted per (vendor, model) per sliding window; ``None`` is unlimited."""
+    rpm_by_model: Mapping[str, int] = field(default_factory=dict)
+    """Per-model overrides of ``rpm``, keyed by model name."""
+    rpm_window_s: float = 60.0
+    faults: Mapping[str, float] = field(default_factory=dict)
+    """Fault kind -> probability per request, drawn from a generator seeded with ``seed``."""
+    fault_schedule: tuple[str, ...] = ()
+    """Faults for the first requests in order (``"ok"`` for none); probabilities apply after."""
+    retry_after_s: float = 1.0
+    """Retry-After sent with injected 429s."""
+    hang_max_s: float = 300.0
+    """A hung request is released after this long, or when the emulator stops."""
+    cached_input_tokens: int = 0
+    """Reported as cached prompt tokens in every answer (capped at the prompt's size)."""
+    api_key: str | None = None
+    """When set, requests with another key get the vendor's authentication error."""
+    answer_fn: AnswerFn | None = None
+    """Supplies answers; the default is ``answers.default_answer``."""
+    seed: int = 0
+    max_recorded_requests: int = 1000
+
+    def __post_init__(self) -> None:
+        for kind in (*self.faults, *self.fault_schedule):
+            check_fault_kind(kind, allow_ok=True)
+        if any(not 0.0 <= p <= 1.0 for p in self.faults.values()):
+            raise ValueError("fault probabilities must be between 0 and 1")
+        if sum(self.faults.values()) > 1.0 + 1e-9:
+            raise ValueError("fault probabilities must not add up to more than 1")
+        if self.rpm is not None and self.rpm < 1:
+            raise ValueError("rpm must be at least 1")
+        if self.rpm_window_s <= 0 or self.latency_ms < 0 or self.jitter_ms < 0:
+            raise ValueError("rpm_window_s must be positive, latencies non-negative")
+
+    def rpm_for(self, model: str) -> int | None:
+        return self.rpm_by_model.get(model, self.rpm)
+
+
+def check_fault_kind(kind: str, *, allow_ok: bool = False) -> str:
+    if kind in FAULT_KINDS or (allow_ok and kind == NO_FAULT):
+        return kind
+    raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULT_KINDS)}")
+
+
+def parse_fault(text: str) -> tuple[str, float]:
+    """``"500=0.1"`` -> ``("500", 0.1)``; a bare kind means probability 1."""
+    kind, _, probability = text.partition("=")
+    try:
+        value = float(probability) if probability else 1.0
+    except ValueError:
+        raise ValueError(f"bad fault {text!r}: expected KIND=PROBABILITY") from None
+    return check_fault_kind(kind.strip()), value

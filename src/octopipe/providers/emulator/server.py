@@ -1,0 +1,179 @@
+"""The emulator's HTTP server: one aiohttp app serving the three vendors on loopback.
+
+Guarantees:
+
+- Every vendor is mounted under its own prefix (``/openai``, ``/anthropic``, ``/gemini``) and,
+  for convenience, also at the root, so ``OPENAI_BASE_URL=http://127.0.0.1:N/v1`` works too.
+  ``base_url_for(vendor)`` gives the URL to hand to that vendor's SDK. Prefixes keep the
+  vendors apart where their paths collide (OpenAI and Gemini v1 both have ``/v1/batches``).
+- One request pipeline for all vendors, in this order: count it, parse it, record it, check
+  the key (when configured), apply the rpm limit, pick a fault, wait the latency, answer.
+- A hung request is released when the emulator stops, so stopping never waits for clients.
+- ``GET /_emulator/stats`` returns the counters; ``POST /_emulator/faults`` with
+  ``{"schedule": ["500", "ok", "hang"]}`` schedules faults for the next requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import random
+from collections import deque
+from typing import Any
+
+from aiohttp import web
+
+from octopipe.providers.emulator.answers import EmulatorRequest, make_answer
+from octopipe.providers.emulator.config import STATUS_FAULTS, EmulatorConfig
+from octopipe.providers.emulator.faults import EmulatorStats, FaultPlan, RateLimiter
+from octopipe.providers.emulator.vendors import VENDORS
+from octopipe.providers.emulator.vendors.base import (
+    InvalidRequest,
+    Reply,
+    Route,
+    UnknownEndpoint,
+    Vendor,
+)
+
+log = logging.getLogger(__name__)
+
+MOUNTS = {"openai": "/openai", "anthropic": "/anthropic", "gemini": "/gemini"}
+SDK_SUFFIX = {"openai": "/v1", "anthropic": "", "gemini": ""}
+ALIASES = {"openai-compatible": "openai"}
+
+
+def vendor_name(name: str) -> str:
+    """Canonical vendor for a provider name (``openai-compatible`` is served as ``openai``)."""
+    canonical = ALIASES.get(name, name)
+    if canonical not in VENDORS:
+        raise ValueError(f"unknown vendor {name!r}; known: {', '.join([*VENDORS, *ALIASES])}")
+    return canonical
+
+
+class EmulatorCore:
+    """State shared by the request handlers: config, faults, limiter, stats, request log."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.faults = FaultPlan(config)
+        self.limiter = RateLimiter(config)
+        self.stats = EmulatorStats()
+        self.requests: deque[EmulatorRequest] = deque(maxlen=config.max_recorded_requests)
+        self._rng = random.Random(config.seed)
+        self._ids = itertools.count(1)
+        self._closing: asyncio.Event | None = None
+
+    def build_app(self) -> web.Application:
+        self._closing = asyncio.Event()
+        app = web.Application()
+        for name, vendor in VENDORS.items():
+            for route in vendor.routes():
+                handler = self._handler(vendor, route)
+                for prefix in (MOUNTS[name], ""):
+                    app.router.add_route(route.method, prefix + route.path, handler)
+        app.router.add_get("/_emulator/stats", self._get_stats)
+        app.router.add_post("/_emulator/faults", self._post_faults)
+        return app
+
+    def release_hung_requests(self) -> None:
+        if self._closing is not None:
+            self._closing.set()
+
+    def _handler(self, vendor: Vendor, route: Route) -> Any:
+        async def handle(http: web.Request) -> web.StreamResponse:
+            return await self.handle(vendor, route, http)
+
+        return handle
+
+    async def handle(self, vendor: Vendor, route: Route, http: web.Request) -> web.Response:
+        self.stats.request(route.endpoint)
+        request_id = f"req_emu_{next(self._ids):08d}"
+        try:
+            request = vendor.parse(route, await _json_object(http), http.match_info)
+        except InvalidRequest:
+            return self._send(
+                vendor.error("400", model="", retry_after=None, request_id=request_id)
+            )
+        except UnknownEndpoint as exc:
+            return self._send(Reply(404, {"error": {"message": f"not emulated: {exc}"}}))
+        request = dataclasses.replace(request, path=http.path)
+        self.requests.append(request)
+        return self._send(await self._respond(vendor, request, http, request_id))
+
+    async def _respond(
+        self, vendor: Vendor, request: EmulatorRequest, http: web.Request, request_id: str
+    ) -> Reply:
+        model, config = request.model, self.config
+        if config.api_key and vendor.presented_key(http.headers, http.query) != config.api_key:
+            return vendor.error("401", model=model, retry_after=None, request_id=request_id)
+        wait = self.limiter.admit(vendor.name, model)
+        if wait is not None:
+            self.stats.rate_limited()
+            return vendor.error("429", model=model, retry_after=wait, request_id=request_id)
+        fault = self.faults.next()
+        if fault is not None:
+            self.stats.fault(fault)
+        await self._sleep(self._latency_s())
+        if fault == "hang":
+            await self._sleep(config.hang_max_s)
+            return vendor.error("503", model=model, retry_after=None, request_id=request_id)
+        if fault in STATUS_FAULTS or fault == "quota":
+            retry_after = config.retry_after_s if fault == "429" else None
+            return vendor.error(fault, model=model, retry_after=retry_after, request_id=request_id)
+        return self._answer(vendor, request, request_id, malformed=fault == "malformed")
+
+    def _answer(
+        self, vendor: Vendor, request: EmulatorRequest, request_id: str, *, malformed: bool
+    ) -> Reply:
+        try:
+            answer = make_answer(
+                request,
+                self.config.answer_fn,
+                malformed=malformed,
+                cached_input_tokens=self.config.cached_input_tokens,
+            )
+        except Exception:
+            log.exception("emulator answer function failed for %s", request.endpoint)
+            return vendor.error("500", model=request.model, retry_after=None, request_id=request_id)
+        return vendor.success(request, answer, request_id)
+
+    def _latency_s(self) -> float:
+        jitter = self._rng.uniform(0.0, self.config.jitter_ms) if self.config.jitter_ms else 0.0
+        return (self.config.latency_ms + jitter) / 1000.0
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up at once when the emulator is stopping."""
+        if seconds <= 0 or self._closing is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+
+    def _send(self, reply: Reply) -> web.Response:
+        self.stats.response(reply.status)
+        return web.json_response(dict(reply.body), status=reply.status, headers=dict(reply.headers))
+
+    async def _get_stats(self, http: web.Request) -> web.Response:
+        return web.json_response(self.stats.snapshot())
+
+    async def _post_faults(self, http: web.Request) -> web.Response:
+        try:
+            body = await _json_object(http)
+            schedule = [str(kind) for kind in body.get("schedule", [])]
+            self.faults.inject(schedule)
+        except (InvalidRequest, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"scheduled": schedule})
+
+
+async def _json_object(http: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await http.read() or b"null")
+    except ValueError:
+        raise InvalidRequest("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body is not a JSON object")
+    return body

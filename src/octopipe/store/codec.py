@@ -1,0 +1,66 @@
+"""How values are written into the ledger: compact JSON, compressed deduplicated blobs, UTC time.
+
+JSON is strict (``NaN``/``Infinity`` refused) so every stored document is readable by any JSON
+parser, including SQLite's own. Blobs hold large texts (requests, raw responses) once per
+distinct content, keyed by SHA-256 and zlib-compressed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from octopipe.errors import StoreError
+
+Clock = Callable[[], str]
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z``, from one reading of the clock."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dumps(value: Any, *, what: str) -> str:
+    """Compact strict JSON; a value that cannot be stored raises ``StoreError`` naming ``what``."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what} cannot be stored as JSON: {exc}") from None
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def put_blob(conn: sqlite3.Connection, text: str) -> int:
+    """Store ``text`` once; return the id of the (possibly pre-existing) blob holding it."""
+    raw = text.encode("utf-8")
+    digest = hashlib.sha256(raw).hexdigest()
+    row = conn.execute("SELECT id FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    cur = conn.execute(
+        "INSERT INTO blobs(sha256, size, data) VALUES (?, ?, ?)",
+        (digest, len(raw), zlib.compress(raw, 6)),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def get_blob(conn: sqlite3.Connection, blob_id: int) -> str:
+    row = conn.execute("SELECT data FROM blobs WHERE id = ?", (blob_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"no blob with id {blob_id} in the ledger")
+    return decompress(row[0])
+
+
+def decompress(data: bytes) -> str:
+    try:
+        return zlib.decompress(data).decode("utf-8")
+    except (zlib.error, UnicodeDecodeError) as exc:
+        raise StoreError(f"a stored blob is corrupt: {exc}") from None

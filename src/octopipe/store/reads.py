@@ -1,0 +1,147 @@
+"""Read-only queries over the ledger: a unit's record, pages of results and failures, history.
+
+A unit's *record at step k* (the input of step k) is its ``fields_json`` (its input at its
+origin step) merged with the ``output_json`` deltas of its valid steps before k, in step
+order. Nothing stores the merged record, so an output is written once and never copied
+forward.
+
+Lookups by uid go through ``step_idx IN (SELECT idx FROM steps ...)`` so that SQLite seeks the
+``(step_idx, uid)`` primary key once per step instead of scanning it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from octopipe.core.states import UnitStepState
+from octopipe.store.codec import get_blob, loads
+from octopipe.store.records import AttemptRow, CostTotals, FailureRow, Json
+
+_VALID = UnitStepState.VALID.value
+
+
+def json_ints(values: Sequence[int]) -> str:
+    """A JSON array literal of integers, passed as one parameter to ``json_each``."""
+    return "[" + ",".join(map(str, values)) + "]"
+
+
+def records(
+    conn: sqlite3.Connection, uids: Sequence[int], *, before: int
+) -> dict[int, tuple[str, Json]]:
+    """``uid -> (unit_id, fields merged with the outputs of its valid steps < before)``."""
+    if not uids:
+        return {}
+    arg = json_ints(uids)
+    out: dict[int, tuple[str, Json]] = {
+        uid: (unit_id, loads(fields))
+        for uid, unit_id, fields in conn.execute(
+            """SELECT uid, unit_id, fields_json FROM units
+               WHERE uid IN (SELECT value FROM json_each(?))""",
+            (arg,),
+        )
+    }
+    for uid, delta in conn.execute(
+        """SELECT uid, output_json FROM unit_steps
+           WHERE step_idx IN (SELECT idx FROM steps WHERE idx < ?)
+             AND uid IN (SELECT value FROM json_each(?))
+             AND state = ? AND output_json IS NOT NULL
+           ORDER BY step_idx""",
+        (before, arg, _VALID),
+    ):
+        out[uid][1].update(loads(delta))
+    return out
+
+
+def page(
+    conn: sqlite3.Connection, step_idx: int, states: Sequence[str], after: int, limit: int
+) -> list[int]:
+    """The next ``limit`` uids after ``after`` in ``states`` at a step, in uid order."""
+    marks = ",".join("?" * len(states))
+    return [
+        r[0]
+        for r in conn.execute(
+            f"""SELECT uid FROM unit_steps INDEXED BY unit_steps_state
+                WHERE step_idx = ? AND state IN ({marks}) AND uid > ?
+                ORDER BY uid LIMIT ?""",
+            (step_idx, *states, after, limit),
+        )
+    ]
+
+
+def failure_rows(conn: sqlite3.Connection, step_idx: int, uids: Sequence[int]) -> list[FailureRow]:
+    inputs = records(conn, uids, before=step_idx)
+    rows = conn.execute(
+        """SELECT s.uid, s.state, s.attempts, s.last_stage, s.last_error,
+                  a.request_blob, a.response_blob
+           FROM unit_steps s LEFT JOIN attempts a ON a.id = s.last_attempt_id
+           WHERE s.step_idx = ? AND s.uid IN (SELECT value FROM json_each(?))
+           ORDER BY s.uid""",
+        (step_idx, json_ints(uids)),
+    ).fetchall()
+    return [
+        FailureRow(
+            uid=uid,
+            unit_id=inputs[uid][0],
+            step_idx=step_idx,
+            state=UnitStepState(state),
+            attempts=attempts,
+            stage=stage,
+            errors=loads(errors) or [],
+            raw_response=_maybe_blob(conn, response),
+            request=_maybe_blob(conn, request),
+            input=inputs[uid][1],
+        )
+        for uid, state, attempts, stage, errors, request, response in rows
+    ]
+
+
+def unit_states(conn: sqlite3.Connection, uid: int) -> dict[int, UnitStepState]:
+    return {
+        k: UnitStepState(s)
+        for k, s in conn.execute(
+            """SELECT step_idx, state FROM unit_steps
+               WHERE step_idx IN (SELECT idx FROM steps) AND uid = ? ORDER BY step_idx""",
+            (uid,),
+        )
+    }
+
+
+def attempts_of(conn: sqlite3.Connection, uid: int, step_idx: int | None) -> list[AttemptRow]:
+    rows = conn.execute(
+        """SELECT a.id, u.unit_id, a.step_idx, a.attempt_no, a.outcome, a.mode, a.provider,
+                  a.model, a.stage, a.errors_json, a.request_blob, a.response_blob,
+                  a.input_tokens, a.output_tokens, a.cached_tokens, a.cost_usd,
+                  a.latency_ms, a.started_at, a.finished_at, b.local_id
+           FROM attempts a JOIN units u ON u.uid = a.uid
+           LEFT JOIN batches b ON b.id = a.batch_id
+           WHERE a.uid = ? AND (? IS NULL OR a.step_idx = ?) ORDER BY a.id""",
+        (uid, step_idx, step_idx),
+    ).fetchall()
+    return [
+        AttemptRow(
+            id=r[0], unit_id=r[1], step_idx=r[2], attempt_no=r[3], outcome=r[4], mode=r[5],
+            provider=r[6], model=r[7], stage=r[8], errors=loads(r[9]),
+            request=_maybe_blob(conn, r[10]), response=_maybe_blob(conn, r[11]),
+            input_tokens=r[12], output_tokens=r[13], cached_tokens=r[14], cost_usd=r[15],
+            latency_ms=r[16], started_at=r[17], finished_at=r[18], batch_local_id=r[19],
+        )
+        for r in rows
+    ]  # fmt: skip
+
+
+def cost_totals(conn: sqlite3.Connection) -> CostTotals:
+    row = conn.execute(
+        """SELECT COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd), COUNT(*),
+                  COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
+                  COALESCE(SUM(cached_tokens), 0)
+           FROM attempts WHERE mode != 'local'"""
+    ).fetchone()
+    return CostTotals(
+        known_usd=float(row[0]), unknown_cost_attempts=row[1], attempts=row[2],
+        input_tokens=row[3], output_tokens=row[4], cached_tokens=row[5],
+    )  # fmt: skip
+
+
+def _maybe_blob(conn: sqlite3.Connection, blob_id: int | None) -> str | None:
+    return None if blob_id is None else get_blob(conn, blob_id)

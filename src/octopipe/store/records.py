@@ -1,0 +1,255 @@
+"""Typed values that go into and come out of the ledger.
+
+Inputs (``RunMeta``, ``StepDef``, ``AttemptRecord``) are what the engine hands to the store;
+outputs (``ClaimedUnit``, ``FailureRow``, ``VerifyReport`` ...) are what its queries return.
+All are frozen dataclasses; JSON-shaped payloads stay plain ``dict``/``list``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, NamedTuple
+
+from octopipe.core.states import BatchState, CommandState, RunStatus, UnitStepState
+
+Json = dict[str, Any]
+Mode = Literal["batch", "realtime"]
+AttemptMode = Literal["batch", "realtime", "local"]
+Outcome = Literal["valid", "failed", "error"]
+Stage = Literal["render", "provider", "parse", "schema", "rules", "expression"]
+UnitScope = Literal["chunk", "expression", "fan_out"]
+Level = Literal["debug", "info", "warning", "error"]
+
+STAGES: tuple[Stage, ...] = ("render", "provider", "parse", "schema", "rules", "expression")
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """What ``init`` knows about a run when it creates the ledger."""
+
+    name: str
+    pipeline_name: str
+    mode: Mode = "batch"
+    display_name: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    max_units: int | None = None
+    repeat: int | None = None
+    options: Json = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepDef:
+    """A per-unit step, in pipeline order (run-scope steps are not per-unit and not listed)."""
+
+    name: str
+    scope: UnitScope = "chunk"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    name: str
+    display_name: str
+    pipeline_name: str
+    status: RunStatus
+    status_reason: str | None
+    mode: Mode
+    provider: str | None
+    model: str | None
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    max_units: int | None
+    repeat: int | None
+    options: Json
+    steps: tuple[StepDef, ...]
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt at one unit-step: an LLM call (or a local evaluation that failed).
+
+    ``request`` and ``response`` are stored as deduplicated compressed blobs; ``response`` is
+    the raw text exactly as received, so a later revalidation can re-read it.
+    ``cost_usd=None`` means the cost is unknown (never a guess).
+    """
+
+    outcome: Outcome
+    mode: AttemptMode = "realtime"
+    provider: str | None = None
+    model: str | None = None
+    stage: Stage | None = None
+    errors: list[Json] = field(default_factory=list)
+    request: str | None = None
+    response: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float | None = None
+    latency_ms: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    batch_local_id: str | None = None
+
+
+class Success(NamedTuple):
+    """A unit that passed a step: the fields it added, and the call that produced them
+    (``None`` for a local step)."""
+
+    uid: int
+    delta: Mapping[str, Any]
+    attempt: AttemptRecord | None = None
+
+
+class Failure(NamedTuple):
+    """A unit that failed an attempt: ``terminal`` makes it ``exhausted`` (no more tries)."""
+
+    uid: int
+    attempt: AttemptRecord
+    terminal: bool
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    """An attempt as stored (history is append-only: rows are never rewritten)."""
+
+    id: int
+    unit_id: str
+    step_idx: int
+    attempt_no: int
+    outcome: Outcome
+    mode: AttemptMode
+    provider: str | None
+    model: str | None
+    stage: Stage | None
+    errors: list[Json]
+    request: str | None
+    response: str | None
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost_usd: float | None
+    latency_ms: int | None
+    started_at: str | None
+    finished_at: str | None
+    batch_local_id: str | None
+
+
+@dataclass(frozen=True)
+class ClaimedUnit:
+    """A unit handed to the engine for one step.
+
+    ``record`` is the step's input: the unit's fields merged with what its earlier steps added.
+    ``attempt_no`` is the number the coming attempt will be stored under; ``budget_used`` counts
+    the attempts made since the last manual retry (what a retry budget compares against).
+    """
+
+    uid: int
+    unit_id: str
+    record: Json
+    attempt_no: int
+    budget_used: int
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    """A unit that failed at a step, with everything needed to understand or revalidate it."""
+
+    uid: int
+    unit_id: str
+    step_idx: int
+    state: UnitStepState
+    attempts: int
+    stage: Stage | None
+    errors: list[Json]
+    raw_response: str | None
+    request: str | None
+    input: Json
+
+
+@dataclass(frozen=True)
+class StepReport:
+    step_idx: int
+    name: str
+    expected: int
+    valid: int
+    failed: int
+    exhausted: int
+    pending: int
+    in_flight: int
+    missing: list[str]
+    duplicated: list[str]
+    orphaned: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.duplicated or self.orphaned)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Per step: who was expected, where each unit stands, and every id that is out of place."""
+
+    steps: list[StepReport]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps)
+
+    def to_dict(self) -> Json:
+        return {"ok": self.ok, "steps": [asdict(s) | {"ok": s.ok} for s in self.steps]}
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    id: int
+    local_id: str
+    step_idx: int
+    provider: str
+    model: str
+    provider_batch_id: str | None
+    state: BatchState
+    n_units: int
+    content_hash: str
+    estimate_usd: float | None
+    actual_usd: float | None
+    created_at: str
+    submitted_at: str | None
+    finished_at: str | None
+    provider_status: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    ts: str
+    level: Level
+    tag: str
+    message: str
+    data: Json | None
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    id: int
+    ts: str
+    kind: str
+    args: Json
+    state: CommandState
+    applied_at: str | None
+    result: str | None
+
+
+@dataclass(frozen=True)
+class CostTotals:
+    """Money and tokens over every stored attempt. Unknown costs are counted, not guessed."""
+
+    known_usd: float
+    unknown_cost_attempts: int
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int

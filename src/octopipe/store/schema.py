@@ -1,0 +1,290 @@
+"""The ledger's schema: named, ordered migrations and the checks made before a file is used.
+
+A ledger file is identified by ``PRAGMA application_id`` (``OCTP``). Applied migrations are
+recorded by name in the ``migrations`` table and counted in ``PRAGMA user_version``. Opening a
+file then means, in order:
+
+1. the file exists, is not empty, starts with the SQLite header and is as long as its header
+   says (a truncated copy is refused before SQLite reads a page of it);
+2. it is an octopipe ledger (application id);
+3. its migrations are a prefix of ``MIGRATIONS``: unknown names or a higher version mean a
+   newer octopipe wrote it, and we refuse rather than guess;
+4. missing migrations are applied, each in its own transaction (read-write opens only).
+
+Every failure is a :class:`StoreError` naming the file and what is wrong. Migrations are
+append-only: never edit or reorder a released one, add a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from octopipe import __version__
+from octopipe.errors import StoreError
+
+APPLICATION_ID = 0x4F435450  # "OCTP"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+HEADER_SIZE = 100
+
+_INITIAL = """
+CREATE TABLE run (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    name          TEXT NOT NULL,
+    display_name  TEXT NOT NULL,
+    pipeline_name TEXT NOT NULL,
+    status        TEXT NOT NULL
+                  CHECK (status IN ('pending','running','paused','complete','failed','killed')),
+    status_reason TEXT,
+    mode          TEXT NOT NULL CHECK (mode IN ('batch','realtime')),
+    provider      TEXT,
+    model         TEXT,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    started_at    TEXT,
+    finished_at   TEXT,
+    max_units     INTEGER,
+    repeat        INTEGER,
+    options_json  TEXT NOT NULL DEFAULT '{}'
+);
+
+CREATE TABLE steps (
+    idx   INTEGER PRIMARY KEY CHECK (idx >= 0),
+    name  TEXT NOT NULL UNIQUE,
+    scope TEXT NOT NULL CHECK (scope IN ('chunk','expression','fan_out'))
+);
+
+CREATE TABLE units (
+    uid         INTEGER PRIMARY KEY,
+    unit_id     TEXT NOT NULL UNIQUE,
+    parent_uid  INTEGER REFERENCES units(uid),
+    origin_step INTEGER NOT NULL DEFAULT 0 CHECK (origin_step >= 0),
+    fields_json TEXT NOT NULL
+);
+CREATE INDEX units_origin ON units(origin_step, uid);
+CREATE INDEX units_parent ON units(parent_uid) WHERE parent_uid IS NOT NULL;
+
+CREATE TABLE blobs (
+    id     INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    size   INTEGER NOT NULL,
+    data   BLOB NOT NULL
+);
+
+CREATE TABLE batches (
+    id                INTEGER PRIMARY KEY,
+    local_id          TEXT NOT NULL UNIQUE,
+    step_idx          INTEGER NOT NULL REFERENCES steps(idx),
+    provider          TEXT NOT NULL,
+    model             TEXT NOT NULL,
+    provider_batch_id TEXT UNIQUE,
+    state             TEXT NOT NULL CHECK (state IN ('intent','submitted','completed',
+                          'collected','expired','cancelled','failed','abandoned')),
+    n_units           INTEGER NOT NULL,
+    content_hash      TEXT NOT NULL,
+    estimate_usd      REAL,
+    actual_usd        REAL,
+    created_at        TEXT NOT NULL,
+    submitted_at      TEXT,
+    finished_at       TEXT,
+    provider_status   TEXT,
+    error             TEXT
+);
+CREATE INDEX batches_state ON batches(state);
+
+CREATE TABLE batch_units (
+    batch_id INTEGER NOT NULL REFERENCES batches(id),
+    uid      INTEGER NOT NULL REFERENCES units(uid),
+    PRIMARY KEY (batch_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX batch_units_uid ON batch_units(uid);
+
+CREATE TABLE attempts (
+    id            INTEGER PRIMARY KEY,
+    uid           INTEGER NOT NULL REFERENCES units(uid),
+    step_idx      INTEGER NOT NULL REFERENCES steps(idx),
+    attempt_no    INTEGER NOT NULL CHECK (attempt_no >= 1),
+    mode          TEXT NOT NULL CHECK (mode IN ('batch','realtime','local')),
+    provider      TEXT,
+    model         TEXT,
+    batch_id      INTEGER REFERENCES batches(id),
+    started_at    TEXT,
+    finished_at   TEXT,
+    outcome       TEXT NOT NULL CHECK (outcome IN ('valid','failed','error')),
+    stage         TEXT CHECK (stage IN ('render','provider','parse','schema','rules','expression')),
+    errors_json   TEXT NOT NULL DEFAULT '[]',
+    request_blob  INTEGER REFERENCES blobs(id),
+    response_blob INTEGER REFERENCES blobs(id),
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd      REAL,
+    latency_ms    INTEGER,
+    UNIQUE (uid, step_idx, attempt_no)
+);
+CREATE INDEX attempts_batch ON attempts(batch_id) WHERE batch_id IS NOT NULL;
+
+CREATE TABLE unit_steps (
+    uid             INTEGER NOT NULL REFERENCES units(uid),
+    step_idx        INTEGER NOT NULL REFERENCES steps(idx),
+    state           TEXT NOT NULL
+                    CHECK (state IN ('pending','in_flight','valid','failed','exhausted')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    attempts_base   INTEGER NOT NULL DEFAULT 0,
+    output_json     TEXT,
+    last_attempt_id INTEGER REFERENCES attempts(id),
+    last_stage      TEXT,
+    last_error      TEXT,
+    updated_at      TEXT NOT NULL,
+    PRIMARY KEY (step_idx, uid)
+);
+CREATE INDEX unit_steps_state ON unit_steps(step_idx, state, uid);
+
+CREATE TABLE events (
+    id        INTEGER PRIMARY KEY,
+    ts        TEXT NOT NULL,
+    level     TEXT NOT NULL CHECK (level IN ('debug','info','warning','error')),
+    tag       TEXT NOT NULL,
+    message   TEXT NOT NULL,
+    data_json TEXT
+);
+
+CREATE TABLE commands (
+    id         INTEGER PRIMARY KEY,
+    ts         TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    args_json  TEXT NOT NULL DEFAULT '{}',
+    state      TEXT NOT NULL CHECK (state IN ('pending','applied','rejected')),
+    applied_at TEXT,
+    result     TEXT
+);
+CREATE INDEX commands_pending ON commands(state, id);
+"""
+
+# Append only. The name is what a store records; never rename or reorder a released entry.
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_initial", _INITIAL),
+]
+
+_BOOTSTRAP = """
+CREATE TABLE IF NOT EXISTS migrations (
+    seq        INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    applied_at TEXT NOT NULL,
+    octopipe   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+def check_file(path: Path) -> None:
+    """Refuse a file that cannot be a whole SQLite database, before SQLite touches it."""
+    if not path.exists():
+        raise StoreError(f"no run ledger at {path}")
+    if not path.is_file():
+        raise StoreError(f"run ledger {path} is not a regular file")
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        header = fh.read(HEADER_SIZE)
+    if size == 0:
+        raise StoreError(f"run ledger {path} is empty (0 bytes): the run was never initialised")
+    if not header.startswith(SQLITE_MAGIC):
+        raise StoreError(f"run ledger {path} is not a SQLite database: the file is corrupt")
+    if len(header) < HEADER_SIZE:
+        raise StoreError(f"run ledger {path} is truncated ({size} bytes)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512 or page_size & (page_size - 1):
+        raise StoreError(f"run ledger {path} is corrupt: bad page size {page_size}")
+    change_counter = int.from_bytes(header[24:28], "big")
+    n_pages = int.from_bytes(header[28:32], "big")
+    valid_for = int.from_bytes(header[92:96], "big")
+    # The in-header page count is trustworthy only when "version-valid-for" matches the
+    # change counter (true for every SQLite since 3.7.0).
+    if valid_for == change_counter and n_pages and size < n_pages * page_size:
+        raise StoreError(
+            f"run ledger {path} is truncated: {size} bytes on disk, the header says "
+            f"{n_pages * page_size}; restore it from a backup"
+        )
+    if size % page_size:
+        raise StoreError(
+            f"run ledger {path} is truncated: {size} bytes is not a whole number of "
+            f"{page_size}-byte pages"
+        )
+
+
+def applied_migrations(conn: sqlite3.Connection) -> list[str]:
+    have = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'"
+    ).fetchone()
+    if not have:
+        return []
+    return [row[0] for row in conn.execute("SELECT name FROM migrations ORDER BY seq")]
+
+
+def check_version(conn: sqlite3.Connection, where: str, *, fresh: bool = False) -> list[str]:
+    """Validate identity and version; return the names of migrations still to apply."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    if not fresh and app_id != APPLICATION_ID:
+        raise StoreError(f"{where} is a SQLite database but not an octopipe run ledger")
+    user_version = conn.execute("PRAGMA user_version").fetchone()[0]
+    applied = applied_migrations(conn)
+    known = [name for name, _ in MIGRATIONS]
+    unknown = [name for name in applied if name not in known]
+    if unknown or user_version > len(known):
+        writer = _meta(conn, "last_writer") or "a newer octopipe"
+        raise StoreError(
+            f"{where} was written by {writer} (schema version {user_version}, "
+            f"migrations {', '.join(unknown) or 'unknown'}); this is octopipe {__version__} "
+            f"(schema version {len(known)}). Upgrade octopipe to open this run."
+        )
+    if applied != known[: len(applied)]:
+        raise StoreError(
+            f"{where} has an inconsistent migration history {applied}; expected a prefix of {known}"
+        )
+    return known[len(applied) :]
+
+
+def migrate(conn: sqlite3.Connection, now: str, *, fresh: bool = False) -> list[str]:
+    """Apply every missing migration, each in one transaction. Returns the names applied."""
+    todo = check_version(conn, "ledger", fresh=fresh)
+    if not todo:
+        return []
+    conn.executescript(f"BEGIN IMMEDIATE;{_BOOTSTRAP}COMMIT;")
+    by_name = dict(MIGRATIONS)
+    for name in todo:
+        seq = [n for n, _ in MIGRATIONS].index(name) + 1
+        script = (
+            "BEGIN IMMEDIATE;\n"
+            f"{by_name[name]}\n"
+            "INSERT INTO migrations(seq, name, applied_at, octopipe) VALUES "
+            f"({seq}, {_quote(name)}, {_quote(now)}, {_quote(__version__)});\n"
+            "INSERT INTO meta(key, value) VALUES ('last_writer', "
+            f"{_quote('octopipe ' + __version__)}) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value;\n"
+            f"PRAGMA application_id = {APPLICATION_ID};\n"
+            f"PRAGMA user_version = {seq};\n"
+            "COMMIT;"
+        )
+        try:
+            conn.executescript(script)
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return todo
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> str | None:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else str(row[0])
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,81 @@
+"""The layering of docs/ARCHITECTURE.md, enforced: who may import whom."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "octopipe"
+FORBIDDEN = {
+    "core": (
+        "octopipe.providers",
+        "octopipe.store",
+        "octopipe.engine",
+        "octopipe.cli",
+        "octopipe.tui",
+    ),
+    "store": ("octopipe.providers", "octopipe.engine", "octopipe.cli", "octopipe.tui"),
+    "providers": ("octopipe.store", "octopipe.engine", "octopipe.cli", "octopipe.tui"),
+    "engine": ("octopipe.cli", "octopipe.tui"),
+    "cli": ("textual", "octopipe.tui"),
+}
+CORE_FORBIDDEN_MODULES = (
+    "socket",
+    "subprocess",
+    "urllib.request",
+    "http.client",
+    "requests",
+    "httpx",
+    "httpx2",
+    "aiohttp",
+    "sqlite3",
+    "asyncio",
+)
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((SRC / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_layer_imports_only_what_it_may(package: str) -> None:
+    bad = {
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in modules(package)
+        for name in imports_of(path)
+        if any(name == f or name.startswith(f + ".") for f in FORBIDDEN[package])
+    }
+    assert not bad, sorted(bad)
+
+
+def test_core_does_no_network_or_processes() -> None:
+    bad = {
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in modules("core")
+        for name in imports_of(path)
+        if any(name == m or name.startswith(m + ".") for m in CORE_FORBIDDEN_MODULES)
+    }
+    assert not bad, sorted(bad)
+
+
+def test_only_costs_module_multiplies_prices() -> None:
+    """Prices are read in one place: nothing outside core/costs.py touches per-million rates."""
+    offenders = [
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if path.name != "costs.py" and "_per_million" in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []

@@ -1,0 +1,40 @@
+"""Fixtures for provider tests: an emulator per test and adapters pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from provider_builders import SECRET_KEY
+
+# Import the SDK adapters while collecting: each SDK takes about a second to import, which
+# would otherwise be charged to whichever test happens to use it first.
+import octopipe.providers.anthropic_adapter
+import octopipe.providers.gemini_adapter
+import octopipe.providers.openai_adapter  # noqa: F401
+from octopipe.providers.base import ProviderSettings, RealtimeProvider, make_provider
+from octopipe.providers.emulator import Emulator, EmulatorConfig, run_emulator
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    async with run_emulator(EmulatorConfig()) as emu:
+        yield emu
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[[Emulator, str], RealtimeProvider]]:
+    """``connect(emu, provider_name)`` -> an adapter aimed at ``emu``; closed after the test."""
+    opened: list[RealtimeProvider] = []
+
+    def build(emu: Emulator, name: str, **settings: Any) -> RealtimeProvider:
+        fields: dict[str, Any] = {"api_key": SECRET_KEY, "base_url": emu.base_url_for(name)}
+        fields.update(settings)
+        provider = make_provider(ProviderSettings(provider=name, **fields))
+        opened.append(provider)
+        return provider
+
+    yield build
+    for provider in opened:
+        await provider.aclose()
