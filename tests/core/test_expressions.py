@@ -543,6 +543,87 @@ def test_error_in_loop_until_names_the_condition() -> None:
     assert (caught.value.variable, caught.value.expression) == ("loop_until", "i > limit")
 
 
+def test_a_variable_starts_from_the_unit_field_it_shadows() -> None:
+    fields = {"count": 5, "other": 1}
+    looping = ExpressionProgram.compile({}, {"count": "count + 1"}, "count >= 8", 10)
+    assert looping.run(fields, unit_random("u", "s")) == ProgramResult({"count": 8}, 3, False)
+    once = ExpressionProgram.compile({}, {"before": "count", "count": "count + other"}, None, 1)
+    assert once.run(fields, unit_random("u", "s")).values == {"before": 5, "count": 6}
+    assert fields == {"count": 5, "other": 1}
+
+
+def test_generators_and_comprehensions_read_the_current_loop_variables() -> None:
+    program = ExpressionProgram.compile(
+        {"i": "0", "firsts": "[]", "totals": "[]"},
+        {
+            "i": "i + 1",
+            "firsts": "firsts + [next((x for x in xs if x > i), -1)]",
+            "totals": "totals + [sum(x * i for x in xs)]",
+            "shifted": "[x + i for x in xs if x != i]",
+            "lookup": "{x: x > i for x in xs}",
+        },
+        "i >= 3",
+        10,
+    )
+    result = program.run({"xs": [1, 2, 3]}, unit_random("u", "s"))
+    assert result.values == {
+        "i": 3,
+        "firsts": [2, 3, -1],
+        "totals": [6, 12, 18],
+        "shifted": [4, 5],
+        "lookup": {1: False, 2: False, 3: False},
+    }
+
+
+def test_a_lambda_key_reads_the_current_step_variable() -> None:
+    program = ExpressionProgram.compile(
+        {"target": "0", "picks": "[]"},
+        {
+            "target": "target + 2",
+            "order": "sorted(xs, key=lambda x: abs(x - target))",
+            "picks": "picks + [order[0]]",
+        },
+        "target >= 4",
+        10,
+    )
+    result = program.run({"xs": [0, 1, 2, 3, 4, 5]}, unit_random("u", "s"))
+    assert result.values == {"target": 4, "picks": [2, 4], "order": [4, 3, 5, 2, 1, 0]}
+
+
+@pytest.mark.parametrize(
+    ("expressions", "loop_until", "failing", "name", "where"),
+    [
+        ({"a": "b + 1", "b": "1"}, None, "a", "b", ""),
+        ({"a": "b + 1", "b": "1"}, "a > 5", "a", "b", " (iteration 1)"),
+        ({"a": "[b for _ in xs]", "b": "1"}, None, "a", "b", ""),
+        ({"a": "sum(b for _ in xs)", "b": "1"}, "True", "a", "b", " (iteration 1)"),
+        ({"a": "sorted(xs, key=lambda x: b)", "b": "1"}, None, "a", "b", ""),
+        ({"a": "1", "b": "a + undefined"}, None, "b", "undefined", ""),
+        ({"a": "[undefined for _ in xs]"}, "True", "a", "undefined", " (iteration 1)"),
+    ],
+)
+def test_reading_a_name_without_a_value_is_a_name_error_naming_it(
+    expressions: dict[str, str], loop_until: str | None, failing: str, name: str, where: str
+) -> None:
+    program = ExpressionProgram.compile({}, expressions, loop_until, 5)
+    with pytest.raises(ExpressionError) as caught:
+        program.run({"xs": [1, 2]}, unit_random("u", "s"))
+    assert (caught.value.variable, caught.value.expression) == (failing, expressions[failing])
+    assert caught.value.detail == f"NameError: name {name!r} is not defined{where}"
+    assert isinstance(caught.value.__cause__, NameError)
+
+
+def test_a_variable_named_like_a_builtin_shadows_it_once_assigned() -> None:
+    expressions = {"total": "sum(xs)", "sum": "total * 10"}
+    once = ExpressionProgram.compile({}, expressions, None, 1)
+    assert once.run({"xs": [1, 2]}, unit_random("u", "s")).values == {"total": 3, "sum": 30}
+    looping = ExpressionProgram.compile({}, expressions, "False", 2)
+    with pytest.raises(ExpressionError) as caught:
+        looping.run({"xs": [1, 2]}, unit_random("u", "s"))
+    assert caught.value.variable == "total"
+    assert caught.value.detail == "TypeError: 'int' object is not callable (iteration 2)"
+
+
 def test_compile_errors_name_the_variable() -> None:
     with pytest.raises(UnsafeExpressionError) as caught:
         ExpressionProgram.compile({}, {"ok": "1", "leak": "x.__class__"}, None, 1)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import click
 
 from octopipe import __version__
-from octopipe.cli import inspect_cmds, validate_cmd
+from octopipe.cli import inspect_cmds, run_cmds, validate_cmd
 from octopipe.cli.output import run_guarded
 
 
@@ -26,6 +26,8 @@ def cli() -> None:
 cli.add_command(validate_cmd.validate)
 cli.add_command(inspect_cmds.units)
 cli.add_command(inspect_cmds.try_unit)
+for command in (run_cmds.init, run_cmds.run, run_cmds.status, run_cmds.ps):
+    cli.add_command(command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

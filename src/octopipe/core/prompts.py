@@ -105,19 +105,21 @@ class PromptRenderer:
         self.template_name = template_name
         self._template_dir = Path(template_dir)
         self._env = _environment(self._template_dir)
-        try:
-            self._template = self._env.get_template(template_name)
-        except Exception as exc:
-            raise _as_render_error(exc, template_name, self._template_dir) from exc
         base: dict[str, Any] = dict(config)
         base["config"] = config
         base.update(global_context)
         self._base = base
+        try:
+            # The config and global context are the template's globals: Jinja layers the unit's
+            # fields over them per render (fields win), with no merge of ours per unit.
+            self._template = self._env.get_template(template_name, globals=base)
+        except Exception as exc:
+            raise _as_render_error(exc, template_name, self._template_dir) from exc
 
     def render(self, fields: Mapping[str, Any]) -> str:
         """The prompt for one unit; any failure is a ``RenderError``."""
         try:
-            return self._template.render({**self._base, **fields})
+            return self._template.render(fields)
         except Exception as exc:
             raise _as_render_error(exc, self.template_name, self._template_dir) from exc
 

@@ -240,6 +240,17 @@ def advance(state: object, event: object) -> object:
         raise IllegalTransition(machine, str(state), str(event)) from None
 
 
+def is_terminal(state: UnitStepState | BatchState | RunStatus) -> bool:
+    """Whether nothing more will happen to it without a deliberate command (retry, reopen)."""
+    match state:
+        case UnitStepState():
+            return state in UNIT_STEP_TERMINAL
+        case BatchState():
+            return state in BATCH_TERMINAL
+        case RunStatus():
+            return state in RUN_TERMINAL
+
+
 def sources(state_type: type[S], event: object) -> frozenset[S]:
     """Every state of ``state_type`` from which ``event`` is legal (for bulk SQL updates)."""
     _, _, table = _machine_of_type(state_type)

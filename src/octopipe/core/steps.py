@@ -17,13 +17,14 @@ from typing import Any
 
 from octopipe.core.config import Pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, Step
-from octopipe.core.expressions import ExpressionProgram, unit_random
+from octopipe.core.expressions import ExpressionProgram, UnitRandom, unit_random
 from octopipe.core.prompts import PromptRenderer
 from octopipe.core.units import Unit, fan_out_children
 from octopipe.core.validation import AnswerValidator, Outcome
 from octopipe.errors import ExpressionError, RenderError
 
 HIDDEN_FIELDS = frozenset({"_metadata", "_raw_text"})
+_NO_RANDOM = UnitRandom(0)  # handed to programs that never read `random`
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class CompiledStep:
         self.renderer: PromptRenderer | None = None
         self.validator: AnswerValidator | None = None
         self.unit_expressions: ExpressionProgram | None = None
+        self.uses_random = False
         spec = pipeline.validation_for(step.name)
         schema = pipeline.schema_for(step.name)
         coerce = not pipeline.config.schemas.strict_mode
@@ -78,6 +80,7 @@ class CompiledStep:
                 self.program = ExpressionProgram.compile(
                     step.init, step.expressions, step.loop_until, step.max_iterations
                 )
+                self.uses_random = self.program.uses_random
                 if spec is not None or schema is not None:
                     self.validator = AnswerValidator(schema, spec, coerce=coerce)
             case LLMStep():
@@ -106,7 +109,8 @@ class CompiledStep:
     def run_expression(self, unit_id: str, record: Mapping[str, Any]) -> StepResult:
         assert isinstance(self.step, ExpressionStep) and self.program is not None
         try:
-            result = self.program.run(record, unit_random(unit_id, self.name))
+            rng = unit_random(unit_id, self.name) if self.uses_random else _NO_RANDOM
+            result = self.program.run(record, rng)
         except ExpressionError as exc:
             return StepResult(
                 failure=StepFailure(

@@ -160,10 +160,16 @@ class _Plan(Protocol):
         ...
 
 
+_CACHED_BASE_UNITS = 10_000  # base units kept in memory when repeating (Monte Carlo pipelines)
+
+
 def _repeated(plan: _Plan, repeats: int) -> Iterator[Unit]:
     if repeats == 1:
         for unit_id, fields in plan.units(True):
             yield Unit(unit_id, fields)
+        return
+    if plan.count() <= _CACHED_BASE_UNITS:
+        yield from _repeated_small(plan, repeats)
         return
     for rep in range(repeats):
         suffix = f"__rep{rep:04d}"
@@ -172,6 +178,20 @@ def _repeated(plan: _Plan, repeats: int) -> Iterator[Unit]:
             fields["unit_id"] = unit_id
             fields["_repetition_id"] = rep
             fields["_repetition_seed"] = repetition_seed(base_id, rep)
+            yield Unit(unit_id, fields)
+
+
+def _repeated_small(plan: _Plan, repeats: int) -> Iterator[Unit]:
+    """Repeats of a small base list: generate and hash the base units once, copy per repeat."""
+    base = [(uid, fields, repetition_seed(uid, 0)) for uid, fields in plan.units(True)]
+    for rep in range(repeats):
+        suffix = f"__rep{rep:04d}"
+        for base_id, base_fields, seed0 in base:
+            unit_id = base_id + suffix
+            fields = dict(base_fields)
+            fields["unit_id"] = unit_id
+            fields["_repetition_id"] = rep
+            fields["_repetition_seed"] = seed0 + rep
             yield Unit(unit_id, fields)
 
 

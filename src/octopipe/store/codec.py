@@ -40,16 +40,15 @@ def loads(text: str | None) -> Any:
 def put_blob(conn: sqlite3.Connection, text: str) -> int:
     """Store ``text`` once; return the id of the (possibly pre-existing) blob holding it."""
     raw = text.encode("utf-8")
-    digest = hashlib.sha256(raw).hexdigest()
-    row = conn.execute("SELECT id FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
-    if row is not None:
-        return int(row[0])
+    digest = hashlib.sha256(raw).digest()
     cur = conn.execute(
-        "INSERT INTO blobs(sha256, size, data) VALUES (?, ?, ?)",
+        "INSERT OR IGNORE INTO blobs(sha256, size, data) VALUES (?, ?, ?)",
         (digest, len(raw), zlib.compress(raw, 6)),
     )
-    assert cur.lastrowid is not None
-    return cur.lastrowid
+    if cur.rowcount == 1 and cur.lastrowid is not None:
+        return cur.lastrowid
+    row = conn.execute("SELECT id FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
+    return int(row[0])
 
 
 def get_blob(conn: sqlite3.Connection, blob_id: int) -> str:

@@ -122,19 +122,41 @@ def repair_missing(conn: sqlite3.Connection, steps: Sequence[StepDef], now: str)
     return total
 
 
+def origin_count(conn: sqlite3.Connection, k: int) -> int:
+    return int(
+        conn.execute(
+            "SELECT COUNT(*) FROM units INDEXED BY units_origin WHERE origin_step = ?", (k,)
+        ).fetchone()[0]
+    )
+
+
 def verify(conn: sqlite3.Connection, steps: Sequence[StepDef]) -> VerifyReport:
     per_state = counts(conn, len(steps))
     reports = []
+    orphans_upstream = False
     for k, step in enumerate(steps):
         c = per_state[k]
+        rows = sum(c.values())
         missing = missing_uids(conn, steps, k)
-        orphaned = orphaned_uids(conn, steps, k)
+        if orphans_upstream:
+            orphaned = orphaned_uids(conn, steps, k)
+        else:
+            # With no orphan at any earlier step, "origin is k" and "valid at k-1" are disjoint
+            # (a unit valid at k-1 was expected there, hence has origin <= k-1), so |E| is two
+            # index counts and |R - E| = |R| - (|E| - |E - R|). The merge runs only if needed.
+            follows = k > 0 and steps[k - 1].scope != "fan_out"
+            expected = origin_count(conn, k) + (
+                per_state[k - 1][UnitStepState.VALID] if follows else 0
+            )
+            n_orphaned = rows - (expected - len(missing))
+            orphaned = orphaned_uids(conn, steps, k) if n_orphaned else []
+        orphans_upstream = orphans_upstream or bool(orphaned)
         reports.append(
             StepReport(
                 step_idx=k,
                 name=step.name,
                 # |E| = |R ∩ E| + |E - R| = (|R| - |R - E|) + |E - R|
-                expected=sum(c.values()) - len(orphaned) + len(missing),
+                expected=rows - len(orphaned) + len(missing),
                 valid=c[UnitStepState.VALID],
                 failed=c[UnitStepState.FAILED],
                 exhausted=c[UnitStepState.EXHAUSTED],

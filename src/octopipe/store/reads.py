@@ -120,14 +120,29 @@ def attempts_of(conn: sqlite3.Connection, uid: int, step_idx: int | None) -> lis
     ).fetchall()
     return [
         AttemptRow(
-            id=r[0], unit_id=r[1], step_idx=r[2], attempt_no=r[3], outcome=r[4], mode=r[5],
-            provider=r[6], model=r[7], stage=r[8], errors=loads(r[9]),
-            request=_maybe_blob(conn, r[10]), response=_maybe_blob(conn, r[11]),
-            input_tokens=r[12], output_tokens=r[13], cached_tokens=r[14], cost_usd=r[15],
-            latency_ms=r[16], started_at=r[17], finished_at=r[18], batch_local_id=r[19],
+            id=r[0],
+            unit_id=r[1],
+            step_idx=r[2],
+            attempt_no=r[3],
+            outcome=r[4],
+            mode=r[5],
+            provider=r[6],
+            model=r[7],
+            stage=r[8],
+            errors=loads(r[9]),
+            request=_maybe_blob(conn, r[10]),
+            response=_maybe_blob(conn, r[11]),
+            input_tokens=r[12],
+            output_tokens=r[13],
+            cached_tokens=r[14],
+            cost_usd=r[15],
+            latency_ms=r[16],
+            started_at=r[17],
+            finished_at=r[18],
+            batch_local_id=r[19],
         )
         for r in rows
-    ]  # fmt: skip
+    ]
 
 
 def cost_totals(conn: sqlite3.Connection) -> CostTotals:
@@ -138,9 +153,13 @@ def cost_totals(conn: sqlite3.Connection) -> CostTotals:
            FROM attempts WHERE mode != 'local'"""
     ).fetchone()
     return CostTotals(
-        known_usd=float(row[0]), unknown_cost_attempts=row[1], attempts=row[2],
-        input_tokens=row[3], output_tokens=row[4], cached_tokens=row[5],
-    )  # fmt: skip
+        known_usd=float(row[0]),
+        unknown_cost_attempts=row[1],
+        attempts=row[2],
+        input_tokens=row[3],
+        output_tokens=row[4],
+        cached_tokens=row[5],
+    )
 
 
 def _maybe_blob(conn: sqlite3.Connection, blob_id: int | None) -> str | None:

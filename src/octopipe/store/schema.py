@@ -66,9 +66,9 @@ CREATE INDEX units_parent ON units(parent_uid) WHERE parent_uid IS NOT NULL;
 
 CREATE TABLE blobs (
     id     INTEGER PRIMARY KEY,
-    sha256 TEXT NOT NULL UNIQUE,
+    sha256 BLOB NOT NULL UNIQUE,  -- 32-byte digest of the uncompressed UTF-8 text
     size   INTEGER NOT NULL,
-    data   BLOB NOT NULL
+    data   BLOB NOT NULL          -- zlib-compressed UTF-8 text
 );
 
 CREATE TABLE batches (

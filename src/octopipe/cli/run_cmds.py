@@ -1,0 +1,248 @@
+"""Run lifecycle commands: ``init``, ``run``, ``status``, ``ps``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from octopipe.cli.output import console, print_json
+from octopipe.core.config import CONFIG_NAMES
+from octopipe.core.states import RunStatus
+from octopipe.engine.create import CreatedRun, RunOptions, create_run
+from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
+from octopipe.engine.queries import RunStatusView, list_runs, run_status
+from octopipe.engine.runner import Runner
+from octopipe.errors import EXIT_FAILURE, EXIT_OK
+
+runs_dir_option = click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding runs (default: $OCTOPIPE_RUNS_DIR or ./runs).",
+)
+
+
+def _runs_dir(value: Path | None) -> Path:
+    return value if value is not None else default_runs_dir()
+
+
+def _init_options(f):
+    for option in reversed(
+        [
+            click.option(
+                "--run", "run_name", help="Name of the run (default: pipeline_DATE_TIME)."
+            ),
+            runs_dir_option,
+            click.option("--provider", help="Provider for every LLM step (overrides the config)."),
+            click.option("--model", help="Model for every LLM step (overrides the config)."),
+            click.option("--max-units", type=click.IntRange(min=1), help="Only the first N units."),
+            click.option(
+                "--repeat", type=click.IntRange(min=1), help="Override processing.repeat."
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _options(
+    run_name: str | None,
+    provider: str | None,
+    model: str | None,
+    max_units: int | None,
+    repeat: int | None,
+    mode: str,
+) -> RunOptions:
+    return RunOptions(
+        name=run_name, provider=provider, model=model, max_units=max_units, repeat=repeat, mode=mode
+    )
+
+
+def _print_created(created: CreatedRun) -> None:
+    console.print(f"created run [bold]{created.paths.name}[/bold] in {created.paths.root}")
+    console.print(f"  {created.units:,} units")
+    for step in created.report.steps:
+        if step.kind == "llm":
+            calls = "?" if step.calls is None else f"{step.calls:,}"
+            console.print(f"  {step.name}: {calls} LLM calls (first attempts)")
+
+
+@click.command()
+@click.argument("pipeline", type=click.Path(exists=True, path_type=Path))
+@_init_options
+@click.option(
+    "--mode",
+    type=click.Choice(["batch", "realtime"]),
+    default="batch",
+    show_default=True,
+    help="How LLM steps will run.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the created run as JSON.")
+def init(
+    pipeline: Path,
+    run_name: str | None,
+    runs_dir: Path | None,
+    provider: str | None,
+    model: str | None,
+    max_units: int | None,
+    repeat: int | None,
+    mode: str,
+    as_json: bool,
+) -> int:
+    """Create a run: snapshot the pipeline, generate its units into a new ledger."""
+    created = create_run(
+        pipeline, _runs_dir(runs_dir), _options(run_name, provider, model, max_units, repeat, mode)
+    )
+    if as_json:
+        print_json(
+            {
+                "run": created.paths.name,
+                "path": str(created.paths.root),
+                "units": created.units,
+                "steps": [vars(s) for s in created.report.steps],
+            }
+        )
+    else:
+        _print_created(created)
+    return EXIT_OK
+
+
+@click.command()
+@click.argument("target")
+@_init_options
+@click.option("--realtime", "mode", flag_value="realtime", help="LLM steps in realtime.")
+@click.option("--batch", "mode", flag_value="batch", help="LLM steps through batch APIs.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--quiet", "-q", is_flag=True, help="Do not echo the run log.")
+def run(
+    target: str,
+    run_name: str | None,
+    runs_dir: Path | None,
+    provider: str | None,
+    model: str | None,
+    max_units: int | None,
+    repeat: int | None,
+    mode: str | None,
+    yes: bool,
+    quiet: bool,
+) -> int:
+    """Drive a run to completion in the foreground.
+
+    TARGET is a pipeline folder (a new run is created first) or an existing run (name or
+    folder), which resumes where its ledger says. Ctrl+C pauses the run; `run` again resumes.
+    """
+    base = _runs_dir(runs_dir)
+    if _is_pipeline(Path(target)):
+        created = create_run(
+            Path(target),
+            base,
+            _options(run_name, provider, model, max_units, repeat, mode or "batch"),
+        )
+        _print_created(created)
+        paths = created.paths
+    else:
+        paths = resolve_run(target, base)
+    outcome = Runner(paths, echo=None if quiet else sys.stderr).run()
+    view = run_status(paths)
+    _print_status(view)
+    if outcome.exit_code:
+        return outcome.exit_code
+    return EXIT_OK if outcome.status is RunStatus.COMPLETE else EXIT_FAILURE
+
+
+def _is_pipeline(path: Path) -> bool:
+    return path.is_dir() and any((path / n).is_file() for n in CONFIG_NAMES)
+
+
+@click.command()
+@click.argument("run_name", metavar="RUN")
+@runs_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def status(run_name: str, runs_dir: Path | None, as_json: bool) -> int:
+    """Where a run stands: per step, units pending, in flight, valid, failed; cost; liveness."""
+    view = run_status(resolve_run(run_name, _runs_dir(runs_dir)))
+    if as_json:
+        print_json(view.to_dict())
+    else:
+        _print_status(view)
+    return EXIT_OK
+
+
+def _print_status(view: RunStatusView) -> None:
+    live = f"runner pid {view.runner_pid}" if view.live else "no runner"
+    reason = f" ({view.reason})" if view.reason else ""
+    console.print(
+        f"[bold]{view.name}[/bold] [{view.pipeline}] {view.status}{reason}; {view.mode}; {live}"
+    )
+    table = Table(box=None, pad_edge=False)
+    for column in ("step", "scope", "pending", "in flight", "valid", "retrying", "failed"):
+        table.add_column(column, justify="left" if column in ("step", "scope") else "right")
+    for step in view.steps:
+        table.add_row(
+            step.name,
+            step.scope,
+            f"{step.pending:,}",
+            f"{step.in_flight:,}",
+            f"{step.valid:,}",
+            f"{step.failed:,}",
+            f"{step.exhausted:,}",
+        )
+    console.print(table)
+    unknown = (
+        f" (+{view.unknown_cost_attempts} calls of unknown cost)"
+        if view.unknown_cost_attempts
+        else ""
+    )
+    console.print(
+        f"cost ${view.cost_usd:.4f}{unknown}; tokens in {view.input_tokens:,}, "
+        f"out {view.output_tokens:,}"
+    )
+
+
+@click.command()
+@runs_dir_option
+@click.option("--all", "include_archived", is_flag=True, help="Include archived runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def ps(runs_dir: Path | None, include_archived: bool, as_json: bool) -> int:
+    """List runs with their status, progress, units, cost and mode."""
+    views = list_runs(_runs_dir(runs_dir), include_archived)
+    if as_json:
+        print_json([v.to_dict() for v in views])
+        return EXIT_OK
+    table = Table(box=None, pad_edge=False)
+    for column in (
+        "run",
+        "pipeline",
+        "status",
+        "progress",
+        "units",
+        "valid",
+        "failed",
+        "cost",
+        "mode",
+        "updated",
+    ):
+        table.add_column(column)
+    for v in views:
+        name = f"{v.name} (archived)" if v.archived else v.name
+        table.add_row(
+            name,
+            v.pipeline,
+            v.status,
+            f"{v.progress:.0%}",
+            f"{v.units:,}",
+            f"{v.valid:,}",
+            f"{v.failed:,}",
+            f"${v.cost_usd:.2f}",
+            v.mode,
+            v.updated_at[:19],
+        )
+    console.print(table)
+    console.print(f"{len(views)} run(s); total cost ${sum(v.cost_usd for v in views):.2f}")
+    return EXIT_OK
+
+
+__all__ = ["RunPaths", "init", "ps", "run", "status"]

@@ -1,0 +1,159 @@
+"""``init``: create a run folder with a snapshot of the pipeline, its ledger and its units.
+
+The run is built in a temporary folder beside its final place and renamed into place at the
+end, so a crash or Ctrl+C during init leaves no half-made run. After init the run never reads
+the source pipeline folder again: everything comes from ``config/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from octopipe.core.checker import CheckReport, check_pipeline
+from octopipe.core.config import Pipeline, load_pipeline
+from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, RunStep
+from octopipe.core.units import iter_units
+from octopipe.engine.paths import RunPaths, check_run_name
+from octopipe.errors import ConfigError, UsageError
+from octopipe.store.ledger import Ledger
+from octopipe.store.records import RunMeta, StepDef
+
+SCOPES = {LLMStep: "chunk", ExpressionStep: "expression", FanOutStep: "fan_out"}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Choices made at init (CLI flags); they override the pipeline's config for this run."""
+
+    name: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    max_units: int | None = None
+    repeat: int | None = None
+    mode: str = "batch"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "max_units": self.max_units,
+            "repeat": self.repeat,
+            "mode": self.mode,
+            **self.extra,
+        }
+
+
+@dataclass(frozen=True)
+class CreatedRun:
+    paths: RunPaths
+    units: int
+    report: CheckReport
+
+
+def default_run_name(pipeline: Pipeline) -> str:
+    return f"{pipeline.name}_{datetime.now(UTC).strftime('%Y%m%d_%H%M%S')}"
+
+
+def snapshot(pipeline: Pipeline, target: Path) -> None:
+    """Copy what the run needs: config, items, templates, schemas, scripts (inside the folder)."""
+    target.mkdir(parents=True)
+    root = pipeline.folder
+    shutil.copy2(pipeline.config_file, target / "config.yaml")
+    wanted = [pipeline.items_path, pipeline.template_dir, root / pipeline.config.schemas.schema_dir]
+    scripts = [p.script for p in pipeline.config.post_process if p.script]
+    scripts += [s.script for s in pipeline.steps if isinstance(s, RunStep) and s.script]
+    wanted += [root / s for s in scripts if (root / s).resolve().is_relative_to(root)]
+    for source in wanted:
+        source = source.resolve()
+        if not source.exists() or not source.is_relative_to(root):
+            continue
+        dest = target / source.relative_to(root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, dest, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, dest)
+
+
+def create_run(
+    pipeline_dir: Path,
+    runs_dir: Path,
+    options: RunOptions,
+    progress: Callable[[int], None] | None = None,
+) -> CreatedRun:
+    """Validate, snapshot, generate units into a new ledger; refuse an existing run name."""
+    pipeline = load_pipeline(pipeline_dir)
+    report = check_pipeline(pipeline, max_units=options.max_units, repeat=options.repeat)
+    if not report.ok:
+        raise ConfigError(report.errors)
+    name = check_run_name(options.name or default_run_name(pipeline))
+    final = runs_dir / name
+    if final.exists():
+        raise UsageError(f"a run named {name!r} already exists in {runs_dir}")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".init", dir=runs_dir))
+    staging.chmod(0o755)
+    try:
+        paths = RunPaths(staging)
+        snapshot(pipeline, paths.config_dir)
+        paths.outputs.mkdir()
+        snap = load_pipeline(paths.config_dir)  # the run's own copy from now on
+        units = _write_ledger(snap, paths, name, options, progress)
+        try:
+            staging.rename(final)
+        except OSError as exc:
+            raise UsageError(f"a run named {name!r} already exists in {runs_dir}") from exc
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return CreatedRun(RunPaths(final.resolve()), units, report)
+
+
+def step_defs(pipeline: Pipeline) -> list[StepDef]:
+    return [StepDef(s.name, SCOPES[type(s)]) for s in pipeline.unit_steps]  # type: ignore[arg-type]
+
+
+def _write_ledger(
+    pipeline: Pipeline,
+    paths: RunPaths,
+    name: str,
+    options: RunOptions,
+    progress: Callable[[int], None] | None,
+) -> int:
+    meta = RunMeta(
+        name=name,
+        pipeline_name=pipeline.name,
+        mode=options.mode,  # type: ignore[arg-type]
+        provider=options.provider,
+        model=options.model,
+        max_units=options.max_units,
+        repeat=options.repeat,
+        options=options.to_json(),
+    )
+    ledger = Ledger.create(paths.ledger, meta, step_defs(pipeline))
+    try:
+        units = iter_units(
+            pipeline.config.processing,
+            pipeline.items_path,
+            max_units=options.max_units,
+            repeat=options.repeat,
+        )
+        count = ledger.add_units(((u.id, u.fields) for u in units), origin_step=0)
+        ledger.log_event(
+            "info",
+            "INIT",
+            f"created run {name} with {count} units",
+            {"units": count, "options": options.to_json()},
+        )
+        if progress is not None:
+            progress(count)
+        return count
+    finally:
+        ledger.close()

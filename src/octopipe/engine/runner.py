@@ -1,0 +1,281 @@
+"""The runner: the one process that drives a run, holding its lock, until every unit is terminal.
+
+Decide, then act: each pass of the loop applies queued commands, runs a chunk of every local
+step that has pending units (expression and fan-out steps: claimed, computed and recorded in
+one transaction, so a crash at any instant leaves each unit either untouched or done), and lets
+the LLM executor (realtime or batch, plugged in by the caller) start and collect its work.
+Units flow step to step as soon as they are valid; there is no barrier between steps.
+
+Stopping: Ctrl+C / SIGTERM / a queued ``pause`` set a flag; the loop finishes its current chunk,
+returns in-flight units to pending and marks the run ``paused``. A second Ctrl+C exits at once;
+the ledger is still consistent (every change is a transaction) and the next start resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
+
+from octopipe.core.config import load_pipeline
+from octopipe.core.config_models import ExpressionStep, FanOutStep
+from octopipe.core.states import RunEvent, RunStatus, UnitStepState
+from octopipe.core.steps import CompiledPipeline, CompiledStep, StepResult
+from octopipe.engine import commands
+from octopipe.engine.exports import export_run
+from octopipe.engine.paths import RunPaths
+from octopipe.engine.runlog import RunLog
+from octopipe.errors import EXIT_INTERRUPTED, RunLocked, UsageError
+from octopipe.store.ledger import Ledger
+from octopipe.store.lock import RunLock
+from octopipe.store.records import AttemptRecord, Failure, Success
+
+LOCAL_CHUNK = 1_000
+IDLE_SLEEP_S = 0.2
+
+
+class LLMExecutor(Protocol):
+    """Runs the LLM steps of a run (realtime or batch). The runner calls it every pass."""
+
+    async def pump(self) -> bool:
+        """Start and collect work; True when something happened."""
+
+    def busy(self) -> bool:
+        """True while requests or batches are outstanding."""
+
+    async def stop(self) -> None:
+        """Stop starting work; return in-flight realtime units to the ledger as pending."""
+
+
+ExecutorFactory = Callable[["RunContext"], LLMExecutor]
+
+
+@dataclass
+class RunContext:
+    """What an executor needs: the run's files, ledger, compiled steps and log."""
+
+    paths: RunPaths
+    ledger: Ledger
+    compiled: CompiledPipeline
+    log: RunLog
+    stop_requested: Callable[[], bool]
+
+
+@dataclass
+class RunOutcome:
+    status: RunStatus
+    reason: str | None = None
+    counts: dict[int, dict[UnitStepState, int]] = field(default_factory=dict)
+    exit_code: int = 0
+
+
+class Runner:
+    def __init__(
+        self,
+        paths: RunPaths,
+        *,
+        echo: TextIO | None = None,
+        executor: ExecutorFactory | None = None,
+        export: bool = True,
+    ) -> None:
+        self.paths = paths
+        self.echo = echo
+        self.executor_factory = executor
+        self.export = export
+        self._stop_reason: str | None = None
+        self._kill = False
+        self._interrupts = 0
+
+    # --- entry point --------------------------------------------------------------------------
+
+    def run(self) -> RunOutcome:
+        lock = RunLock(self.paths.root)
+        if not lock.try_acquire():
+            raise RunLocked(
+                f"run {self.paths.name!r} is already being driven by another "
+                "process; use `octopipe watch` to follow it"
+            )
+        try:
+            ledger = Ledger.open(self.paths.ledger)
+            log = RunLog(self.paths.log, self.echo)
+            try:
+                return asyncio.run(self._drive(ledger, log))
+            finally:
+                log.close()
+                ledger.close()
+        finally:
+            lock.release()
+
+    def request_stop(self, reason: str, kill: bool = False) -> None:
+        self._stop_reason = self._stop_reason or reason
+        self._kill = self._kill or kill
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._interrupts += 1
+        if self._interrupts > 1:
+            raise KeyboardInterrupt  # second Ctrl+C: leave now; the ledger stays consistent
+        self.request_stop(f"interrupted ({signal.Signals(signum).name})")
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def _drive(self, ledger: Ledger, log: RunLog) -> RunOutcome:
+        info = ledger.run_info()
+        if info.status is RunStatus.KILLED:
+            raise UsageError(f"run {info.name!r} was killed; it cannot be resumed")
+        pipeline = load_pipeline(self.paths.config_dir)
+        compiled = CompiledPipeline(pipeline)
+        if info.status in (RunStatus.COMPLETE, RunStatus.FAILED) and not _has_work(ledger):
+            return RunOutcome(info.status, info.status_reason, ledger.counts())
+        released = ledger.release_in_flight()
+        event = (
+            RunEvent.REOPEN
+            if info.status in (RunStatus.COMPLETE, RunStatus.FAILED)
+            else RunEvent.START
+        )
+        ledger.set_run_status(event)
+        log.write(
+            "START",
+            f"run {info.name} ({pipeline.name}), {len(compiled)} steps"
+            + (f"; {released} in-flight units returned to pending" if released else ""),
+        )
+        context = RunContext(self.paths, ledger, compiled, log, lambda: bool(self._stop_reason))
+        executor = self.executor_factory(context) if self.executor_factory else None
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            await self._loop(ledger, log, compiled, executor)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return await self._finish(ledger, log, executor)
+
+    async def _loop(
+        self, ledger: Ledger, log: RunLog, compiled: CompiledPipeline, executor: LLMExecutor | None
+    ) -> None:
+        last_check = 0.0
+        while not self._stop_reason:
+            self._apply_commands(ledger, log)
+            progressed = False
+            for index, cstep in enumerate(compiled.steps):
+                if not cstep.is_llm and not self._stop_reason:
+                    progressed |= run_local_chunk(ledger, index, cstep, LOCAL_CHUNK) > 0
+                    await asyncio.sleep(0)
+            if executor is not None:
+                progressed |= await executor.pump()
+            if progressed:
+                continue
+            if executor is not None and executor.busy():
+                await asyncio.sleep(IDLE_SLEEP_S)
+                continue
+            if not _has_work(ledger):
+                return
+            waiting = _llm_steps_waiting(ledger, compiled)
+            if waiting and executor is None:
+                self.request_stop(
+                    f"step {waiting!r} needs an LLM provider; resume with "
+                    "`octopipe run RUN --realtime` or `--batch`"
+                )
+                return
+            if time.monotonic() - last_check > 5:
+                last_check = time.monotonic()
+            await asyncio.sleep(IDLE_SLEEP_S)
+
+    async def _finish(
+        self, ledger: Ledger, log: RunLog, executor: LLMExecutor | None
+    ) -> RunOutcome:
+        if executor is not None:
+            await executor.stop()
+        if self._stop_reason:
+            ledger.release_in_flight()
+            event = RunEvent.KILL if self._kill else RunEvent.PAUSE
+            status = ledger.set_run_status(event, self._stop_reason)
+            log.write("KILLED" if self._kill else "PAUSED", self._stop_reason)
+            code = EXIT_INTERRUPTED if self._interrupts else 0
+            return RunOutcome(status, self._stop_reason, ledger.counts(), code)
+        status = ledger.set_run_status(RunEvent.FINISH)
+        counts = ledger.counts()
+        log.write("COMPLETE", _summary(ledger, counts))
+        if self.export:
+            written = export_run(ledger, self.paths)
+            log.write("EXPORT", ", ".join(str(p.name) for p in written))
+        return RunOutcome(status, None, counts, 0)
+
+    def _apply_commands(self, ledger: Ledger, log: RunLog) -> None:
+        for command in ledger.pending_commands():
+            outcome = commands.apply(ledger, command.kind, command.args)
+            ledger.mark_command(command.id, outcome.event, outcome.message)
+            log.write("COMMAND", f"{command.kind}: {outcome.message}")
+            if outcome.stop is not None:
+                self.request_stop(outcome.stop, kill=command.kind == "kill")
+
+
+def run_local_chunk(ledger: Ledger, index: int, cstep: CompiledStep, limit: int) -> int:
+    """Claim, compute and record up to ``limit`` units of a local step in one transaction."""
+    with ledger.transaction():
+        claimed = ledger.claim_pending(index, limit)
+        if not claimed:
+            return 0
+        successes: list[Success] = []
+        failures: list[Failure] = []
+        for unit in claimed:
+            if isinstance(cstep.step, FanOutStep):
+                result = cstep.fan_out(unit.unit_id, unit.record)
+                if result.ok:
+                    ledger.add_children(unit.uid, index, list(result.children))
+                    continue
+            else:
+                assert isinstance(cstep.step, ExpressionStep)
+                result = cstep.run_expression(unit.unit_id, unit.record)
+            if result.ok:
+                successes.append(Success(unit.uid, result.delta or {}, _local_attempt(result)))
+            else:
+                failures.append(Failure(unit.uid, _failure_attempt(result), terminal=True))
+        ledger.record_successes(index, successes)
+        ledger.record_failures(index, failures)
+        return len(claimed)
+
+
+def _failure_attempt(result: StepResult) -> AttemptRecord:
+    attempt = _local_attempt(result)
+    assert attempt is not None
+    return attempt
+
+
+def _local_attempt(result: StepResult) -> AttemptRecord | None:
+    """Successes of local steps leave no attempt row (they are free and reproducible) unless
+    they carry warnings or loop information; failures always keep their errors."""
+    if result.failure is not None:
+        return AttemptRecord(
+            outcome="failed",
+            mode="local",
+            stage=result.failure.stage,  # type: ignore[arg-type]
+            errors=[*result.failure.errors, {"message": result.failure.message, **result.info}],
+        )
+    if result.warnings or result.info.get("hit_max_iterations"):
+        return AttemptRecord(outcome="valid", mode="local", errors=[*result.warnings, result.info])
+    return None
+
+
+def _has_work(ledger: Ledger) -> bool:
+    live = (UnitStepState.PENDING, UnitStepState.IN_FLIGHT)
+    return any(by_state.get(s, 0) for by_state in ledger.counts().values() for s in live)
+
+
+def _llm_steps_waiting(ledger: Ledger, compiled: CompiledPipeline) -> str | None:
+    counts = ledger.counts()
+    for index, cstep in enumerate(compiled.steps):
+        if cstep.is_llm and counts.get(index, {}).get(UnitStepState.PENDING, 0):
+            return cstep.name
+    return None
+
+
+def _summary(ledger: Ledger, counts: dict[int, dict[UnitStepState, int]]) -> str:
+    parts = []
+    for index, step in enumerate(ledger.steps):
+        by_state = counts.get(index, {})
+        valid = by_state.get(UnitStepState.VALID, 0)
+        failed = by_state.get(UnitStepState.EXHAUSTED, 0) + by_state.get(UnitStepState.FAILED, 0)
+        parts.append(f"{step.name}: {valid} valid, {failed} failed")
+    return "; ".join(parts)

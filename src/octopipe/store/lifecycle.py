@@ -1,0 +1,462 @@
+"""The unit state cycle: units enter the ledger, are claimed, succeed or fail, and are retried.
+
+Every change here reads the current states of the units involved, moves each through
+:func:`octopipe.core.states.advance` (so an illegal move raises ``IllegalTransition`` before
+anything is written) and then writes all of them with one ``executemany`` per table, inside one
+transaction. A success writes only the fields the step added (its delta) and creates the unit's
+``pending`` row at the next step in the same transaction, so a unit can never fall between two
+steps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from octopipe.core.states import (
+    BATCH_TERMINAL,
+    UnitStepEvent,
+    UnitStepState,
+    advance,
+    sources,
+)
+from octopipe.errors import StoreError
+from octopipe.store import reads
+from octopipe.store.base import LedgerCore, guarded, marks
+from octopipe.store.codec import dumps, put_blob
+from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Json, Success
+
+_PENDING = UnitStepState.PENDING.value
+_IN_FLIGHT = UnitStepState.IN_FLIGHT.value
+
+
+class UnitLifecycle(LedgerCore):
+    """Adding, claiming, recording, releasing and requeueing units."""
+
+    @guarded
+    def add_units(
+        self,
+        units: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        origin_step: int = 0,
+        parent_uid: int | None = None,
+        batch: int = 5_000,
+    ) -> int:
+        """Insert ``(unit_id, fields)`` units, pending at ``origin_step``; one transaction per
+        ``batch`` units. A duplicate id raises ``StoreError`` naming it (its chunk is rolled
+        back; wrap the call in ``transaction()`` for all-or-nothing). Returns the count added.
+        """
+        if not 0 <= origin_step <= len(self._steps):
+            raise ValueError(f"origin_step {origin_step} is not a step of this run")
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        total = 0
+        it = iter(units)
+        while chunk := list(itertools.islice(it, batch)):
+            with self.transaction():
+                total += len(self._insert_units(chunk, origin_step, parent_uid))
+        return total
+
+    @guarded
+    def add_children(
+        self,
+        parent_uid: int,
+        step_idx: int,
+        children: Iterable[tuple[str, Mapping[str, Any]]],
+    ) -> list[int]:
+        """Fan-out, atomically: the parent becomes ``valid`` at its fan-out step (delta ``{}``)
+        and its children enter at the next step. Returns the children's uids."""
+        self._step(step_idx, must_be="fan_out")
+        with self.transaction():
+            moves = self._moves(step_idx, [(parent_uid, UnitStepEvent.SUCCEED)])
+            self._db.execute(
+                """UPDATE unit_steps SET state = ?, attempts = attempts + 1, output_json = '{}',
+                       last_stage = NULL, last_error = NULL, updated_at = ?
+                   WHERE step_idx = ? AND uid = ?""",
+                (moves[parent_uid][0].value, self._now(), step_idx, parent_uid),
+            )
+            return self._insert_units(list(children), step_idx + 1, parent_uid)
+
+    # --- units: the attempt cycle ---------------------------------------------------------
+
+    @guarded
+    def claim_pending(self, step_idx: int, limit: int) -> list[ClaimedUnit]:
+        """Move up to ``limit`` pending units of a step (oldest first) to ``in_flight`` and
+        return each with its input record."""
+        self._step(step_idx)
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        new = advance(UnitStepState.PENDING, UnitStepEvent.START)
+        with self.transaction():
+            rows = self._db.execute(
+                """SELECT uid, attempts, attempts_base FROM unit_steps INDEXED BY unit_steps_state
+                   WHERE step_idx = ? AND state = ? ORDER BY uid LIMIT ?""",
+                (step_idx, _PENDING, limit),
+            ).fetchall()
+            now = self._now()
+            self._db.executemany(
+                "UPDATE unit_steps SET state = ?, updated_at = ? WHERE step_idx = ? AND uid = ?",
+                ((new.value, now, step_idx, uid) for uid, _, _ in rows),
+            )
+            inputs = reads.records(self._db, [r[0] for r in rows], before=step_idx)
+        return [
+            ClaimedUnit(uid, *inputs[uid], attempt_no=attempts + 1, budget_used=attempts - base)
+            for uid, attempts, base in rows
+        ]
+
+    def record_success(
+        self,
+        uid: int,
+        step_idx: int,
+        delta: Mapping[str, Any],
+        attempt: AttemptRecord | None = None,
+    ) -> int | None:
+        """The unit is ``valid`` at the step, ``delta`` being the fields it added, and pending
+        at the next step; returns that step's index (``None`` after the last step)."""
+        self.record_successes(step_idx, [Success(uid, delta, attempt)])
+        return step_idx + 1 if step_idx + 1 < len(self._steps) else None
+
+    @guarded
+    def record_successes(self, step_idx: int, items: Iterable[Success]) -> int:
+        """:meth:`record_success` for many units of one step, in one transaction."""
+        self._step(step_idx, must_not_be="fan_out")
+        items = list(items)
+        if any(s.attempt is not None and s.attempt.outcome != "valid" for s in items):
+            raise ValueError("a success must carry a 'valid' attempt (or none)")
+        with self.transaction():
+            now = self._now()
+            moves = self._moves(step_idx, [(s.uid, UnitStepEvent.SUCCEED) for s in items])
+            ids = self._insert_attempts(
+                step_idx,
+                [(s.uid, moves[s.uid][1] + 1, s.attempt) for s in items if s.attempt],
+                now,
+            )
+            self._db.executemany(
+                """UPDATE unit_steps SET state = ?, attempts = attempts + 1, output_json = ?,
+                       last_attempt_id = COALESCE(?, last_attempt_id), last_stage = NULL,
+                       last_error = NULL, updated_at = ?
+                   WHERE step_idx = ? AND uid = ?""",
+                [
+                    (
+                        moves[s.uid][0].value,
+                        dumps(dict(s.delta), what=f"output of unit {s.uid} at step {step_idx}"),
+                        ids.get(s.uid),
+                        now,
+                        step_idx,
+                        s.uid,
+                    )
+                    for s in items
+                ],
+            )
+            self._enter_next_step(step_idx, [s.uid for s in items], now)
+        return len(items)
+
+    def record_failure(
+        self, uid: int, step_idx: int, attempt: AttemptRecord, terminal: bool
+    ) -> UnitStepState:
+        """A failed attempt: ``failed`` (to be retried) or, if ``terminal``, ``exhausted``."""
+        return self.record_failures(step_idx, [Failure(uid, attempt, terminal)])[0]
+
+    @guarded
+    def record_failures(self, step_idx: int, items: Iterable[Failure]) -> list[UnitStepState]:
+        """:meth:`record_failure` for many units of one step, in one transaction."""
+        self._step(step_idx)
+        items = list(items)
+        if any(f.attempt.outcome == "valid" for f in items):
+            raise ValueError("a failure must carry a 'failed' or 'error' attempt")
+        with self.transaction():
+            now = self._now()
+            moves = self._moves(
+                step_idx,
+                [
+                    (
+                        f.uid,
+                        UnitStepEvent.FAIL_TERMINAL if f.terminal else UnitStepEvent.FAIL_RETRYABLE,
+                    )
+                    for f in items
+                ],
+            )
+            ids = self._insert_attempts(
+                step_idx, [(f.uid, moves[f.uid][1] + 1, f.attempt) for f in items], now
+            )
+            self._db.executemany(
+                """UPDATE unit_steps SET state = ?, attempts = attempts + 1, output_json = NULL,
+                       last_attempt_id = ?, last_stage = ?, last_error = ?, updated_at = ?
+                   WHERE step_idx = ? AND uid = ?""",
+                [
+                    (
+                        moves[f.uid][0].value,
+                        ids[f.uid],
+                        f.attempt.stage,
+                        dumps(f.attempt.errors, what=f"errors of unit {f.uid}"),
+                        now,
+                        step_idx,
+                        f.uid,
+                    )
+                    for f in items
+                ],
+            )
+        return [moves[f.uid][0] for f in items]
+
+    @guarded
+    def record_revalidation(
+        self,
+        uid: int,
+        step_idx: int,
+        *,
+        delta: Mapping[str, Any] | None,
+        stage: str | None = None,
+        errors: list[Json] | None = None,
+    ) -> UnitStepState:
+        """The verdict of re-validating a failed unit's stored response (no API call).
+
+        With a ``delta`` the unit passes: ``valid``, and pending at the next step. Without,
+        it keeps its state with the new ``stage``/``errors``. Either way its attempts, request
+        and raw response are untouched: an unparseable response is kept, never dropped.
+        """
+        output = None if delta is None else dumps(dict(delta), what=f"output of unit {uid}")
+        passed = output is not None
+        event = UnitStepEvent.REVALIDATE_PASS if passed else UnitStepEvent.REVALIDATE_FAIL
+        with self.transaction():
+            now = self._now()
+            new = self._moves(step_idx, [(uid, event)])[uid][0]
+            self._db.execute(
+                """UPDATE unit_steps SET state = ?, output_json = ?, last_stage = ?,
+                       last_error = ?, updated_at = ? WHERE step_idx = ? AND uid = ?""",
+                (
+                    new.value,
+                    output,
+                    None if passed else stage,
+                    None if passed else dumps(errors or [], what=f"errors of unit {uid}"),
+                    now,
+                    step_idx,
+                    uid,
+                ),
+            )
+            if passed:
+                self._enter_next_step(step_idx, [uid], now)
+        return new
+
+    @guarded
+    def release_in_flight(self) -> int:
+        """Return every ``in_flight`` unit not held by a live batch to ``pending``.
+
+        Called at start-up (a dead runner's realtime calls never finished) and on pause.
+        Units of a batch that may still return results stay claimed until the batch is
+        collected or abandoned.
+        """
+        new = advance(UnitStepState.IN_FLIGHT, UnitStepEvent.RELEASE)
+        terminal = tuple(s.value for s in BATCH_TERMINAL)
+        total = 0
+        with self.transaction():
+            now = self._now()
+            for k in range(len(self._steps)):
+                total += self._db.execute(
+                    f"""UPDATE unit_steps SET state = ?, updated_at = ?
+                        WHERE step_idx = ? AND state = ? AND uid NOT IN (
+                            SELECT bu.uid FROM batch_units bu JOIN batches b
+                            ON b.id = bu.batch_id
+                            WHERE b.step_idx = ? AND b.state NOT IN ({marks(terminal)}))""",
+                    (new.value, now, k, _IN_FLIGHT, k, *terminal),
+                ).rowcount
+            if total:
+                self._event("info", "RECOVER", f"released {total} in-flight unit(s)", None)
+        return total
+
+    @guarded
+    def requeue_failed(
+        self,
+        step_idx: int | None = None,
+        stage: str | None = None,
+        unit_ids: Iterable[str] | None = None,
+        *,
+        include_exhausted: bool = True,
+        reset_budget: bool = True,
+    ) -> int:
+        """Move failed (and by default exhausted) units back to ``pending``: only those units.
+
+        Filters combine: a step, the stage of the last failure, explicit unit ids.
+        ``reset_budget`` gives each a fresh retry budget (the ``retry`` command); the runner's
+        own retry rounds pass ``include_exhausted=False, reset_budget=False``.
+        """
+        states = [
+            s.value
+            for s in sorted(sources(UnitStepState, UnitStepEvent.RETRY))
+            if include_exhausted or s is not UnitStepState.EXHAUSTED
+        ]
+        new = advance(UnitStepState.FAILED, UnitStepEvent.RETRY)
+        if step_idx is not None:
+            self._step(step_idx)
+        steps = range(len(self._steps)) if step_idx is None else [step_idx]
+        ids = None if unit_ids is None else dumps(list(unit_ids), what="unit ids")
+        total = 0
+        with self.transaction():
+            now = self._now()
+            for k in steps:
+                total += self._db.execute(
+                    f"""UPDATE unit_steps SET state = ?, updated_at = ?,
+                            attempts_base = CASE WHEN ? THEN attempts ELSE attempts_base END
+                        WHERE step_idx = ? AND state IN ({marks(states)})
+                          AND (? IS NULL OR last_stage = ?)
+                          AND (? IS NULL OR uid IN (SELECT uid FROM units WHERE unit_id IN
+                                                    (SELECT value FROM json_each(?))))""",
+                    (new.value, now, reset_budget, k, *states, stage, stage, ids, ids),
+                ).rowcount
+            if total:
+                self._event(
+                    "info",
+                    "RETRY",
+                    f"requeued {total} failed unit(s)",
+                    {"step": step_idx, "stage": stage},
+                )
+        return total
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _moves(
+        self, step_idx: int, wanted: Sequence[tuple[int, UnitStepEvent]]
+    ) -> dict[int, tuple[UnitStepState, int]]:
+        """``uid -> (new state, attempts so far)`` for each (uid, event), through ``advance``.
+        Raises before anything is written if one move is illegal or a unit has no row."""
+        uids = [uid for uid, _ in wanted]
+        if len(set(uids)) != len(uids):
+            raise ValueError(f"a unit appears twice in one change at step {step_idx}")
+        current = {
+            uid: (UnitStepState(state), attempts)
+            for uid, state, attempts in self._db.execute(
+                """SELECT uid, state, attempts FROM unit_steps
+                   WHERE step_idx = ? AND uid IN (SELECT value FROM json_each(?))""",
+                (step_idx, reads.json_ints(uids)),
+            )
+        }
+        moves = {}
+        for uid, event in wanted:
+            if uid not in current:
+                raise StoreError(f"unit {uid} has no row at step {step_idx}")
+            state, attempts = current[uid]
+            moves[uid] = (advance(state, event), attempts)
+        return moves
+
+    def _insert_units(
+        self,
+        chunk: Sequence[tuple[str, Mapping[str, Any]]],
+        origin_step: int,
+        parent_uid: int | None,
+    ) -> list[int]:
+        db, now = self._db, self._now()
+        first = db.execute("SELECT COALESCE(MAX(uid), 0) + 1 FROM units").fetchone()[0]
+        rows, seen = [], set()
+        for i, (unit_id, fields) in enumerate(chunk):
+            if not isinstance(unit_id, str) or not unit_id:
+                raise StoreError(f"unit ids must be non-empty strings, not {unit_id!r}")
+            if unit_id in seen:
+                raise StoreError(f"duplicate unit id {unit_id!r}")
+            if not isinstance(fields, Mapping):
+                raise StoreError(f"unit {unit_id!r}: fields must be a mapping")
+            seen.add(unit_id)
+            rows.append(
+                (
+                    first + i,
+                    unit_id,
+                    parent_uid,
+                    origin_step,
+                    dumps(fields, what=f"fields of unit {unit_id!r}"),
+                )
+            )
+        try:
+            db.executemany(
+                """INSERT INTO units(uid, unit_id, parent_uid, origin_step, fields_json)
+                   VALUES (?, ?, ?, ?, ?)""",
+                rows,
+            )
+        except sqlite3.IntegrityError as exc:
+            if getattr(exc, "sqlite_errorname", "") == "SQLITE_CONSTRAINT_FOREIGNKEY":
+                raise StoreError(f"parent unit {parent_uid} does not exist") from None
+            dup = db.execute(
+                """SELECT unit_id FROM units WHERE uid < ?
+                   AND unit_id IN (SELECT value FROM json_each(?)) ORDER BY uid LIMIT 1""",
+                (first, dumps([r[1] for r in rows], what="unit ids")),
+            ).fetchone()
+            name = dup[0] if dup else "?"
+            raise StoreError(f"duplicate unit id {name!r}: already in the ledger") from None
+        uids = [r[0] for r in rows]
+        if origin_step < len(self._steps):
+            db.executemany(
+                "INSERT INTO unit_steps(uid, step_idx, state, updated_at) VALUES (?, ?, ?, ?)",
+                ((uid, origin_step, _PENDING, now) for uid in uids),
+            )
+        return uids
+
+    def _enter_next_step(self, step_idx: int, uids: Sequence[int], now: str) -> None:
+        nxt = step_idx + 1
+        if nxt >= len(self._steps):
+            return
+        try:
+            self._db.executemany(
+                "INSERT INTO unit_steps(uid, step_idx, state, updated_at) VALUES (?, ?, ?, ?)",
+                ((uid, nxt, _PENDING, now) for uid in uids),
+            )
+        except sqlite3.IntegrityError:
+            raise StoreError(f"a unit already has a row at step {nxt}") from None
+
+    def _insert_attempts(
+        self,
+        step_idx: int,
+        items: Sequence[tuple[int, int, AttemptRecord | None]],
+        now: str,
+    ) -> dict[int, int]:
+        """Insert attempts ``(uid, attempt_no, record)``; returns ``uid -> attempt id``."""
+        db = self._db
+        first = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM attempts").fetchone()[0]
+        batch_ids: dict[str, int] = {}
+        rows = []
+        for i, (uid, attempt_no, a) in enumerate(items):
+            assert a is not None
+            rows.append(
+                (
+                    first + i,
+                    uid,
+                    step_idx,
+                    attempt_no,
+                    a.mode,
+                    a.provider,
+                    a.model,
+                    self._batch_id(a.batch_local_id, batch_ids),
+                    a.started_at,
+                    a.finished_at or now,
+                    a.outcome,
+                    a.stage,
+                    dumps(a.errors, what=f"errors of unit {uid}"),
+                    None if a.request is None else put_blob(db, a.request),
+                    None if a.response is None else put_blob(db, a.response),
+                    a.input_tokens,
+                    a.output_tokens,
+                    a.cached_tokens,
+                    a.cost_usd,
+                    a.latency_ms,
+                )
+            )
+        if rows:
+            db.executemany(
+                """INSERT INTO attempts(id, uid, step_idx, attempt_no, mode, provider, model,
+                       batch_id, started_at, finished_at, outcome, stage, errors_json,
+                       request_blob, response_blob, input_tokens, output_tokens, cached_tokens,
+                       cost_usd, latency_ms)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                rows,
+            )
+        return {row[1]: row[0] for row in rows}
+
+    def _batch_id(self, local_id: str | None, cache: dict[str, int]) -> int | None:
+        if local_id is None:
+            return None
+        if local_id not in cache:
+            found = self._db.execute(
+                "SELECT id FROM batches WHERE local_id = ?", (local_id,)
+            ).fetchone()
+            if found is None:
+                raise StoreError(f"attempt refers to unknown batch {local_id!r}")
+            cache[local_id] = found[0]
+        return cache[local_id]
