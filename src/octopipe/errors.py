@@ -128,6 +128,10 @@ class StoreError(OctopipeError):
     exit_code = 4
 
 
+class UnstorableValue(StoreError):
+    """A value a unit produced cannot be stored as JSON (NaN, infinity, an object)."""
+
+
 class RunNotFound(UsageError):
     def __init__(self, name: str, where: str) -> None:
         self.name = name

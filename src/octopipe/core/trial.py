@@ -72,7 +72,9 @@ def trial_run(pipeline: Pipeline, file: str) -> list[ConfigProblem]:
             if result.failure.stage == "expression" or _raised(result.failure):
                 _report(problems, pipeline, file, index, result.failure, mocked, step)
             break
-        if result.children:
+        if isinstance(step, FanOutStep):
+            if not result.children:
+                break  # this unit has no children: later steps never see it
             unit_id, record = result.children[0]
         else:
             record = {**record, **(result.delta or {})}

@@ -90,6 +90,8 @@ def iter_runs(runs_dir: Path, include_archived: bool = False) -> list[tuple[RunP
         if not base.is_dir():
             continue
         for child in sorted(base.iterdir()):
-            if child.name != ARCHIVE_DIR and (child / LEDGER_FILE).is_file():
+            # dot-folders are runs still being created by `init` (or abandoned by a crash)
+            hidden = child.name.startswith(".")
+            if not hidden and child.name != ARCHIVE_DIR and (child / LEDGER_FILE).is_file():
                 found.append((RunPaths(child.resolve()), archived))
     return found

@@ -28,7 +28,7 @@ from octopipe.engine import commands
 from octopipe.engine.exports import export_run
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.runlog import RunLog
-from octopipe.errors import EXIT_INTERRUPTED, RunLocked, UsageError
+from octopipe.errors import EXIT_INTERRUPTED, RunLocked, UnstorableValue, UsageError
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
 from octopipe.store.records import AttemptRecord, Failure, Success
@@ -232,9 +232,33 @@ def run_local_chunk(ledger: Ledger, index: int, cstep: CompiledStep, limit: int)
                 successes.append(Success(unit.uid, result.delta or {}, _local_attempt(result)))
             else:
                 failures.append(Failure(unit.uid, _failure_attempt(result), terminal=True))
-        ledger.record_successes(index, successes)
-        ledger.record_failures(index, failures)
+        if successes:
+            _record_successes(ledger, index, successes)
+        if failures:
+            ledger.record_failures(index, failures)
         return len(claimed)
+
+
+def _record_successes(ledger: Ledger, index: int, successes: list[Success]) -> None:
+    """Record a chunk's successes; a unit whose output cannot be stored (NaN, ...) fails alone."""
+    try:
+        with ledger.transaction():
+            ledger.record_successes(index, successes)
+        return
+    except UnstorableValue:
+        pass
+    for success in successes:
+        try:
+            with ledger.transaction():
+                ledger.record_successes(index, [success])
+        except UnstorableValue as exc:
+            attempt = AttemptRecord(
+                outcome="failed",
+                mode="local",
+                stage="expression",
+                errors=[{"message": exc.message}],
+            )
+            ledger.record_failures(index, [Failure(success.uid, attempt, terminal=True)])
 
 
 def _failure_attempt(result: StepResult) -> AttemptRecord:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from octopipe.errors import StoreError
+from octopipe.errors import StoreError, UnstorableValue
 
 Clock = Callable[[], str]
 
@@ -30,7 +30,7 @@ def dumps(value: Any, *, what: str) -> str:
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise StoreError(f"{what} cannot be stored as JSON: {exc}") from None
+        raise UnstorableValue(f"{what} cannot be stored as JSON: {exc}") from None
 
 
 def loads(text: str | None) -> Any:
