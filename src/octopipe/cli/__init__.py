@@ -10,9 +10,10 @@ import sys
 from collections.abc import Sequence
 
 import click
+from dotenv import load_dotenv
 
 from octopipe import __version__
-from octopipe.cli import inspect_cmds, run_cmds, validate_cmd
+from octopipe.cli import emulator_cmd, inspect_cmds, run_cmds, validate_cmd
 from octopipe.cli.output import run_guarded
 
 
@@ -26,10 +27,22 @@ def cli() -> None:
 cli.add_command(validate_cmd.validate)
 cli.add_command(inspect_cmds.units)
 cli.add_command(inspect_cmds.try_unit)
-for command in (run_cmds.init, run_cmds.run, run_cmds.status, run_cmds.ps):
+for command in (run_cmds.init, run_cmds.run, run_cmds.status, run_cmds.ps, emulator_cmd.emulator):
     cli.add_command(command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point."""
+    """Console entry point. API keys may come from a ``.env`` file in the working folder; they
+    are read into this process's environment only, never written anywhere."""
+    load_dotenv(override=False)
     sys.exit(run_guarded(cli, list(argv) if argv is not None else None))
+
+
+from octopipe.cli import models_cmd  # noqa: E402  (appended last to keep merges simple)
+
+cli.add_command(models_cmd.models)
+
+from octopipe.cli import admin_cmds  # noqa: E402  (appended last to keep merges simple)
+
+for command in admin_cmds.COMMANDS:
+    cli.add_command(command)

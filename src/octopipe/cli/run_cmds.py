@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -13,9 +14,11 @@ from octopipe.core.config import CONFIG_NAMES
 from octopipe.core.states import RunStatus
 from octopipe.engine.create import CreatedRun, RunOptions, create_run
 from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
+from octopipe.engine.providers_setup import realtime_executor
 from octopipe.engine.queries import RunStatusView, list_runs, run_status
+from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner
-from octopipe.errors import EXIT_FAILURE, EXIT_OK
+from octopipe.errors import EXIT_FAILURE, EXIT_OK, UsageError
 
 runs_dir_option = click.option(
     "--runs-dir",
@@ -115,6 +118,20 @@ def init(
 @_init_options
 @click.option("--realtime", "mode", flag_value="realtime", help="LLM steps in realtime.")
 @click.option("--batch", "mode", flag_value="batch", help="LLM steps through batch APIs.")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Realtime calls in flight.")
+@click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute limit.")
+@click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute limit.")
+@click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Pause the run when its cost reaches this many USD.",
+)
+@click.option("--timeout", "timeout", help="Pause the run after this long (90s, 30m, 2h, 1h30m).")
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    help="LLM attempts per unit and step (default: validation_retry.max_attempts).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the run log.")
 def run(
@@ -126,6 +143,12 @@ def run(
     max_units: int | None,
     repeat: int | None,
     mode: str | None,
+    concurrency: int | None,
+    rpm: int | None,
+    tpm: int | None,
+    max_cost: float | None,
+    timeout: str | None,
+    max_attempts: int | None,
     yes: bool,
     quiet: bool,
 ) -> int:
@@ -133,24 +156,49 @@ def run(
 
     TARGET is a pipeline folder (a new run is created first) or an existing run (name or
     folder), which resumes where its ledger says. Ctrl+C pauses the run; `run` again resumes.
+    `--provider fake` runs against the built-in emulator: no API key, no cost.
     """
+    if mode == "batch":
+        raise UsageError(
+            "batch mode is not available in this version yet; use --realtime "
+            "(or --provider fake to rehearse on the local emulator)"
+        )
     base = _runs_dir(runs_dir)
     if _is_pipeline(Path(target)):
         created = create_run(
-            Path(target),
-            base,
-            _options(run_name, provider, model, max_units, repeat, mode or "batch"),
+            Path(target), base, _options(run_name, provider, model, max_units, repeat, "realtime")
         )
         _print_created(created)
         paths = created.paths
     else:
         paths = resolve_run(target, base)
-    outcome = Runner(paths, echo=None if quiet else sys.stderr).run()
+    stored = run_status(paths)
+    options = RealtimeOptions(
+        provider=provider or stored.provider,
+        model=model or stored.model,
+        concurrency=concurrency,
+        rpm=rpm,
+        tpm=tpm,
+        max_cost_usd=max_cost,
+        timeout_s=parse_duration(timeout) if timeout else None,
+        max_attempts=max_attempts,
+    )
+    with realtime_executor(options, paths.config_dir) as factory:
+        outcome = Runner(paths, echo=None if quiet else sys.stderr, executor=factory).run()
     view = run_status(paths)
     _print_status(view)
     if outcome.exit_code:
         return outcome.exit_code
     return EXIT_OK if outcome.status is RunStatus.COMPLETE else EXIT_FAILURE
+
+
+def parse_duration(text: str) -> float:
+    """``90`` or ``90s`` -> 90; ``30m``; ``2h``; ``1h30m`` -> seconds."""
+    parts = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*", text)
+    if not text.strip() or parts is None or not any(parts.groups()):
+        raise UsageError(f"cannot read duration {text!r}: use e.g. 90s, 30m, 2h, 1h30m")
+    hours, minutes, seconds = (int(g) if g else 0 for g in parts.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
 
 
 def _is_pipeline(path: Path) -> bool:

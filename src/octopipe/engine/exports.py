@@ -2,20 +2,30 @@
 
 Files are written to a temporary name, flushed, fsynced and renamed, so a reader (or a crash)
 never sees half a file; exporting twice from the same ledger gives the same bytes, because
-records come out of the ledger in unit order and are serialised the same way each time.
+records come out of the ledger in unit order and are serialised the same way each time (gzip
+members carry no timestamp or file name).
+
+Formats: JSONL (one object per line), CSV (columns are the union of every record's keys, in
+order of first appearance, so a field only some records have is never dropped; nested values
+are JSON text), Parquet (needs the optional ``pyarrow``; a column keeps its type when every
+value has one scalar type, otherwise it holds JSON text). ``compress`` gzips JSONL and CSV;
+Parquet files are compressed internally and refuse it.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
+import importlib
 import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from types import ModuleType
+from typing import Any, BinaryIO, Literal
 
 from octopipe.core.steps import visible
 from octopipe.engine.paths import RunPaths
@@ -24,6 +34,24 @@ from octopipe.store.ledger import Ledger
 from octopipe.store.records import FailureRow
 
 Format = Literal["jsonl", "csv", "parquet"]
+FORMATS: tuple[Format, ...] = ("jsonl", "csv", "parquet")
+Records = Callable[[], Iterator[dict[str, Any]]]  # a fresh pass over the records each call
+
+PARQUET_ROWS = 10_000  # rows per Parquet row group (memory bound while writing)
+_GZIP_LEVEL = 6
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """One written export: where, what, how many records."""
+
+    path: Path
+    step: str
+    kind: str  # "validated" or "failures"
+    fmt: Format
+    compressed: bool
+    records: int
 
 
 def _line(record: dict[str, Any]) -> str:
@@ -31,12 +59,21 @@ def _line(record: dict[str, Any]) -> str:
 
 
 def atomic_write(path: Path, chunks: Iterable[bytes]) -> Path:
+    """Write ``chunks`` to ``path`` atomically (temp file, fsync, rename)."""
+
+    def fill(out: BinaryIO) -> None:
+        for chunk in chunks:
+            out.write(chunk)
+
+    return _atomic(path, fill)
+
+
+def _atomic(path: Path, fill: Callable[[BinaryIO], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
+            fill(out)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
@@ -51,6 +88,9 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+# --- records ----------------------------------------------------------------------------------
 
 
 def valid_records(ledger: Ledger, step_idx: int) -> Iterator[dict[str, Any]]:
@@ -75,40 +115,208 @@ def _failure_fields(row: FailureRow) -> dict[str, Any]:
     }
 
 
-def _encode(records: Iterable[dict[str, Any]], fmt: Format, compress: bool) -> Iterator[bytes]:
-    if fmt == "jsonl":
-        body: Iterator[bytes] = (_line(r).encode() for r in records)
-    elif fmt == "csv":
-        body = _csv(records)
-    else:
-        raise UsageError("parquet export needs pyarrow: pip install 'octopipe[parquet]'")
-    if not compress:
-        yield from body
+# --- encoders ---------------------------------------------------------------------------------
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def each(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for record in records:
+            self.n += 1
+            yield record
+
+
+def _gzip(body: Iterable[bytes]) -> Iterator[bytes]:
+    """A gzip stream without timestamp or name (``wbits=31``): same input, same bytes."""
+    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
+    for chunk in body:
+        if out := compressor.compress(chunk):
+            yield out
+    yield compressor.flush()
+
+
+def _jsonl(records: Records, count: _Count) -> Iterator[bytes]:
+    buffer: list[str] = []
+    for record in count.each(records()):
+        buffer.append(_line(record))
+        if len(buffer) >= 1_000:
+            yield "".join(buffer).encode()
+            buffer.clear()
+    if buffer:
+        yield "".join(buffer).encode()
+
+
+def _columns(records: Records) -> list[str]:
+    seen: dict[str, None] = {}
+    for record in records():
+        for key in record:
+            if key not in seen:
+                seen[key] = None
+    return list(seen)
+
+
+def _known(record: dict[str, Any], columns: dict[str, Any]) -> dict[str, Any]:
+    """Two-pass formats read the records twice; on a live run new ones may appear between
+    the passes, with keys the first pass did not see. Refuse rather than drop a field."""
+    for key in record:
+        if key not in columns:
+            raise UsageError(
+                f"the run changed while it was being exported (new field {key!r}); export "
+                "again, or pause the run first"
+            )
+    return record
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _csv(records: Records, count: _Count) -> Iterator[bytes]:
+    columns = _columns(records)  # first pass: every key of every record
+    if not columns:
         return
-    buffer = io.BytesIO()
-    # mtime=0: the same records give the same bytes, whenever they are exported.
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped:
-        for chunk in body:
-            zipped.write(chunk)
-    yield buffer.getvalue()
+    buffer = io.StringIO()
+    known = dict.fromkeys(columns)
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\r\n")
+    writer.writeheader()
+    for record in count.each(records()):
+        writer.writerow({k: _cell(v) for k, v in _known(record, known).items()})
+        if buffer.tell() >= 1 << 16:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
 
 
-def _csv(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
-    writer: csv.DictWriter[str] | None = None
-    for record in records:
-        buffer = io.StringIO()
-        flat = {
-            k: v
-            if isinstance(v, str | int | float | bool) or v is None
-            else json.dumps(v, ensure_ascii=False)
-            for k, v in record.items()
-        }
-        if writer is None:
-            writer = csv.DictWriter(buffer, fieldnames=list(flat), extrasaction="ignore")
-            writer.writeheader()
-        writer.writerow(flat)
-        writer = csv.DictWriter(buffer, fieldnames=writer.fieldnames, extrasaction="ignore")
-        yield buffer.getvalue().encode()
+def _pyarrow() -> tuple[ModuleType, ModuleType]:
+    try:
+        return importlib.import_module("pyarrow"), importlib.import_module("pyarrow.parquet")
+    except ImportError:
+        raise UsageError(
+            "parquet export needs pyarrow, which is not installed: "
+            "pip install 'octopipe[parquet]' (or export --format jsonl/csv)"
+        ) from None
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int" if _INT64[0] <= value <= _INT64[1] else "json"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return "json"
+
+
+def _column_types(records: Records) -> dict[str, str]:
+    kinds: dict[str, set[str]] = {}
+    for record in records():
+        for key, value in record.items():
+            kinds.setdefault(key, set()).add(_kind_of(value))
+    types = {}
+    for key, found in kinds.items():
+        found.discard("null")
+        if found == {"int", "float"}:
+            found = {"float"}
+        types[key] = found.pop() if len(found) == 1 else ("str" if not found else "json")
+    return types
+
+
+def _parquet(records: Records, count: _Count, out: BinaryIO) -> None:
+    pa, pq = _pyarrow()
+    types = _column_types(records) or {"unit_id": "str"}
+    arrow = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "str": pa.string()}
+    schema = pa.schema([(k, arrow.get(t, pa.string())) for k, t in types.items()])
+
+    def convert(key: str, value: Any) -> Any:
+        if value is None:
+            return None
+        kind, found = types[key], _kind_of(value)
+        if kind == "json":
+            return json.dumps(value, ensure_ascii=False, default=str)
+        if kind == "float" and found in ("int", "float"):
+            return float(value)
+        if found != kind:
+            raise UsageError(
+                f"the run changed while it was being exported (field {key!r}); export "
+                "again, or pause the run first"
+            )
+        return value
+
+    writer = pq.ParquetWriter(out, schema, compression="snappy")
+    try:
+        rows: list[dict[str, Any]] = []
+        for record in count.each(records()):
+            rows.append(_known(record, types))
+            if len(rows) >= PARQUET_ROWS:
+                writer.write_table(_table(pa, schema, rows, convert))
+                rows = []
+        if rows or not count.n:
+            writer.write_table(_table(pa, schema, rows, convert))
+    finally:
+        writer.close()
+
+
+def _table(pa: Any, schema: Any, rows: list[dict[str, Any]], convert: Any) -> Any:
+    columns = {name: [convert(name, row.get(name)) for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+# --- the exports ------------------------------------------------------------------------------
+
+
+def export_path(
+    paths: RunPaths,
+    step: str,
+    *,
+    fmt: Format = "jsonl",
+    compress: bool = False,
+    failures: bool = False,
+) -> Path:
+    kind = "failures" if failures else "validated"
+    return paths.outputs / (f"{step}_{kind}.{fmt}" + (".gz" if compress else ""))
+
+
+def write_export(
+    ledger: Ledger,
+    paths: RunPaths,
+    step_idx: int,
+    *,
+    fmt: Format = "jsonl",
+    compress: bool = False,
+    failures: bool = False,
+) -> ExportFile:
+    """Export one step's validated records (or its failures) into ``outputs/``."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}; one of: {', '.join(FORMATS)}")
+    if fmt == "parquet":
+        if compress:
+            raise UsageError("parquet files are compressed internally; --gzip is for jsonl/csv")
+        _pyarrow()  # refuse before reading anything when pyarrow is missing
+    name = ledger.steps[step_idx].name
+    path = export_path(paths, name, fmt=fmt, compress=compress, failures=failures)
+
+    def records() -> Iterator[dict[str, Any]]:
+        if failures:
+            return failure_records(ledger, step_idx)
+        return valid_records(ledger, step_idx)
+
+    count = _Count()
+    if fmt == "parquet":
+        _atomic(path, lambda out: _parquet(records, count, out))
+    else:
+        body = _jsonl(records, count) if fmt == "jsonl" else _csv(records, count)
+        atomic_write(path, _gzip(body) if compress else body)
+    kind = "failures" if failures else "validated"
+    return ExportFile(path, name, kind, fmt, compress, count.n)
 
 
 def export_step(
@@ -120,11 +328,7 @@ def export_step(
     compress: bool = False,
     failures: bool = False,
 ) -> Path:
-    name = ledger.steps[step_idx].name
-    kind = "failures" if failures else "validated"
-    path = paths.outputs / (f"{name}_{kind}.{fmt}" + (".gz" if compress else ""))
-    records = failure_records(ledger, step_idx) if failures else valid_records(ledger, step_idx)
-    return atomic_write(path, _encode(records, fmt, compress))
+    return write_export(ledger, paths, step_idx, fmt=fmt, compress=compress, failures=failures).path
 
 
 def export_run(ledger: Ledger, paths: RunPaths) -> list[Path]:

@@ -62,6 +62,7 @@ class RunContext:
     compiled: CompiledPipeline
     log: RunLog
     stop_requested: Callable[[], bool]
+    request_stop: Callable[[str], None]
 
 
 @dataclass
@@ -141,7 +142,8 @@ class Runner:
             f"run {info.name} ({pipeline.name}), {len(compiled)} steps"
             + (f"; {released} in-flight units returned to pending" if released else ""),
         )
-        context = RunContext(self.paths, ledger, compiled, log, lambda: bool(self._stop_reason))
+        context = RunContext(self.paths, ledger, compiled, log,
+                             lambda: bool(self._stop_reason), self.request_stop)
         executor = self.executor_factory(context) if self.executor_factory else None
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:

@@ -266,6 +266,20 @@ class UnitLifecycle(LedgerCore):
         return total
 
     @guarded
+    def release_units(self, step_idx: int, uids: Sequence[int]) -> int:
+        """Return these ``in_flight`` units of a step to ``pending`` without using an attempt
+        (their call stopped for a reason that was not theirs: auth, quota, a pause)."""
+        self._step(step_idx)
+        new = advance(UnitStepState.IN_FLIGHT, UnitStepEvent.RELEASE)
+        with self.transaction():
+            now = self._now()
+            return self._db.executemany(
+                """UPDATE unit_steps SET state = ?, updated_at = ?
+                   WHERE step_idx = ? AND uid = ? AND state = ?""",
+                ((new.value, now, step_idx, uid, _IN_FLIGHT) for uid in uids),
+            ).rowcount
+
+    @guarded
     def requeue_failed(
         self,
         step_idx: int | None = None,

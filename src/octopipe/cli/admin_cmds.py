@@ -1,0 +1,601 @@
+"""Integrity and admin commands: ``info``, ``verify``, ``repair``, ``retry``, ``revalidate``,
+``export``, ``pause``, ``kill``, ``rename``, ``archive``, ``unarchive``, ``logs``.
+
+Reading commands open the ledger read-only and never disturb a live runner. Changing commands
+go through ``engine.control.change_run``: applied here when no runner is live, queued for the
+live runner otherwise. Exit codes: 0 ok, 1 findings or failures, 2 usage, 4 store, 5 locked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from octopipe.cli.output import console, print_json
+from octopipe.cli.run_cmds import runs_dir_option
+from octopipe.engine.archive import archive_run, unarchive_run
+from octopipe.engine.control import change_run_detailed, run_details, step_index
+from octopipe.engine.exports import FORMATS, write_export
+from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
+from octopipe.engine.revalidate import revalidate_run
+from octopipe.errors import EXIT_FAILURE, EXIT_OK
+from octopipe.store.ledger import Ledger
+from octopipe.store.lock import is_held
+from octopipe.store.records import STAGES, VerifyReport
+
+RECORDED = "@recorded"  # --use-source-config without a PATH: the folder the ledger recorded
+FOLLOW_POLL_S = 0.25
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+wait_option = click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for a live runner to apply the change.",
+)
+
+
+def _base(runs_dir: Path | None) -> Path:
+    return runs_dir if runs_dir is not None else default_runs_dir()
+
+
+def _paths(run: str, runs_dir: Path | None) -> RunPaths:
+    return resolve_run(run, _base(runs_dir))
+
+
+def _echo_ids(ids: list[str], indent: str = "    ") -> None:
+    """Every id, wrapped to the terminal width; never a sample."""
+    width = max(40, console.width)
+    text = ", ".join(ids)
+    for line in textwrap.wrap(
+        text,
+        width=width,
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    ):
+        click.echo(line)
+
+
+def _echo_table(headers: list[str], rows: list[list[str]], left: int = 1) -> None:
+    """Plain aligned columns (the first ``left`` ones left-aligned, the others right); never
+    truncated, whatever the terminal width."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, *rows]:
+        cells = [
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        click.echo("  ".join(cells).rstrip())
+
+
+def _change(paths: RunPaths, kind: str, args: dict[str, Any], wait_s: float, as_json: bool) -> int:
+    outcome = change_run_detailed(paths, kind, args, wait_s=wait_s)
+    if as_json:
+        print_json({"run": paths.name, **outcome.to_dict()})
+    else:
+        click.echo(f"{paths.name}: {outcome.message}")
+    return EXIT_OK
+
+
+# --- info ---------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("run", metavar="RUN")
+@runs_dir_option
+@json_option
+def info(run: str, runs_dir: Path | None, as_json: bool) -> int:
+    """Everything about a run: status, paths, options, the funnel per step with failures by
+    stage, batches by state, the last events, liveness and the runner's pid."""
+    details = run_details(_paths(run, runs_dir))
+    if as_json:
+        print_json(details.to_dict())
+        return EXIT_OK
+    view = details.status
+    live = f"live, runner pid {view.runner_pid}" if view.live else "no live runner"
+    reason = f" ({view.reason})" if view.reason else ""
+    title = view.name if view.display_name == view.name else f"{view.name} ({view.display_name})"
+    click.echo(f"run        {title}")
+    click.echo(f"pipeline   {view.pipeline}")
+    click.echo(f"status     {view.status}{reason}; {live}")
+    click.echo(
+        f"created    {view.created_at}; started {details.started_at or '-'}; "
+        f"finished {details.finished_at or '-'}; updated {view.updated_at}"
+    )
+    click.echo(f"folder     {view.path}")
+    click.echo(f"snapshot   {details.snapshot}")
+    click.echo(f"ledger     {details.ledger}")
+    click.echo(f"outputs    {details.outputs}")
+    options = ", ".join(f"{k}={v}" for k, v in details.options.items())
+    click.echo(f"options    {options}")
+    unknown = (
+        f" (+{view.unknown_cost_attempts} calls of unknown cost)"
+        if view.unknown_cost_attempts
+        else ""
+    )
+    click.echo(
+        f"cost       ${view.cost_usd:.4f}{unknown}; tokens in {view.input_tokens:,}, "
+        f"out {view.output_tokens:,}"
+    )
+    rows = [
+        [
+            step.name,
+            step.scope,
+            f"{step.input:,}",
+            f"{step.valid:,}",
+            f"{step.pending:,}",
+            f"{step.in_flight:,}",
+            f"{step.retrying:,}",
+            f"{step.failed:,}",
+            "-" if step.yield_ is None else f"{step.yield_:.1%}",
+        ]
+        for step in details.funnel
+    ]
+    headers = ["step", "scope", "input", "valid", "pending", "in_flight", "retrying", "failed"]
+    _echo_table([*headers, "yield"], rows, left=2)
+    for step in details.funnel:
+        if step.failed_by_stage:
+            stages = ", ".join(f"{k} {v:,}" for k, v in step.failed_by_stage.items())
+            click.echo(f"  {step.name} failures by stage: {stages}")
+    if details.batches:
+        click.echo("batches")
+        for step_name, states in details.batches.items():
+            click.echo(f"  {step_name}: " + ", ".join(f"{k} {v}" for k, v in states.items()))
+    else:
+        click.echo("batches    none")
+    click.echo(f"last {len(details.events)} event(s)")
+    for event in details.events:
+        click.echo(f"  {event['ts']} {event['level']:<7} [{event['tag']}] {event['message']}")
+    return EXIT_OK
+
+
+# --- verify / repair / retry ------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("run", metavar="RUN")
+@runs_dir_option
+@json_option
+def verify(run: str, runs_dir: Path | None, as_json: bool) -> int:
+    """Check that every unit is accounted for at every step.
+
+    For each step: units expected (the previous step's valid units, or generated/fan-out
+    units) against valid, failed, pending and in flight, and EVERY missing, duplicated and
+    orphaned unit id. Exit 0 when the run is whole, 1 when anything is out of place.
+    """
+    paths = _paths(run, runs_dir)
+    ledger = Ledger.open(paths.ledger, readonly=True)
+    try:
+        report = ledger.verify()
+    finally:
+        ledger.close()
+    if as_json:
+        print_json({"run": paths.name, **report.to_dict()})
+    else:
+        _print_verify(paths.name, report)
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def _print_verify(name: str, report: VerifyReport) -> None:
+    headers = ["step", "expected", "valid", "failed", "pending", "in_flight"]
+    rows = [
+        [
+            st.name,
+            f"{st.expected:,}",
+            f"{st.valid:,}",
+            f"{st.failed + st.exhausted:,}",
+            f"{st.pending:,}",
+            f"{st.in_flight:,}",
+            f"{len(st.missing):,}",
+            f"{len(st.duplicated):,}",
+            f"{len(st.orphaned):,}",
+        ]
+        for st in report.steps
+    ]
+    _echo_table([*headers, "missing", "duplicated", "orphaned"], rows)
+    for s in report.steps:
+        for label, ids in (
+            ("missing", s.missing),
+            ("duplicated", s.duplicated),
+            ("orphaned", s.orphaned),
+        ):
+            if ids:
+                click.echo(f"{label} at {s.name} ({len(ids):,}):")
+                _echo_ids(ids)
+    if report.ok:
+        click.echo(f"{name}: every unit is accounted for")
+    else:
+        problems = sum(len(s.missing) + len(s.duplicated) + len(s.orphaned) for s in report.steps)
+        click.echo(
+            f"{name}: {problems:,} unit(s) out of place; `octopipe repair {name}` "
+            "requeues the missing ones"
+        )
+
+
+@click.command()
+@click.argument("run", metavar="RUN")
+@runs_dir_option
+@wait_option
+@json_option
+def repair(run: str, runs_dir: Path | None, wait_s: float, as_json: bool) -> int:
+    """Requeue every missing unit (expected at a step but without a row there; see `verify`).
+
+    The units become pending at that step; resume the run (`octopipe run RUN`) to process
+    them. With a live runner, the repair is queued and applied by it.
+    """
+    return _change(_paths(run, runs_dir), "repair", {}, wait_s, as_json)
+
+
+@click.command()
+@click.argument("run", metavar="RUN")
+@runs_dir_option
+@click.option("--step", "step_name", help="Only failures at this step.")
+@click.option(
+    "--stage",
+    type=click.Choice(STAGES),
+    help="Only failures whose last stage is this one.",
+)
+@click.option(
+    "--unit",
+    "unit_ids",
+    multiple=True,
+    metavar="ID",
+    help="Only this unit (repeat the option for several).",
+)
+@wait_option
+@json_option
+def retry(
+    run: str,
+    runs_dir: Path | None,
+    step_name: str | None,
+    stage: str | None,
+    unit_ids: tuple[str, ...],
+    wait_s: float,
+    as_json: bool,
+) -> int:
+    """Requeue failed units, and only those, with a fresh retry budget.
+
+    Filters combine: a step, the stage of the last failure, unit ids. Every earlier attempt
+    stays in the ledger. Resume the run (`octopipe run RUN`) to process them.
+    """
+    paths = _paths(run, runs_dir)
+    args: dict[str, Any] = {}
+    if step_name is not None:
+        ledger = Ledger.open(paths.ledger, readonly=True)
+        try:
+            args["step_idx"] = step_index(ledger, step_name)
+        finally:
+            ledger.close()
+    if stage is not None:
+        args["stage"] = stage
+    if unit_ids:
+        args["unit_ids"] = list(dict.fromkeys(unit_ids))
+    return _change(paths, "retry", args, wait_s, as_json)
+
+
+# --- revalidate -------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("run", metavar="RUN")
+@runs_dir_option
+@click.option("--step", "step_name", help="Only this LLM step (default: every LLM step).")
+@click.option(
+    "--use-source-config",
+    "source_config",
+    is_flag=False,
+    flag_value=RECORDED,
+    default=None,
+    metavar="[PATH]",
+    help="Validate with the pipeline folder's current config instead of the run's snapshot: "
+    "PATH, or without PATH the folder the run recorded at init. Put it after RUN.",
+)
+@json_option
+def revalidate(
+    run: str,
+    runs_dir: Path | None,
+    step_name: str | None,
+    source_config: str | None,
+    as_json: bool,
+) -> int:
+    """Check stored raw answers of failed LLM-step units again, with no API call.
+
+    Units whose answer now passes become valid (resume the run to carry them on); the others
+    keep their failure with the new errors. An answer that cannot be parsed stays failed with
+    its raw text kept. Refused while a runner is live (pause it first). Exit 1 when failures
+    remain.
+    """
+    paths = _paths(run, runs_dir)
+    source = None if source_config in (None, RECORDED) else Path(source_config)
+    report = revalidate_run(
+        paths, step=step_name, use_source=source_config is not None, source=source
+    )
+    remaining = report.still_failing + report.unparseable + report.skipped
+    if as_json:
+        print_json({"run": paths.name, **report.to_dict()})
+        return EXIT_FAILURE if remaining else EXIT_OK
+    click.echo(f"config: {report.config}")
+    for s in report.steps:
+        stages = ", ".join(f"{k} {v}" for k, v in s.by_stage.items())
+        click.echo(
+            f"  {s.step}: {s.checked} checked, {s.passed} passed, {s.still_failing} still "
+            f"failing, {s.unparseable} unparseable, {s.skipped} skipped (no raw response)"
+            + (f" [{stages}]" if stages else "")
+        )
+    click.echo(
+        f"{report.passed} passed, {report.still_failing} still failing, "
+        f"{report.unparseable} unparseable, {report.skipped} skipped"
+    )
+    if report.passed:
+        click.echo(f"resume the run to carry the passed units on: octopipe run {paths.name}")
+    return EXIT_FAILURE if remaining else EXIT_OK
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("run", metavar="RUN")
+@runs_dir_option
+@click.option(
+    "--step",
+    "step_name",
+    help="The step to export (default: the last step; with --failures, every step).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="jsonl",
+    show_default=True,
+    help="File format (parquet needs the optional pyarrow).",
+)
+@click.option("--gzip", "compress", is_flag=True, help="Gzip the file (jsonl, csv).")
+@click.option("--failures", is_flag=True, help="Export failures instead of validated results.")
+@json_option
+def export(
+    run: str,
+    runs_dir: Path | None,
+    step_name: str | None,
+    fmt: str,
+    compress: bool,
+    failures: bool,
+    as_json: bool,
+) -> int:
+    """Write validated results (or failures) from the ledger into the run's outputs/ folder.
+
+    Files are written atomically and are reproducible: exporting twice gives the same bytes.
+    """
+    paths = _paths(run, runs_dir)
+    ledger = Ledger.open(paths.ledger, readonly=True)
+    try:
+        if step_name is not None:
+            indexes = [step_index(ledger, step_name)]
+        elif failures:
+            indexes = list(range(len(ledger.steps)))
+        else:
+            indexes = [len(ledger.steps) - 1]
+        written = [
+            write_export(
+                ledger,
+                paths,
+                k,
+                fmt=fmt,  # type: ignore[arg-type]
+                compress=compress,
+                failures=failures,
+            )
+            for k in indexes
+        ]
+    finally:
+        ledger.close()
+    if as_json:
+        print_json(
+            {
+                "run": paths.name,
+                "files": [
+                    {
+                        "path": str(f.path),
+                        "step": f.step,
+                        "kind": f.kind,
+                        "format": f.fmt,
+                        "gzip": f.compressed,
+                        "records": f.records,
+                    }
+                    for f in written
+                ],
+            }
+        )
+    else:
+        for f in written:
+            click.echo(f"{f.records:,} {f.kind} record(s) of {f.step} -> {f.path}")
+    return EXIT_OK
+
+
+# --- pause / kill / rename --------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("run", metavar="RUN")
+@runs_dir_option
+@click.option("--reason", help="Why (kept as the run's status reason).")
+@wait_option
+@json_option
+def pause(run: str, runs_dir: Path | None, reason: str | None, wait_s: float, as_json: bool) -> int:
+    """Pause a run: its runner finishes the current pass, returns in-flight units to pending
+    and exits. `octopipe run RUN` resumes it."""
+    args = {"reason": reason} if reason else {}
+    return _change(_paths(run, runs_dir), "pause", args, wait_s, as_json)
+
+
+@click.command()
+@click.argument("run", metavar="RUN")
+@runs_dir_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@wait_option
+@json_option
+def kill(run: str, runs_dir: Path | None, yes: bool, wait_s: float, as_json: bool) -> int:
+    """Kill a run for good: its runner stops and the run can never be resumed (its ledger and
+    outputs stay; it can then be archived)."""
+    paths = _paths(run, runs_dir)
+    if not yes:
+        click.confirm(f"kill run {paths.name!r}? It cannot be resumed afterwards", abort=True)
+    return _change(paths, "kill", {}, wait_s, as_json)
+
+
+@click.command()
+@click.argument("run", metavar="RUN")
+@click.argument("display_name", metavar="NEW_DISPLAY_NAME")
+@runs_dir_option
+@wait_option
+@json_option
+def rename(run: str, display_name: str, runs_dir: Path | None, wait_s: float, as_json: bool) -> int:
+    """Give a run a new display name (its folder and RUN name stay the same)."""
+    return _change(_paths(run, runs_dir), "rename", {"display_name": display_name}, wait_s, as_json)
+
+
+# --- archive / unarchive --------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("run", metavar="RUN")
+@runs_dir_option
+def archive(run: str, runs_dir: Path | None) -> int:
+    """Move a finished run (complete, failed or killed; no live runner) into
+    RUNS/_archive/. Refused if a run of that name is already archived."""
+    moved = archive_run(_base(runs_dir), run)
+    click.echo(f"archived {moved.name} -> {moved.root}")
+    return EXIT_OK
+
+
+@click.command()
+@click.argument("run", metavar="RUN")
+@runs_dir_option
+def unarchive(run: str, runs_dir: Path | None) -> int:
+    """Move an archived run back into the runs folder. Refused if a run of that name exists
+    there."""
+    moved = unarchive_run(_base(runs_dir), run)
+    click.echo(f"unarchived {moved.name} -> {moved.root}")
+    return EXIT_OK
+
+
+# --- logs -------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("run", metavar="RUN")
+@runs_dir_option
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep printing new lines until the runner exits (or Ctrl+C).",
+)
+@click.option(
+    "--lines",
+    "-n",
+    "count",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="How many of the last lines to print first.",
+)
+def logs(run: str, runs_dir: Path | None, follow: bool, count: int) -> int:
+    """Print the end of a run's log (run.log); with -f, follow it while the run is live."""
+    paths = _paths(run, runs_dir)
+    lines, offset = tail(paths.log, count)
+    for line in lines:
+        click.echo(line)
+    if not follow:
+        if not paths.log.exists():
+            click.echo(f"{paths.name}: no log yet (the run has not started)", err=True)
+        return EXIT_OK
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how a follow ends
+        _follow(paths, offset)
+    return EXIT_OK
+
+
+def tail(path: Path, count: int, block: int = 1 << 16) -> tuple[list[str], int]:
+    """The last ``count`` complete lines of a file and the offset after them."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return [], 0
+    with handle:
+        end = handle.seek(0, os.SEEK_END)
+        data = b""
+        position = end
+        while position > 0 and data.count(b"\n") <= count:
+            step = min(block, position)
+            position -= step
+            handle.seek(position)
+            data = handle.read(step) + data
+    complete = data[: data.rfind(b"\n") + 1] if b"\n" in data else b""
+    offset = end - (len(data) - len(complete))
+    lines = complete.decode("utf-8", "replace").splitlines()
+    return (lines[-count:] if count else []), offset
+
+
+def _follow(paths: RunPaths, offset: int) -> None:
+    pending = b""
+    while True:
+        live = is_held(paths.root)
+        try:
+            with paths.log.open("rb") as handle:
+                if handle.seek(0, os.SEEK_END) < offset:  # the log was replaced: start over
+                    offset = 0
+                handle.seek(offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            chunk = b""
+        offset += len(chunk)
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            click.echo(line.decode("utf-8", "replace"))
+        if not live:
+            if pending:
+                click.echo(pending.decode("utf-8", "replace"))
+            return
+        time.sleep(FOLLOW_POLL_S)
+
+
+COMMANDS = (
+    info,
+    verify,
+    repair,
+    retry,
+    revalidate,
+    export,
+    pause,
+    kill,
+    rename,
+    archive,
+    unarchive,
+    logs,
+)
+
+__all__ = [
+    "COMMANDS",
+    "archive",
+    "export",
+    "info",
+    "kill",
+    "logs",
+    "pause",
+    "rename",
+    "repair",
+    "retry",
+    "revalidate",
+    "unarchive",
+    "verify",
+]

@@ -1,0 +1,341 @@
+"""Changing a run from outside its runner, and the detailed view the admin commands show.
+
+``change_run(paths, kind, args)`` is the one way the CLI and the TUI change a run:
+
+* **No live runner** (the run lock is free): take the lock, open the ledger read-write, apply
+  the change in this process (``engine.commands.apply``), write a ``COMMAND`` line to
+  ``run.log``, release the lock. ``pause`` and ``kill`` have no runner to stop, so they set the
+  run's status directly when the state machine allows it (``running`` — a detached run — can
+  be paused; ``pending``/``running``/``paused`` can be killed) and say so.
+* **A live runner** holds the lock: queue the command in the ledger (the one write allowed
+  without the lock) and poll until the runner has taken it off the queue (it applies commands
+  on every pass of its loop), or until ``wait_s`` passes, in which case the answer says the
+  command is queued and will be applied. ``pause``/``kill`` then also wait, within the same
+  budget, for the runner to let go of the lock.
+
+Arguments are checked before anything is queued: a bad step index or stage would otherwise
+reach the runner and fail there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from octopipe.core.states import (
+    RUN_TRANSITIONS,
+    CommandEvent,
+    RunEvent,
+    RunStatus,
+)
+from octopipe.engine import commands
+from octopipe.engine.paths import RunPaths
+from octopipe.engine.queries import RunStatusView, run_status
+from octopipe.engine.runlog import RunLog
+from octopipe.errors import StoreError, UsageError
+from octopipe.store.ledger import Ledger
+from octopipe.store.lock import RunLock, is_held
+from octopipe.store.records import STAGES
+
+POLL_S = 0.05
+STOP_KINDS = ("pause", "kill")
+
+
+@dataclass(frozen=True)
+class ChangeOutcome:
+    """What became of a change: applied here, applied by the live runner, or still queued."""
+
+    kind: str
+    message: str
+    applied: bool  # the change has taken effect
+    queued: bool  # it went through the live runner's queue
+    command_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def change_run(
+    paths: RunPaths, kind: str, args: dict[str, Any] | None = None, *, wait_s: float = 5.0
+) -> str:
+    """Apply ``kind`` to the run (see the module notes); returns a one-line account of it.
+
+    Raises ``UsageError`` when the change is refused (unknown kind, bad arguments, a move the
+    run's state machine does not allow).
+    """
+    return change_run_detailed(paths, kind, args, wait_s=wait_s).message
+
+
+def change_run_detailed(
+    paths: RunPaths, kind: str, args: dict[str, Any] | None = None, *, wait_s: float = 5.0
+) -> ChangeOutcome:
+    if kind not in commands.KINDS:
+        raise UsageError(f"unknown change {kind!r}; one of: {', '.join(commands.KINDS)}")
+    args = dict(args or {})
+    lock = RunLock(paths.root)
+    if lock.try_acquire():
+        try:
+            return _apply_locally(paths, kind, args)
+        finally:
+            lock.release()
+    return _queue_for_runner(paths, kind, args, wait_s)
+
+
+# --- without a runner ---------------------------------------------------------------------------
+
+
+def _apply_locally(paths: RunPaths, kind: str, args: dict[str, Any]) -> ChangeOutcome:
+    ledger = Ledger.open(paths.ledger)
+    try:
+        _check_args(ledger, kind, args)
+        if kind in STOP_KINDS:
+            message = _stop_without_runner(ledger, kind, args)
+        else:
+            outcome = commands.apply(ledger, kind, args)
+            if outcome.event is CommandEvent.REJECT:
+                raise UsageError(outcome.message)
+            message = outcome.message
+    finally:
+        ledger.close()
+    _log(paths, kind, message)
+    return ChangeOutcome(kind, message, applied=True, queued=False)
+
+
+def _stop_without_runner(ledger: Ledger, kind: str, args: dict[str, Any]) -> str:
+    status = ledger.run_info().status
+    event = RunEvent.PAUSE if kind == "pause" else RunEvent.KILL
+    target = RunStatus.PAUSED if kind == "pause" else RunStatus.KILLED
+    if status is target:
+        return f"no runner is driving the run; it is already {status.value}"
+    if (status, event) not in RUN_TRANSITIONS:
+        if kind == "pause":
+            return f"no runner is driving the run and it is {status.value}: nothing to pause"
+        raise UsageError(f"the run is {status.value}; a {status.value} run cannot be killed")
+    reason = args.get("reason") or (
+        "paused by request (no live runner)" if kind == "pause" else "killed by request"
+    )
+    with ledger.transaction():
+        released = ledger.release_in_flight()
+        ledger.set_run_status(event, reason)
+    extra = f"; {released} in-flight unit(s) returned to pending" if released else ""
+    return f"no runner is driving the run; status set from {status.value} to {target.value}{extra}"
+
+
+def _log(paths: RunPaths, kind: str, message: str) -> None:
+    log = RunLog(paths.log)
+    try:
+        log.write("COMMAND", f"{kind}: {message}")
+    finally:
+        log.close()
+
+
+# --- through the live runner ------------------------------------------------------------------
+
+
+def _queue_for_runner(
+    paths: RunPaths, kind: str, args: dict[str, Any], wait_s: float
+) -> ChangeOutcome:
+    log_offset = _size(paths.log)
+    ledger = Ledger.open(paths.ledger)
+    try:
+        _check_args(ledger, kind, args)
+        command_id = ledger.enqueue_command(kind, args)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if all(c.id != command_id for c in ledger.pending_commands()):
+                break
+            time.sleep(POLL_S)
+        else:
+            return ChangeOutcome(
+                kind,
+                f"a runner is driving the run; {kind} is queued (command {command_id}) and "
+                "will be applied on its next pass",
+                applied=False,
+                queued=True,
+                command_id=command_id,
+            )
+    finally:
+        ledger.close()
+    result = _runner_result(paths.log, log_offset, kind) or "applied"
+    if result.startswith("unknown command"):
+        raise UsageError(f"the runner rejected {kind}: {result}")
+    message = f"applied by the live runner: {result}"
+    if kind in STOP_KINDS:
+        stopped = _wait_released(paths.root, deadline)
+        message += "; the runner has stopped" if stopped else "; the runner is stopping"
+    return ChangeOutcome(kind, message, applied=True, queued=True, command_id=command_id)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _runner_result(log: Path, offset: int, kind: str) -> str | None:
+    """The runner logs ``[COMMAND] kind: result`` right after marking a command; the ledger
+    has no reader for a command's result, so the log written since the command was queued
+    is where the result is read from."""
+    prefix = f"[COMMAND] {kind}: "
+    try:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        at = line.find(prefix)
+        if at >= 0:
+            return line[at + len(prefix) :]
+    return None
+
+
+def _wait_released(run_dir: Path, deadline: float) -> bool:
+    while is_held(run_dir):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+# --- argument checks ----------------------------------------------------------------------------
+
+
+def _check_args(ledger: Ledger, kind: str, args: dict[str, Any]) -> None:
+    if kind == "retry":
+        step = args.get("step_idx")
+        if step is not None and not (isinstance(step, int) and 0 <= step < len(ledger.steps)):
+            raise UsageError(f"no step {step!r} in this run")
+        stage = args.get("stage")
+        if stage is not None and stage not in STAGES:
+            raise UsageError(f"unknown stage {stage!r}; one of: {', '.join(STAGES)}")
+        unit_ids = args.get("unit_ids")
+        if unit_ids is not None:
+            unknown = [u for u in unit_ids if not _has_unit(ledger, u)]
+            if unknown:
+                raise UsageError(f"no unit(s) {', '.join(map(repr, unknown))} in this run")
+    elif kind == "rename":
+        name = str(args.get("display_name") or "").strip()
+        if not name or len(name) > 200 or any(ord(ch) < 32 for ch in name):
+            raise UsageError("a display name must be 1 to 200 printable characters")
+        args["display_name"] = name
+
+
+def _has_unit(ledger: Ledger, unit_id: str) -> bool:
+    try:
+        ledger.uid_of(unit_id)
+    except StoreError:  # no such unit
+        return False
+    return True
+
+
+def step_index(ledger: Ledger, name: str) -> int:
+    """The index of a per-unit step by name; ``UsageError`` naming the choices otherwise."""
+    names = [s.name for s in ledger.steps]
+    if name not in names:
+        raise UsageError(f"no step {name!r} in this run; steps: {', '.join(names)}")
+    return names.index(name)
+
+
+# --- the detailed view (``info``) -----------------------------------------------------------
+
+
+@dataclass
+class StepFunnel:
+    name: str
+    scope: str
+    input: int  # units with a row at this step
+    valid: int
+    pending: int
+    in_flight: int
+    retrying: int
+    failed: int  # terminal failures (exhausted)
+    failed_by_stage: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def yield_(self) -> float | None:
+        return None if not self.input else self.valid / self.input
+
+
+@dataclass
+class RunDetails:
+    status: RunStatusView
+    snapshot: str
+    ledger: str
+    log: str
+    outputs: str
+    options: dict[str, Any]
+    started_at: str | None
+    finished_at: str | None
+    funnel: list[StepFunnel]
+    batches: dict[str, dict[str, int]]  # step -> state -> count
+    events: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k != "status"}
+        for entry, step in zip(data["funnel"], self.funnel, strict=True):
+            entry["yield"] = None if step.yield_ is None else round(step.yield_, 4)
+        return {**self.status.to_dict(), **data}
+
+
+OPTION_KEYS = ("provider", "model", "max_units", "repeat", "mode")
+
+
+def run_details(paths: RunPaths, *, last_events: int = 10) -> RunDetails:
+    """Status plus what ``info`` shows: options, funnel with failures by stage, batches by
+    state, the last events. Read-only; never takes the lock."""
+    view = run_status(paths)
+    ledger = Ledger.open(paths.ledger, readonly=True)
+    try:
+        info = ledger.run_info()
+        funnel = []
+        for index, step in enumerate(view.steps):
+            by_stage: Counter[str] = Counter()
+            for row in ledger.iter_failures(index):
+                by_stage[row.stage or "unknown"] += 1
+            funnel.append(
+                StepFunnel(
+                    step.name,
+                    step.scope,
+                    input=step.total,
+                    valid=step.valid,
+                    pending=step.pending,
+                    in_flight=step.in_flight,
+                    retrying=step.failed,
+                    failed=step.exhausted,
+                    failed_by_stage=dict(sorted(by_stage.items())),
+                )
+            )
+        batches: dict[str, Counter[str]] = {}
+        for batch in ledger.batches():
+            name = ledger.steps[batch.step_idx].name
+            batches.setdefault(name, Counter())[batch.state.value] += 1
+        tail: deque[dict[str, Any]] = deque(maxlen=last_events)
+        after = 0
+        while page := ledger.events(after_id=after, limit=1_000):
+            tail.extend(
+                {"id": e.id, "ts": e.ts, "level": e.level, "tag": e.tag, "message": e.message}
+                for e in page
+            )
+            after = page[-1].id
+        options = {k: info.options.get(k) for k in OPTION_KEYS}
+        options.update({k: v for k, v in info.options.items() if k not in OPTION_KEYS})
+    finally:
+        ledger.close()
+    return RunDetails(
+        status=view,
+        snapshot=str(paths.config_dir),
+        ledger=str(paths.ledger),
+        log=str(paths.log),
+        outputs=str(paths.outputs),
+        options=options,
+        started_at=info.started_at,
+        finished_at=info.finished_at,
+        funnel=funnel,
+        batches={k: dict(sorted(v.items())) for k, v in sorted(batches.items())},
+        events=list(tail),
+    )
