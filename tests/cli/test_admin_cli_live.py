@@ -50,7 +50,8 @@ def test_pause_a_live_runner(tmp_path: Path) -> None:
         assert code == 0 and "applied by the live runner: renamed to 'Live one'" in out, out
 
         started = time.monotonic()
-        code, out, _ = octopipe("pause", "slow", "--runs-dir", runs_dir, "--json")
+        code, out, err = octopipe("pause", "slow", "--runs-dir", runs_dir, "--json")
+        assert out, err
         result = json.loads(out)
         assert code == 0 and result["queued"] and result["applied"], result
         runner.wait(timeout=10)

@@ -10,15 +10,18 @@ import click
 from rich.table import Table
 
 from octopipe.cli.output import console, print_json
-from octopipe.core.config import CONFIG_NAMES
+from octopipe.core.checker import check_pipeline
+from octopipe.core.config import CONFIG_NAMES, load_pipeline
+from octopipe.core.costs import Mode
 from octopipe.core.states import RunStatus
 from octopipe.engine.create import CreatedRun, RunOptions, create_run
+from octopipe.engine.estimate import estimate_pipeline
 from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
-from octopipe.engine.providers_setup import realtime_executor
+from octopipe.engine.providers_setup import realtime_executor, split_fake
 from octopipe.engine.queries import RunStatusView, list_runs, run_status
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner
-from octopipe.errors import EXIT_FAILURE, EXIT_OK, UsageError
+from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError, UsageError
 
 runs_dir_option = click.option(
     "--runs-dir",
@@ -165,6 +168,7 @@ def run(
         )
     base = _runs_dir(runs_dir)
     if _is_pipeline(Path(target)):
+        _confirm_estimate(Path(target), "realtime", provider, model, max_units, repeat, yes)
         created = create_run(
             Path(target), base, _options(run_name, provider, model, max_units, repeat, "realtime")
         )
@@ -199,6 +203,36 @@ def parse_duration(text: str) -> float:
         raise UsageError(f"cannot read duration {text!r}: use e.g. 90s, 30m, 2h, 1h30m")
     hours, minutes, seconds = (int(g) if g else 0 for g in parts.groups())
     return float(hours * 3600 + minutes * 60 + seconds)
+
+
+def _confirm_estimate(
+    folder: Path,
+    mode: Mode,
+    provider: str | None,
+    model: str | None,
+    max_units: int | None,
+    repeat: int | None,
+    yes: bool,
+) -> None:
+    """Print units, calls, tokens and cost before anything is spent; ask unless --yes."""
+    pipeline = load_pipeline(folder)
+    report = check_pipeline(pipeline, max_units=max_units, repeat=repeat)
+    if not report.ok:
+        raise ConfigError(report.errors)
+    name, vendor = split_fake(provider)
+    estimate = estimate_pipeline(pipeline, report, mode, provider=name, model=model)
+    for line in estimate.lines():
+        console.print(line, markup=False)
+    if not estimate.estimate.per_step:
+        return
+    if name == "fake":
+        console.print(
+            f"provider fake: the local emulator answers ({vendor} wire format); nothing is "
+            "charged, the figures show what the model would cost"
+        )
+        return
+    if not yes and not click.confirm("start the run?", default=True):
+        raise click.exceptions.Abort()
 
 
 def _is_pipeline(path: Path) -> bool:

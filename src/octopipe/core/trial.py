@@ -155,3 +155,46 @@ def fan_out_ratios(pipeline: Pipeline) -> dict[str, float]:
                 break
             unit_id, record = result.children[0]
     return ratios
+
+
+def sample_loads(pipeline: Pipeline, units: int = 5) -> dict[str, tuple[int, int]]:
+    """Average (prompt tokens, answer tokens) per LLM step over the first ``units`` units.
+
+    Prompts are rendered for real; answers of earlier LLM steps are schema-shaped mocks, and a
+    step's answer size is the size of such a mock (``max_tokens / 4`` without a schema).
+    """
+    from octopipe.core.costs import estimate_tokens
+
+    compiled = CompiledPipeline(pipeline)
+    totals: dict[str, list[int]] = {}
+    produced = iter_units(pipeline.config.processing, pipeline.items_path, max_units=units)
+    for unit in produced:
+        unit_id, record = unit.id, dict(unit.fields)
+        for cstep in compiled.steps:
+            step = cstep.step
+            if isinstance(step, ExpressionStep):
+                result = cstep.run_expression(unit_id, record)
+                if not result.ok:
+                    break
+                record = {**record, **(result.delta or {})}
+            elif isinstance(step, FanOutStep):
+                result = cstep.fan_out(unit_id, record)
+                if not result.children:
+                    break
+                unit_id, record = result.children[0]
+            elif isinstance(step, LLMStep):
+                prompt = cstep.try_render(unit_id, record)
+                if isinstance(prompt, StepFailure):
+                    break
+                answer = _mock(pipeline, step.name, unit_id)
+                out = (
+                    estimate_tokens(json.dumps(answer))
+                    if answer
+                    else ((step.max_tokens or pipeline.config.api.max_tokens) // 4)
+                )
+                sums = totals.setdefault(step.name, [0, 0, 0])
+                sums[0] += estimate_tokens(prompt)
+                sums[1] += out
+                sums[2] += 1
+                record = {**record, **answer}
+    return {name: (s[0] // s[2], s[1] // s[2]) for name, s in totals.items() if s[2]}

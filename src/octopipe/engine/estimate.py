@@ -1,0 +1,82 @@
+"""The pre-run estimate: units, LLM calls per step, tokens and cost, before anything is spent.
+
+Calls per step come from the static check (fan-out projected from the trial unit), token sizes
+from rendering the first units' prompts, prices from the registry through ``core.costs`` (a
+model the registry does not price shows as *unknown*, never as a guess).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from octopipe.core.checker import CheckReport
+from octopipe.core.config import Pipeline
+from octopipe.core.config_models import LLMStep
+from octopipe.core.costs import Estimate, Mode, StepLoad, estimate_run, format_usd
+from octopipe.core.registry import load_registry
+from octopipe.core.trial import sample_loads
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    units: int | None
+    estimate: Estimate
+    retry_note: str
+
+    def lines(self) -> list[str]:
+        out = [f"{self.units:,} units" if self.units is not None else "units: unknown"]
+        for line in self.estimate.per_step:
+            out.append(
+                f"  {line.step}: {line.calls:,} calls to {line.provider}/{line.model}, "
+                f"~{line.input_tokens:,} in + ~{line.output_tokens:,} out tokens, "
+                f"{format_usd(line.cost_usd)}"
+            )
+        total = self.estimate.total_usd
+        label = (
+            format_usd(total)
+            if total is not None
+            else (f"unknown (at least {format_usd(self.estimate.known_usd)})")
+        )
+        out.append(
+            f"estimated cost ({self.estimate.mode}, first attempts): {label}{self.retry_note}"
+        )
+        return out
+
+
+def estimate_pipeline(
+    pipeline: Pipeline,
+    report: CheckReport,
+    mode: Mode,
+    *,
+    provider: str | None = None,
+    model: str | None = None,
+) -> RunEstimate:
+    registry = load_registry()
+    loads = sample_loads(pipeline)
+    calls = {s.name: s.calls for s in report.steps}
+    api = pipeline.config.api
+    steps: list[StepLoad] = []
+    for step in pipeline.steps:
+        if not isinstance(step, LLMStep):
+            continue
+        resolved = registry.resolve(
+            provider, model, step.provider, step.model, api.provider, api.model
+        )
+        prompt_tokens, answer_tokens = loads.get(step.name, (0, 0))
+        steps.append(
+            StepLoad(
+                step.name,
+                resolved.provider,
+                resolved.model,
+                calls.get(step.name) or 0,
+                prompt_tokens,
+                answer_tokens,
+            )
+        )
+    attempts = pipeline.config.processing.validation_retry.max_attempts
+    note = (
+        f"; retries can add up to {attempts - 1}x for units that fail validation"
+        if attempts > 1 and steps
+        else ""
+    )
+    return RunEstimate(report.units, estimate_run(registry, steps, mode), note)
