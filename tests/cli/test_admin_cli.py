@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from admin_builders import (  # noqa: E402
+from admin_builders import (
     delete_rows,
     expression_pipeline,
     fail_llm_units,
@@ -23,12 +23,12 @@ from admin_builders import (  # noqa: E402
     set_minimum,
 )
 
-from octopipe.cli import cli  # noqa: E402
-from octopipe.cli.output import run_guarded  # noqa: E402
-from octopipe.core.states import UnitStepState  # noqa: E402
-from octopipe.engine.runner import Runner  # noqa: E402
-from octopipe.store.ledger import Ledger  # noqa: E402
-from octopipe.store.lock import RunLock  # noqa: E402
+from octopipe.cli import cli
+from octopipe.cli.output import run_guarded
+from octopipe.core.states import UnitStepState
+from octopipe.engine.runner import Runner
+from octopipe.store.ledger import Ledger
+from octopipe.store.lock import RunLock
 
 
 def octopipe(*args: object, input: str | None = None) -> tuple[int, str, str]:
@@ -221,9 +221,10 @@ def test_export_cli(failing, runs_dir: Path) -> None:
     for extra in (["--format", "csv"], ["--gzip"], ["--format", "csv", "--gzip"]):
         octopipe("export", "failing", "--runs-dir", runs_dir, "--step", "double", *extra)
     assert {n: (outputs / n).read_bytes() for n in names} == before
-    assert gzip.decompress(before["double_validated.csv.gz"]) == (
-        outputs / "double_validated.csv"
-    ).read_bytes()
+    assert (
+        gzip.decompress(before["double_validated.csv.gz"])
+        == (outputs / "double_validated.csv").read_bytes()
+    )
 
     code, out, _ = octopipe("export", "failing", "--runs-dir", runs_dir, "--failures", "--json")
     files = json.loads(out)["files"]

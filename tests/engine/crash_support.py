@@ -366,8 +366,11 @@ def output_differences(run_dir: Path, reference_dir: Path) -> list[str]:
     ours, theirs = output_files(run_dir), output_files(reference_dir)
     diffs = [f"{name}: missing" for name in sorted(set(theirs) - set(ours))]
     diffs += [f"{name}: unexpected" for name in sorted(set(ours) - set(theirs))]
-    diffs += [f"{name}: bytes differ" for name in sorted(set(ours) & set(theirs))
-              if ours[name] != theirs[name]]
+    diffs += [
+        f"{name}: bytes differ"
+        for name in sorted(set(ours) & set(theirs))
+        if ours[name] != theirs[name]
+    ]
     if not theirs:
         diffs.append("the reference run exported nothing")
     return diffs
@@ -410,8 +413,18 @@ def reference_run(
     run_dir = runs_dir / name
     started = time.perf_counter()
     proc = spawn(
-        ["run", str(pipeline), "--run", name, "--repeat", str(repeat),
-         "--runs-dir", str(runs_dir), "-q"],
+        [
+            "run",
+            str(pipeline),
+            "--run",
+            name,
+            "--repeat",
+            str(repeat),
+            "--runs-dir",
+            str(runs_dir),
+            "-q",
+            "-y",
+        ],
         log=runs_dir.parent / f"{name}.log",
     )
     marks: dict[str, float] = {}
@@ -445,6 +458,15 @@ def reference_run(
 # --- the kill schedule ----------------------------------------------------------------------
 
 PHASES = ("init", "startup", "work", "export")
+
+# Commands killed after the run completes, when this octopipe has them: name -> argv after
+# ``octopipe`` with the run name inserted after the first word. The two exports together
+# rewrite every file the runner's final export writes.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "export": ("export",),
+    "export --failures": ("export", "--failures"),
+    "revalidate": ("revalidate",),
+}
 
 
 @dataclass(frozen=True)
@@ -494,6 +516,7 @@ class KillRecord:
     verify_ok: bool | None
     in_flight_after: int
     ps_shows_staging: bool
+    exports_after: int  # outputs/*.jsonl files present after the kill
 
 
 @dataclass
@@ -509,6 +532,7 @@ class HarnessResult:
     units_failed: int
     per_step: dict[str, dict[str, int]]
     verify: dict[str, Any]
+    cli_verify_ok: bool | None  # `octopipe verify RUN --json` (None: no such command)
     ledger_problems: list[str]
     ledger_identical_to_uninterrupted: bool
     identical_to_uninterrupted: bool
@@ -528,6 +552,7 @@ class HarnessResult:
     def ok(self) -> bool:
         return (
             self.verify.get("ok") is True
+            and self.cli_verify_ok is not False
             and not self.ledger_problems
             and not self.problems_after_kills
             and self.ledger_identical_to_uninterrupted
@@ -583,18 +608,30 @@ class Harness:
         self.records: list[KillRecord] = []
         self.resumes = 0
         self.problems_after_kills: list[str] = []
+        self.cli_verify = False
 
     # --- commands -------------------------------------------------------------------------
 
     def _run_args(self) -> list[str]:
         if run_exists(self.run_dir):
             self.resumes += 1
-            return ["run", self.name, "--runs-dir", str(self.runs_dir), "-q"]
-        return ["run", str(self.pipeline), "--run", self.name, "--repeat", str(self.repeat),
-                "--runs-dir", str(self.runs_dir), "-q"]
+            return ["run", self.name, "--runs-dir", str(self.runs_dir), "-q", "-y"]
+        return [
+            "run",
+            str(self.pipeline),
+            "--run",
+            self.name,
+            "--repeat",
+            str(self.repeat),
+            "--runs-dir",
+            str(self.runs_dir),
+            "-q",
+            "-y",
+        ]
 
     def _command_args(self, name: str) -> list[str]:
-        return [name, self.name, "--runs-dir", str(self.runs_dir)]
+        command, *flags = COMMANDS[name]
+        return [command, self.name, *flags, "--runs-dir", str(self.runs_dir)]
 
     # --- one kill -------------------------------------------------------------------------
 
@@ -618,12 +655,13 @@ class Harness:
             if not wait_for(lambda: is_held(self.run_dir), 60, proc, interval=0.02):
                 return None, False
             remaining = cal.work_s * (1 - done_fraction(self.run_dir, self.repeat))
-            return kill.u * 1.8 * remaining / (work_left + 1), False
+            return kill.u * 1.6 * remaining / (work_left + 2), False
         if kill.phase == "export":
             complete = wait_for(
                 lambda: stored_status(self.run_dir) == "complete", 120, proc, interval=0.005
             )
-            return (kill.u * cal.export_s if complete else None), False
+            # most of complete -> exit is the export; the rest is the status print and exit
+            return (0.7 * kill.u * cal.export_s if complete else None), False
         raise ValueError(kill.phase)
 
     def _kill_once(self, kill: Kill, cal: Calibration, work_left: int) -> KillRecord:
@@ -688,6 +726,7 @@ class Harness:
             verify_ok=verify_ok,
             in_flight_after=in_flight,
             ps_shows_staging=shows_staging,
+            exports_after=len(output_files(self.run_dir)) if run_exists(self.run_dir) else 0,
         )
 
     # --- the whole schedule ---------------------------------------------------------------
@@ -700,8 +739,10 @@ class Harness:
         self.progress("reference run (uninterrupted)")
         ref_dir, cal = reference_run(self.pipeline, self.repeat, self.ref_runs_dir)
         self.progress(f"calibration: {asdict(cal)}")
+        present = available_commands()
+        self.cli_verify = "verify" in present
         commands = (
-            [c for c in ("export", "revalidate") if c in available_commands()]
+            [name for name, argv in COMMANDS.items() if argv[0] in present]
             if self.commands is None
             else list(self.commands)
         )
@@ -728,8 +769,13 @@ class Harness:
         identical_after_commands: bool | None = None
         if commands:
             cmd_schedule = make_schedule(
-                self.seed + 1, 0, init=0, startup=0, export=0,
-                commands=commands, per_command=self.per_command,
+                self.seed + 1,
+                0,
+                init=0,
+                startup=0,
+                export=0,
+                commands=commands,
+                per_command=self.per_command,
             )
             for kill in cmd_schedule:
                 record = self._kill_once(kill, cal, 0)
@@ -754,6 +800,10 @@ class Harness:
         view = None
         with contextlib.suppress(Exception):
             view = status_json(self.name, self.runs_dir)["status"]
+        cli_verify: bool | None = None
+        if self.cli_verify:
+            checked = octopipe("verify", self.name, "--runs-dir", str(self.runs_dir), "--json")
+            cli_verify = checked.returncode == 0 and json.loads(checked.stdout)["ok"] is True
         return HarnessResult(
             seed=self.seed,
             units=self.repeat,
@@ -763,13 +813,12 @@ class Harness:
             resumes=self.resumes,
             kills_by_phase=by_phase,
             units_valid=last.get("valid", 0),
-            units_failed=sum(s.get("exhausted", 0) + s.get("failed", 0)
-                             for s in per_step.values()),
+            units_failed=sum(s.get("exhausted", 0) + s.get("failed", 0) for s in per_step.values()),
             per_step=per_step,
             verify=verify_summary(report),
+            cli_verify_ok=cli_verify,
             ledger_problems=ledger_problems(self.run_dir, self.repeat),
-            ledger_identical_to_uninterrupted=ledger_digest(self.run_dir)
-            == ledger_digest(ref_dir),
+            ledger_identical_to_uninterrupted=ledger_digest(self.run_dir) == ledger_digest(ref_dir),
             identical_to_uninterrupted=not outputs_diffs,
             output_differences=outputs_diffs,
             status=stored_status(self.run_dir),

@@ -119,7 +119,9 @@ def test_exports_are_reproducible(runs) -> None:
         assert gzip.decompress((done.outputs / "label_validated.jsonl.gz").read_bytes()) == plain
         rows = [json.loads(line) for line in plain.decode().splitlines()]
         assert rows[0]["unit_id"] == "item000" and rows[0]["label"] == "even"
-        table = list(csv.DictReader(io.StringIO((done.outputs / "label_validated.csv").read_text())))
+        table = list(
+            csv.DictReader(io.StringIO((done.outputs / "label_validated.csv").read_text()))
+        )
         assert [r["unit_id"] for r in table] == [r["unit_id"] for r in rows]
         assert not [p for p in done.outputs.iterdir() if p.name.startswith(".")]  # no temp left
     finally:

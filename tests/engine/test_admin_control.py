@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 from admin_builders import delete_rows, expression_pipeline, make_run
 
-from octopipe.core.states import RunStatus, UnitStepState
-from octopipe.engine.control import change_run, change_run_detailed, run_details
+from octopipe.core.states import RunEvent, RunStatus, UnitStepState
+from octopipe.engine.control import (
+    change_run,
+    change_run_detailed,
+    run_details,
+    writer_intent,
+    writer_waiting,
+)
 from octopipe.engine.runner import Runner
 from octopipe.errors import UsageError
 from octopipe.store.ledger import Ledger
@@ -66,9 +73,7 @@ def test_retry_requeues_only_failed_units_and_keeps_history(failed_run) -> None:
 
 
 def test_retry_filters_by_unit_and_stage(failed_run) -> None:
-    failed = sorted(
-        u for u, s in _states(failed_run, 1).items() if s is UnitStepState.EXHAUSTED
-    )
+    failed = sorted(u for u, s in _states(failed_run, 1).items() if s is UnitStepState.EXHAUSTED)
     assert change_run(failed_run, "retry", {"stage": "rules"}) == "requeued 0 failed unit(s)"
     assert change_run(failed_run, "retry", {"unit_ids": failed[:2]}) == (
         "requeued 2 failed unit(s)"
@@ -125,8 +130,6 @@ def test_pause_detached_run_and_kill(tmp_path: Path) -> None:
     pipeline = expression_pipeline(tmp_path / "pipe", n_items=3)
     paths = make_run(pipeline, tmp_path / "runs", "det", drive=False)
     ledger = Ledger.open(paths.ledger)
-    from octopipe.core.states import RunEvent
-
     ledger.set_run_status(RunEvent.START)  # a runner that died: stored "running", no lock
     ledger.claim_pending(0, 2)
     ledger.close()
@@ -174,3 +177,43 @@ def test_run_details(failed_run) -> None:
     data = details.to_dict()
     assert data["funnel"][1]["yield"] == round(12 / 18, 4)
     assert data["live"] is False and data["runner_pid"] is None
+
+
+def test_a_command_left_by_an_exiting_runner_is_applied_here(failed_run) -> None:
+    """The runner exits before its next pass: the queued command is applied under the lock
+    by the process that queued it, and marked, so it cannot surprise a later start."""
+    holder = RunLock(failed_run.root)
+    assert holder.try_acquire()
+    timer = threading.Timer(0.3, holder.release)
+    timer.start()
+    try:
+        outcome = change_run_detailed(failed_run, "retry", {"step_idx": 1}, wait_s=5)
+    finally:
+        timer.join()
+        holder.release()
+    assert outcome.applied and not outcome.queued and outcome.command_id is not None
+    assert outcome.message == "requeued 6 failed unit(s)"
+    ledger = Ledger.open(failed_run.ledger, readonly=True)
+    try:
+        assert ledger.pending_commands() == []
+    finally:
+        ledger.close()
+
+
+def test_writer_intent_is_visible_to_the_runner(tmp_path: Path) -> None:
+    assert not writer_waiting(tmp_path)
+    with writer_intent(tmp_path):
+        assert writer_waiting(tmp_path)
+        with writer_intent(tmp_path):  # shared: several writers may wait at once
+            assert writer_waiting(tmp_path)
+    assert not writer_waiting(tmp_path)
+
+
+def test_a_killed_run_is_not_retried(failed_run) -> None:
+    ledger = Ledger.open(failed_run.ledger)
+    ledger.set_run_status(RunEvent.REOPEN)
+    ledger.set_run_status(RunEvent.KILL, "test")
+    ledger.close()
+    for kind in ("retry", "repair"):
+        with pytest.raises(UsageError, match="killed"):
+            change_run(failed_run, kind, {})

@@ -36,9 +36,7 @@ def judged(tmp_path: Path):
 def _failures(paths) -> dict[str, tuple[UnitStepState, str | None, str | None]]:
     ledger = Ledger.open(paths.ledger, readonly=True)
     try:
-        return {
-            r.unit_id: (r.state, r.stage, r.raw_response) for r in ledger.iter_failures(JUDGE)
-        }
+        return {r.unit_id: (r.state, r.stage, r.raw_response) for r in ledger.iter_failures(JUDGE)}
     finally:
         ledger.close()
 

@@ -30,7 +30,7 @@ from crash_support import (
     wait_for,
 )
 
-REPEAT = 6_000  # about 3 s of local work on the dev VM: long enough to be caught mid-run
+REPEAT = 5_000  # about 3 s of local work on the dev VM: long enough to be caught mid-run
 PAUSE_WITHIN_S = 2.0
 EXIT_INTERRUPTED = 130
 
@@ -55,7 +55,7 @@ def init_run(runs: Path, name: str = "sig") -> Path:
 def start_and_wait_for_work(runs: Path, name: str) -> subprocess.Popen[bytes]:
     """``octopipe run NAME`` in the background, returned once some units are done."""
     run_dir = runs / name
-    proc = spawn(["run", name, "--runs-dir", str(runs), "-q"], log=runs.parent / "run.out")
+    proc = spawn(["run", name, "--runs-dir", str(runs), "-q", "-y"], log=runs.parent / "run.out")
     assert wait_for(lambda: done_fraction(run_dir, REPEAT) > 0, 60, proc), (
         f"the runner did no work (exit {proc.poll()})"
     )
@@ -64,7 +64,7 @@ def start_and_wait_for_work(runs: Path, name: str) -> subprocess.Popen[bytes]:
 
 
 def resume_to_completion(runs: Path, name: str, reference: Path) -> None:
-    result = octopipe("run", name, "--runs-dir", str(runs), "-q")
+    result = octopipe("run", name, "--runs-dir", str(runs), "-q", "-y")
     assert result.returncode == 0, result.stdout + result.stderr
     view = status_json(name, runs)
     assert stored_status(runs / name) == "complete"
@@ -160,8 +160,15 @@ def test_signal_while_the_runner_starts_still_pauses(tmp_path: Path, signame: st
     runs = tmp_path / "runs"
     run_dir = init_run(runs)
     proc = subprocess.run(
-        [*injected_command(SIGNAL_DURING_STARTUP.format(name=signame)),
-         "run", "sig", "--runs-dir", str(runs), "-q"],
+        [
+            *injected_command(SIGNAL_DURING_STARTUP.format(name=signame)),
+            "run",
+            "sig",
+            "--runs-dir",
+            str(runs),
+            "-q",
+            "-y",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

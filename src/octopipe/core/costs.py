@@ -89,8 +89,11 @@ class Rates(_Frozen):
 def _check_not_dearer(lower: Rates | None, upper: Rates, what: str) -> None:
     if lower is None:
         return
-    for field in ("input", "output", "cached"):
-        if getattr(lower, field) > getattr(upper, field):
+    pairs = [("input", lower.input, upper.input), ("output", lower.output, upper.output)]
+    if lower.cached_input is not None:  # without one, batch cache hits cost the batch input
+        pairs.append(("cached_input", lower.cached_input, upper.cached))
+    for field, low, high in pairs:
+        if low > high:
             raise ValueError(f"{what} {field} price exceeds the realtime price")
 
 

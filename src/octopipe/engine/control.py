@@ -11,7 +11,12 @@
   without the lock) and poll until the runner has taken it off the queue (it applies commands
   on every pass of its loop), or until ``wait_s`` passes, in which case the answer says the
   command is queued and will be applied. ``pause``/``kill`` then also wait, within the same
-  budget, for the runner to let go of the lock.
+  budget, for the runner to let go of the lock. If the runner exits before taking the
+  command, it is applied here under the lock instead (and marked in the queue), so a stale
+  ``pause`` never waits for the next start. While queueing, a shared ``flock`` on
+  ``.command.lock`` tells the runner a writer is waiting (``writer_intent`` /
+  ``writer_waiting``): a runner busy with local steps holds SQLite's write lock almost
+  continuously and should leave it free for a moment when it sees one.
 
 Arguments are checked before anything is queued: a bad step index or stage would otherwise
 reach the runner and fail there.
@@ -19,8 +24,12 @@ reach the runner and fail there.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,17 +100,21 @@ def _apply_locally(paths: RunPaths, kind: str, args: dict[str, Any]) -> ChangeOu
     ledger = Ledger.open(paths.ledger)
     try:
         _check_args(ledger, kind, args)
-        if kind in STOP_KINDS:
-            message = _stop_without_runner(ledger, kind, args)
-        else:
-            outcome = commands.apply(ledger, kind, args)
-            if outcome.event is CommandEvent.REJECT:
-                raise UsageError(outcome.message)
-            message = outcome.message
+        message = _apply_held(ledger, kind, args)
     finally:
         ledger.close()
     _log(paths, kind, message)
     return ChangeOutcome(kind, message, applied=True, queued=False)
+
+
+def _apply_held(ledger: Ledger, kind: str, args: dict[str, Any]) -> str:
+    """Apply a change in this process, which holds the run lock; ``UsageError`` if refused."""
+    if kind in STOP_KINDS:
+        return _stop_without_runner(ledger, kind, args)
+    outcome = commands.apply(ledger, kind, args)
+    if outcome.event is CommandEvent.REJECT:
+        raise UsageError(outcome.message)
+    return outcome.message
 
 
 def _stop_without_runner(ledger: Ledger, kind: str, args: dict[str, Any]) -> str:
@@ -139,27 +152,38 @@ def _queue_for_runner(
     paths: RunPaths, kind: str, args: dict[str, Any], wait_s: float
 ) -> ChangeOutcome:
     log_offset = _size(paths.log)
+    deadline = time.monotonic() + wait_s
     ledger = Ledger.open(paths.ledger)
     try:
         _check_args(ledger, kind, args)
-        command_id = ledger.enqueue_command(kind, args)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
+        with writer_intent(paths.root):
+            command_id = ledger.enqueue_command(kind, args)
+        while True:
             if all(c.id != command_id for c in ledger.pending_commands()):
-                break
+                break  # the runner took it
+            if not is_held(paths.root):
+                # The runner exited before its next pass: apply the command here instead.
+                leftover = _apply_leftover(paths, ledger, command_id, kind, args)
+                if leftover is not None:
+                    return leftover
+            if time.monotonic() >= deadline:
+                return ChangeOutcome(
+                    kind,
+                    f"a runner is driving the run; {kind} is queued (command {command_id}) "
+                    "and will be applied on its next pass",
+                    applied=False,
+                    queued=True,
+                    command_id=command_id,
+                )
             time.sleep(POLL_S)
-        else:
-            return ChangeOutcome(
-                kind,
-                f"a runner is driving the run; {kind} is queued (command {command_id}) and "
-                "will be applied on its next pass",
-                applied=False,
-                queued=True,
-                command_id=command_id,
-            )
     finally:
         ledger.close()
-    result = _runner_result(paths.log, log_offset, kind) or "applied"
+    result = _runner_result(paths.log, log_offset, kind)
+    settle = time.monotonic() + 1.0  # the runner logs the result just after marking it
+    while result is None and time.monotonic() < settle:
+        time.sleep(POLL_S)
+        result = _runner_result(paths.log, log_offset, kind)
+    result = result or "applied"
     if result.startswith("unknown command"):
         raise UsageError(f"the runner rejected {kind}: {result}")
     message = f"applied by the live runner: {result}"
@@ -167,6 +191,77 @@ def _queue_for_runner(
         stopped = _wait_released(paths.root, deadline)
         message += "; the runner has stopped" if stopped else "; the runner is stopping"
     return ChangeOutcome(kind, message, applied=True, queued=True, command_id=command_id)
+
+
+def _apply_leftover(
+    paths: RunPaths, ledger: Ledger, command_id: int, kind: str, args: dict[str, Any]
+) -> ChangeOutcome | None:
+    """Apply our queued command under the lock if no runner took it; ``None`` if a runner
+    holds the lock again (it will apply the command) or has already taken it."""
+    lock = RunLock(paths.root)
+    if not lock.try_acquire():
+        return None
+    try:
+        if all(c.id != command_id for c in ledger.pending_commands()):
+            return None
+        try:
+            message = _apply_held(ledger, kind, args)
+        except UsageError as exc:
+            ledger.mark_command(command_id, CommandEvent.REJECT, exc.message)
+            raise
+        ledger.mark_command(command_id, CommandEvent.APPLY, message)
+        _log(paths, kind, message)
+    finally:
+        lock.release()
+    return ChangeOutcome(kind, message, applied=True, queued=False, command_id=command_id)
+
+
+# --- writers waiting: a hint the runner can honour ----------------------------------------------
+
+INTENT_NAME = ".command.lock"
+
+
+@contextlib.contextmanager
+def writer_intent(run_dir: Path) -> Iterator[None]:
+    """Held (a shared ``flock`` on ``<run>/.command.lock``) while this process waits to
+    write a command into the ledger of a run whose runner is live.
+
+    A runner that runs local steps back to back holds SQLite's write lock almost without a
+    break, and SQLite's busy handler (which polls) can then wait in vain. The runner checks
+    :func:`writer_waiting` between passes and leaves the ledger alone for a moment while it
+    is true. The kernel drops the flock if this process dies, so no stale hint remains.
+    """
+    path = Path(run_dir) / INTENT_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield  # a hint only: never fail a command over it
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def writer_waiting(run_dir: Path) -> bool:
+    """True while some process is waiting to queue a command (see :func:`writer_intent`)."""
+    try:
+        fd = os.open(Path(run_dir) / INTENT_NAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _size(path: Path) -> int:
@@ -206,6 +301,8 @@ def _wait_released(run_dir: Path, deadline: float) -> bool:
 
 
 def _check_args(ledger: Ledger, kind: str, args: dict[str, Any]) -> None:
+    if kind in ("retry", "repair") and ledger.run_info().status is RunStatus.KILLED:
+        raise UsageError(f"the run was killed; it cannot be resumed, so there is nothing to {kind}")
     if kind == "retry":
         step = args.get("step_idx")
         if step is not None and not (isinstance(step, int) and 0 <= step < len(ledger.steps)):

@@ -7,7 +7,9 @@ achieved rate stays within a few percent of the limit.
 
 On a 429 the target rate is cut multiplicatively (and nothing is sent until the server's
 ``Retry-After`` has passed); each success then raises it additively back towards the limit
-(AIMD). The clock and the sleep are injectable so the decisions are testable without waiting.
+(AIMD). The hold applies with or without configured limits, and to requests already waiting
+for a slot booked before the 429: they book again once it is over. The clock and the sleep are
+injectable so the decisions are testable without waiting.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class Pacer:
     requests: RateGate | None = field(init=False, default=None)
     tokens: RateGate | None = field(init=False, default=None)
     rate_limited: int = field(init=False, default=0)
+    hold_until: float = field(init=False, default=0.0)
+    """Monotonic time before which nothing is sent (the last 429's ``Retry-After``)."""
 
     def __post_init__(self) -> None:
         if self.rpm:
@@ -68,18 +72,26 @@ class Pacer:
             self.tokens = RateGate(self.tpm / 60.0)
 
     async def wait_turn(self, estimated_tokens: int) -> None:
-        now = self.clock()
-        start = now
-        if self.requests is not None:
-            start = max(start, self.requests.reserve(now))
-        if self.tokens is not None:
-            start = max(start, self.tokens.reserve(now, float(estimated_tokens)))
-        if start > now:
-            await self.sleep(start - now)
+        while True:
+            seen = self.rate_limited
+            now = self.clock()
+            start = max(now, self.hold_until)
+            if self.requests is not None:
+                start = max(start, self.requests.reserve(now))
+            if self.tokens is not None:
+                start = max(start, self.tokens.reserve(now, float(estimated_tokens)))
+            if start > now:
+                await self.sleep(start - now)
+            # A 429 came while this request waited: its slot was booked at the old rate and
+            # may fall inside the server's Retry-After. Book again after the hold.
+            if self.rate_limited == seen or self.clock() >= self.hold_until:
+                return
 
     def on_rate_limited(self, retry_after: float | None) -> None:
         self.rate_limited += 1
         now = self.clock()
+        if retry_after:
+            self.hold_until = max(self.hold_until, now + retry_after)
         for gate in (self.requests, self.tokens):
             if gate is not None:
                 gate.back_off(now, retry_after)
@@ -92,4 +104,4 @@ class Pacer:
     def pause_until(self) -> float:
         """Monotonic time before which no request should be sent (0 when none)."""
         gates = [g for g in (self.requests, self.tokens) if g is not None]
-        return max((g.next_at for g in gates), default=0.0)
+        return max([self.hold_until, *(g.next_at for g in gates)])

@@ -15,6 +15,7 @@ are retried as new attempts of only those units, up to ``validation_retry.max_at
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -184,11 +185,16 @@ class RealtimeExecutor:
         return bool(self.tasks) or bool(self.done)
 
     async def stop(self) -> None:
-        """Let calls in flight finish (bounded by their timeouts) and record them."""
+        """Let calls in flight finish (bounded by their timeouts) and record them; close the
+        provider clients while their event loop still runs."""
         if self.tasks:
             await asyncio.wait(self.tasks)
         self._record_finished()
         self.trace.close()
+        clients = {id(t.client): t.client for t in self.targets}
+        for client in clients.values():
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     # --- one call ----------------------------------------------------------------------------------
 
@@ -256,6 +262,9 @@ class RealtimeExecutor:
                 if attempt == self.retry.max_attempts:
                     raise
                 await asyncio.sleep(delay)
+            except ProviderError as exc:  # bad request, auth, quota: traced like every call
+                self._trace(target, request, t0, status=exc.status or type(exc).__name__)
+                raise
             else:
                 target.pacer.on_success()
                 self._trace(target, request, t0, status=200, response=response)
