@@ -649,20 +649,30 @@ class Harness:
         if kill.phase == "startup":
             # the end of the imports, opening the ledger, recovery, the first instants of work
             return (0.7 + 0.5 * kill.u) * cal.startup_s + 0.2 * kill.u, True
+        if kill.phase.startswith("cmd:export"):
+            # mid-write: as soon as the command's temp file shows up in outputs/
+            return (0.02 * kill.u if self._wait_for_export(proc) else None), False
         if kill.phase.startswith("cmd:"):
-            return 0.8 * cal.startup_s + kill.u * max(cal.export_s, 0.3), True
+            return (0.6 + 0.6 * kill.u) * cal.startup_s, True
         if kill.phase == "work":
             if not wait_for(lambda: is_held(self.run_dir), 60, proc, interval=0.02):
                 return None, False
             remaining = cal.work_s * (1 - done_fraction(self.run_dir, self.repeat))
             return kill.u * 1.6 * remaining / (work_left + 2), False
         if kill.phase == "export":
-            complete = wait_for(
-                lambda: stored_status(self.run_dir) == "complete", 120, proc, interval=0.005
-            )
-            # most of complete -> exit is the export; the rest is the status print and exit
-            return (0.7 * kill.u * cal.export_s if complete else None), False
+            # the run is marked complete, then the runner writes outputs/: kill it while the
+            # first (largest) file is being written, somewhere in the first half of the export
+            return (0.5 * kill.u * cal.export_s if self._wait_for_export(proc) else None), False
         raise ValueError(kill.phase)
+
+    def _wait_for_export(self, proc: subprocess.Popen[bytes]) -> bool:
+        """Wait until ``proc`` starts writing an export (a new temp file in ``outputs/``)."""
+        outputs = self.run_dir / "outputs"
+        debris = set(outputs.glob(".*"))  # temp files earlier kills left behind
+        writing = wait_for(
+            lambda: bool(set(outputs.glob(".*")) - debris), 300, proc, interval=0.002
+        )
+        return writing and proc.poll() is None
 
     def _kill_once(self, kill: Kill, cal: Calibration, work_left: int) -> KillRecord:
         before = done_fraction(self.run_dir, self.repeat) if run_exists(self.run_dir) else 0.0

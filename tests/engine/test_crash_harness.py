@@ -14,6 +14,8 @@ use a few lines injected into the ``octopipe`` process, since a timer lands ther
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from crash_support import (
     LONG_WALK,
     Harness,
     injected_command,
+    ledger_digest,
+    ledger_problems,
     octopipe,
     output_differences,
     ps_json,
@@ -249,3 +253,54 @@ def test_kill_9_during_init_leaves_no_run_and_init_again_succeeds(
     assert done.returncode == 0, done.stderr
     assert verify_summary(verify_report(runs / "fresh"))["ok"]
     assert output_differences(runs / "fresh", reference) == []
+
+
+# --- the checks themselves ------------------------------------------------------------------
+
+DAMAGE = {
+    # a unit valid at `walk` lost its `stats` row: missing
+    "missing_row": "DELETE FROM unit_steps WHERE step_idx = 1 AND uid = "
+    "(SELECT MIN(uid) FROM unit_steps WHERE step_idx = 1)",
+    # a unit left claimed: in flight
+    "left_in_flight": "UPDATE unit_steps SET state = 'in_flight' WHERE step_idx = 2 AND uid = "
+    "(SELECT MIN(uid) FROM unit_steps WHERE step_idx = 2)",
+    # a unit that failed `stats` has a `label` row: orphaned
+    "orphan_row": "INSERT INTO unit_steps(step_idx, uid, state, attempts, attempts_base, "
+    "output_json, updated_at) SELECT 2, uid, 'valid', 1, 0, '{}', updated_at FROM unit_steps "
+    "WHERE step_idx = 1 AND state = 'exhausted' LIMIT 1",
+    # a failure recorded twice (as a retried write would)
+    "attempt_twice": "INSERT INTO attempts(uid, step_idx, attempt_no, mode, started_at, "
+    "outcome, stage, errors_json) SELECT uid, step_idx, attempt_no + 1, mode, started_at, "
+    "outcome, stage, errors_json FROM attempts LIMIT 1",
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_the_checks_catch_a_damaged_ledger(tmp_path: Path, reference: Path, damage: str) -> None:
+    """The harness is only as good as its checks: each kind of damage must be reported."""
+    copy = tmp_path / "damaged"
+    shutil.copytree(reference, copy, ignore=shutil.ignore_patterns(".lock"))
+    assert ledger_problems(copy, CI_UNITS) == []
+    assert ledger_digest(copy) == ledger_digest(reference)
+    conn = sqlite3.connect(copy / "ledger.db")
+    try:
+        changed = conn.execute(DAMAGE[damage]).rowcount
+        conn.commit()
+    finally:
+        conn.close()
+    assert changed == 1
+    assert ledger_problems(copy, CI_UNITS) != []
+    assert ledger_digest(copy) != ledger_digest(reference)
+
+
+def test_the_checks_catch_a_changed_export(tmp_path: Path, reference: Path) -> None:
+    copy = tmp_path / "changed"
+    shutil.copytree(reference, copy, ignore=shutil.ignore_patterns(".lock"))
+    assert output_differences(copy, reference) == []
+    exported = copy / "outputs" / "label_validated.jsonl"
+    exported.write_bytes(exported.read_bytes().replace(b'"coin":', b'"coin": ', 1))
+    (copy / "outputs" / "walk_failures.jsonl").unlink()
+    assert output_differences(copy, reference) == [
+        "walk_failures.jsonl: missing",
+        "label_validated.jsonl: bytes differ",
+    ]

@@ -106,7 +106,7 @@ def create_run(
         snapshot(pipeline, paths.config_dir)
         paths.outputs.mkdir()
         snap = load_pipeline(paths.config_dir)  # the run's own copy from now on
-        units = _write_ledger(snap, paths, name, options, progress)
+        units = _write_ledger(snap, paths, name, options, progress, source=pipeline.folder)
         try:
             staging.rename(final)
         except OSError as exc:
@@ -127,6 +127,7 @@ def _write_ledger(
     name: str,
     options: RunOptions,
     progress: Callable[[int], None] | None,
+    source: Path | None = None,
 ) -> int:
     meta = RunMeta(
         name=name,
@@ -151,7 +152,11 @@ def _write_ledger(
             "info",
             "INIT",
             f"created run {name} with {count} units",
-            {"units": count, "options": options.to_json()},
+            {
+                "units": count,
+                "options": options.to_json(),
+                "source": str(source) if source else None,
+            },
         )
         if progress is not None:
             progress(count)

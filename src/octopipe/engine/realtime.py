@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from octopipe.core.config_models import LLMStep
-from octopipe.core.costs import cost_usd, estimate_tokens
+from octopipe.core.costs import cost_usd, estimate_tokens, format_usd
 from octopipe.core.registry import Registry, load_registry
 from octopipe.core.steps import CompiledStep, StepFailure
 from octopipe.engine.pacing import Pacer
@@ -99,6 +99,7 @@ class RealtimeExecutor:
         self.spent = ctx.ledger.cost_totals().known_usd
         self.calls_priced = 0
         self.tasks: set[asyncio.Task[Finished]] = set()
+        self.sending: set[asyncio.Task[Any]] = set()  # tasks with a request on the wire
         self.done: list[Finished] = []
         self.trace = Trace(ctx.paths.trace)
         self.targets = [t for t in self._targets(client_for) if t is not None]
@@ -186,9 +187,17 @@ class RealtimeExecutor:
 
     async def stop(self) -> None:
         """Let calls in flight finish (bounded by their timeouts) and record them; close the
-        provider clients while their event loop still runs."""
-        if self.tasks:
-            await asyncio.wait(self.tasks)
+        provider clients while their event loop still runs.
+
+        On a pause (Ctrl+C, cost cap, time limit, auth error), requests not yet sent -- waiting
+        for a pacer slot or for a retry -- are cancelled: their units stay claimed and the
+        runner returns them to pending. Only requests already on the wire are waited for.
+        """
+        while self.tasks:
+            if self.ctx.stop_requested():
+                for task in self.tasks - self.sending:
+                    task.cancel()
+            await asyncio.wait(self.tasks, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
         self._record_finished()
         self.trace.close()
         clients = {id(t.client): t.client for t in self.targets}
@@ -250,7 +259,7 @@ class RealtimeExecutor:
             await target.pacer.wait_turn(estimate_tokens(request.prompt) + request.max_tokens // 4)
             t0 = time.monotonic()
             try:
-                response = await target.client.complete(request)
+                response = await self._send(target, request)
             except RateLimited as exc:
                 target.pacer.on_rate_limited(exc.retry_after)
                 self._trace(target, request, t0, status=429)
@@ -271,6 +280,15 @@ class RealtimeExecutor:
                 return response
             delay = min(delay * self.retry.backoff_multiplier, self.retry.max_delay_seconds)
         raise AssertionError("unreachable")
+
+    async def _send(self, target: StepTarget, request: LLMRequest) -> LLMResponse:
+        task = asyncio.current_task()
+        if task is not None:
+            self.sending.add(task)
+        try:
+            return await target.client.complete(request)
+        finally:
+            self.sending.discard(task)
 
     def _provider_failure(
         self, target: StepTarget, unit: ClaimedUnit, prompt: str, started: str, exc: ProviderError
@@ -376,7 +394,7 @@ class RealtimeExecutor:
         projected = self.spent + len(self.tasks) * (self.spent / calls)
         if self.cost_cap is not None and projected >= self.cost_cap:
             self.ctx.request_stop(
-                f"cost cap ${self.cost_cap:.2f} reached (spent ${self.spent:.4f})"
+                f"cost cap {format_usd(self.cost_cap)} reached (spent {format_usd(self.spent)})"
             )
             return True
         if self.deadline is not None and time.monotonic() >= self.deadline:

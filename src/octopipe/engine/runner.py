@@ -22,9 +22,10 @@ from typing import Any, Protocol, TextIO
 
 from octopipe.core.config import load_pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep
-from octopipe.core.states import RunEvent, RunStatus, UnitStepState
+from octopipe.core.states import CommandEvent, RunEvent, RunStatus, UnitStepState
 from octopipe.core.steps import CompiledPipeline, CompiledStep, StepResult
 from octopipe.engine import commands
+from octopipe.engine.control import writer_waiting
 from octopipe.engine.exports import export_run
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.runlog import RunLog
@@ -130,6 +131,7 @@ class Runner:
         compiled = CompiledPipeline(pipeline)
         if info.status in (RunStatus.COMPLETE, RunStatus.FAILED) and not _has_work(ledger):
             return RunOutcome(info.status, info.status_reason, ledger.counts())
+        _reject_stale_stops(ledger)
         released = ledger.release_in_flight()
         event = (
             RunEvent.REOPEN
@@ -142,8 +144,9 @@ class Runner:
             f"run {info.name} ({pipeline.name}), {len(compiled)} steps"
             + (f"; {released} in-flight units returned to pending" if released else ""),
         )
-        context = RunContext(self.paths, ledger, compiled, log,
-                             lambda: bool(self._stop_reason), self.request_stop)
+        context = RunContext(
+            self.paths, ledger, compiled, log, lambda: bool(self._stop_reason), self.request_stop
+        )
         executor = self.executor_factory(context) if self.executor_factory else None
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -158,6 +161,7 @@ class Runner:
     ) -> None:
         last_check = 0.0
         while not self._stop_reason:
+            await _yield_to_waiting_writer(self.paths)
             self._apply_commands(ledger, log)
             progressed = False
             for index, cstep in enumerate(compiled.steps):
@@ -211,6 +215,15 @@ class Runner:
             log.write("COMMAND", f"{command.kind}: {outcome.message}")
             if outcome.stop is not None:
                 self.request_stop(outcome.stop, kill=command.kind == "kill")
+
+
+async def _yield_to_waiting_writer(paths: RunPaths, limit_s: float = 2.0) -> None:
+    """Leave the ledger alone while another process waits to queue a command (at most
+    ``limit_s``): back-to-back local chunks would otherwise keep SQLite's write lock busy."""
+    waited = 0.0
+    while waited < limit_s and writer_waiting(paths.root):
+        await asyncio.sleep(0.01)
+        waited += 0.01
 
 
 def run_local_chunk(ledger: Ledger, index: int, cstep: CompiledStep, limit: int) -> int:
@@ -282,6 +295,15 @@ def _local_attempt(result: StepResult) -> AttemptRecord | None:
     if result.warnings or result.info.get("hit_max_iterations"):
         return AttemptRecord(outcome="valid", mode="local", errors=[*result.warnings, result.info])
     return None
+
+
+def _reject_stale_stops(ledger: Ledger) -> None:
+    """A pause or kill still queued when a runner starts was meant for one that has exited."""
+    for command in ledger.pending_commands():
+        if command.kind in ("pause", "kill"):
+            ledger.mark_command(
+                command.id, CommandEvent.REJECT, "queued for a runner that had already exited"
+            )
 
 
 def _has_work(ledger: Ledger) -> bool:
