@@ -62,7 +62,11 @@ def walk_answer(request: Any) -> dict[str, Any] | None:
         return None
     trail = [int(x) for x in match.group(1).split(",")]
     end = trail[-1]
-    return {"end_square": end, "move_count": len(trail) - 1, "ending": "home" if end >= 10 else "lost"}
+    return {
+        "end_square": end,
+        "move_count": len(trail) - 1,
+        "ending": "home" if end >= 10 else "lost",
+    }
 
 
 def serve(latency_ms: float, rpm: int | None) -> None:
@@ -103,8 +107,7 @@ class EmulatorProcess:
 @contextlib.contextmanager
 def emulator_process(latency_ms: float, rpm: int | None) -> Iterator[EmulatorProcess]:
     command = [sys.executable, __file__, "--serve", "--latency-ms", str(latency_ms)]
-    if rpm:
-        command += ["--rpm", str(rpm)]
+    command += ["--serve-rpm", str(rpm or 0)]  # 0: no limit
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
@@ -232,7 +235,9 @@ def paced(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     statuses: dict[str, int] = {}
     for _, status in result.calls:
         statuses[str(status)] = statuses.get(str(status), 0) + 1
-    overall = len(result.calls) / (max(t for t, _ in result.calls) - min(t for t, _ in result.calls))
+    overall = len(result.calls) / (
+        max(t for t, _ in result.calls) - min(t for t, _ in result.calls)
+    )
     return {
         "status": result.status,
         "units": units,
@@ -275,6 +280,7 @@ def overhead(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-rpm", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--rpm", type=int, default=1200)
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=100.0, help="length of the paced run")
@@ -285,9 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-overhead", action="store_true")
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.latency_ms, args.rpm)
+        serve(args.latency_ms, args.serve_rpm or None)
         return 0
-    summary: dict[str, Any] = {"bench": "realtime_rpm", "python": sys.version.split()[0]}
+    summary: dict[str, Any] = {
+        "bench": "realtime_rpm",
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
+    }
     with tempfile.TemporaryDirectory(prefix="octopipe-rpm-") as tmp:
         work = Path(tmp)
         if not args.skip_paced:

@@ -6,21 +6,23 @@ Used by ``tests/engine/test_crash_harness.py``, ``tests/engine/test_signals.py``
 outside, and everything afterwards is read from the run folder — the ledger through
 ``Ledger.verify()`` *and* through plain ``sqlite3`` queries, the exports byte by byte.
 
-The harness (``run_harness``):
+The harness (``Harness(...).run()``):
 
 1. runs the pipeline once without interruption (the *reference*), timing its phases: start-up
    (imports), init, local work, final export;
 2. draws a kill schedule from ``random.Random(seed)``: each kill has a phase (``init``,
-   ``startup``, ``work``, ``export``, and ``cmd:<name>`` for the ``export``/``revalidate``
+   ``startup``, ``work``, ``export``, then ``cmd:<name>`` for the ``export`` and ``revalidate``
    commands when this octopipe has them) and a uniform draw ``u`` that places it within that
    phase's window (scaled by the reference timings);
 3. for each kill: starts ``octopipe run PIPELINE --run NAME`` (while the run does not exist yet)
-   or ``octopipe run NAME``, waits for the phase's anchor (process start, run lock taken, run
-   marked complete), sleeps, ``SIGKILL``s, then checks that the ledger verifies clean and holds
-   no unit in flight, and that ``ps`` never shows an init staging folder;
-4. resumes to completion and compares everything with the reference: ``verify()``, per-step
-   row counts and states straight from SQLite, every (unit, step) row and attempt, the run
-   status, and the exported ``outputs/*.jsonl`` byte for byte.
+   or ``octopipe run NAME`` (or the command), waits for the phase's anchor (process start, run
+   lock taken, a new export temp file in ``outputs/``), sleeps, ``SIGKILL``s, then checks that
+   the ledger verifies clean with no unit in flight, and that ``ps`` never shows a staging
+   folder; a process that exits with an error before its kill is reported;
+4. resumes to completion (``octopipe run NAME``) and compares everything with the reference:
+   ``verify()``, per-step row counts and states straight from SQLite, every (unit, step) row
+   and attempt, the run status, and ``outputs/*.jsonl`` byte for byte; then kills and re-runs
+   the commands, and compares the exports again.
 
 Timings, not random draws, decide exactly where a kill lands (the machine's speed varies); the
 schedule itself is reproducible from the seed, and every kill records where it landed.
@@ -50,7 +52,6 @@ from octopipe.store.lock import is_held
 REPO = Path(__file__).resolve().parents[2]
 LONG_WALK = REPO / "tests" / "fixtures" / "long_walk"
 LEDGER = "ledger.db"
-TERMINAL = ("valid", "exhausted")
 POLL_S = 0.01
 
 
@@ -457,8 +458,6 @@ def reference_run(
 
 # --- the kill schedule ----------------------------------------------------------------------
 
-PHASES = ("init", "startup", "work", "export")
-
 # Commands killed after the run completes, when this octopipe has them: name -> argv after
 # ``octopipe`` with the run name inserted after the first word. The two exports together
 # rewrite every file the runner's final export writes.
@@ -653,7 +652,9 @@ class Harness:
             # mid-write: as soon as the command's temp file shows up in outputs/
             return (0.02 * kill.u if self._wait_for_export(proc) else None), False
         if kill.phase.startswith("cmd:"):
-            return (0.6 + 0.6 * kill.u) * cal.startup_s, True
+            # commands that change the run hold its lock while they work: kill them then
+            held = wait_for(lambda: is_held(self.run_dir), 120, proc, interval=0.002)
+            return (0.01 * kill.u if held and proc.poll() is None else None), False
         if kill.phase == "work":
             if not wait_for(lambda: is_held(self.run_dir), 60, proc, interval=0.02):
                 return None, False
@@ -675,11 +676,15 @@ class Harness:
         return writing and proc.poll() is None
 
     def _kill_once(self, kill: Kill, cal: Calibration, work_left: int) -> KillRecord:
-        before = done_fraction(self.run_dir, self.repeat) if run_exists(self.run_dir) else 0.0
+        exists = run_exists(self.run_dir)
+        before = done_fraction(self.run_dir, self.repeat) if exists else 0.0
+        if kill.phase == "startup" and not exists:
+            kill = Kill("init", kill.u)  # an earlier init kill left no run: this starts init
         if kill.phase.startswith("cmd:"):
             args = self._command_args(kill.phase[4:])
         else:
             args = self._run_args()
+        log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         started = time.monotonic()
         proc = spawn(args, log=self.log_file)
         delay, from_start = self._delay(kill, proc, cal, work_left)
@@ -691,6 +696,14 @@ class Harness:
             landed = kill9(proc)
         if not landed:
             proc.wait(timeout=600)
+            if proc.returncode != 0:
+                with self.log_file.open("rb") as log:
+                    log.seek(log_offset)
+                    tail = log.read().decode(errors="replace")[-1500:]
+                self.problems_after_kills.append(
+                    f"`octopipe {' '.join(args[:2])}` exited {proc.returncode} before the "
+                    f"planned {kill.phase} kill: {tail}"
+                )
         return self._after_kill(kill, args, proc, landed, time.monotonic() - started, before)
 
     def _after_kill(

@@ -1,18 +1,22 @@
-"""Support for the realtime tests (``tests/engine/test_realtime_*.py``) and ``bench/realtime_rpm.py``.
+"""Support for the realtime tests (``tests/engine/test_realtime_*.py``).
 
 Everything goes to the local emulator on 127.0.0.1 through the vendors' real SDKs: no network,
 no API key. The pieces:
 
 - ``copy_example`` / ``make_run``: a private copy of an example pipeline (config edited through
   a dict), and a run created from it with ``engine.create.create_run``.
-- ``walk_answer`` / ``CardAnswers``: deterministic answer functions for the emulator (the
-  examples' own ``emulator_answers.py`` draw unseeded random mistakes).
+- ``walk_answer`` / ``card_answer``: deterministic answer functions for the emulator (the
+  examples' own ``emulator_answers.py`` draw unseeded random mistakes); ``card_verdict`` tells
+  which hands ``card_answer`` plays wrong, and how.
+- ``Lane`` / ``make_lane``: random_walk reached through one SDK (``fake:<vendor>``, or
+  ``openai-compatible`` with ``api.base_url`` pointing at an emulator).
 - ``drive``: one pass of the runner in this process through ``providers_setup.realtime_executor``
   (the same path as ``octopipe run``), keeping the emulator (its stats and request log) and the
   executor (its pacers) for the assertions.
 - ``check_ledger``: the invariants every test ends with (verify clean, every unit terminal at
   every step exactly once, attempts numbered once per unit-step, cost = sum of attempts).
-- ``child_main``: a runner in a child process, with emulator latency, for the kill -9 test.
+- ``child_main`` / ``start_child``: a runner in a forked child, with emulator latency (which
+  ``octopipe run`` cannot set), for the kill -9 test.
 """
 
 from __future__ import annotations
@@ -21,12 +25,12 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import socket
 import sqlite3
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -111,7 +115,11 @@ def walk_answer(request: EmulatorRequest) -> dict[str, Any] | None:
         return None
     trail = [int(x) for x in match.group(1).split(",")]
     end = trail[-1]
-    return {"end_square": end, "move_count": len(trail) - 1, "ending": "home" if end >= 10 else "lost"}
+    return {
+        "end_square": end,
+        "move_count": len(trail) - 1,
+        "ending": "home" if end >= 10 else "lost",
+    }
 
 
 def card_verdict(opening: list[int], pile: list[int], stop_at: int) -> str:
@@ -256,9 +264,7 @@ class Lane:
             return drive(paths, self.options(**overrides), emulator=emulator)
 
 
-def make_lane(
-    name: str, tmp: Path, edit: Callable[[dict[str, Any]], None] | None = None
-) -> Lane:
+def make_lane(name: str, tmp: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Lane:
     port = free_port() if name == COMPATIBLE else None
 
     def edit_config(config: dict[str, Any]) -> None:
@@ -319,12 +325,10 @@ def check_ledger(
         rows = conn.execute(
             "SELECT uid, step_idx, attempt_no, outcome FROM attempts WHERE mode != 'local'"
         ).fetchall()
-        states = conn.execute(
-            "SELECT uid, step_idx, state, attempts FROM unit_steps"
-        ).fetchall()
+        states = conn.execute("SELECT uid, step_idx, state, attempts FROM unit_steps").fetchall()
         priced = conn.execute(
-            "SELECT provider, model, mode, input_tokens, output_tokens, cached_tokens, cost_usd "
-            "FROM attempts WHERE mode != 'local'"
+            "SELECT provider, model, mode, input_tokens, output_tokens, cached_tokens, cost_usd, "
+            "response_blob IS NULL FROM attempts WHERE mode != 'local'"
         ).fetchall()
     finally:
         conn.close()
@@ -346,7 +350,10 @@ def check_ledger(
 
     registry = load_registry()
     expected_cost = 0.0
-    for provider, model, mode, tin, tout, tcached, stored in priced:
+    for provider, model, mode, tin, tout, tcached, stored, no_answer in priced:
+        if no_answer:  # the request failed (error, timeout): nothing used, nothing billed
+            assert (tin, tout, tcached, stored) == (0, 0, 0, 0.0), (provider, model, stored)
+            continue
         again = cost_usd(registry, provider, model, TokenCounts(tin, tout, tcached), mode)
         if stored is None:
             assert again is None, (provider, model)
@@ -381,20 +388,6 @@ def ledger_rows(paths: RunPaths, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def emulated_usage(
-    requests: list[EmulatorRequest], answer_fn: Callable[[EmulatorRequest], Any], cached: int = 0
-) -> list[TokenCounts]:
-    """The usage the emulator reported for each request (it is a pure function of the request
-    and the answer, which ``answer_fn`` gives again)."""
-    from octopipe.providers.emulator.answers import make_answer
-
-    out = []
-    for request in requests:
-        answer = make_answer(request, answer_fn, cached_input_tokens=cached)
-        out.append(TokenCounts(answer.input_tokens, answer.output_tokens, answer.cached_input_tokens))
-    return out
-
-
 # --- octopipe as a subprocess ---------------------------------------------------------------------
 
 
@@ -419,43 +412,23 @@ def offline_env(**extra: str) -> dict[str, str]:
 # --- a runner in a child process (kill -9 test) ------------------------------------------------
 
 
-CHILD_SOURCE = (
-    "import sys; sys.path.insert(0, {here!r})\n"
-    "from realtime_support import child_main\n"
-    "child_main({run!r}, {vendor!r}, {latency_ms!r}, {concurrency!r})\n"
-)
-
-
-def child_command(run: Path, vendor: str, latency_ms: float, concurrency: int) -> list[str]:
-    source = CHILD_SOURCE.format(
-        here=str(Path(__file__).resolve().parent),
-        run=str(run),
-        vendor=vendor,
-        latency_ms=latency_ms,
-        concurrency=concurrency,
-    )
-    return [sys.executable, "-c", source]
-
-
 def child_main(run: str, vendor: str, latency_ms: float, concurrency: int) -> None:
-    """Drive ``run`` with the emulator answering after ``latency_ms`` (the CLI cannot set it)."""
+    """Drive ``run`` with the emulator answering after ``latency_ms`` (``octopipe run`` has no
+    flag for emulator latency). Meant for a forked child that the test kills with SIGKILL."""
     paths = RunPaths(Path(run))
     config = EmulatorConfig(latency_ms=latency_ms, jitter_ms=latency_ms / 2, answer_fn=walk_answer)
     options = RealtimeOptions(provider=f"fake:{vendor}", concurrency=concurrency)
     with providers_setup.realtime_executor(options, paths.config_dir, emulator_config=config) as f:
-        outcome = Runner(paths, executor=f).run()
-    print(json.dumps({"status": outcome.status.value, "reason": outcome.reason}), flush=True)
+        Runner(paths, executor=f).run()
 
 
-def start_child(run: Path, vendor: str, latency_ms: float, concurrency: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        child_command(run, vendor, latency_ms, concurrency),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=offline_env(),
-        cwd=str(run.parent),
-    )
+def start_child(run: Path, vendor: str, latency_ms: float, concurrency: int) -> Any:
+    """``child_main`` in a forked process: the SDKs this process imported come along, so the
+    child starts in milliseconds instead of seconds."""
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=child_main, args=(str(run), vendor, latency_ms, concurrency))
+    child.start()
+    return child
 
 
 def realtime_attempts(paths: RunPaths) -> int:
@@ -466,4 +439,3 @@ def realtime_attempts(paths: RunPaths) -> int:
     except sqlite3.Error:
         return 0
     return int(rows[0][0])
-

@@ -130,16 +130,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "engine/runner.py: _finish() marks the run complete (set_run_status(FINISH)) before "
-        "export_run() writes outputs/, and _drive() returns at once for a complete run with "
-        "no work left, without exporting. A kill -9 during the final export leaves a run "
-        "that says complete, exits 0 on every resume, and has no (or partial) exports."
-    ),
-)
 @pytest.mark.parametrize("injection", [BEFORE_EXPORT, MID_EXPORT], ids=["before", "mid"])
 def test_kill_9_between_complete_and_export_then_resume_exports(
     tmp_path: Path, reference: Path, injection: str

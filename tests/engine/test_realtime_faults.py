@@ -52,10 +52,8 @@ def _report_valid(paths) -> int:
 
 def test_429_with_retry_after_backs_off_and_recovers(lane: Lane, tmp_path: Path) -> None:
     paths = _run(lane, tmp_path)
-    config = EmulatorConfig(
-        answer_fn=walk_answer, fault_schedule=("429", "429"), retry_after_s=0.5
-    )
-    drive = lane.drive(paths, config, rpm=600)
+    config = EmulatorConfig(answer_fn=walk_answer, fault_schedule=("429", "429"), retry_after_s=0.5)
+    drive = lane.drive(paths, config, rpm=3000)
 
     assert drive.outcome.status.value == "complete"
     check_ledger(paths)
@@ -118,9 +116,7 @@ def test_a_hung_request_times_out_and_the_unit_is_retried(tmp_path: Path, lane: 
     assert (stage, outcome, response) == ("provider", "error", None)
     assert "ProviderTimeout" in errors_json
     # the same unit then succeeded on its second attempt
-    unit = ledger_rows(
-        paths, "SELECT uid FROM attempts WHERE outcome = 'error'"
-    )[0][0]
+    unit = ledger_rows(paths, "SELECT uid FROM attempts WHERE outcome = 'error'")[0][0]
     assert ledger_rows(
         paths, "SELECT attempt_no, outcome FROM attempts WHERE uid = ? ORDER BY attempt_no", unit
     ) == [(1, "error"), (2, "valid")]

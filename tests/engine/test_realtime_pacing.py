@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from octopipe.engine.pacing import HEADROOM, Pacer
 
@@ -37,7 +38,7 @@ async def test_sends_are_evenly_spaced_just_under_the_limit() -> None:
     for _ in range(20):
         await p.wait_turn(10)
         starts.append(time.now)
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(abs(g - 0.1 / HEADROOM) < 1e-3 for g in gaps)
 
 
@@ -86,5 +87,5 @@ async def test_requests_waiting_for_a_slot_book_again_after_a_429() -> None:
     await asyncio.gather(*tasks)
     later = sorted(sent)[2:]
     assert all(t >= refused_at + 1.0 - 1e-6 for t in later), (refused_at, sent)
-    gaps = [b - a for a, b in zip(later, later[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(later)]
     assert all(g >= 0.2 / HEADROOM - 1e-3 for g in gaps), gaps  # half the rate

@@ -144,17 +144,6 @@ _runner.load_pipeline = _load_then_signal
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "engine/runner.py: the SIGINT/SIGTERM handlers are installed only after the runner's "
-        "start-up (load_pipeline, release_in_flight, set_run_status). A SIGINT in that window "
-        "goes to asyncio.run()'s own handler, which cancels the main task: one more chunk is "
-        "computed, then CancelledError skips _finish(), so the run is left 'running' "
-        "(shown detached), not paused. A SIGTERM there kills the process outright (exit -15)."
-    ),
-)
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_signal_while_the_runner_starts_still_pauses(tmp_path: Path, signame: str) -> None:
     runs = tmp_path / "runs"

@@ -331,6 +331,16 @@ def export_step(
     return write_export(ledger, paths, step_idx, fmt=fmt, compress=compress, failures=failures).path
 
 
+def default_export_names(ledger: Ledger) -> list[str]:
+    last = ledger.steps[-1].name
+    return [f"{last}_validated.jsonl"] + [f"{s.name}_failures.jsonl" for s in ledger.steps]
+
+
+def exports_present(ledger: Ledger, paths: RunPaths) -> bool:
+    """Whether every default export of the run exists (they are written atomically)."""
+    return all((paths.outputs / name).is_file() for name in default_export_names(ledger))
+
+
 def export_run(ledger: Ledger, paths: RunPaths) -> list[Path]:
     """The default exports at the end of a run: the last step's results and every failure."""
     last = len(ledger.steps) - 1

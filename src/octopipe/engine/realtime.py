@@ -94,7 +94,6 @@ class RealtimeExecutor:
         self.retry = config.api.retry
         self.auto_retry = config.api.realtime.auto_retry
         self.cost_cap = options.max_cost_usd or config.api.realtime.cost_cap_usd
-        self.deadline = time.monotonic() + options.timeout_s if options.timeout_s else None
         self.concurrency = options.concurrency or config.api.realtime.concurrency or 32
         self.spent = ctx.ledger.cost_totals().known_usd
         self.calls_priced = 0
@@ -103,6 +102,9 @@ class RealtimeExecutor:
         self.done: list[Finished] = []
         self.trace = Trace(ctx.paths.trace)
         self.targets = [t for t in self._targets(client_for) if t is not None]
+        # The time limit counts from here: building the clients imports the vendor SDKs,
+        # which takes seconds on a slow machine and would eat a short limit before any call.
+        self.deadline = time.monotonic() + options.timeout_s if options.timeout_s else None
 
     # --- set-up ------------------------------------------------------------------------------
 

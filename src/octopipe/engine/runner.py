@@ -26,7 +26,7 @@ from octopipe.core.states import CommandEvent, RunEvent, RunStatus, UnitStepStat
 from octopipe.core.steps import CompiledPipeline, CompiledStep, StepResult
 from octopipe.engine import commands
 from octopipe.engine.control import writer_waiting
-from octopipe.engine.exports import export_run
+from octopipe.engine.exports import export_run, exports_present
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.runlog import RunLog
 from octopipe.errors import EXIT_INTERRUPTED, RunLocked, UnstorableValue, UsageError
@@ -100,6 +100,9 @@ class Runner:
                 f"run {self.paths.name!r} is already being driven by another "
                 "process; use `octopipe watch` to follow it"
             )
+        # Handlers go in before the event loop starts, so a signal during start-up pauses the
+        # run too (asyncio.run then leaves SIGINT to us).
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             ledger = Ledger.open(self.paths.ledger)
             log = RunLog(self.paths.log, self.echo)
@@ -109,6 +112,8 @@ class Runner:
                 log.close()
                 ledger.close()
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             lock.release()
 
     def request_stop(self, reason: str, kill: bool = False) -> None:
@@ -130,6 +135,9 @@ class Runner:
         pipeline = load_pipeline(self.paths.config_dir)
         compiled = CompiledPipeline(pipeline)
         if info.status in (RunStatus.COMPLETE, RunStatus.FAILED) and not _has_work(ledger):
+            if self.export and not exports_present(ledger, self.paths):
+                written = export_run(ledger, self.paths)  # e.g. killed mid-export before
+                log.write("EXPORT", ", ".join(p.name for p in written))
             return RunOutcome(info.status, info.status_reason, ledger.counts())
         _reject_stale_stops(ledger)
         released = ledger.release_in_flight()
@@ -148,12 +156,7 @@ class Runner:
             self.paths, ledger, compiled, log, lambda: bool(self._stop_reason), self.request_stop
         )
         executor = self.executor_factory(context) if self.executor_factory else None
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            await self._loop(ledger, log, compiled, executor)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        await self._loop(ledger, log, compiled, executor)
         return await self._finish(ledger, log, executor)
 
     async def _loop(
@@ -200,12 +203,14 @@ class Runner:
             log.write("KILLED" if self._kill else "PAUSED", self._stop_reason)
             code = EXIT_INTERRUPTED if self._interrupts else 0
             return RunOutcome(status, self._stop_reason, ledger.counts(), code)
-        status = ledger.set_run_status(RunEvent.FINISH)
-        counts = ledger.counts()
-        log.write("COMPLETE", _summary(ledger, counts))
+        # Export first, then say complete: a crash in between leaves a running run that the
+        # next start finishes, never a "complete" run without its outputs.
         if self.export:
             written = export_run(ledger, self.paths)
             log.write("EXPORT", ", ".join(str(p.name) for p in written))
+        status = ledger.set_run_status(RunEvent.FINISH)
+        counts = ledger.counts()
+        log.write("COMPLETE", _summary(ledger, counts))
         return RunOutcome(status, None, counts, 0)
 
     def _apply_commands(self, ledger: Ledger, log: RunLog) -> None:
