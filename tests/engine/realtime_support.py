@@ -50,7 +50,12 @@ from octopipe.engine.create import RunOptions, create_run
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.realtime import RealtimeExecutor, RealtimeOptions
 from octopipe.engine.runner import RunContext, Runner, RunOutcome
-from octopipe.providers.emulator import EmulatorConfig, EmulatorRequest, EmulatorThread
+from octopipe.providers.emulator import (
+    EmulatorConfig,
+    EmulatorRequest,
+    EmulatorThread,
+    default_answer,
+)
 from octopipe.store.ledger import Ledger
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,11 +113,11 @@ def make_run(pipeline: Path, runs: Path, name: str = "r1", **options: Any) -> Ru
 _TRAIL = re.compile(r"in order:\n([0-9, ]+)")
 
 
-def walk_answer(request: EmulatorRequest) -> dict[str, Any] | None:
-    """What a careful model answers for random_walk's ``report`` step (None: not that prompt)."""
+def walk_answer(request: EmulatorRequest) -> str | dict[str, Any]:
+    """What a careful model answers for random_walk's ``report`` step."""
     match = _TRAIL.search(request.prompt)
     if match is None:
-        return None
+        return default_answer(request)
     trail = [int(x) for x in match.group(1).split(",")]
     end = trail[-1]
     return {
@@ -136,14 +141,14 @@ def card_strategy_draws(opening: list[int], pile: list[int], stop_at: int) -> in
     return drawn
 
 
-def card_answer(request: EmulatorRequest) -> dict[str, Any] | None:
+def card_answer(request: EmulatorRequest) -> str | dict[str, Any]:
     """card_game's ``play`` step: right for some hands, a miscounted total (fails
     ``check_play``) or a strategy broken (fails ``check_strategy``) for others."""
     opening = re.search(r"Your opening cards: ([0-9, ]+) \(", request.prompt)
     pile = re.search(r"top card first: ([0-9, ]+)\.", request.prompt)
     stop = re.search(r"below (\d+), then stop", request.prompt)
     if not (opening and pile and stop):
-        return None
+        return default_answer(request)
     hand = [int(x) for x in re.findall(r"\d+", opening.group(1))]
     cards = [int(x) for x in re.findall(r"\d+", pile.group(1))]
     stop_at = int(stop.group(1))
@@ -260,6 +265,7 @@ class Lane:
     def drive(self, paths: RunPaths, config: EmulatorConfig, **overrides: Any) -> Drive:
         if self.name != COMPATIBLE:
             return drive(paths, self.options(**overrides), config)
+        assert self.port is not None
         with EmulatorThread(dataclasses.replace(config, port=self.port)) as emulator:
             return drive(paths, self.options(**overrides), emulator=emulator)
 

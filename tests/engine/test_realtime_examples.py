@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from realtime_support import (
@@ -21,6 +22,7 @@ from realtime_support import (
 )
 
 from octopipe.core.states import UnitStepState
+from octopipe.engine.paths import RunPaths
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.providers.emulator import EmulatorConfig
 from octopipe.store.ledger import Ledger
@@ -30,7 +32,7 @@ def _options(vendor: str) -> RealtimeOptions:
     return RealtimeOptions(provider=f"fake:{vendor}", model=VENDOR_MODELS[vendor])
 
 
-def _exported(paths, name: str) -> list[dict]:  # type: ignore[no-untyped-def]
+def _exported(paths: RunPaths, name: str) -> list[dict[str, Any]]:
     text = (paths.root / "outputs" / name).read_text()
     return [json.loads(line) for line in text.splitlines()]
 

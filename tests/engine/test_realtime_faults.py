@@ -26,7 +26,7 @@ from realtime_support import (
 
 from octopipe.core.states import UnitStepState
 from octopipe.engine.pacing import HEADROOM
-from octopipe.providers.emulator import EmulatorConfig
+from octopipe.providers.emulator import EmulatorConfig, EmulatorRequest
 from octopipe.store.ledger import Ledger
 
 UNITS = 6
@@ -152,10 +152,9 @@ def test_malformed_answers_are_retried_and_kept(lane: Lane, tmp_path: Path) -> N
 def test_repairable_json_is_repaired_without_a_retry(lane: Lane, tmp_path: Path) -> None:
     """A fenced answer with a trailing comma is repaired, not retried."""
 
-    def sloppy(request):  # type: ignore[no-untyped-def]
+    def sloppy(request: EmulatorRequest) -> str:
         answer = walk_answer(request)
-        if answer is None:
-            return None
+        assert isinstance(answer, dict)
         body = ", ".join(f'"{k}": {v!r}'.replace("'", '"') for k, v in answer.items())
         return "Here it is:\n```json\n{" + body + ",}\n```"
 

@@ -15,6 +15,7 @@ import random
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import openai  # noqa: F401  (imported before forking: children start in milliseconds)
 import pytest
@@ -34,6 +35,7 @@ from octopipe.core.config import load_pipeline
 from octopipe.core.costs import cost_usd
 from octopipe.core.registry import load_registry
 from octopipe.core.steps import CompiledPipeline
+from octopipe.engine.paths import RunPaths
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.providers.emulator import EmulatorConfig, EmulatorRequest
 from octopipe.providers.emulator.answers import make_answer
@@ -44,7 +46,7 @@ KILLS = 4
 MODEL = "gpt-4o-mini"  # the example's model; `fake` alone speaks OpenAI's wire format
 
 
-def _kill_once(paths, rng: random.Random, first: bool) -> dict:  # type: ignore[no-untyped-def]
+def _kill_once(paths: RunPaths, rng: random.Random, first: bool) -> dict[str, Any]:
     before = realtime_attempts(paths)
     child = start_child(paths.root, "openai", latency_ms=40.0, concurrency=4)
     if first:  # somewhere in start-up or the first calls

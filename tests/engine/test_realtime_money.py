@@ -5,7 +5,9 @@ the run folder."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from realtime_support import (
@@ -26,11 +28,13 @@ from realtime_support import (
 from octopipe.core.costs import cost_usd as price
 from octopipe.core.costs import format_usd
 from octopipe.core.registry import load_registry
+from octopipe.engine.paths import RunPaths
 from octopipe.engine.queries import run_status
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.providers.emulator import EmulatorConfig
 from octopipe.providers.emulator.answers import make_answer
 from octopipe.store.ledger import Ledger
+from octopipe.store.records import CostTotals, RunInfo
 
 CACHED = 16
 SECRETS = {
@@ -42,8 +46,8 @@ SECRETS = {
 }
 
 
-def _walk(tmp: Path, edit=None) -> Path:  # type: ignore[no-untyped-def]
-    def edit_config(config: dict) -> None:
+def _walk(tmp: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    def edit_config(config: dict[str, Any]) -> None:
         fast_retries(config)
         if edit is not None:
             edit(config)
@@ -51,7 +55,7 @@ def _walk(tmp: Path, edit=None) -> Path:  # type: ignore[no-untyped-def]
     return copy_example("random_walk", tmp, edit_config)
 
 
-def _run_info(paths):  # type: ignore[no-untyped-def]
+def _run_info(paths: RunPaths) -> tuple[RunInfo, CostTotals]:
     ledger = Ledger.open(paths.ledger, readonly=True)
     try:
         return ledger.run_info(), ledger.cost_totals()
@@ -156,7 +160,7 @@ def test_api_keys_never_reach_the_run_folder(tmp_path: Path) -> None:
         env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
     assert capped.returncode == 1, capped.stderr
-    info, _ = _run_info(make_paths(runs / "capped"))
+    info, _ = _run_info(RunPaths(runs / "capped"))
     assert info.status.value == "paused"
     assert info.status_reason is not None and "cost cap $0.0002" in info.status_reason
 
@@ -165,7 +169,7 @@ def test_api_keys_never_reach_the_run_folder(tmp_path: Path) -> None:
     ).start()
     try:
 
-        def compatible(config: dict) -> None:
+        def compatible(config: dict[str, Any]) -> None:
             set_keys(config, "api.provider", "openai-compatible")
             set_keys(config, "api.base_url", emulator.base_url_for("openai-compatible"))
             set_keys(config, "api.model", "local-model")
@@ -179,7 +183,7 @@ def test_api_keys_never_reach_the_run_folder(tmp_path: Path) -> None:
     finally:
         emulator.stop()
     assert timed.returncode == 1, timed.stderr
-    info, totals = _run_info(make_paths(runs / "timed"))
+    info, totals = _run_info(RunPaths(runs / "timed"))
     assert (info.status.value, info.status_reason) == ("paused", "time limit reached")
     assert stats["responses"].get("401", 0) == 0  # the key was sent, and accepted
     assert totals.attempts == stats["responses"]["200"] > 0
@@ -195,9 +199,3 @@ def test_api_keys_never_reach_the_run_folder(tmp_path: Path) -> None:
     # nor any part of a key that a masked echo would keep (every key has SECRET in it)
     assert b"SECRET" not in printed
     assert not [p for p in files if b"SECRET" in p.read_bytes()]
-
-
-def make_paths(root: Path):  # type: ignore[no-untyped-def]
-    from octopipe.engine.paths import RunPaths
-
-    return RunPaths(root)

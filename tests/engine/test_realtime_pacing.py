@@ -28,7 +28,7 @@ class FakeTime:
 
 
 def pacer(time: FakeTime, **limits: float) -> Pacer:
-    return Pacer(**limits, clock=time.clock, sleep=time.sleep)  # type: ignore[arg-type]
+    return Pacer(**limits, clock=time.clock, sleep=time.sleep)
 
 
 async def test_sends_are_evenly_spaced_just_under_the_limit() -> None:

@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from octopipe.cli.output import console, print_json
+from octopipe.cli.progress_view import ProgressView
 from octopipe.core.checker import check_pipeline
 from octopipe.core.config import CONFIG_NAMES, load_pipeline
 from octopipe.core.costs import Mode
@@ -187,8 +188,15 @@ def run(
         timeout_s=parse_duration(timeout) if timeout else None,
         max_attempts=max_attempts,
     )
-    with realtime_executor(options, paths.config_dir) as factory:
-        outcome = Runner(paths, echo=None if quiet else sys.stderr, executor=factory).run()
+    live = sys.stderr.isatty() and not quiet
+    echo = None if (quiet or live) else sys.stderr
+    with (
+        realtime_executor(options, paths.config_dir) as factory,
+        ProgressView(sys.stderr, live) as progress_view,
+    ):
+        outcome = Runner(
+            paths, echo=echo, executor=factory, progress=None if quiet else progress_view
+        ).run()
     view = run_status(paths)
     _print_status(view)
     if outcome.exit_code:

@@ -28,6 +28,12 @@ from octopipe.engine import commands
 from octopipe.engine.control import writer_waiting
 from octopipe.engine.exports import export_run, exports_present
 from octopipe.engine.paths import RunPaths
+from octopipe.engine.progress import (
+    PROGRESS_EVERY_S,
+    ProgressSnapshot,
+    ProgressTracker,
+    snapshot_steps,
+)
 from octopipe.engine.runlog import RunLog
 from octopipe.errors import EXIT_INTERRUPTED, RunLocked, UnstorableValue, UsageError
 from octopipe.store.ledger import Ledger
@@ -82,11 +88,15 @@ class Runner:
         echo: TextIO | None = None,
         executor: ExecutorFactory | None = None,
         export: bool = True,
+        progress: Callable[[ProgressSnapshot], None] | None = None,
     ) -> None:
         self.paths = paths
         self.echo = echo
         self.executor_factory = executor
         self.export = export
+        self.progress = progress
+        self._tracker = ProgressTracker()
+        self._last_progress = 0.0
         self._stop_reason: str | None = None
         self._kill = False
         self._interrupts = 0
@@ -166,6 +176,7 @@ class Runner:
         while not self._stop_reason:
             await _yield_to_waiting_writer(self.paths)
             self._apply_commands(ledger, log)
+            self._report_progress(ledger, executor)
             progressed = False
             for index, cstep in enumerate(compiled.steps):
                 if not cstep.is_llm and not self._stop_reason:
@@ -196,6 +207,7 @@ class Runner:
     ) -> RunOutcome:
         if executor is not None:
             await executor.stop()
+        self._report_progress(ledger, executor, force=True)
         if self._stop_reason:
             ledger.release_in_flight()
             event = RunEvent.KILL if self._kill else RunEvent.PAUSE
@@ -212,6 +224,17 @@ class Runner:
         counts = ledger.counts()
         log.write("COMPLETE", _summary(ledger, counts))
         return RunOutcome(status, None, counts, 0)
+
+    def _report_progress(
+        self, ledger: Ledger, executor: LLMExecutor | None, force: bool = False
+    ) -> None:
+        now = time.monotonic()
+        if self.progress is None or (not force and now - self._last_progress < PROGRESS_EVERY_S):
+            return
+        self._last_progress = now
+        steps = snapshot_steps([(s.name, s.scope) for s in ledger.steps], ledger.counts())
+        spent = getattr(executor, "spent", None)
+        self.progress(self._tracker.update(steps, spent))
 
     def _apply_commands(self, ledger: Ledger, log: RunLog) -> None:
         for command in ledger.pending_commands():

@@ -1,0 +1,75 @@
+"""Benchmark: `status`, `verify` and `ps` on a 1,000,000-unit run, as a user runs them.
+
+Creates the run with `octopipe init` (1,000,000 units), then fills step states set-based in
+SQL to look like a run mid-way (walk all valid; classify 97% valid, 1% failed, 1% in flight,
+1% missing), and times each command as a subprocess (interpreter start-up included).
+
+    python bench/tools_1m.py [--units 1000000]
+
+Bar (SPEC §8): about a second each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OCTOPIPE = str(Path(sys.executable).with_name("octopipe"))
+
+
+def timed(*args: str) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run([OCTOPIPE, *args], capture_output=True, text=True, check=False)
+    return time.perf_counter() - start, done.stdout
+
+
+def fill(ledger: Path) -> None:
+    db = sqlite3.connect(ledger)
+    db.execute("BEGIN")
+    db.execute("UPDATE unit_steps SET state = 'valid', attempts = 1, output_json = '{\"pos\":3}' "
+               "WHERE step_idx = 0")
+    db.execute("""INSERT INTO unit_steps(step_idx, uid, state, attempts, output_json, updated_at)
+        SELECT 1, uid, CASE WHEN uid % 100 = 0 THEN 'failed' WHEN uid % 100 = 1 THEN 'in_flight'
+                            ELSE 'valid' END, 1,
+               CASE WHEN uid % 100 > 1 THEN '{"label":"x"}' END, 'T'
+        FROM units WHERE uid % 100 != 2""")
+    db.commit()
+    db.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", type=int, default=1_000_000)
+    args = parser.parse_args()
+    runs = Path(tempfile.mkdtemp(prefix="octopipe-tools-"))
+    try:
+        t_init, _ = timed("init", str(HERE / "pipelines" / "million"), "--run", "big",
+                          "--runs-dir", str(runs), "--repeat", str(args.units))
+        fill(runs / "big" / "ledger.db")
+        results: dict[str, float | int | bool] = {"units": args.units,
+                                                  "init_s": round(t_init, 1)}
+        for name, argv in (("status", ["status", "big", "--json"]),
+                           ("verify", ["verify", "big", "--json"]),
+                           ("ps", ["ps", "--json"])):
+            best = min(timed(*argv, "--runs-dir", str(runs))[0] for _ in range(3))
+            results[f"{name}_s"] = round(best, 2)
+        _, verify_out = timed("verify", "big", "--json", "--runs-dir", str(runs))
+        report = json.loads(verify_out)
+        results["verify_missing_ids_listed"] = sum(len(s["missing"]) for s in report["steps"])
+        baseline = min(timed("--version")[0] for _ in range(3))
+        results["interpreter_and_import_s"] = round(baseline, 2)
+        print(json.dumps(results, indent=2))
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
