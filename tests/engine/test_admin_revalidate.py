@@ -103,8 +103,12 @@ def test_relaxed_source_rule_makes_the_answer_valid(judged) -> None:
 
 def test_source_config_must_be_known_and_run_must_not_be_live(judged) -> None:
     pipeline, paths = judged
-    with pytest.raises(UsageError, match="--use-source-config PATH"):
+    moved = pipeline.with_name(pipeline.name + "_moved")
+    pipeline.rename(moved)  # the run recorded its source folder; it is gone now
+    with pytest.raises(UsageError) as info:
         revalidate_run(paths, use_source=True)
+    assert "--use-source-config PATH" in str(info.value) or "does not exist" in str(info.value)
+    moved.rename(pipeline)
     with pytest.raises(UsageError, match="does not exist"):
         revalidate_run(paths, source=pipeline / "nope")
     with pytest.raises(UsageError, match="not an LLM step"):

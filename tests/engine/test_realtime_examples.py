@@ -121,8 +121,10 @@ def test_persona_panel_keeps_only_well_judged_messages(vendor: str, tmp_path: Pa
         assert record["persona_fit"] >= 0.6 and record["mood_fit"] >= 0.6, record
         assert 8 <= len(record["message"].split()) <= 80
         assert record["tone"] in ("warm", "neutral", "sharp")
-    states = step_states(paths, "judge")
-    assert len(states) == 8 and set(states.values()) <= {
-        UnitStepState.VALID,
-        UnitStepState.EXHAUSTED,
-    }
+    written = step_states(paths, "write")
+    judged_states = step_states(paths, "judge")
+    assert len(written) == 8
+    assert set(judged_states) == {u for u, s in written.items() if s is UnitStepState.VALID}
+    assert set(judged_states.values()) <= {UnitStepState.VALID, UnitStepState.EXHAUSTED}
+    valid = [u for u, s in judged_states.items() if s is UnitStepState.VALID]
+    assert sorted(r["unit_id"] for r in judged) == sorted(valid)

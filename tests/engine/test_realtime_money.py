@@ -133,7 +133,7 @@ def test_timeout_pauses_promptly_without_sending_what_waits_for_the_pacer(tmp_pa
 
     assert result.outcome.status.value == "paused"
     assert result.outcome.reason == "time limit reached"
-    assert result.seconds < 3.0
+    assert result.seconds < 3.5  # 1 s limit + start-up; before the fix: ~5 s
     assert result.stats["requests_total"] <= 4  # ~2 per second, nothing after the limit
     info, totals = _run_info(paths)
     assert info.status.value == "paused" and info.status_reason == "time limit reached"
@@ -186,7 +186,7 @@ def test_api_keys_never_reach_the_run_folder(tmp_path: Path) -> None:
     info, totals = _run_info(RunPaths(runs / "timed"))
     assert (info.status.value, info.status_reason) == ("paused", "time limit reached")
     assert stats["responses"].get("401", 0) == 0  # the key was sent, and accepted
-    assert totals.attempts == stats["responses"]["200"] > 0
+    assert totals.attempts == stats["responses"].get("200", 0) > 0
 
     files = [p for p in runs.rglob("*") if p.is_file()]
     assert any(p.name == "ledger.db" for p in files) and any(p.name == "trace.jsonl" for p in files)

@@ -1,11 +1,13 @@
 """The ``octopipe`` command line: parse arguments, call the core or engine, render the result.
 
 Only this package exits the process. Errors from the tree in ``octopipe.errors`` become a
-message on stderr and the exit code of their category.
+message on stderr and the exit code of their category. Commands are imported when they run
+(``LazyGroup``), so ``octopipe status`` does not pay for parsing pipelines or provider SDKs.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -13,22 +15,63 @@ import click
 from dotenv import load_dotenv
 
 from octopipe import __version__
-from octopipe.cli import emulator_cmd, inspect_cmds, run_cmds, validate_cmd
 from octopipe.cli.output import run_guarded
 
+# command name -> (module under octopipe.cli, attribute)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("validate_cmd", "validate"),
+    "units": ("inspect_cmds", "units"),
+    "try": ("inspect_cmds", "try_unit"),
+    "init": ("run_cmds", "init"),
+    "run": ("run_cmds", "run"),
+    "status": ("status_cmds", "status"),
+    "ps": ("status_cmds", "ps"),
+    **{
+        name: ("admin_cmds", name)
+        for name in (
+            "info",
+            "verify",
+            "repair",
+            "retry",
+            "revalidate",
+            "export",
+            "pause",
+            "kill",
+            "rename",
+            "archive",
+            "unarchive",
+            "logs",
+        )
+    },
+    "models": ("models_cmd", "models"),
+    "emulator": ("emulator_cmd", "emulator"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module = importlib.import_module(f"octopipe.cli.{target[0]}")
+        command = getattr(module, target[1])
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, "--version", "-V", prog_name="octopipe")
 def cli() -> None:
     """Run multi-step LLM pipelines over many units, in batch or realtime, with a durable
     ledger. Reads Octobatch pipeline folders unchanged."""
-
-
-cli.add_command(validate_cmd.validate)
-cli.add_command(inspect_cmds.units)
-cli.add_command(inspect_cmds.try_unit)
-for command in (run_cmds.init, run_cmds.run, run_cmds.status, run_cmds.ps, emulator_cmd.emulator):
-    cli.add_command(command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -36,13 +79,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     are read into this process's environment only, never written anywhere."""
     load_dotenv(override=False)
     sys.exit(run_guarded(cli, list(argv) if argv is not None else None))
-
-
-from octopipe.cli import models_cmd  # noqa: E402  (appended last to keep merges simple)
-
-cli.add_command(models_cmd.models)
-
-from octopipe.cli import admin_cmds  # noqa: E402  (appended last to keep merges simple)
-
-for command in admin_cmds.COMMANDS:
-    cli.add_command(command)

@@ -17,17 +17,41 @@ from typing import Any
 
 import click
 
+from octopipe.cli.options import runs_dir_option
 from octopipe.cli.output import console, print_json
-from octopipe.cli.run_cmds import runs_dir_option
-from octopipe.engine.archive import archive_run, unarchive_run
 from octopipe.engine.control import change_run_detailed, run_details, step_index
-from octopipe.engine.exports import FORMATS, write_export
 from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
-from octopipe.engine.revalidate import revalidate_run
 from octopipe.errors import EXIT_FAILURE, EXIT_OK
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import is_held
 from octopipe.store.records import STAGES, VerifyReport
+
+
+# Heavy engine modules (pipeline parsing, validation) are imported only by the commands that
+# use them, so `verify`, `info` and `logs` start fast.
+def _revalidate_run(*args: Any, **kwargs: Any) -> Any:
+    from octopipe.engine.revalidate import revalidate_run
+
+    return revalidate_run(*args, **kwargs)
+
+
+def _write_export(*args: Any, **kwargs: Any) -> Any:
+    from octopipe.engine.exports import write_export
+
+    return write_export(*args, **kwargs)
+
+
+def _archive_run(*args: Any, **kwargs: Any) -> Any:
+    from octopipe.engine.archive import archive_run
+
+    return archive_run(*args, **kwargs)
+
+
+def _unarchive_run(*args: Any, **kwargs: Any) -> Any:
+    from octopipe.engine.archive import unarchive_run
+
+    return unarchive_run(*args, **kwargs)
+
 
 RECORDED = "@recorded"  # --use-source-config without a PATH: the folder the ledger recorded
 FOLLOW_POLL_S = 0.25
@@ -317,7 +341,7 @@ def revalidate(
     """
     paths = _paths(run, runs_dir)
     source = None if source_config in (None, RECORDED) else Path(source_config)
-    report = revalidate_run(
+    report = _revalidate_run(
         paths, step=step_name, use_source=source_config is not None, source=source
     )
     remaining = report.still_failing + report.unparseable + report.skipped
@@ -355,7 +379,7 @@ def revalidate(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(FORMATS),
+    type=click.Choice(["jsonl", "csv", "parquet"]),
     default="jsonl",
     show_default=True,
     help="File format (parquet needs the optional pyarrow).",
@@ -386,11 +410,11 @@ def export(
         else:
             indexes = [len(ledger.steps) - 1]
         written = [
-            write_export(
+            _write_export(
                 ledger,
                 paths,
                 k,
-                fmt=fmt,  # type: ignore[arg-type]
+                fmt=fmt,
                 compress=compress,
                 failures=failures,
             )
@@ -472,7 +496,7 @@ def rename(run: str, display_name: str, runs_dir: Path | None, wait_s: float, as
 def archive(run: str, runs_dir: Path | None) -> int:
     """Move a finished run (complete, failed or killed; no live runner) into
     RUNS/_archive/. Refused if a run of that name is already archived."""
-    moved = archive_run(_base(runs_dir), run)
+    moved = _archive_run(_base(runs_dir), run)
     click.echo(f"archived {moved.name} -> {moved.root}")
     return EXIT_OK
 
@@ -483,7 +507,7 @@ def archive(run: str, runs_dir: Path | None) -> int:
 def unarchive(run: str, runs_dir: Path | None) -> int:
     """Move an archived run back into the runs folder. Refused if a run of that name exists
     there."""
-    moved = unarchive_run(_base(runs_dir), run)
+    moved = _unarchive_run(_base(runs_dir), run)
     click.echo(f"unarchived {moved.name} -> {moved.root}")
     return EXIT_OK
 

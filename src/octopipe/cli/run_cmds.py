@@ -7,33 +7,27 @@ import sys
 from pathlib import Path
 
 import click
-from rich.table import Table
 
+from octopipe.cli.options import runs_dir_option, runs_dir_or_default
 from octopipe.cli.output import console, print_json
 from octopipe.cli.progress_view import ProgressView
+from octopipe.cli.status_cmds import _print_status
 from octopipe.core.checker import check_pipeline
 from octopipe.core.config import CONFIG_NAMES, load_pipeline
 from octopipe.core.costs import Mode
 from octopipe.core.states import RunStatus
 from octopipe.engine.create import CreatedRun, RunOptions, create_run
 from octopipe.engine.estimate import estimate_pipeline
-from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
+from octopipe.engine.paths import resolve_run
 from octopipe.engine.providers_setup import realtime_executor, split_fake
-from octopipe.engine.queries import RunStatusView, list_runs, run_status
+from octopipe.engine.queries import run_status
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner
 from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError, UsageError
 
-runs_dir_option = click.option(
-    "--runs-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder holding runs (default: $OCTOPIPE_RUNS_DIR or ./runs).",
-)
-
 
 def _runs_dir(value: Path | None) -> Path:
-    return value if value is not None else default_runs_dir()
+    return runs_dir_or_default(value)
 
 
 def _init_options(f):
@@ -247,92 +241,4 @@ def _is_pipeline(path: Path) -> bool:
     return path.is_dir() and any((path / n).is_file() for n in CONFIG_NAMES)
 
 
-@click.command()
-@click.argument("run_name", metavar="RUN")
-@runs_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def status(run_name: str, runs_dir: Path | None, as_json: bool) -> int:
-    """Where a run stands: per step, units pending, in flight, valid, failed; cost; liveness."""
-    view = run_status(resolve_run(run_name, _runs_dir(runs_dir)))
-    if as_json:
-        print_json(view.to_dict())
-    else:
-        _print_status(view)
-    return EXIT_OK
-
-
-def _print_status(view: RunStatusView) -> None:
-    live = f"runner pid {view.runner_pid}" if view.live else "no runner"
-    reason = f" ({view.reason})" if view.reason else ""
-    console.print(
-        f"[bold]{view.name}[/bold] [{view.pipeline}] {view.status}{reason}; {view.mode}; {live}"
-    )
-    table = Table(box=None, pad_edge=False)
-    for column in ("step", "scope", "pending", "in flight", "valid", "retrying", "failed"):
-        table.add_column(column, justify="left" if column in ("step", "scope") else "right")
-    for step in view.steps:
-        table.add_row(
-            step.name,
-            step.scope,
-            f"{step.pending:,}",
-            f"{step.in_flight:,}",
-            f"{step.valid:,}",
-            f"{step.failed:,}",
-            f"{step.exhausted:,}",
-        )
-    console.print(table)
-    unknown = (
-        f" (+{view.unknown_cost_attempts} calls of unknown cost)"
-        if view.unknown_cost_attempts
-        else ""
-    )
-    console.print(
-        f"cost ${view.cost_usd:.4f}{unknown}; tokens in {view.input_tokens:,}, "
-        f"out {view.output_tokens:,}"
-    )
-
-
-@click.command()
-@runs_dir_option
-@click.option("--all", "include_archived", is_flag=True, help="Include archived runs.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def ps(runs_dir: Path | None, include_archived: bool, as_json: bool) -> int:
-    """List runs with their status, progress, units, cost and mode."""
-    views = list_runs(_runs_dir(runs_dir), include_archived)
-    if as_json:
-        print_json([v.to_dict() for v in views])
-        return EXIT_OK
-    table = Table(box=None, pad_edge=False)
-    for column in (
-        "run",
-        "pipeline",
-        "status",
-        "progress",
-        "units",
-        "valid",
-        "failed",
-        "cost",
-        "mode",
-        "updated",
-    ):
-        table.add_column(column)
-    for v in views:
-        name = f"{v.name} (archived)" if v.archived else v.name
-        table.add_row(
-            name,
-            v.pipeline,
-            v.status,
-            f"{v.progress:.0%}",
-            f"{v.units:,}",
-            f"{v.valid:,}",
-            f"{v.failed:,}",
-            f"${v.cost_usd:.2f}",
-            v.mode,
-            v.updated_at[:19],
-        )
-    console.print(table)
-    console.print(f"{len(views)} run(s); total cost ${sum(v.cost_usd for v in views):.2f}")
-    return EXIT_OK
-
-
-__all__ = ["RunPaths", "init", "ps", "run", "status"]
+__all__ = ["init", "run", "runs_dir_option"]

@@ -18,12 +18,12 @@ from typing import Any
 from octopipe.core.config import Pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, Step
 from octopipe.core.expressions import ExpressionProgram, UnitRandom, unit_random
+from octopipe.core.fields import HIDDEN_FIELDS, visible
 from octopipe.core.prompts import PromptRenderer
 from octopipe.core.units import Unit, fan_out_children
 from octopipe.core.validation import AnswerValidator, Outcome
 from octopipe.errors import ExpressionError, RenderError
 
-HIDDEN_FIELDS = frozenset({"_metadata", "_raw_text"})
 _NO_RANDOM = UnitRandom(0)  # handed to programs that never read `random`
 
 
@@ -207,6 +207,16 @@ class CompiledStep:
         return StepResult(delta={}, children=tuple((c.id, c.fields) for c in children))
 
 
+__all__ = [
+    "HIDDEN_FIELDS",
+    "CompiledPipeline",
+    "CompiledStep",
+    "StepFailure",
+    "StepResult",
+    "visible",
+]
+
+
 class CompiledPipeline:
     """All unit steps of a pipeline, compiled once."""
 
@@ -225,8 +235,3 @@ class CompiledPipeline:
             if step.name == name:
                 return i
         raise KeyError(name)
-
-
-def visible(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The record without bookkeeping fields (what exports and expressions see)."""
-    return {k: v for k, v in record.items() if k not in HIDDEN_FIELDS}

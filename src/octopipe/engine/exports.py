@@ -27,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO, Literal
 
-from octopipe.core.steps import visible
+from octopipe.core.fields import visible
 from octopipe.engine.paths import RunPaths
 from octopipe.errors import UsageError
 from octopipe.store.ledger import Ledger
