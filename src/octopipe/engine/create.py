@@ -7,8 +7,10 @@ the source pipeline folder again: everything comes from ``config/``.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,6 +101,7 @@ def create_run(
     if final.exists():
         raise UsageError(f"a run named {name!r} already exists in {runs_dir}")
     runs_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(runs_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".init", dir=runs_dir))
     staging.chmod(0o755)
     try:
@@ -115,6 +118,19 @@ def create_run(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return CreatedRun(RunPaths(final.resolve()), units, report)
+
+
+STALE_AFTER_S = 600
+
+
+def _remove_stale_staging(runs_dir: Path) -> None:
+    """Remove staging folders an interrupted init left behind (never a recent one: another
+    init may be using it)."""
+    now = time.time()
+    for folder in runs_dir.glob(".*.init"):
+        with contextlib.suppress(OSError):
+            if folder.is_dir() and now - folder.stat().st_mtime > STALE_AFTER_S:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def step_defs(pipeline: Pipeline) -> list[StepDef]:

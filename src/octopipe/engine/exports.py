@@ -14,12 +14,14 @@ Parquet files are compressed internally and refuse it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
 import io
 import json
 import os
 import tempfile
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -58,6 +60,18 @@ def _line(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":")) + "\n"
 
 
+STALE_AFTER_S = 600
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files of this export left by a killed writer (never a recent one)."""
+    now = time.time()
+    for temp in path.parent.glob(f".{path.name}.*"):
+        with contextlib.suppress(OSError):
+            if now - temp.stat().st_mtime > STALE_AFTER_S:
+                temp.unlink()
+
+
 def atomic_write(path: Path, chunks: Iterable[bytes]) -> Path:
     """Write ``chunks`` to ``path`` atomically (temp file, fsync, rename)."""
 
@@ -70,6 +84,7 @@ def atomic_write(path: Path, chunks: Iterable[bytes]) -> Path:
 
 def _atomic(path: Path, fill: Callable[[BinaryIO], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
