@@ -34,8 +34,10 @@ def timed(*args: str) -> tuple[float, str]:
 def fill(ledger: Path) -> None:
     db = sqlite3.connect(ledger)
     db.execute("BEGIN")
-    db.execute("UPDATE unit_steps SET state = 'valid', attempts = 1, output_json = '{\"pos\":3}' "
-               "WHERE step_idx = 0")
+    db.execute(
+        "UPDATE unit_steps SET state = 'valid', attempts = 1, output_json = '{\"pos\":3}' "
+        "WHERE step_idx = 0"
+    )
     db.execute("""INSERT INTO unit_steps(step_idx, uid, state, attempts, output_json, updated_at)
         SELECT 1, uid, CASE WHEN uid % 100 = 0 THEN 'failed' WHEN uid % 100 = 1 THEN 'in_flight'
                             ELSE 'valid' END, 1,
@@ -51,14 +53,23 @@ def main() -> None:
     args = parser.parse_args()
     runs = Path(tempfile.mkdtemp(prefix="octopipe-tools-"))
     try:
-        t_init, _ = timed("init", str(HERE / "pipelines" / "million"), "--run", "big",
-                          "--runs-dir", str(runs), "--repeat", str(args.units))
+        t_init, _ = timed(
+            "init",
+            str(HERE / "pipelines" / "million"),
+            "--run",
+            "big",
+            "--runs-dir",
+            str(runs),
+            "--repeat",
+            str(args.units),
+        )
         fill(runs / "big" / "ledger.db")
-        results: dict[str, float | int | bool] = {"units": args.units,
-                                                  "init_s": round(t_init, 1)}
-        for name, argv in (("status", ["status", "big", "--json"]),
-                           ("verify", ["verify", "big", "--json"]),
-                           ("ps", ["ps", "--json"])):
+        results: dict[str, float | int | bool] = {"units": args.units, "init_s": round(t_init, 1)}
+        for name, argv in (
+            ("status", ["status", "big", "--json"]),
+            ("verify", ["verify", "big", "--json"]),
+            ("ps", ["ps", "--json"]),
+        ):
             best = min(timed(*argv, "--runs-dir", str(runs))[0] for _ in range(3))
             results[f"{name}_s"] = round(best, 2)
         _, verify_out = timed("verify", "big", "--json", "--runs-dir", str(runs))

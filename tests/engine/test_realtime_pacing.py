@@ -89,3 +89,11 @@ async def test_requests_waiting_for_a_slot_book_again_after_a_429() -> None:
     assert all(t >= refused_at + 1.0 - 1e-6 for t in later), (refused_at, sent)
     gaps = [b - a for a, b in itertools.pairwise(later)]
     assert all(g >= 0.2 / HEADROOM - 1e-3 for g in gaps), gaps  # half the rate
+
+
+def test_default_concurrency_is_sized_from_the_rpm_limit() -> None:
+    from octopipe.engine.realtime import default_concurrency
+
+    assert [
+        default_concurrency(r) for r in ([], [120.0], [1200.0], [500.0, 2400.0], [100_000.0])
+    ] == [32, 32, 120, 240, 256]

@@ -94,7 +94,7 @@ class RealtimeExecutor:
         self.retry = config.api.retry
         self.auto_retry = config.api.realtime.auto_retry
         self.cost_cap = options.max_cost_usd or config.api.realtime.cost_cap_usd
-        self.concurrency = options.concurrency or config.api.realtime.concurrency or 32
+        explicit = options.concurrency or config.api.realtime.concurrency
         self.spent = ctx.ledger.cost_totals().known_usd
         self.calls_priced = 0
         self.tasks: set[asyncio.Task[Finished]] = set()
@@ -102,6 +102,9 @@ class RealtimeExecutor:
         self.done: list[Finished] = []
         self.trace = Trace(ctx.paths.trace)
         self.targets = [t for t in self._targets(client_for) if t is not None]
+        self.concurrency = explicit or default_concurrency(
+            [t.pacer.rpm for t in self.targets if t.pacer.rpm]
+        )
         # The time limit counts from here: building the clients imports the vendor SDKs,
         # which takes seconds on a slow machine and would eat a short limit before any call.
         self.deadline = time.monotonic() + options.timeout_s if options.timeout_s else None
@@ -425,6 +428,17 @@ class RealtimeExecutor:
             input_tokens=usage.input_tokens if usage else None,
             output_tokens=usage.output_tokens if usage else None,
         )
+
+
+DEFAULT_CONCURRENCY = 32
+MAX_DEFAULT_CONCURRENCY = 256
+
+
+def default_concurrency(rpms: list[float]) -> int:
+    """Calls in flight when none is configured: enough to reach the RPM limit at a latency of
+    several seconds (a tenth of the limit: 1,200 rpm at 5 s latency needs 100), within bounds."""
+    wanted = int(max(rpms, default=0) // 10)
+    return max(DEFAULT_CONCURRENCY, min(MAX_DEFAULT_CONCURRENCY, wanted))
 
 
 def _now_iso() -> str:
