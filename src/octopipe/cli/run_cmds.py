@@ -193,6 +193,13 @@ def run(
         ).run()
     view = run_status(paths)
     _print_status(view)
+    exported = sorted(p.name for p in paths.outputs.glob("*") if not p.name.startswith("."))
+    if exported:
+        console.print(f"outputs in {paths.outputs}: {', '.join(exported)}", markup=False)
+    if view.status == "paused":
+        console.print(
+            f"paused: {view.reason}; resume with `octopipe run {paths.name}`", markup=False
+        )
     if outcome.exit_code:
         return outcome.exit_code
     return EXIT_OK if outcome.status is RunStatus.COMPLETE else EXIT_FAILURE
