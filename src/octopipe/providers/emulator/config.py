@@ -53,6 +53,8 @@ class EmulatorConfig:
     """Supplies answers; the default is ``answers.default_answer``."""
     seed: int = 0
     max_recorded_requests: int = 1000
+    batch_delay_s: float = 0.0
+    """Batch jobs complete this many seconds after creation (0: as soon as they are read)."""
 
     def __post_init__(self) -> None:
         for kind in (*self.faults, *self.fault_schedule):
@@ -63,6 +65,8 @@ class EmulatorConfig:
             raise ValueError("fault probabilities must not add up to more than 1")
         if self.rpm is not None and self.rpm < 1:
             raise ValueError("rpm must be at least 1")
+        if self.batch_delay_s < 0:
+            raise ValueError("batch_delay_s must not be negative")
         if self.rpm_window_s <= 0 or self.latency_ms < 0 or self.jitter_ms < 0:
             raise ValueError("rpm_window_s must be positive, latencies non-negative")
 

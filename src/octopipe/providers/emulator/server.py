@@ -28,6 +28,12 @@ from typing import Any
 from aiohttp import web
 
 from octopipe.providers.emulator.answers import EmulatorRequest, make_answer
+from octopipe.providers.emulator.batches import (
+    BatchRoutes,
+    BatchStats,
+    BatchStore,
+    mount_batch_routes,
+)
 from octopipe.providers.emulator.config import STATUS_FAULTS, EmulatorConfig
 from octopipe.providers.emulator.faults import EmulatorStats, FaultPlan, RateLimiter
 from octopipe.providers.emulator.vendors import VENDORS
@@ -61,7 +67,8 @@ class EmulatorCore:
         self.config = config
         self.faults = FaultPlan(config)
         self.limiter = RateLimiter(config)
-        self.stats = EmulatorStats()
+        self.stats: EmulatorStats = BatchStats()
+        self.batches = BatchStore(config, self.stats)
         self.requests: deque[EmulatorRequest] = deque(maxlen=config.max_recorded_requests)
         self._rng = random.Random(config.seed)
         self._ids = itertools.count(1)
@@ -70,6 +77,9 @@ class EmulatorCore:
     def build_app(self) -> web.Application:
         self._closing = asyncio.Event()
         app = web.Application()
+        # Batch routes first: Gemini's realtime pattern would swallow :batchGenerateContent.
+        shared = BatchRoutes(self.config, self.stats, self.faults, self.batches, self._sleep)
+        mount_batch_routes(app, shared, MOUNTS)
         for name, vendor in VENDORS.items():
             for route in vendor.routes():
                 handler = self._handler(vendor, route)

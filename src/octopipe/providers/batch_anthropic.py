@@ -1,0 +1,191 @@
+"""Batch adapter for Anthropic Message Batches.
+
+Guarantees:
+
+- ``submit`` sends ``{"requests": [{"custom_id", "params"}]}`` with ``params`` built by the
+  realtime adapter's ``build_params`` (same forced-tool or ``output_config`` structured
+  output), every request on the batch's ``model``.
+- ``poll``: ``in_progress`` and ``canceling`` are ``in_progress``; ``ended`` is ``cancelled``
+  when a cancel was initiated and something was canceled, ``expired`` when nothing ran and
+  requests expired, else ``completed``. ``failed`` counts errored + canceled + expired.
+- ``collect`` streams the SDK's JSONL decoder over ``results_url``. The answer of a
+  ``succeeded`` message is the first ``tool_use`` block's input as JSON (a batch forces one
+  tool; after a crash the adapter no longer knows the tool's name), else the text blocks.
+  ``errored`` results are classified from ``error.type`` as in realtime.
+- **No ``find``**: Message Batches have no metadata and list entries carry nothing of the
+  requests, so ``can_find`` is False and ``find`` raises ``UsageError``. The engine must
+  persist the batch id as soon as ``submit`` returns. ``BatchHandle.metadata`` holds the
+  submitted metadata locally only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal
+
+import anthropic
+
+from octopipe.providers.anthropic_adapter import (
+    AnthropicProvider,
+    StructuredMode,
+    anthropic_usage,
+    answer_text,
+)
+from octopipe.providers.base import LLMResponse, ProviderSettings
+from octopipe.providers.batch_base import (
+    BatchHandle,
+    BatchRequestLine,
+    BatchResultLine,
+    BatchState,
+    BatchStatus,
+    check_custom_ids,
+    not_run,
+    status_line_error,
+    unsupported_find,
+)
+from octopipe.providers.errors_map import map_anthropic_error
+
+# error.type -> HTTP status, so that per-request errors classify as in realtime
+ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+class AnthropicBatchProvider:
+    """``BatchProvider`` over ``AsyncAnthropic.messages.batches``."""
+
+    can_find = False
+
+    def __init__(
+        self, settings: ProviderSettings, structured_mode: StructuredMode = "tool"
+    ) -> None:
+        self.name = settings.provider
+        self._secret = settings.api_key
+        self._timeout_s = settings.timeout_s
+        self._builder = AnthropicProvider(settings, structured_mode=structured_mode)
+        self._client = anthropic.AsyncAnthropic(
+            api_key=settings.api_key,
+            base_url=settings.base_url,
+            timeout=settings.timeout_s,
+            max_retries=settings.max_retries_sdk,
+        )
+
+    def requests(self, lines: Sequence[BatchRequestLine], model: str) -> list[dict[str, Any]]:
+        """The ``requests`` list for ``lines`` (public for tests and dry runs)."""
+        return [
+            {
+                "custom_id": line.custom_id,
+                "params": self._builder.build_params(dataclasses.replace(line.request, model=model)),
+            }
+            for line in lines
+        ]
+
+    async def submit(
+        self, lines: Sequence[BatchRequestLine], *, model: str, metadata: dict[str, str]
+    ) -> BatchHandle:
+        check_custom_ids(lines)
+        try:
+            batch = await self._client.messages.batches.create(
+                requests=self.requests(lines, model)  # type: ignore[arg-type]
+            )
+        except anthropic.AnthropicError as exc:
+            raise self._mapped(exc) from None
+        return BatchHandle(
+            provider=self.name,
+            provider_batch_id=batch.id,
+            created_at=batch.created_at.timestamp(),
+            metadata=dict(metadata),
+        )
+
+    async def poll(self, handle: BatchHandle) -> BatchStatus:
+        try:
+            batch = await self._client.messages.batches.retrieve(handle.provider_batch_id)
+        except anthropic.AnthropicError as exc:
+            raise self._mapped(exc) from None
+        c = batch.request_counts
+        finished = c.succeeded + c.errored + c.canceled + c.expired
+        state: BatchState = "in_progress"
+        if batch.processing_status == "ended":
+            state = "completed"
+            if batch.cancel_initiated_at is not None and c.canceled:
+                state = "cancelled"
+            elif c.expired and not (c.succeeded or c.errored):
+                state = "expired"
+        return BatchStatus(
+            state=state,
+            done=finished,
+            total=finished + c.processing,
+            failed=c.errored + c.canceled + c.expired,
+        )
+
+    async def collect(self, handle: BatchHandle) -> AsyncIterator[BatchResultLine]:
+        try:
+            decoder = await self._client.messages.batches.results(handle.provider_batch_id)
+            async for entry in decoder:
+                yield self._result(entry)
+        except anthropic.AnthropicError as exc:
+            raise self._mapped(exc) from None
+
+    async def cancel(self, handle: BatchHandle) -> None:
+        try:
+            await self._client.messages.batches.cancel(handle.provider_batch_id)
+        except anthropic.AnthropicError as exc:
+            raise self._mapped(exc) from None
+
+    async def find(self, metadata_key: str, value: str) -> list[BatchHandle]:
+        raise unsupported_find(self.name)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+        await self._builder.aclose()
+
+    def _mapped(self, exc: BaseException) -> Exception:
+        return map_anthropic_error(
+            exc, provider=self.name, secret=self._secret, timeout_s=self._timeout_s
+        )
+
+    def _result(self, entry: Any) -> BatchResultLine:
+        result = entry.result
+        kind = result.type
+        if kind == "succeeded":
+            message = result.message
+            tool = next((b.name for b in message.content if b.type == "tool_use"), "")
+            return BatchResultLine(
+                entry.custom_id,
+                LLMResponse(
+                    text=answer_text(message.content, tool),
+                    usage=anthropic_usage(message.usage),
+                    finish_reason=message.stop_reason,
+                    model=message.model,
+                    request_id=message.id,
+                    latency_s=0.0,
+                ),
+            )
+        if kind == "errored":
+            error = result.error.error
+            error_type = str(getattr(error, "type", "") or "")
+            message_text = f"{error_type}: {getattr(error, 'message', '')}"
+            return BatchResultLine(
+                entry.custom_id,
+                None,
+                status_line_error(
+                    ERROR_STATUS.get(error_type, 500),
+                    message_text,
+                    provider=self.name,
+                    secret=self._secret,
+                    quota=error_type == "billing_error",
+                ),
+            )
+        not_run_kind: Literal["cancelled", "expired"] = (
+            "cancelled" if kind == "canceled" else "expired"
+        )
+        return BatchResultLine(entry.custom_id, None, not_run(not_run_kind))

@@ -1,0 +1,211 @@
+"""Batch adapter for OpenAI (Files + Batches over ``/v1/chat/completions``).
+
+Guarantees:
+
+- ``submit`` uploads one JSONL file (``purpose="batch"``) whose lines are
+  ``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}``, the body built by
+  the realtime adapter's ``build_params`` (so native structured output is identical), then
+  creates the batch with ``completion_window="24h"`` and ``metadata``. Every line is sent with
+  the batch's ``model`` (OpenAI wants one model per file).
+- ``collect`` streams *both* the output file and the error file line by line (neither is
+  loaded whole), in the files' order, which is not input order.
+- SDK errors are mapped by ``errors_map.map_openai_error``, as in realtime.
+- States: ``cancelling`` is reported as ``in_progress`` (not terminal yet).
+- ``find`` pages through ``batches.list`` (newest first) up to ``max_scan`` batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import openai
+
+from octopipe.providers.base import LLMResponse, ProviderSettings
+from octopipe.providers.batch_base import (
+    BatchHandle,
+    BatchLineError,
+    BatchRequestLine,
+    BatchResultLine,
+    BatchStatus,
+    check_custom_ids,
+    not_run,
+    status_line_error,
+)
+from octopipe.providers.errors_map import OPENAI_QUOTA_CODES, map_openai_error
+from octopipe.providers.openai_adapter import OpenAIProvider, openai_usage
+
+CHAT_URL = "/v1/chat/completions"
+_STATES = {"cancelling": "in_progress"}
+_NOT_RUN = {"batch_cancelled": "cancelled", "batch_expired": "expired"}
+
+
+class OpenAIBatchProvider:
+    """``BatchProvider`` over ``AsyncOpenAI.files`` and ``AsyncOpenAI.batches``."""
+
+    can_find = True
+
+    def __init__(self, settings: ProviderSettings, max_scan: int = 500) -> None:
+        self.name = settings.provider
+        self.max_scan = max_scan
+        self._secret = settings.api_key
+        self._timeout_s = settings.timeout_s
+        self._builder = OpenAIProvider(settings)
+        self._client = openai.AsyncOpenAI(
+            api_key=settings.api_key,
+            base_url=settings.base_url,
+            timeout=settings.timeout_s,
+            max_retries=settings.max_retries_sdk,
+        )
+
+    def jsonl(self, lines: Sequence[BatchRequestLine], model: str) -> bytes:
+        """The input file for ``lines`` (public for tests and dry runs)."""
+        out = []
+        for line in lines:
+            body = self._builder.build_params(dataclasses.replace(line.request, model=model))
+            out.append(
+                json.dumps(
+                    {"custom_id": line.custom_id, "method": "POST", "url": CHAT_URL, "body": body},
+                    ensure_ascii=False,
+                )
+            )
+        return ("\n".join(out) + "\n").encode()
+
+    async def submit(
+        self, lines: Sequence[BatchRequestLine], *, model: str, metadata: dict[str, str]
+    ) -> BatchHandle:
+        check_custom_ids(lines)
+        data = self.jsonl(lines, model)
+        try:
+            uploaded = await self._client.files.create(
+                file=("octopipe-batch.jsonl", data, "application/jsonl"), purpose="batch"
+            )
+            batch = await self._client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint=CHAT_URL,
+                completion_window="24h",
+                metadata=metadata,
+            )
+        except openai.OpenAIError as exc:
+            raise self._mapped(exc) from None
+        return _handle(self.name, batch)
+
+    async def poll(self, handle: BatchHandle) -> BatchStatus:
+        batch = await self._retrieve(handle)
+        counts = batch.request_counts
+        done = (counts.completed + counts.failed) if counts else 0
+        error = None
+        if batch.errors and batch.errors.data:
+            error = "; ".join(f"{e.code}: {e.message}" for e in batch.errors.data)[:500]
+        return BatchStatus(
+            state=_STATES.get(batch.status, batch.status),  # type: ignore[arg-type]
+            done=done,
+            total=counts.total if counts else 0,
+            failed=counts.failed if counts else 0,
+            error=error,
+        )
+
+    async def collect(self, handle: BatchHandle) -> AsyncIterator[BatchResultLine]:
+        batch = await self._retrieve(handle)
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            try:
+                async with self._client.files.with_streaming_response.content(file_id) as resp:
+                    async for raw in resp.iter_lines():
+                        if raw.strip():
+                            yield self._result(json.loads(raw), handle)
+            except openai.OpenAIError as exc:
+                raise self._mapped(exc) from None
+
+    async def cancel(self, handle: BatchHandle) -> None:
+        try:
+            await self._client.batches.cancel(handle.provider_batch_id)
+        except openai.OpenAIError as exc:
+            raise self._mapped(exc) from None
+
+    async def find(self, metadata_key: str, value: str) -> list[BatchHandle]:
+        found: list[BatchHandle] = []
+        scanned = 0
+        try:
+            async for batch in self._client.batches.list(limit=100):
+                if (batch.metadata or {}).get(metadata_key) == value:
+                    found.append(_handle(self.name, batch))
+                scanned += 1
+                if scanned >= self.max_scan:
+                    break
+        except openai.OpenAIError as exc:
+            raise self._mapped(exc) from None
+        return found
+
+    async def aclose(self) -> None:
+        await self._client.close()
+        await self._builder.aclose()
+
+    async def _retrieve(self, handle: BatchHandle) -> Any:
+        try:
+            return await self._client.batches.retrieve(handle.provider_batch_id)
+        except openai.OpenAIError as exc:
+            raise self._mapped(exc) from None
+
+    def _mapped(self, exc: BaseException) -> Exception:
+        return map_openai_error(
+            exc, provider=self.name, secret=self._secret, timeout_s=self._timeout_s
+        )
+
+    def _result(self, line: dict[str, Any], handle: BatchHandle) -> BatchResultLine:
+        custom_id = str(line.get("custom_id", ""))
+        response = line.get("response") if isinstance(line.get("response"), dict) else None
+        if response is None:
+            error = line.get("error") if isinstance(line.get("error"), dict) else {}
+            code = str(error.get("code") or "")
+            kind = _NOT_RUN.get(code)
+            message = f"{code}: {error.get('message', '')}"
+            err: BatchLineError = (
+                not_run(kind, message)  # type: ignore[arg-type]
+                if kind
+                else status_line_error(None, message, provider=self.name, secret=self._secret)
+            )
+            return BatchResultLine(custom_id, None, err)
+        status = response.get("status_code")
+        body = response.get("body") if isinstance(response.get("body"), dict) else {}
+        if status != 200:
+            error = body.get("error") if isinstance(body.get("error"), dict) else {}
+            label = error.get("code") or error.get("type")
+            message = f"{label}: {error.get('message', '')}" if label else str(error.get("message"))
+            quota = bool({error.get("code"), error.get("type")} & OPENAI_QUOTA_CODES)
+            return BatchResultLine(
+                custom_id,
+                None,
+                status_line_error(
+                    status if isinstance(status, int) else None,
+                    message,
+                    provider=self.name,
+                    secret=self._secret,
+                    quota=quota,
+                ),
+            )
+        completion = openai.types.chat.ChatCompletion.model_validate(body)
+        choice = completion.choices[0] if completion.choices else None
+        return BatchResultLine(
+            custom_id,
+            LLMResponse(
+                text=(choice.message.content or "") if choice else "",
+                usage=openai_usage(completion.usage),
+                finish_reason=choice.finish_reason if choice else None,
+                model=completion.model,
+                request_id=response.get("request_id") or completion.id,
+                latency_s=0.0,
+            ),
+        )
+
+
+def _handle(provider: str, batch: Any) -> BatchHandle:
+    return BatchHandle(
+        provider=provider,
+        provider_batch_id=batch.id,
+        created_at=float(batch.created_at),
+        metadata=dict(batch.metadata or {}),
+    )

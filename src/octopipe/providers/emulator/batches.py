@@ -1,0 +1,339 @@
+"""Batch jobs for the emulator: an in-memory store, the lifecycle, and route plumbing.
+
+Guarantees:
+
+- A ``BatchJob`` holds the parsed requests of one batch (vendor-neutral ``EmulatorRequest``,
+  or the reason a line could not be parsed). Its state depends only on time and on ``cancel``:
+  ``in_progress`` until ``config.batch_delay_s`` seconds after creation, then ``completed``;
+  ``cancelled`` at once after ``cancel()`` on a running job (every request then counts as
+  cancelled: the emulator never delivers partial results).
+- Answers are computed once, when a job is first seen completed, with the *same* answer
+  function and token counting as realtime (``answers.make_answer``), and rendered with the
+  realtime vendor's ``success`` body; an unparseable line or a failing answer function gives a
+  per-request error (400 / 500 in the vendor's error body), the rest of the batch goes on.
+- ``BatchStats`` adds ``batches_created`` (per vendor) to the emulator's counters, so a test
+  can assert that no duplicate batch was created.
+- ``BatchRoutes.gate`` applies the realtime pipeline's key check and fault plan to every
+  batch API call (a scheduled ``"429"`` refuses the next batch call with the vendor's 429).
+  The rpm limiter does not apply: real batch endpoints have their own, separate limits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from octopipe.providers.emulator.answers import EmulatorRequest, make_answer
+from octopipe.providers.emulator.config import STATUS_FAULTS, EmulatorConfig
+from octopipe.providers.emulator.faults import EmulatorStats, FaultPlan
+from octopipe.providers.emulator.vendors.base import InvalidRequest, Reply, UnknownEndpoint, Vendor
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BatchStats(EmulatorStats):
+    """``EmulatorStats`` plus the number of batches created per vendor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._batches: Counter[str] = Counter()
+        self._batch_lock = threading.Lock()
+
+    def batch_created(self, vendor: str) -> None:
+        with self._batch_lock:
+            self._batches[vendor] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = super().snapshot()
+        with self._batch_lock:
+            snap["batches_created"] = dict(self._batches)
+        return snap
+
+
+@dataclass
+class LineOutcome:
+    """The result of one request of a batch: a rendered success or error ``Reply``."""
+
+    key: str
+    reply: Reply | None
+    """``None`` when the request never ran (batch cancelled)."""
+
+
+@dataclass
+class BatchJob:
+    id: str
+    vendor: str
+    model: str
+    created_wall: float
+    created_mono: float
+    keys: list[str]
+    requests: list[EmulatorRequest | str]
+    """Parsed request, or the reason it could not be parsed."""
+    metadata: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    cancelled_wall: float | None = None
+    outcomes: list[LineOutcome] | None = None
+
+    @property
+    def total(self) -> int:
+        return len(self.requests)
+
+
+class BatchStore:
+    """All batch jobs and uploaded files of one emulator."""
+
+    def __init__(self, config: EmulatorConfig, stats: EmulatorStats) -> None:
+        self.config = config
+        self.stats = stats
+        self.jobs: dict[str, BatchJob] = {}
+        self.files: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids):06d}emu"
+
+    def create(
+        self,
+        vendor: str,
+        model: str,
+        keys: list[str],
+        requests: list[EmulatorRequest | str],
+        *,
+        prefix: str,
+        metadata: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> BatchJob:
+        job = BatchJob(
+            id=self.new_id(prefix),
+            vendor=vendor,
+            model=model,
+            created_wall=time.time(),
+            created_mono=time.monotonic(),
+            keys=keys,
+            requests=requests,
+            metadata=dict(metadata or {}),
+            extra=dict(extra or {}),
+        )
+        with self._lock:
+            self.jobs[job.id] = job
+        if isinstance(self.stats, BatchStats):
+            self.stats.batch_created(vendor)
+        return job
+
+    def get(self, job_id: str, vendor: str) -> BatchJob | None:
+        job = self.jobs.get(job_id)
+        return job if job is not None and job.vendor == vendor else None
+
+    def listing(self, vendor: str) -> list[BatchJob]:
+        """The vendor's jobs, newest first."""
+        jobs = [j for j in self.jobs.values() if j.vendor == vendor]
+        return sorted(jobs, key=lambda j: (j.created_mono, j.id), reverse=True)
+
+    def state(self, job: BatchJob) -> str:
+        """``in_progress``, ``completed`` or ``cancelled``."""
+        if job.cancelled_wall is not None:
+            return "cancelled"
+        if time.monotonic() - job.created_mono >= self.config.batch_delay_s:
+            return "completed"
+        return "in_progress"
+
+    def ended_at(self, job: BatchJob) -> float | None:
+        if job.cancelled_wall is not None:
+            return job.cancelled_wall
+        if self.state(job) == "completed":
+            return job.created_wall + self.config.batch_delay_s
+        return None
+
+    def cancel(self, job: BatchJob) -> None:
+        if self.state(job) == "in_progress":
+            job.cancelled_wall = time.time()
+
+    def outcomes(self, job: BatchJob, vendor: Vendor) -> list[LineOutcome]:
+        """Per-request outcomes of an ended job (computed once, in input order)."""
+        if job.outcomes is None:
+            if self.state(job) == "cancelled":
+                job.outcomes = [LineOutcome(key, None) for key in job.keys]
+            else:
+                job.outcomes = [
+                    LineOutcome(key, self._answer(vendor, request, f"{job.id}_{i:06d}"))
+                    for i, (key, request) in enumerate(zip(job.keys, job.requests, strict=True))
+                ]
+        return job.outcomes
+
+    def counts(self, job: BatchJob, vendor: Vendor) -> tuple[int, int]:
+        """(succeeded, failed) once ended; (0, 0) while running."""
+        if self.state(job) != "completed":
+            return 0, 0
+        outcomes = self.outcomes(job, vendor)
+        ok = sum(1 for o in outcomes if o.reply is not None and o.reply.status == 200)
+        return ok, len(outcomes) - ok
+
+    def _answer(self, vendor: Vendor, request: EmulatorRequest | str, request_id: str) -> Reply:
+        if isinstance(request, str):
+            return vendor.error("400", model="", retry_after=None, request_id=request_id)
+        try:
+            answer = make_answer(
+                request, self.config.answer_fn, cached_input_tokens=self.config.cached_input_tokens
+            )
+        except Exception:
+            log.exception("emulator answer function failed in a batch")
+            return vendor.error("500", model=request.model, retry_after=None, request_id=request_id)
+        return vendor.success(request, answer, request_id)
+
+
+def parse_line(
+    vendor: Vendor, route_endpoint: str, body: Any, match_info: Mapping[str, str]
+) -> EmulatorRequest | str:
+    """A batch line parsed by the realtime vendor, or why it cannot be."""
+    from octopipe.providers.emulator.vendors.base import Route
+
+    if not isinstance(body, Mapping):
+        return "the request is not a JSON object"
+    try:
+        return vendor.parse(Route("POST", "", route_endpoint), body, match_info)
+    except (InvalidRequest, UnknownEndpoint) as exc:
+        return str(exc) or "invalid request"
+
+
+class BatchRoutes:
+    """What batch route modules share: the store, stats, faults and response helpers."""
+
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        stats: EmulatorStats,
+        faults: FaultPlan,
+        store: BatchStore,
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self.faults = faults
+        self.store = store
+        self._sleep = sleep
+        self._ids = itertools.count(1)
+
+    def request_id(self) -> str:
+        return f"req_emu_b{next(self._ids):07d}"
+
+    async def gate(self, vendor: Vendor, http: web.Request, endpoint: str) -> Reply | None:
+        """Count the call, check the key, apply a fault: a refusal ``Reply``, or ``None``."""
+        self.stats.request(endpoint)
+        request_id = self.request_id()
+        config = self.config
+        if config.api_key and vendor.presented_key(http.headers, http.query) != config.api_key:
+            return vendor.error("401", model="", retry_after=None, request_id=request_id)
+        fault = self.faults.next()
+        if fault is not None:
+            self.stats.fault(fault)
+        if fault == "hang":
+            await self._sleep(config.hang_max_s)
+            return vendor.error("503", model="", retry_after=None, request_id=request_id)
+        if fault in STATUS_FAULTS or fault == "quota":
+            retry_after = config.retry_after_s if fault == "429" else None
+            return vendor.error(fault, model="", retry_after=retry_after, request_id=request_id)
+        return None
+
+    def send(self, reply: Reply) -> web.Response:
+        self.stats.response(reply.status)
+        return web.json_response(dict(reply.body), status=reply.status, headers=dict(reply.headers))
+
+    def send_bytes(self, data: bytes, content_type: str = "application/octet-stream") -> web.Response:
+        self.stats.response(200)
+        return web.Response(body=data, status=200, content_type=content_type)
+
+    def wrap(
+        self,
+        vendor: Vendor,
+        endpoint: str,
+        handler: Callable[[web.Request], Awaitable[Reply | web.Response]],
+    ) -> Handler:
+        """An aiohttp handler: gate first, then ``handler``; ``Reply`` bodies sent as JSON."""
+
+        async def handle(http: web.Request) -> web.StreamResponse:
+            refusal = await self.gate(vendor, http, endpoint)
+            if refusal is not None:
+                return self.send(refusal)
+            try:
+                result = await handler(http)
+            except InvalidRequest:
+                result = vendor.error("400", model="", retry_after=None, request_id="")
+            if isinstance(result, Reply):
+                return self.send(result)
+            self.stats.response(result.status)
+            return result
+
+        return handle
+
+
+def mount_prefix(http: web.Request, mount: str) -> str:
+    """``mount`` when the request came in under it, else ``""`` (the root mount)."""
+    return mount if http.path.startswith(mount + "/") else ""
+
+
+def not_found(vendor: Vendor, what: str) -> Reply:
+    """The vendor's error body with status 404."""
+    base = vendor.error("400", model="", retry_after=None, request_id="")
+    body = _retitle(dict(base.body), f"{what} not found (emulated).")
+    return Reply(404, body, dict(base.headers))
+
+
+def _retitle(body: dict[str, Any], message: str) -> dict[str, Any]:
+    error = dict(body.get("error") or {})
+    error["message"] = message
+    if "status" in error:  # google.rpc shape
+        error["status"], error["code"] = "NOT_FOUND", 404
+    if "type" in error and error.get("type") == "invalid_request_error" and "param" not in error:
+        error["type"] = "not_found_error"  # Anthropic
+    body["error"] = error
+    return body
+
+
+async def read_json(http: web.Request) -> dict[str, Any]:
+    import json
+
+    try:
+        body = json.loads(await http.read() or b"null")
+    except ValueError:
+        raise InvalidRequest("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body is not a JSON object")
+    return body
+
+
+
+def mount_batch_routes(app: web.Application, shared: BatchRoutes, mounts: Mapping[str, str]) -> None:
+    """Add the three vendors' batch routes under their mounts and at the root.
+
+    Must run *before* the realtime routes are added: Gemini's realtime pattern
+    ``/{v}/models/{model_action}`` would otherwise swallow ``:batchGenerateContent``.
+    """
+    from octopipe.providers.emulator.vendors.anthropic_batch import AnthropicBatchRoutes
+    from octopipe.providers.emulator.vendors.gemini_batch import GeminiBatchRoutes
+    from octopipe.providers.emulator.vendors.openai_batch import OpenAIBatchRoutes
+
+    openai_routes = OpenAIBatchRoutes(shared)
+    anthropic_routes = AnthropicBatchRoutes(shared)
+    gemini_routes = GeminiBatchRoutes(shared)
+    plans: list[tuple[str, list[tuple[str, str, Handler]]]] = [
+        (mounts["openai"], openai_routes.routes()),
+        ("", openai_routes.routes()),
+        (mounts["anthropic"], anthropic_routes.routes()),
+        ("", anthropic_routes.routes()),
+        (mounts["gemini"], gemini_routes.routes(root=False)),
+        ("", gemini_routes.routes(root=True)),
+    ]
+    for prefix, routes in plans:
+        for method, path, handler in routes:
+            app.router.add_route(method, prefix + path, handler)

@@ -1,0 +1,179 @@
+"""Anthropic Message Batches, as ``anthropic.AsyncAnthropic`` calls them.
+
+Routes (relative to the Anthropic mount; the SDK's base URL has no ``/v1``):
+``POST /v1/messages/batches`` ``{"requests": [{"custom_id", "params"}]}``,
+``GET /v1/messages/batches/{id}``, ``GET /v1/messages/batches?limit=&after_id=`` (newest
+first), ``POST /v1/messages/batches/{id}/cancel`` and ``GET /v1/messages/batches/{id}/results``.
+
+- ``processing_status`` is ``in_progress``, then ``ended``; a cancel gives ``ended`` with every
+  request counted as ``canceled`` (the real API passes through ``canceling``).
+- ``results_url`` is an *absolute* URL built from the request's own host and mount (the SDK
+  GETs it as given). Results are JSONL ``{"custom_id", "result": {"type": "succeeded",
+  "message"} | {"type": "errored", "error": {...}} | {"type": "canceled"}}``, in reverse input
+  order. Messages carry ``usage.service_tier: "batch"``.
+- Timestamps are RFC 3339 strings. There is no batch-level metadata in this API.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from octopipe.providers.emulator.batches import (
+    BatchJob,
+    BatchRoutes,
+    Handler,
+    mount_prefix,
+    not_found,
+    parse_line,
+    read_json,
+)
+from octopipe.providers.emulator.vendors.anthropic import AnthropicVendor
+from octopipe.providers.emulator.vendors.base import InvalidRequest, Reply
+
+MOUNT = "/anthropic"
+BASE = "/v1/messages/batches"
+
+
+class AnthropicBatchRoutes:
+    vendor_name = "anthropic"
+
+    def __init__(self, shared: BatchRoutes) -> None:
+        self.shared = shared
+        self.store = shared.store
+        self.vendor = AnthropicVendor()
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        wrap = self.shared.wrap
+        v = self.vendor
+        return [
+            ("POST", BASE, wrap(v, "anthropic.batches.create", self.create)),
+            ("GET", BASE, wrap(v, "anthropic.batches.list", self.list)),
+            ("GET", BASE + "/{batch_id}", wrap(v, "anthropic.batches.retrieve", self.retrieve)),
+            ("POST", BASE + "/{batch_id}/cancel", wrap(v, "anthropic.batches.cancel", self.cancel)),
+            (
+                "GET",
+                BASE + "/{batch_id}/results",
+                wrap(v, "anthropic.batches.results", self.results),
+            ),
+        ]
+
+    async def create(self, http: web.Request) -> Reply:
+        body = await read_json(http)
+        items = body.get("requests")
+        if not isinstance(items, list) or not items:
+            raise InvalidRequest("'requests' must be a non-empty list")
+        keys: list[str] = []
+        requests: list[Any] = []
+        model = ""
+        for item in items:
+            key = item.get("custom_id") if isinstance(item, dict) else None
+            if not isinstance(key, str) or key in keys:
+                raise InvalidRequest("every request needs a unique custom_id")
+            keys.append(key)
+            parsed = parse_line(self.vendor, "anthropic.messages", item.get("params"), {})
+            requests.append(parsed)
+            if not isinstance(parsed, str):
+                model = model or parsed.model
+        job = self.store.create(self.vendor_name, model, keys, requests, prefix="msgbatch_")
+        return Reply(200, self._batch_object(job, http))
+
+    async def list(self, http: web.Request) -> Reply:
+        jobs = self.store.listing(self.vendor_name)
+        after = http.query.get("after_id")
+        if after:
+            ids = [j.id for j in jobs]
+            jobs = jobs[ids.index(after) + 1 :] if after in ids else []
+        limit = max(1, min(1000, int(http.query.get("limit", "20") or 20)))
+        page = jobs[:limit]
+        return Reply(
+            200,
+            {
+                "data": [self._batch_object(j, http) for j in page],
+                "has_more": len(jobs) > limit,
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+            },
+        )
+
+    async def retrieve(self, http: web.Request) -> Reply:
+        job = self._job(http)
+        if job is None:
+            return not_found(self.vendor, "batch")
+        return Reply(200, self._batch_object(job, http))
+
+    async def cancel(self, http: web.Request) -> Reply:
+        job = self._job(http)
+        if job is None:
+            return not_found(self.vendor, "batch")
+        self.store.cancel(job)
+        return Reply(200, self._batch_object(job, http))
+
+    async def results(self, http: web.Request) -> Reply | web.Response:
+        job = self._job(http)
+        if job is None:
+            return not_found(self.vendor, "batch")
+        if self.store.ended_at(job) is None:
+            return Reply(
+                400,
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": "Batch is still in progress.",
+                    },
+                },
+            )
+        lines = []
+        for outcome in self.store.outcomes(job, self.vendor):
+            result: dict[str, Any]
+            if outcome.reply is None:
+                result = {"type": "canceled"}
+            elif outcome.reply.status == 200:
+                message = json.loads(json.dumps(dict(outcome.reply.body)))
+                message.setdefault("usage", {})["service_tier"] = "batch"
+                result = {"type": "succeeded", "message": message}
+            else:
+                result = {"type": "errored", "error": dict(outcome.reply.body)}
+            lines.append(json.dumps({"custom_id": outcome.key, "result": result}))
+        lines.reverse()
+        data = ("\n".join(lines) + "\n").encode()
+        return web.Response(body=data, content_type="application/binary")
+
+    def _job(self, http: web.Request) -> BatchJob | None:
+        return self.store.get(http.match_info["batch_id"], self.vendor_name)
+
+    def _batch_object(self, job: BatchJob, http: web.Request) -> dict[str, Any]:
+        state = self.store.state(job)
+        ended = self.store.ended_at(job)
+        ok, failed = self.store.counts(job, self.vendor)
+        canceled = job.total if state == "cancelled" else 0
+        processing = job.total if ended is None else 0
+        origin = f"{http.scheme}://{http.host}{mount_prefix(http, MOUNT)}"
+        return {
+            "id": job.id,
+            "type": "message_batch",
+            "processing_status": "ended" if ended is not None else "in_progress",
+            "request_counts": {
+                "processing": processing,
+                "succeeded": ok,
+                "errored": failed,
+                "canceled": canceled,
+                "expired": 0,
+            },
+            "created_at": _rfc3339(job.created_wall),
+            "expires_at": _rfc3339(job.created_wall + 86400),
+            "ended_at": _rfc3339(ended) if ended is not None else None,
+            "cancel_initiated_at": (
+                _rfc3339(job.cancelled_wall) if job.cancelled_wall is not None else None
+            ),
+            "archived_at": None,
+            "results_url": f"{origin}{BASE}/{job.id}/results" if ended is not None else None,
+        }
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
