@@ -135,3 +135,18 @@ def test_run_never_reads_the_source_folder_again(tmp_path: Path) -> None:
     assert Runner(paths).run().status is RunStatus.COMPLETE
     with Ledger.open(paths.ledger, readonly=True) as ledger:
         assert dict(ledger.iter_valid(0))["u4"]["x"] == 5
+
+
+def test_executor_that_cannot_start_leaves_the_run_as_it_was(tmp_path: Path) -> None:
+    """A missing API key (raised while building the executor) must not leave a run that says
+    'running' with no runner behind it."""
+    from octopipe.errors import MissingApiKey
+
+    paths = make_run(EXAMPLES / "random_walk", tmp_path / "runs", max_units=3)
+
+    def no_key(_ctx: object) -> None:
+        raise MissingApiKey("no API key: set GEMINI_API_KEY", provider="gemini")
+
+    with pytest.raises(MissingApiKey):
+        Runner(paths, executor=no_key).run()  # type: ignore[arg-type]
+    assert run_status(paths).status == "pending"

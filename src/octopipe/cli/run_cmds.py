@@ -24,6 +24,7 @@ from octopipe.engine.queries import run_status
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner
 from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError, UsageError
+from octopipe.providers.base import resolve_api_key
 
 
 def _runs_dir(value: Path | None) -> Path:
@@ -234,6 +235,8 @@ def _confirm_estimate(
         console.print(line, markup=False)
     if not estimate.estimate.per_step:
         return
+    for provider_name in {line.provider for line in estimate.estimate.per_step} - {"fake"}:
+        resolve_api_key(provider_name)  # fail before creating the run, not after
     if name == "fake":
         console.print(
             f"provider fake: the local emulator answers ({vendor} wire format); nothing is "

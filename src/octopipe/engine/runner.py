@@ -149,6 +149,12 @@ class Runner:
                 written = export_run(ledger, self.paths)  # e.g. killed mid-export before
                 log.write("EXPORT", ", ".join(p.name for p in written))
             return RunOutcome(info.status, info.status_reason, ledger.counts())
+        # The executor (provider clients, API keys) is built before the run is marked running:
+        # a missing key leaves the run as it was, not "running" with no runner.
+        context = RunContext(
+            self.paths, ledger, compiled, log, lambda: bool(self._stop_reason), self.request_stop
+        )
+        executor = self.executor_factory(context) if self.executor_factory else None
         _reject_stale_stops(ledger)
         released = ledger.release_in_flight()
         event = (
@@ -162,10 +168,6 @@ class Runner:
             f"run {info.name} ({pipeline.name}), {len(compiled)} steps"
             + (f"; {released} in-flight units returned to pending" if released else ""),
         )
-        context = RunContext(
-            self.paths, ledger, compiled, log, lambda: bool(self._stop_reason), self.request_stop
-        )
-        executor = self.executor_factory(context) if self.executor_factory else None
         await self._loop(ledger, log, compiled, executor)
         return await self._finish(ledger, log, executor)
 
