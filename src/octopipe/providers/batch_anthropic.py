@@ -29,8 +29,8 @@ import anthropic
 from octopipe.providers.anthropic_adapter import (
     AnthropicProvider,
     StructuredMode,
-    anthropic_usage,
     answer_text,
+    anthropic_usage,
 )
 from octopipe.providers.base import LLMResponse, ProviderSettings
 from octopipe.providers.batch_base import (
@@ -84,7 +84,9 @@ class AnthropicBatchProvider:
         return [
             {
                 "custom_id": line.custom_id,
-                "params": self._builder.build_params(dataclasses.replace(line.request, model=model)),
+                "params": self._builder.build_params(
+                    dataclasses.replace(line.request, model=model)
+                ),
             }
             for line in lines
         ]

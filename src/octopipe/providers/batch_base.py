@@ -160,7 +160,9 @@ def line_error(error: ProviderError) -> BatchLineError:
 
 
 def not_run(kind: Literal["cancelled", "expired"], message: str = "") -> BatchLineError:
-    return BatchLineError(type=kind, status=None, message=message or f"request {kind}", retryable=True)
+    return BatchLineError(
+        type=kind, status=None, message=message or f"request {kind}", retryable=True
+    )
 
 
 def unsupported_find(provider: str) -> UsageError:

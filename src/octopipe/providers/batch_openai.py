@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import openai
 
@@ -29,7 +29,9 @@ from octopipe.providers.batch_base import (
     BatchLineError,
     BatchRequestLine,
     BatchResultLine,
+    BatchState,
     BatchStatus,
+    as_dict,
     check_custom_ids,
     not_run,
     status_line_error,
@@ -37,8 +39,17 @@ from octopipe.providers.batch_base import (
 from octopipe.providers.errors_map import OPENAI_QUOTA_CODES, map_openai_error
 from octopipe.providers.openai_adapter import OpenAIProvider, openai_usage
 
-CHAT_URL = "/v1/chat/completions"
-_STATES = {"cancelling": "in_progress"}
+CHAT_URL: Literal["/v1/chat/completions"] = "/v1/chat/completions"
+_STATES: dict[str, BatchState] = {
+    "validating": "validating",
+    "in_progress": "in_progress",
+    "finalizing": "finalizing",
+    "completed": "completed",
+    "failed": "failed",
+    "expired": "expired",
+    "cancelling": "in_progress",
+    "cancelled": "cancelled",
+}
 _NOT_RUN = {"batch_cancelled": "cancelled", "batch_expired": "expired"}
 
 
@@ -100,7 +111,7 @@ class OpenAIBatchProvider:
         if batch.errors and batch.errors.data:
             error = "; ".join(f"{e.code}: {e.message}" for e in batch.errors.data)[:500]
         return BatchStatus(
-            state=_STATES.get(batch.status, batch.status),  # type: ignore[arg-type]
+            state=_STATES.get(batch.status, "in_progress"),
             done=done,
             total=counts.total if counts else 0,
             failed=counts.failed if counts else 0,
@@ -157,9 +168,9 @@ class OpenAIBatchProvider:
 
     def _result(self, line: dict[str, Any], handle: BatchHandle) -> BatchResultLine:
         custom_id = str(line.get("custom_id", ""))
-        response = line.get("response") if isinstance(line.get("response"), dict) else None
-        if response is None:
-            error = line.get("error") if isinstance(line.get("error"), dict) else {}
+        response = as_dict(line.get("response"))
+        if not response:
+            error = as_dict(line.get("error"))
             code = str(error.get("code") or "")
             kind = _NOT_RUN.get(code)
             message = f"{code}: {error.get('message', '')}"
@@ -170,9 +181,9 @@ class OpenAIBatchProvider:
             )
             return BatchResultLine(custom_id, None, err)
         status = response.get("status_code")
-        body = response.get("body") if isinstance(response.get("body"), dict) else {}
+        body = as_dict(response.get("body"))
         if status != 200:
-            error = body.get("error") if isinstance(body.get("error"), dict) else {}
+            error = as_dict(body.get("error"))
             label = error.get("code") or error.get("type")
             message = f"{label}: {error.get('message', '')}" if label else str(error.get("message"))
             quota = bool({error.get("code"), error.get("type")} & OPENAI_QUOTA_CODES)

@@ -52,6 +52,8 @@ _SDK_ERRORS = (
     httpx2.TransportError,
     TimeoutError,
 )
+SDK_ERRORS = _SDK_ERRORS
+"""The exceptions the SDK raises for failed calls (public alias, used by the batch adapter)."""
 
 
 class GeminiProvider:
@@ -96,6 +98,11 @@ class GeminiProvider:
             message = redact(str(exc), self._secret)[:300]
             raise BadRequest(f"request refused by the SDK: {message}", provider=self.name) from None
         return self._to_response(response, request, time.perf_counter() - started)
+
+    @property
+    def client(self) -> genai.Client:
+        """The underlying ``genai.Client`` (shared with the batch adapter)."""
+        return self._client
 
     async def aclose(self) -> None:
         await self._client.aio.aclose()

@@ -249,7 +249,9 @@ class BatchRoutes:
         self.stats.response(reply.status)
         return web.json_response(dict(reply.body), status=reply.status, headers=dict(reply.headers))
 
-    def send_bytes(self, data: bytes, content_type: str = "application/octet-stream") -> web.Response:
+    def send_bytes(
+        self, data: bytes, content_type: str = "application/octet-stream"
+    ) -> web.Response:
         self.stats.response(200)
         return web.Response(body=data, status=200, content_type=content_type)
 
@@ -312,8 +314,9 @@ async def read_json(http: web.Request) -> dict[str, Any]:
     return body
 
 
-
-def mount_batch_routes(app: web.Application, shared: BatchRoutes, mounts: Mapping[str, str]) -> None:
+def mount_batch_routes(
+    app: web.Application, shared: BatchRoutes, mounts: Mapping[str, str]
+) -> None:
     """Add the three vendors' batch routes under their mounts and at the root.
 
     Must run *before* the realtime routes are added: Gemini's realtime pattern

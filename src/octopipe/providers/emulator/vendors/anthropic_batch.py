@@ -51,7 +51,7 @@ class AnthropicBatchRoutes:
         v = self.vendor
         return [
             ("POST", BASE, wrap(v, "anthropic.batches.create", self.create)),
-            ("GET", BASE, wrap(v, "anthropic.batches.list", self.list)),
+            ("GET", BASE, wrap(v, "anthropic.batches.list", self.list_batches)),
             ("GET", BASE + "/{batch_id}", wrap(v, "anthropic.batches.retrieve", self.retrieve)),
             ("POST", BASE + "/{batch_id}/cancel", wrap(v, "anthropic.batches.cancel", self.cancel)),
             (
@@ -81,7 +81,7 @@ class AnthropicBatchRoutes:
         job = self.store.create(self.vendor_name, model, keys, requests, prefix="msgbatch_")
         return Reply(200, self._batch_object(job, http))
 
-    async def list(self, http: web.Request) -> Reply:
+    async def list_batches(self, http: web.Request) -> Reply:
         jobs = self.store.listing(self.vendor_name)
         after = http.query.get("after_id")
         if after:

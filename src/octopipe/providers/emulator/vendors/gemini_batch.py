@@ -62,7 +62,7 @@ class GeminiBatchRoutes:
                 f"/{version}/models/{{model:[^/:]+}}:batchGenerateContent",
                 wrap(v, "gemini.batches.create", self.create),
             ),
-            ("GET", f"/{version}/batches", wrap(v, "gemini.batches.list", self.list)),
+            ("GET", f"/{version}/batches", wrap(v, "gemini.batches.list", self.list_batches)),
             ("GET", batch, wrap(v, "gemini.batches.get", self.get)),
             ("POST", batch + ":cancel", wrap(v, "gemini.batches.cancel", self.cancel)),
         ]
@@ -83,10 +83,13 @@ class GeminiBatchRoutes:
         metas: list[dict[str, str]] = []
         for i, item in enumerate(items):
             item = item if isinstance(item, dict) else {}
-            meta = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+            raw_meta = item.get("metadata")
+            meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
             metas.append({str(k): str(val) for k, val in meta.items()})
             keys.append(str(meta.get("key", i)))
-            requests.append(parse_line(self.vendor, "gemini.generateContent", item.get("request"), match))
+            requests.append(
+                parse_line(self.vendor, "gemini.generateContent", item.get("request"), match)
+            )
         job = self.store.create(
             self.vendor_name,
             model,
@@ -97,7 +100,7 @@ class GeminiBatchRoutes:
         )
         return Reply(200, self._operation(job))
 
-    async def list(self, http: web.Request) -> Reply:
+    async def list_batches(self, http: web.Request) -> Reply:
         jobs = self.store.listing(self.vendor_name)
         start = int(http.query.get("pageToken") or 0)
         size = max(1, min(1000, int(http.query.get("pageSize") or 50)))

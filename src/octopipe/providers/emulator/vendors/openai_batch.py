@@ -55,7 +55,7 @@ class OpenAIBatchRoutes:
             ("GET", "/v1/files/{file_id}", wrap(v, "openai.files.retrieve", self.file_info)),
             ("GET", "/v1/files/{file_id}/content", wrap(v, "openai.files.content", self.content)),
             ("POST", "/v1/batches", wrap(v, "openai.batches.create", self.create)),
-            ("GET", "/v1/batches", wrap(v, "openai.batches.list", self.list)),
+            ("GET", "/v1/batches", wrap(v, "openai.batches.list", self.list_batches)),
             ("GET", "/v1/batches/{batch_id}", wrap(v, "openai.batches.retrieve", self.retrieve)),
             (
                 "POST",
@@ -171,7 +171,7 @@ class OpenAIBatchRoutes:
             raise InvalidRequest("the input file is empty")
         return keys, requests, model
 
-    async def list(self, http: web.Request) -> Reply:
+    async def list_batches(self, http: web.Request) -> Reply:
         jobs = self.store.listing(self.vendor_name)
         after = http.query.get("after")
         if after:
@@ -238,6 +238,9 @@ class OpenAIBatchRoutes:
         """(output file, error file) of an ended job; empty bytes for an empty file."""
         if self.store.ended_at(job) is None:
             return b"", b""
+        cached = job.extra.get("result_files")
+        if cached is not None:
+            return cached
         out: list[str] = []
         err: list[str] = []
         for i, outcome in enumerate(self.store.outcomes(job, self.vendor)):
@@ -256,7 +259,8 @@ class OpenAIBatchRoutes:
             line["error"] = None
             (out if outcome.reply.status == 200 else err).append(json.dumps(line))
         out.reverse()
-        return _jsonl(out), _jsonl(err)
+        job.extra["result_files"] = files = (_jsonl(out), _jsonl(err))
+        return files
 
 
 def _jsonl(lines: list[str]) -> bytes:

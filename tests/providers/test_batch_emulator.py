@@ -1,0 +1,125 @@
+"""Wire-level checks of the emulator's batch endpoints, through the SDKs' own clients."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+import pytest
+from provider_builders import SECRET_KEY
+
+from octopipe.providers.emulator import EmulatorConfig, run_emulator
+
+
+def chat_line(custom_id: str, prompt: str = "hello") -> str:
+    body = {"model": "emu-model", "messages": [{"role": "user", "content": prompt}]}
+    return json.dumps(
+        {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+    )
+
+
+async def test_openai_list_pages_newest_first_and_splits_error_file() -> None:
+    async with run_emulator(EmulatorConfig()) as emu:
+        client = openai.AsyncOpenAI(api_key=SECRET_KEY, base_url=emu.base_url_for("openai"))
+        try:
+            data = "\n".join([chat_line("ok-1"), '{"custom_id": "bad-1", "body": {}}']).encode()
+            upload = await client.files.create(file=("in.jsonl", data), purpose="batch")
+            assert upload.purpose == "batch" and upload.bytes == len(data)
+            ids = []
+            for i in range(3):
+                batch = await client.batches.create(
+                    input_file_id=upload.id,
+                    endpoint="/v1/chat/completions",
+                    completion_window="24h",
+                    metadata={"n": str(i)},
+                )
+                ids.append(batch.id)
+            listed = [b.id async for b in client.batches.list(limit=2)]
+            assert listed == ids[::-1]  # two pages of two and one, newest first
+
+            done = await client.batches.retrieve(ids[0])
+            assert done.status == "completed"
+            assert done.request_counts is not None
+            assert (done.request_counts.completed, done.request_counts.failed) == (1, 1)
+            assert done.output_file_id and done.error_file_id
+            out = (await client.files.content(done.output_file_id)).text.splitlines()
+            err = (await client.files.content(done.error_file_id)).text.splitlines()
+            assert [json.loads(x)["custom_id"] for x in out] == ["ok-1"]
+            bad = json.loads(err[0])
+            assert bad["custom_id"] == "bad-1"
+            assert bad["response"]["status_code"] == 400
+            assert "error" in bad["response"]["body"]
+        finally:
+            await client.close()
+
+
+async def test_anthropic_results_url_is_absolute_under_the_mount() -> None:
+    async with run_emulator(EmulatorConfig()) as emu:
+        client = anthropic.AsyncAnthropic(
+            api_key=SECRET_KEY, base_url=emu.base_url_for("anthropic")
+        )
+        try:
+            params: Any = {
+                "model": "emu-model",
+                "max_tokens": 100,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+            batch = await client.messages.batches.create(
+                requests=[{"custom_id": "a-1", "params": params}]
+            )
+            assert batch.processing_status == "ended"  # batch_delay_s=0
+            assert batch.results_url == (
+                f"{emu.base_url_for('anthropic')}/v1/messages/batches/{batch.id}/results"
+            )
+            results = [r async for r in await client.messages.batches.results(batch.id)]
+            assert [r.custom_id for r in results] == ["a-1"]
+            assert results[0].result.type == "succeeded"
+            result: Any = results[0].result
+            assert result.message.usage.service_tier == "batch"
+        finally:
+            await client.close()
+
+
+async def test_gemini_root_mount_serves_v1beta_and_leaves_v1_batches_to_openai() -> None:
+    async with run_emulator(EmulatorConfig(batch_delay_s=30)) as emu:
+        body = {
+            "batch": {
+                "displayName": "x",
+                "inputConfig": {
+                    "requests": {
+                        "requests": [
+                            {
+                                "request": {"contents": [{"parts": [{"text": "hi"}]}]},
+                                "metadata": {"key": "k1"},
+                            }
+                        ]
+                    }
+                },
+            }
+        }
+        async with httpx2.AsyncClient(base_url=emu.root_url) as http:
+            created = await http.post("/v1beta/models/emu-model:batchGenerateContent", json=body)
+            assert created.status_code == 200
+            operation = created.json()
+            assert operation["name"].startswith("batches/")
+            assert operation["metadata"]["state"] == "BATCH_STATE_RUNNING"
+            assert operation["metadata"]["batchStats"]["requestCount"] == "1"
+            listed = await http.get("/v1beta/batches")
+            assert [op["name"] for op in listed.json()["operations"]] == [operation["name"]]
+            openai_list = await http.get("/v1/batches")
+            assert openai_list.json()["object"] == "list"
+            mounted = await http.get(f"/gemini/v1/{operation['name']}")
+            assert mounted.status_code == 200
+            realtime = await http.post(
+                "/v1beta/models/emu-model:generateContent",
+                json={"contents": [{"parts": [{"text": "hi"}]}]},
+            )
+            assert realtime.status_code == 200 and "candidates" in realtime.json()
+
+
+def test_batch_delay_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="batch_delay_s"):
+        EmulatorConfig(batch_delay_s=-1)
