@@ -11,8 +11,13 @@ from rich.console import Console
 
 from octopipe.errors import ConfigError, OctopipeError
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped output (scripts, logs, CI) gets a wide page rather than rich's 80-column default, so
+# tables are not truncated; a terminal keeps its own width.
+_PIPED_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(highlight=False, soft_wrap=True, width=_PIPED_WIDTH)
+err_console = Console(
+    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160
+)
 
 
 def print_json(data: Any) -> None:
