@@ -83,7 +83,7 @@ def test_verify_lists_every_missing_id_and_repair_requeues_them_all(
     assert code == 1
     listed = _listed_ids(out, "missing at label (5,000):")
     assert sorted(listed) == deleted  # every id, none capped, none cut by wrapping
-    assert max(len(line) for line in out.splitlines()) <= 100
+    assert max(len(line) for line in out.splitlines()) <= 160  # wrapped to the page
     code, out, _ = octopipe("verify", "big", "--runs-dir", runs_dir, "--json")
     data = json.loads(out)
     assert code == 1 and data["ok"] is False
