@@ -12,10 +12,10 @@ from octopipe.core.states import RunEvent, RunStatus, UnitStepState
 from octopipe.engine.control import (
     change_run,
     change_run_detailed,
-    run_details,
     writer_intent,
     writer_waiting,
 )
+from octopipe.engine.queries import run_details
 from octopipe.engine.runner import Runner
 from octopipe.errors import UsageError
 from octopipe.store.ledger import Ledger

@@ -19,8 +19,9 @@ import click
 
 from octopipe.cli.options import runs_dir_option
 from octopipe.cli.output import console, print_json
-from octopipe.engine.control import change_run_detailed, run_details, step_index
+from octopipe.engine.control import change_run_detailed, step_index
 from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
+from octopipe.engine.queries import run_details
 from octopipe.errors import EXIT_FAILURE, EXIT_OK
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import is_held

@@ -28,9 +28,8 @@ import contextlib
 import fcntl
 import os
 import time
-from collections import Counter, deque
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,6 @@ from octopipe.core.states import (
 )
 from octopipe.engine import commands
 from octopipe.engine.paths import RunPaths
-from octopipe.engine.queries import RunStatusView, run_status
 from octopipe.engine.runlog import RunLog
 from octopipe.errors import StoreError, UsageError
 from octopipe.store.ledger import Ledger
@@ -339,100 +337,3 @@ def step_index(ledger: Ledger, name: str) -> int:
 
 
 # --- the detailed view (``info``) -----------------------------------------------------------
-
-
-@dataclass
-class StepFunnel:
-    name: str
-    scope: str
-    input: int  # units with a row at this step
-    valid: int
-    pending: int
-    in_flight: int
-    retrying: int
-    failed: int  # terminal failures (exhausted)
-    failed_by_stage: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def yield_(self) -> float | None:
-        return None if not self.input else self.valid / self.input
-
-
-@dataclass
-class RunDetails:
-    status: RunStatusView
-    snapshot: str
-    ledger: str
-    log: str
-    outputs: str
-    options: dict[str, Any]
-    started_at: str | None
-    finished_at: str | None
-    funnel: list[StepFunnel]
-    batches: dict[str, dict[str, int]]  # step -> state -> count
-    events: list[dict[str, Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "status"}
-        for entry, step in zip(data["funnel"], self.funnel, strict=True):
-            entry["yield"] = None if step.yield_ is None else round(step.yield_, 4)
-        return {**self.status.to_dict(), **data}
-
-
-OPTION_KEYS = ("provider", "model", "max_units", "repeat", "mode")
-
-
-def run_details(paths: RunPaths, *, last_events: int = 10) -> RunDetails:
-    """Status plus what ``info`` shows: options, funnel with failures by stage, batches by
-    state, the last events. Read-only; never takes the lock."""
-    view = run_status(paths)
-    ledger = Ledger.open(paths.ledger, readonly=True)
-    try:
-        info = ledger.run_info()
-        funnel = []
-        for index, step in enumerate(view.steps):
-            by_stage: Counter[str] = Counter()
-            for row in ledger.iter_failures(index):
-                by_stage[row.stage or "unknown"] += 1
-            funnel.append(
-                StepFunnel(
-                    step.name,
-                    step.scope,
-                    input=step.total,
-                    valid=step.valid,
-                    pending=step.pending,
-                    in_flight=step.in_flight,
-                    retrying=step.failed,
-                    failed=step.exhausted,
-                    failed_by_stage=dict(sorted(by_stage.items())),
-                )
-            )
-        batches: dict[str, Counter[str]] = {}
-        for batch in ledger.batches():
-            name = ledger.steps[batch.step_idx].name
-            batches.setdefault(name, Counter())[batch.state.value] += 1
-        tail: deque[dict[str, Any]] = deque(maxlen=last_events)
-        after = 0
-        while page := ledger.events(after_id=after, limit=1_000):
-            tail.extend(
-                {"id": e.id, "ts": e.ts, "level": e.level, "tag": e.tag, "message": e.message}
-                for e in page
-            )
-            after = page[-1].id
-        options = {k: info.options.get(k) for k in OPTION_KEYS}
-        options.update({k: v for k, v in info.options.items() if k not in OPTION_KEYS})
-    finally:
-        ledger.close()
-    return RunDetails(
-        status=view,
-        snapshot=str(paths.config_dir),
-        ledger=str(paths.ledger),
-        log=str(paths.log),
-        outputs=str(paths.outputs),
-        options=options,
-        started_at=info.started_at,
-        finished_at=info.finished_at,
-        funnel=funnel,
-        batches={k: dict(sorted(v.items())) for k, v in sorted(batches.items())},
-        events=list(tail),
-    )

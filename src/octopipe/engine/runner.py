@@ -97,6 +97,7 @@ class Runner:
         self.progress = progress
         self._tracker = ProgressTracker()
         self._last_progress = 0.0
+        self._every = PROGRESS_EVERY_S
         self._stop_reason: str | None = None
         self._kill = False
         self._interrupts = 0
@@ -144,7 +145,7 @@ class Runner:
             raise UsageError(f"run {info.name!r} was killed; it cannot be resumed")
         pipeline = load_pipeline(self.paths.config_dir)
         compiled = CompiledPipeline(pipeline)
-        if info.status in (RunStatus.COMPLETE, RunStatus.FAILED) and not _has_work(ledger):
+        if info.status in (RunStatus.COMPLETE, RunStatus.FAILED) and not _has_work(ledger.counts()):
             if self.export and not exports_present(ledger, self.paths):
                 written = export_run(ledger, self.paths)  # e.g. killed mid-export before
                 log.write("EXPORT", ", ".join(p.name for p in written))
@@ -174,7 +175,6 @@ class Runner:
     async def _loop(
         self, ledger: Ledger, log: RunLog, compiled: CompiledPipeline, executor: LLMExecutor | None
     ) -> None:
-        last_check = 0.0
         while not self._stop_reason:
             await _yield_to_waiting_writer(self.paths)
             self._apply_commands(ledger, log)
@@ -191,17 +191,16 @@ class Runner:
             if executor is not None and executor.busy():
                 await asyncio.sleep(IDLE_SLEEP_S)
                 continue
-            if not _has_work(ledger):
+            counts = ledger.counts()
+            if not _has_work(counts):
                 return
-            waiting = _llm_steps_waiting(ledger, compiled)
+            waiting = _llm_steps_waiting(counts, compiled)
             if waiting and executor is None:
                 self.request_stop(
                     f"step {waiting!r} needs an LLM provider; resume with "
                     "`octopipe run RUN --realtime` or `--batch`"
                 )
                 return
-            if time.monotonic() - last_check > 5:
-                last_check = time.monotonic()
             await asyncio.sleep(IDLE_SLEEP_S)
 
     async def _finish(
@@ -231,10 +230,13 @@ class Runner:
         self, ledger: Ledger, executor: LLMExecutor | None, force: bool = False
     ) -> None:
         now = time.monotonic()
-        if self.progress is None or (not force and now - self._last_progress < PROGRESS_EVERY_S):
+        if self.progress is None or (not force and now - self._last_progress < self._every):
             return
         self._last_progress = now
-        steps = snapshot_steps([(s.name, s.scope) for s in ledger.steps], ledger.counts())
+        counts = ledger.counts()
+        # counts() grows with the run (0.3 s at 1M units): keep it under a tenth of the time.
+        self._every = max(PROGRESS_EVERY_S, 10 * (time.monotonic() - now))
+        steps = snapshot_steps([(s.name, s.scope) for s in ledger.steps], counts)
         spent = getattr(executor, "spent", None)
         self.progress(self._tracker.update(steps, spent))
 
@@ -336,13 +338,14 @@ def _reject_stale_stops(ledger: Ledger) -> None:
             )
 
 
-def _has_work(ledger: Ledger) -> bool:
+def _has_work(counts: dict[int, dict[UnitStepState, int]]) -> bool:
     live = (UnitStepState.PENDING, UnitStepState.IN_FLIGHT)
-    return any(by_state.get(s, 0) for by_state in ledger.counts().values() for s in live)
+    return any(by_state.get(s, 0) for by_state in counts.values() for s in live)
 
 
-def _llm_steps_waiting(ledger: Ledger, compiled: CompiledPipeline) -> str | None:
-    counts = ledger.counts()
+def _llm_steps_waiting(
+    counts: dict[int, dict[UnitStepState, int]], compiled: CompiledPipeline
+) -> str | None:
     for index, cstep in enumerate(compiled.steps):
         if cstep.is_llm and counts.get(index, {}).get(UnitStepState.PENDING, 0):
             return cstep.name

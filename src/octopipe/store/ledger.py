@@ -331,6 +331,19 @@ class Ledger(UnitLifecycle):
         ]
 
     @guarded
+    def recent_events(self, limit: int = 10) -> list[EventRow]:
+        """The last ``limit`` events, oldest first (one indexed read, however long the log)."""
+        rows = self._db.execute(
+            """SELECT id, ts, level, tag, message, data_json FROM events
+               ORDER BY id DESC LIMIT ?""",
+            (limit,),
+        ).fetchall()
+        return [
+            EventRow(i, ts, level, tag, msg, loads(data))
+            for i, ts, level, tag, msg, data in reversed(rows)
+        ]
+
+    @guarded
     def enqueue_command(self, kind: str, args: Json | None = None) -> int:
         """Queue a command for the live runner (the one write allowed without the lock)."""
         with self.transaction():
