@@ -148,3 +148,19 @@ def test_try_unknown_unit_is_a_usage_error() -> None:
 
 def test_errors_map_to_exit_codes_without_tracebacks(tmp_path: Path) -> None:
     assert run_guarded(cli, ["status", "missing-run", "--runs-dir", str(tmp_path)]) == 2
+
+
+def test_bad_timeout_is_refused_before_any_run_is_created(tmp_path: Path) -> None:
+    code, _, err = octopipe(
+        "run",
+        EXAMPLES / "random_walk",
+        "--provider",
+        "fake",
+        "--yes",
+        "--timeout",
+        "5x",
+        "--runs-dir",
+        tmp_path / "runs",
+    )
+    assert code == 2 and "cannot read duration '5x'" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

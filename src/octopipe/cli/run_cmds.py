@@ -162,6 +162,7 @@ def run(
             "batch mode is not available in this version yet; use --realtime "
             "(or --provider fake to rehearse on the local emulator)"
         )
+    timeout_s = parse_duration(timeout) if timeout else None  # bad input: before any run exists
     base = _runs_dir(runs_dir)
     if _is_pipeline(Path(target)):
         _confirm_estimate(Path(target), "realtime", provider, model, max_units, repeat, yes)
@@ -180,7 +181,7 @@ def run(
         rpm=rpm,
         tpm=tpm,
         max_cost_usd=max_cost,
-        timeout_s=parse_duration(timeout) if timeout else None,
+        timeout_s=timeout_s,
         max_attempts=max_attempts,
     )
     live = sys.stderr.isatty() and not quiet
