@@ -40,9 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "rename",
             "archive",
             "unarchive",
-            "logs",
         )
     },
+    "logs": ("logs_cmd", "logs"),
+    "watch": ("logs_cmd", "watch"),
     "models": ("models_cmd", "models"),
     "emulator": ("emulator_cmd", "emulator"),
 }

@@ -8,10 +8,7 @@ live runner otherwise. Exit codes: 0 ok, 1 findings or failures, 2 usage, 4 stor
 
 from __future__ import annotations
 
-import contextlib
-import os
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,6 @@ from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
 from octopipe.engine.queries import run_details
 from octopipe.errors import EXIT_FAILURE, EXIT_OK
 from octopipe.store.ledger import Ledger
-from octopipe.store.lock import is_held
 from octopipe.store.records import STAGES, VerifyReport
 
 
@@ -55,7 +51,6 @@ def _unarchive_run(*args: Any, **kwargs: Any) -> Any:
 
 
 RECORDED = "@recorded"  # --use-source-config without a PATH: the folder the ledger recorded
-FOLLOW_POLL_S = 0.25
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 wait_option = click.option(
@@ -516,84 +511,6 @@ def unarchive(run: str, runs_dir: Path | None) -> int:
 # --- logs -------------------------------------------------------------------------------------
 
 
-@click.command()
-@click.argument("run", metavar="RUN")
-@runs_dir_option
-@click.option(
-    "--follow",
-    "-f",
-    is_flag=True,
-    help="Keep printing new lines until the runner exits (or Ctrl+C).",
-)
-@click.option(
-    "--lines",
-    "-n",
-    "count",
-    type=click.IntRange(min=0),
-    default=20,
-    show_default=True,
-    help="How many of the last lines to print first.",
-)
-def logs(run: str, runs_dir: Path | None, follow: bool, count: int) -> int:
-    """Print the end of a run's log (run.log); with -f, follow it while the run is live."""
-    paths = _paths(run, runs_dir)
-    lines, offset = tail(paths.log, count)
-    for line in lines:
-        click.echo(line)
-    if not follow:
-        if not paths.log.exists():
-            click.echo(f"{paths.name}: no log yet (the run has not started)", err=True)
-        return EXIT_OK
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how a follow ends
-        _follow(paths, offset)
-    return EXIT_OK
-
-
-def tail(path: Path, count: int, block: int = 1 << 16) -> tuple[list[str], int]:
-    """The last ``count`` complete lines of a file and the offset after them."""
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        return [], 0
-    with handle:
-        end = handle.seek(0, os.SEEK_END)
-        data = b""
-        position = end
-        while position > 0 and data.count(b"\n") <= count:
-            step = min(block, position)
-            position -= step
-            handle.seek(position)
-            data = handle.read(step) + data
-    complete = data[: data.rfind(b"\n") + 1] if b"\n" in data else b""
-    offset = end - (len(data) - len(complete))
-    lines = complete.decode("utf-8", "replace").splitlines()
-    return (lines[-count:] if count else []), offset
-
-
-def _follow(paths: RunPaths, offset: int) -> None:
-    pending = b""
-    while True:
-        live = is_held(paths.root)
-        try:
-            with paths.log.open("rb") as handle:
-                if handle.seek(0, os.SEEK_END) < offset:  # the log was replaced: start over
-                    offset = 0
-                handle.seek(offset)
-                chunk = handle.read()
-        except FileNotFoundError:
-            chunk = b""
-        offset += len(chunk)
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            click.echo(line.decode("utf-8", "replace"))
-        if not live:
-            if pending:
-                click.echo(pending.decode("utf-8", "replace"))
-            return
-        time.sleep(FOLLOW_POLL_S)
-
-
 COMMANDS = (
     info,
     verify,
@@ -606,7 +523,6 @@ COMMANDS = (
     rename,
     archive,
     unarchive,
-    logs,
 )
 
 __all__ = [
@@ -615,7 +531,6 @@ __all__ = [
     "export",
     "info",
     "kill",
-    "logs",
     "pause",
     "rename",
     "repair",

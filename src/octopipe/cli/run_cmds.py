@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,11 +17,13 @@ from octopipe.core.checker import check_pipeline
 from octopipe.core.config import CONFIG_NAMES, load_pipeline
 from octopipe.core.costs import Mode
 from octopipe.core.states import RunStatus
+from octopipe.engine.batch import BatchOptions
+from octopipe.engine.control import switch_mode
 from octopipe.engine.create import CreatedRun, RunOptions, create_run
 from octopipe.engine.estimate import estimate_pipeline
-from octopipe.engine.paths import resolve_run
-from octopipe.engine.providers_setup import realtime_executor, split_fake
-from octopipe.engine.queries import run_status
+from octopipe.engine.paths import RunPaths, resolve_run
+from octopipe.engine.providers_setup import llm_executor, split_fake
+from octopipe.engine.queries import run_info, run_status
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner
 from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError, UsageError
@@ -131,6 +134,14 @@ def init(
     type=click.IntRange(min=1),
     help="LLM attempts per unit and step (default: validation_retry.max_attempts).",
 )
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds between batch polls (default: api.poll_interval_seconds; 1 with fake).",
+)
+@click.option(
+    "--detach", is_flag=True, help="Run in the background and return at once (see `watch`)."
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the run log.")
 def run(
@@ -148,6 +159,8 @@ def run(
     max_cost: float | None,
     timeout: str | None,
     max_attempts: int | None,
+    poll_interval: float | None,
+    detach: bool,
     yes: bool,
     quiet: bool,
 ) -> int:
@@ -156,24 +169,31 @@ def run(
     TARGET is a pipeline folder (a new run is created first) or an existing run (name or
     folder), which resumes where its ledger says. Ctrl+C pauses the run; `run` again resumes.
     `--provider fake` runs against the built-in emulator: no API key, no cost.
+
+    `--batch` sends LLM steps through the providers' batch APIs (about half price; results
+    within 24 h); `--realtime` (the default for a new run) calls them directly. On an existing
+    run either flag switches its mode: batches already submitted are still collected.
     """
-    if mode == "batch":
-        raise UsageError(
-            "batch mode is not available in this version yet; use --realtime "
-            "(or --provider fake to rehearse on the local emulator)"
-        )
     timeout_s = parse_duration(timeout) if timeout else None  # bad input: before any run exists
     base = _runs_dir(runs_dir)
     if _is_pipeline(Path(target)):
-        _confirm_estimate(Path(target), "realtime", provider, model, max_units, repeat, yes)
+        mode = mode or "realtime"
+        _confirm_estimate(Path(target), mode, provider, model, max_units, repeat, yes)  # type: ignore[arg-type]
         created = create_run(
-            Path(target), base, _options(run_name, provider, model, max_units, repeat, "realtime")
+            Path(target), base, _options(run_name, provider, model, max_units, repeat, mode)
         )
         _print_created(created)
         paths = created.paths
     else:
         paths = resolve_run(target, base)
-    stored = run_status(paths)
+    stored = run_info(paths)
+    if mode is not None and mode != stored.mode:
+        switch_mode(paths, mode)
+    mode = mode or stored.mode
+    if detach:
+        return _detach(paths, sys.argv[1:], target)
+    fake = split_fake(provider or stored.provider)[0] == "fake"
+    batch = BatchOptions(poll_interval_s=poll_interval or (1.0 if fake else None))
     options = RealtimeOptions(
         provider=provider or stored.provider,
         model=model or stored.model,
@@ -187,7 +207,7 @@ def run(
     live = sys.stderr.isatty() and not quiet
     echo = None if (quiet or live) else sys.stderr
     with (
-        realtime_executor(options, paths.config_dir) as factory,
+        llm_executor(mode, options, paths.config_dir, batch=batch) as factory,
         ProgressView(sys.stderr, live) as progress_view,
     ):
         outcome = Runner(
@@ -205,6 +225,49 @@ def run(
     if outcome.exit_code:
         return outcome.exit_code
     return EXIT_OK if outcome.status is RunStatus.COMPLETE else EXIT_FAILURE
+
+
+def _detach(paths: RunPaths, argv: list[str], target: str) -> int:
+    """Start ``octopipe run RUN ...`` in a new session with its output in the run folder."""
+    args = _detached_args(argv, target, paths.name)
+    out = (paths.root / "runner.out").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "octopipe", "run", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=out,
+        start_new_session=True,
+        cwd=Path.cwd(),
+    )
+    out.close()
+    console.print(
+        f"run {paths.name} continues in the background (pid {process.pid}); follow it with "
+        f"`octopipe watch {paths.name}`, stop it with `octopipe pause {paths.name}`",
+        markup=False,
+    )
+    return EXIT_OK
+
+
+def _detached_args(argv: list[str], target: str, name: str) -> list[str]:
+    """The command line for the background runner: the same options, on the run (not the
+    pipeline: it exists now), without the options that only mattered for creating it."""
+    drop_flag = {"--detach", "run"}
+    drop_value = {"--run", "--max-units", "--repeat"}
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in drop_flag or arg == target:
+            continue
+        if arg in drop_value:
+            skip = True
+            continue
+        if any(arg.startswith(f"{d}=") for d in drop_value):
+            continue
+        out.append(arg)
+    return [name, *out, "--yes", "--quiet"]
 
 
 def parse_duration(text: str) -> float:

@@ -57,6 +57,36 @@ def _print_status(view: RunStatusView) -> None:
         f"cost ${view.cost_usd:.4f}{unknown}; tokens in {view.input_tokens:,}, "
         f"out {view.output_tokens:,}"
     )
+    _print_batches(view)
+
+
+OPEN_BATCHES_SHOWN = 20
+
+
+def _print_batches(view: RunStatusView) -> None:
+    if not view.batch_counts:
+        return
+    states = ", ".join(f"{n:,} {state}" for state, n in view.batch_counts.items())
+    console.print(f"batches: {states}", markup=False)
+    if not view.open_batches:
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("batch", "step", "state", "at provider", "units", "provider id", "submitted"):
+        table.add_column(column, justify="right" if column == "units" else "left")
+    for b in view.open_batches[:OPEN_BATCHES_SHOWN]:
+        table.add_row(
+            b["batch"],
+            b["step"],
+            b["state"],
+            b["at_provider"] or "-",
+            f"{b['units']:,}",
+            b["provider_batch_id"] or "-",
+            (b["submitted_at"] or "-")[:19],
+        )
+    console.print(table)
+    hidden = len(view.open_batches) - OPEN_BATCHES_SHOWN
+    if hidden > 0:
+        console.print(f"... and {hidden:,} more open batches (`status --json` lists all)")
 
 
 @click.command()

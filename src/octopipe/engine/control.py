@@ -337,3 +337,25 @@ def step_index(ledger: Ledger, name: str) -> int:
 
 
 # --- the detailed view (``info``) -----------------------------------------------------------
+
+
+def switch_mode(paths: RunPaths, mode: str) -> None:
+    """Record that the run's LLM steps now go ``batch`` or ``realtime`` (a run with no live
+    runner only: pause it first). Batches already submitted are collected either way."""
+    lock = RunLock(paths.root)
+    if not lock.try_acquire():
+        raise UsageError(
+            f"run {paths.name!r} is being driven by another process; "
+            f"`octopipe pause {paths.name}` first, then switch its mode"
+        )
+    try:
+        ledger = Ledger.open(paths.ledger)
+        try:
+            old = ledger.run_info().mode
+            ledger.update_run(mode=mode)
+            ledger.log_event("info", "MODE", f"mode {old} -> {mode}")
+        finally:
+            ledger.close()
+        _log(paths, "mode", f"{old} -> {mode}")
+    finally:
+        lock.release()

@@ -10,14 +10,18 @@ used (return ``None`` to fall back to a schema-shaped default); it is only ever 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from octopipe.engine.batch import LIVE, BatchExecutor, BatchOptions
+from octopipe.engine.combined import CombinedExecutor
 from octopipe.engine.realtime import RealtimeExecutor, RealtimeOptions
-from octopipe.engine.runner import ExecutorFactory, RunContext
+from octopipe.engine.runner import ExecutorFactory, LLMExecutor, RunContext
 from octopipe.errors import UsageError
 from octopipe.providers.base import (
     ProviderSettings,
@@ -25,10 +29,12 @@ from octopipe.providers.base import (
     make_provider,
     resolve_api_key,
 )
+from octopipe.providers.batch_base import BatchProvider, make_batch_provider
 
 FAKE = "fake"
 VENDORS = ("openai", "anthropic", "gemini")
 ANSWERS_FILE = "emulator_answers.py"
+EMULATOR_URL_ENV = "OCTOPIPE_EMULATOR_URL"
 
 
 def split_fake(provider: str | None) -> tuple[str | None, str | None]:
@@ -59,22 +65,56 @@ def load_answer_hook(config_dir: Path) -> Callable[[Any], Any] | None:
 def realtime_executor(
     options: RealtimeOptions, config_dir: Path, *, emulator_config: Any = None
 ) -> Iterator[ExecutorFactory]:
-    """An executor factory for the runner; starts and stops the emulator for fake runs."""
-    provider, vendor = split_fake(options.provider)
-    emulator = None
-    if provider == FAKE:
-        from octopipe.providers.emulator import EmulatorConfig, EmulatorThread, default_answer
+    """An executor factory for realtime runs (see ``llm_executor``)."""
+    with llm_executor("realtime", options, config_dir, emulator_config=emulator_config) as f:
+        yield f
 
-        hook = load_answer_hook(config_dir)
-        config = emulator_config or EmulatorConfig()
-        if hook is not None and config.answer_fn is None:
-            config = _with_answers(config, hook, default_answer)
-        emulator = EmulatorThread(config).start()
+
+@contextmanager
+def llm_executor(
+    mode: str,
+    options: RealtimeOptions,
+    config_dir: Path,
+    *,
+    batch: BatchOptions | None = None,
+    emulator_config: Any = None,
+) -> Iterator[ExecutorFactory]:
+    """An executor factory for the runner in ``mode`` (``batch`` or ``realtime``); starts and
+    stops the emulator for fake runs, unless ``OCTOPIPE_EMULATOR_URL`` names a running one
+    (``octopipe emulator``), whose batches then outlive this process."""
+    provider, vendor = split_fake(options.provider)
+    emulator: Any = None
+    started = None
+    if provider == FAKE:
+        remote = os.environ.get(EMULATOR_URL_ENV)
+        if remote:
+            emulator = RemoteEmulator(remote)
+        else:
+            from octopipe.providers.emulator import EmulatorConfig, EmulatorThread, default_answer
+
+            hook = load_answer_hook(config_dir)
+            config = emulator_config or EmulatorConfig()
+            if hook is not None and config.answer_fn is None:
+                config = _with_answers(config, hook, default_answer)
+            emulator = started = EmulatorThread(config).start()
     try:
-        yield _factory(options, provider, vendor, emulator)
+        yield _factory(mode, options, batch or BatchOptions(), provider, vendor, emulator)
     finally:
-        if emulator is not None:
-            emulator.stop()
+        if started is not None:
+            started.stop()
+
+
+class RemoteEmulator:
+    """An emulator started elsewhere (``octopipe emulator``), known by its root URL."""
+
+    def __init__(self, root_url: str) -> None:
+        self.root_url = root_url.rstrip("/")
+
+    def base_url_for(self, vendor: str) -> str:
+        from octopipe.providers.emulator.server import MOUNTS, SDK_SUFFIX, vendor_name
+
+        name = vendor_name(vendor)
+        return self.root_url + MOUNTS[name] + SDK_SUFFIX[name]
 
 
 def _with_answers(config: Any, hook: Callable[[Any], Any], fallback: Callable[[Any], Any]) -> Any:
@@ -88,36 +128,70 @@ def _with_answers(config: Any, hook: Callable[[Any], Any], fallback: Callable[[A
 
 
 def _factory(
-    options: RealtimeOptions, provider: str | None, vendor: str | None, emulator: Any
+    mode: str,
+    options: RealtimeOptions,
+    batch: BatchOptions,
+    provider: str | None,
+    vendor: str | None,
+    emulator: Any,
 ) -> ExecutorFactory:
     run_options = options
     if provider == FAKE:
         run_options = RealtimeOptions(**{**options.__dict__, "provider": FAKE})
+    batch_options = dataclasses.replace(
+        batch,
+        provider=run_options.provider,
+        model=options.model,
+        max_cost_usd=options.max_cost_usd,
+        timeout_s=options.timeout_s,
+        max_attempts=options.max_attempts,
+        price_as=options.price_as,
+    )
 
-    def make(ctx: RunContext) -> RealtimeExecutor:
-        clients: dict[str, RealtimeProvider] = {}
+    def make(ctx: RunContext) -> LLMExecutor:
         api = ctx.compiled.pipeline.config.api
+        clients: dict[str, RealtimeProvider] = {}
 
         def client_for(name: str) -> RealtimeProvider:
             if name not in clients:
-                clients[name] = _client(
-                    name, vendor, emulator, api.base_url, api.request_timeout_seconds
+                clients[name] = make_provider(
+                    _settings(name, vendor, emulator, api.base_url, api.request_timeout_seconds)
                 )
             return clients[name]
 
-        return RealtimeExecutor(ctx, run_options, client_for)
+        def batch_client_for(name: str) -> BatchProvider:
+            settings = _settings(name, vendor, emulator, api.base_url, api.request_timeout_seconds)
+            return make_batch_provider(settings)
+
+        if mode == "batch":
+            combined = CombinedExecutor([])
+
+            def fall_back(step_index: int) -> None:
+                realtime = combined.realtime
+                if realtime is None:
+                    realtime = RealtimeExecutor(ctx, run_options, client_for, only_steps=set())
+                    combined.add(realtime)
+                assert realtime.only_steps is not None
+                realtime.only_steps.add(step_index)
+
+            combined.add(BatchExecutor(ctx, batch_options, batch_client_for, fallback=fall_back))
+            return combined
+        realtime = RealtimeExecutor(ctx, run_options, client_for)
+        if not ctx.ledger.batches(*LIVE):
+            return realtime
+        # Switched from batch: batches already at the provider are still followed and
+        # collected; everything new runs in realtime.
+        follow = dataclasses.replace(batch_options, submit=False)
+        return CombinedExecutor([BatchExecutor(ctx, follow, batch_client_for), realtime])
 
     return make
 
 
-def _client(
+def _settings(
     name: str, vendor: str | None, emulator: Any, base_url: str | None, timeout_s: float
-) -> RealtimeProvider:
+) -> ProviderSettings:
     if name == FAKE:
         target = vendor or "openai"
-        settings = ProviderSettings(
-            target, "emulated-key", emulator.base_url_for(target), timeout_s
-        )
-        return make_provider(settings)
+        return ProviderSettings(target, "emulated-key", emulator.base_url_for(target), timeout_s)
     url = base_url if name == "openai-compatible" else None
-    return make_provider(ProviderSettings(name, resolve_api_key(name), url, timeout_s))
+    return ProviderSettings(name, resolve_api_key(name), url, timeout_s)

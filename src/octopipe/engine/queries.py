@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from octopipe.core.states import DerivedStatus, UnitStepState, derive_status
+from octopipe.core.states import BATCH_TERMINAL, DerivedStatus, UnitStepState, derive_status
 from octopipe.engine.paths import RunPaths, iter_runs
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import holder_pid, is_held
+from octopipe.store.records import RunInfo
 
 FAILED_STATES = (UnitStepState.FAILED, UnitStepState.EXHAUSTED)
 
@@ -59,6 +60,8 @@ class RunStatusView:
     steps: list[StepStatus] = field(default_factory=list)
     archived: bool = False
     path: str = ""
+    batch_counts: dict[str, int] = field(default_factory=dict)  # state -> batches
+    open_batches: list[dict[str, Any]] = field(default_factory=list)  # not yet collected
 
     @property
     def progress(self) -> float:
@@ -122,7 +125,31 @@ def _view(ledger: Ledger, paths: RunPaths, archived: bool) -> RunStatusView:
         steps=steps,
         archived=archived,
         path=str(paths.root),
+        **_batches(ledger),
     )
+
+
+def _batches(ledger: Ledger) -> dict[str, Any]:
+    """Batches by state, and what each batch not yet collected is doing at the provider."""
+    counts: Counter[str] = Counter()
+    open_batches = []
+    for batch in ledger.batches():
+        counts[batch.state.value] += 1
+        if batch.state not in BATCH_TERMINAL:
+            open_batches.append(
+                {
+                    "batch": batch.local_id,
+                    "step": ledger.steps[batch.step_idx].name,
+                    "state": batch.state.value,
+                    "provider": batch.provider,
+                    "provider_batch_id": batch.provider_batch_id,
+                    "at_provider": batch.provider_status,
+                    "units": batch.n_units,
+                    "submitted_at": batch.submitted_at,
+                    "estimate_usd": batch.estimate_usd,
+                }
+            )
+    return {"batch_counts": dict(sorted(counts.items())), "open_batches": open_batches}
 
 
 def list_runs(runs_dir: Path, include_archived: bool = False) -> list[RunStatusView]:
@@ -224,3 +251,12 @@ def run_details(paths: RunPaths, *, last_events: int = 10) -> RunDetails:
         batches={k: dict(sorted(v.items())) for k, v in sorted(batches.items())},
         events=tail,
     )
+
+
+def run_info(paths: RunPaths) -> RunInfo:
+    """The run's stored description (name, mode, provider, model ...), read-only and cheap."""
+    ledger = Ledger.open(paths.ledger, readonly=True)
+    try:
+        return ledger.run_info()
+    finally:
+        ledger.close()

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from octopipe.core.config_models import LLMStep
 from octopipe.core.costs import cost_usd, estimate_tokens, format_usd
 from octopipe.core.registry import Registry, load_registry
 from octopipe.core.steps import CompiledStep, StepFailure
 from octopipe.engine.pacing import Pacer
+from octopipe.engine.routes import resolve_routes
 from octopipe.engine.runlog import Trace
 from octopipe.engine.runner import RunContext
 from octopipe.errors import (
@@ -85,8 +85,12 @@ class RealtimeExecutor:
         options: RealtimeOptions,
         client_for: Callable[[str], RealtimeProvider],
         registry: Registry | None = None,
+        only_steps: set[int] | None = None,
     ) -> None:
+        """``only_steps``: the LLM steps this executor may start (``None``: all); the set may
+        grow while the run goes on (a batch step falling back to realtime)."""
         self.ctx = ctx
+        self.only_steps = only_steps
         self.options = options
         self.registry = registry or load_registry()
         config = ctx.compiled.pipeline.config
@@ -95,7 +99,8 @@ class RealtimeExecutor:
         self.auto_retry = config.api.realtime.auto_retry
         self.cost_cap = options.max_cost_usd or config.api.realtime.cost_cap_usd
         explicit = options.concurrency or config.api.realtime.concurrency
-        self.spent = ctx.ledger.cost_totals().known_usd
+        self.base_spent = ctx.ledger.cost_totals().known_usd
+        self.spent = self.base_spent
         self.calls_priced = 0
         self.tasks: set[asyncio.Task[Finished]] = set()
         self.sending: set[asyncio.Task[Any]] = set()  # tasks with a request on the wire
@@ -112,58 +117,37 @@ class RealtimeExecutor:
     # --- set-up ------------------------------------------------------------------------------
 
     def _targets(self, client_for: Callable[[str], RealtimeProvider]) -> list[StepTarget | None]:
-        pipeline = self.ctx.compiled.pipeline
-        api = pipeline.config.api
+        api = self.ctx.compiled.pipeline.config.api
         pacers: dict[tuple[str, str], Pacer] = {}
         out: list[StepTarget | None] = []
-        for index, cstep in enumerate(self.ctx.compiled.steps):
-            step = cstep.step
-            if not isinstance(step, LLMStep):
+        routes = resolve_routes(
+            self.ctx.compiled,
+            self.registry,
+            self.options.provider,
+            self.options.model,
+            self.options.price_as,
+        )
+        for route in routes:
+            if route is None:
                 out.append(None)
                 continue
-            resolved = self.registry.resolve(
-                self.options.provider,
-                self.options.model,
-                step.provider,
-                step.model,
-                api.provider,
-                api.model,
-            )
-            key = (resolved.provider, resolved.model)
+            key = (route.provider, route.model)
             if key not in pacers:
-                limits = self.registry.limits(resolved.provider, resolved.model)
+                limits = self.registry.limits(route.provider, route.model)
                 pacers[key] = Pacer(
                     rpm=self.options.rpm or api.rpm or limits.rpm,
                     tpm=self.options.tpm or api.tpm or limits.tpm,
                 )
-            schema = pipeline.schema_for(step.name)
-            structured = (
-                step.structured_output
-                if step.structured_output is not None
-                else api.structured_output
-            )
-            defaults = {
-                "model": resolved.model,
-                "system": step.system,
-                "schema": schema,
-                "schema_name": step.name,
-                "structured_output": structured,
-                "max_tokens": step.max_tokens or api.max_tokens,
-                "temperature": step.temperature
-                if step.temperature is not None
-                else api.temperature,
-                "timeout_s": api.request_timeout_seconds,
-            }
             out.append(
                 StepTarget(
-                    index,
-                    cstep,
-                    resolved.provider,
-                    resolved.model,
-                    client_for(resolved.provider),
+                    route.index,
+                    route.cstep,
+                    route.provider,
+                    route.model,
+                    client_for(route.provider),
                     pacers[key],
-                    defaults,
-                    self.options.price_as.get(resolved.provider, resolved.provider),
+                    route.request_defaults,
+                    route.price_provider,
                 )
             )
         return out
@@ -175,6 +159,8 @@ class RealtimeExecutor:
         if self._check_limits():
             return progressed
         for target in self.targets:
+            if self.only_steps is not None and target.index not in self.only_steps:
+                continue
             free = self.concurrency - len(self.tasks)
             if free <= 0 or self.ctx.stop_requested():
                 break

@@ -30,7 +30,15 @@ from octopipe.core.states import (
 from octopipe.errors import StoreError
 from octopipe.store.records import BatchRow
 
-__all__ = ["BatchEvent", "BatchState", "advance_batch", "create_intent", "select", "units_of"]
+__all__ = [
+    "BatchEvent",
+    "BatchState",
+    "advance_batch",
+    "create_intent",
+    "note_status",
+    "select",
+    "units_of",
+]
 
 _COLUMNS = """id, local_id, step_idx, provider, model, provider_batch_id, state, n_units,
               content_hash, estimate_usd, actual_usd, created_at, submitted_at, finished_at,
@@ -142,6 +150,12 @@ def advance_batch(
             old.id,
         ),
     )
+    if new is BatchState.COLLECTED and actual_usd is None:  # what its answers actually cost
+        conn.execute(
+            """UPDATE batches SET actual_usd =
+                   (SELECT SUM(cost_usd) FROM attempts WHERE batch_id = ?) WHERE id = ?""",
+            (old.id, old.id),
+        )
     released = 0
     if new in BATCH_TERMINAL:
         back = advance(UnitStepState.IN_FLIGHT, UnitStepEvent.RELEASE)
@@ -177,3 +191,11 @@ def units_of(conn: sqlite3.Connection, local_id: str) -> list[int]:
             "SELECT uid FROM batch_units WHERE batch_id = ? ORDER BY uid", (batch.id,)
         )
     ]
+
+
+def note_status(conn: sqlite3.Connection, local_id: str, provider_status: str) -> None:
+    """Remember what the provider last said about a batch (progress), state unchanged."""
+    _get(conn, local_id)
+    conn.execute(
+        "UPDATE batches SET provider_status = ? WHERE local_id = ?", (provider_status, local_id)
+    )

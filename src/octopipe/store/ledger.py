@@ -450,6 +450,12 @@ class Ledger(UnitLifecycle):
             return row
 
     @guarded
+    def note_batch_status(self, local_id: str, provider_status: str) -> None:
+        """Store the provider's last word on a batch (``in_progress 1200/5000``)."""
+        with self.transaction():
+            batch_sql.note_status(self._db, local_id, provider_status)
+
+    @guarded
     def batches(self, *states: BatchState, step_idx: int | None = None) -> list[BatchRow]:
         """Batches in any of ``states`` (all when none are given), oldest first."""
         return batch_sql.select(self._db, states, step_idx)

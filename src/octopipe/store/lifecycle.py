@@ -106,6 +106,53 @@ class UnitLifecycle(LedgerCore):
             for uid, attempts, base in rows
         ]
 
+    @guarded
+    def in_flight_units(self, step_idx: int, uids: Sequence[int]) -> list[ClaimedUnit]:
+        """The units among ``uids`` still ``in_flight`` at a step, with their input records,
+        without changing anything: what a batch's results are checked against. Units already
+        recorded (a collection interrupted half-way and resumed) are left out."""
+        self._step(step_idx)
+        if not uids:
+            return []
+        with self._snapshot():
+            rows = self._db.execute(
+                """SELECT uid, attempts, attempts_base FROM unit_steps
+                   WHERE step_idx = ? AND state = ? AND uid IN (SELECT value FROM json_each(?))
+                   ORDER BY uid""",
+                (step_idx, _IN_FLIGHT, reads.json_ints(uids)),
+            ).fetchall()
+            inputs = reads.records(self._db, [r[0] for r in rows], before=step_idx)
+        return [
+            ClaimedUnit(uid, *inputs[uid], attempt_no=attempts + 1, budget_used=attempts - base)
+            for uid, attempts, base in rows
+        ]
+
+    @guarded
+    def pending_count(self, step_idx: int, cap: int) -> int:
+        """Pending units at a step, counting no further than ``cap`` (cheap at any size)."""
+        self._step(step_idx)
+        return int(
+            self._db.execute(
+                """SELECT COUNT(*) FROM (SELECT 1 FROM unit_steps INDEXED BY unit_steps_state
+                   WHERE step_idx = ? AND state = ? LIMIT ?)""",
+                (step_idx, _PENDING, cap),
+            ).fetchone()[0]
+        )
+
+    @guarded
+    def live_before(self, step_idx: int) -> bool:
+        """Whether any earlier step still has units pending or in flight (units that may yet
+        reach ``step_idx``)."""
+        for k in range(step_idx):
+            for state in (_PENDING, _IN_FLIGHT):
+                if self._db.execute(
+                    """SELECT 1 FROM unit_steps INDEXED BY unit_steps_state
+                       WHERE step_idx = ? AND state = ? LIMIT 1""",
+                    (k, state),
+                ).fetchone():
+                    return True
+        return False
+
     def record_success(
         self,
         uid: int,

@@ -1,0 +1,677 @@
+"""Batch execution of LLM steps: pack, record the intent, submit, poll, collect, retry.
+
+Each pass of the runner's loop calls ``pump``, which never blocks on the network: provider
+calls run as one asyncio task per batch (submit, poll, cancel or collect), and ``pump`` starts
+the next one when a batch is due. The ledger is the only memory that matters; everything kept
+here (poll timers, backoffs) is rebuilt harmlessly after a restart.
+
+The life of a batch (``core.states`` has the transitions):
+
+1. *Pack*: claim pending units of a step, render their prompts, keep as many as the batch limits
+   allow (``batch_packing``) and release the rest. A step's units are submitted as soon as a
+   full batch is pending, or when nothing upstream can add more, or after waiting ``linger``.
+2. *Intent*: the batch (local id, units, content hash, estimated cost) is committed with a
+   durable commit *before* the provider is called.
+3. *Submit*: on success the provider's id is recorded at once. A 429 abandons the intent (its
+   units go back to pending, no attempt used) and backs off the step; auth or quota errors
+   pause the run with the reason; a bad request fails the units; a timeout or 5xx leaves the
+   intent to be *reconciled*.
+4. *Reconcile* (at start-up and after an uncertain submit): the provider's batch list is
+   searched for the intent's id in the batch metadata: found, the batch is adopted; not found,
+   the intent is abandoned and its units requeued. No orphan, no duplicate.
+5. *Poll* every ``api.poll_interval_seconds``, stretching while nothing changes (up to
+   ``POLL_STRETCH`` times), with jitter; a batch older than ``api.batch.deadline_hours`` is
+   cancelled, and its unfinished units resubmitted (or run in realtime if
+   ``api.batch.fallback_to_realtime``).
+6. *Collect* (``batch_collect``): results are stored before the batch is marked collected;
+   expired and cancelled batches keep their finished lines; missing lines are retried; units
+   that failed validation with budget left go into later batches of only those units.
+
+Money: the cost cap (``--max-cost`` / ``api.realtime.cost_cap_usd``) counts what was spent plus
+the estimate of every batch still at the provider, and a batch that would cross it is not
+submitted. Estimates are replaced by actual usage, at batch prices, as lines are collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from octopipe.core.costs import format_usd
+from octopipe.core.registry import Registry, load_registry
+from octopipe.core.states import BatchEvent, BatchState
+from octopipe.core.steps import StepFailure
+from octopipe.engine.batch_collect import BatchRecorder, Tally, custom_id
+from octopipe.engine.batch_packing import CostModel, batch_limits, pack, request_bytes
+from octopipe.engine.routes import StepRoute, resolve_routes
+from octopipe.engine.runlog import Trace
+from octopipe.engine.runner import LLMExecutor, RunContext
+from octopipe.errors import BadRequest, ProviderError, RateLimited, UsageError
+from octopipe.providers.base import LLMRequest
+from octopipe.providers.batch_base import (
+    INTENT_KEY,
+    BatchHandle,
+    BatchProvider,
+    BatchRequestLine,
+    BatchStatus,
+)
+from octopipe.store.codec import utc_now
+from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure
+
+LIVE = (
+    BatchState.INTENT,
+    BatchState.SUBMITTED,
+    BatchState.COMPLETED,
+    BatchState.EXPIRED,
+    BatchState.CANCELLED,
+    BatchState.FAILED,
+)
+ENDED = (BatchState.COMPLETED, BatchState.EXPIRED, BatchState.CANCELLED, BatchState.FAILED)
+POLL_STRETCH = 8  # a quiet batch is polled at most this many intervals apart
+POLL_MAX_S = 600.0
+JITTER = 0.1
+HEARTBEAT_S = 30.0
+RECONCILE_AFTER_S = 5.0  # after an uncertain submit, look for the batch this much later
+_TERMINAL_EVENTS = {
+    "completed": BatchEvent.PROVIDER_DONE,
+    "expired": BatchEvent.PROVIDER_EXPIRED,
+    "cancelled": BatchEvent.PROVIDER_CANCELLED,
+    "failed": BatchEvent.PROVIDER_FAILED,
+}
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """Run-time choices for batch mode (CLI flags over config over registry defaults)."""
+
+    provider: str | None = None
+    model: str | None = None
+    max_cost_usd: float | None = None
+    timeout_s: float | None = None
+    max_attempts: int | None = None
+    submit: bool = True
+    """False: only follow and collect batches already submitted (a run switched to realtime)."""
+    linger_s: float | None = None
+    """How long a partial batch waits for more units from upstream steps (default: the poll
+    interval, at most 60 s)."""
+    price_as: dict[str, str] = field(default_factory=dict)
+    poll_interval_s: float | None = None
+    """Overrides ``api.poll_interval_seconds``."""
+
+
+@dataclass
+class _Timer:
+    due: float = 0.0
+    every: float = 0.0
+    last_done: int = -1
+    last_status: str = ""
+    cancel_sent: bool = False
+
+
+class BatchExecutor:
+    def __init__(
+        self,
+        ctx: RunContext,
+        options: BatchOptions,
+        client_for: Callable[[str], BatchProvider],
+        registry: Registry | None = None,
+        fallback: Callable[[int], None] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.options = options
+        self.client_for = client_for
+        self.registry = registry or load_registry()
+        self.fallback = fallback
+        config = ctx.compiled.pipeline.config
+        self.api = config.api
+        self.max_attempts = options.max_attempts or config.processing.validation_retry.max_attempts
+        self.cost_cap = options.max_cost_usd or config.api.realtime.cost_cap_usd
+        self.poll_s = options.poll_interval_s or config.api.poll_interval_seconds
+        self.linger_s = options.linger_s if options.linger_s is not None else min(self.poll_s, 60.0)
+        self.costs = CostModel(self.registry)
+        routes = resolve_routes(
+            ctx.compiled, self.registry, options.provider, options.model, options.price_as
+        )
+        self.routes = {r.index: r for r in routes if r is not None}
+        self.recorders = {
+            i: BatchRecorder(ctx, r, self.registry, self.max_attempts, self.costs)
+            for i, r in self.routes.items()
+        }
+        self.limits = {
+            i: batch_limits(
+                self.registry, r.provider, r.model, config.api, config.processing.chunk_size
+            )
+            for i, r in self.routes.items()
+        }
+        self.clients: dict[str, BatchProvider] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.timers: dict[str, _Timer] = {}
+        self.step_backoff: dict[int, tuple[float, float]] = {}  # step -> (until, last delay)
+        self.waiting_since: dict[int, float] = {}
+        self.paused_steps: set[int] = set()  # fell back to realtime after a deadline
+        self.base_spent = ctx.ledger.cost_totals().known_usd
+        self.spent = self.base_spent
+        self.live: list[BatchRow] = []
+        self.submitting: set[str] = set()  # batches whose submit call is on the wire
+        self._fresh_estimates = 0.0  # batches created since ``live`` was read
+        self.trace = Trace(ctx.paths.trace)
+        self._token = secrets.token_hex(4)
+        self._seq = len(ctx.ledger.batches()) + 1
+        self._last_heartbeat = time.monotonic()
+        self._rng = random.Random()
+        self.deadline = time.monotonic() + options.timeout_s if options.timeout_s else None
+
+    # --- the executor protocol ------------------------------------------------------------------
+
+    async def pump(self) -> bool:
+        progressed = self._reap()
+        self.live = self.ctx.ledger.batches(*LIVE)
+        self._fresh_estimates = 0.0
+        now = time.monotonic()
+        for row in self.live:
+            if row.local_id not in self.tasks and not self.ctx.stop_requested():
+                progressed |= self._schedule(row, now)
+        if self._check_limits():
+            return progressed
+        if self.options.submit and not self.ctx.stop_requested():
+            progressed |= self._submit_due(now)
+        self._heartbeat(now)
+        if not progressed and self.tasks:
+            await asyncio.wait(
+                list(self.tasks.values()), timeout=0.05, return_when=asyncio.FIRST_COMPLETED
+            )
+            progressed = self._reap()
+        return progressed
+
+    def busy(self) -> bool:
+        return bool(self.tasks) or bool(self.live)
+
+    async def stop(self) -> None:
+        """Stop following batches: submissions already on the wire finish (so their ids are
+        recorded); polls and collections are cancelled (a collection resumes where it stopped).
+        Batches stay at the provider; the next start picks them up."""
+        for local_id, task in list(self.tasks.items()):
+            if local_id not in self.submitting:
+                task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks.values()), timeout=120)
+        self._reap()
+        self.trace.close()
+        for client in self.clients.values():
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    # --- what is due ---------------------------------------------------------------------------
+
+    def _schedule(self, row: BatchRow, now: float) -> bool:
+        timer = self.timers.setdefault(row.local_id, _Timer(every=self.poll_s))
+        if row.state in ENDED:
+            self._start(row.local_id, self._collect(row))
+            return True
+        if now < timer.due:
+            return False
+        if row.state is BatchState.INTENT:
+            self._start(row.local_id, self._reconcile(row))
+        elif row.state is BatchState.SUBMITTED:
+            if self._past_deadline(row) and not timer.cancel_sent:
+                timer.cancel_sent = True
+                self._start(row.local_id, self._cancel_stuck(row))
+            else:
+                self._start(row.local_id, self._poll(row, timer))
+        return False
+
+    def _submit_due(self, now: float) -> bool:
+        progressed = False
+        cap = self.api.max_inflight_batches
+        inflight = len(self.live)
+        for index, route in self.routes.items():
+            if index in self.paused_steps:
+                continue
+            limits = self.limits[index]
+            while inflight < cap and not self.ctx.stop_requested():
+                if now < self.step_backoff.get(index, (0.0, 0.0))[0]:
+                    break
+                pending = self.ctx.ledger.pending_count(index, limits.max_requests)
+                if not pending:
+                    self.waiting_since.pop(index, None)
+                    break
+                if pending < limits.max_requests and self.ctx.ledger.live_before(index):
+                    since = self.waiting_since.setdefault(index, now)
+                    if now - since < self.linger_s:
+                        break
+                if not self._pack_and_submit(route):
+                    break
+                self.waiting_since.pop(index, None)
+                inflight += 1
+                progressed = True
+        return progressed
+
+    # --- submit ----------------------------------------------------------------------------------
+
+    def _pack_and_submit(self, route: StepRoute) -> bool:
+        ledger = self.ctx.ledger
+        limits = self.limits[route.index]
+        claimed = ledger.claim_pending(route.index, limits.max_requests)
+        if not claimed:
+            return False
+        ok: list[tuple[ClaimedUnit, LLMRequest]] = []
+        broken: list[Failure] = []
+        for unit in claimed:
+            prompt = route.cstep.try_render(unit.unit_id, unit.record)
+            if isinstance(prompt, StepFailure):
+                broken.append(Failure(unit.uid, _render_failure(route, prompt), terminal=True))
+                continue
+            request = LLMRequest(
+                unit_id=unit.unit_id, step=route.cstep.name, prompt=prompt, **route.request_defaults
+            )
+            ok.append((unit, request))
+        taken = ok[: pack([request_bytes(r) for _, r in ok], limits)]
+        left = [u.uid for u, _ in ok[len(taken) :]]
+        estimate = self.costs.estimate(route.price_provider, route.model, [r for _, r in taken])
+        if not self._within_budget(estimate):
+            taken, left = [], [u.uid for u, _ in ok]
+        row = None
+        with ledger.durable_transaction():
+            if broken:
+                ledger.record_failures(route.index, broken)
+            if left:
+                ledger.release_units(route.index, left)
+            if taken:
+                local_id = self._new_local_id()
+                row = ledger.create_batch_intent(
+                    local_id,
+                    route.index,
+                    provider=route.provider,
+                    model=route.model,
+                    uids=[u.uid for u, _ in taken],
+                    content_hash=_content_hash(taken),
+                    estimate_usd=estimate,
+                )
+        if row is None:
+            return bool(broken)
+        self._fresh_estimates += estimate or 0.0
+        lines = [BatchRequestLine(custom_id(u.uid), r) for u, r in taken]
+        self.submitting.add(row.local_id)
+        self._start(row.local_id, self._submit(route, row, lines))
+        return True
+
+    async def _submit(self, route: StepRoute, row: BatchRow, lines: list[BatchRequestLine]) -> None:
+        try:
+            await self._submit_call(route, row, lines)
+        finally:
+            self.submitting.discard(row.local_id)
+
+    async def _submit_call(
+        self, route: StepRoute, row: BatchRow, lines: list[BatchRequestLine]
+    ) -> None:
+        client = self._client(route.provider)
+        ledger = self.ctx.ledger
+        t0 = time.monotonic()
+        try:
+            handle = await client.submit(
+                lines, model=route.model, metadata={INTENT_KEY: row.local_id}
+            )
+        except RateLimited as exc:
+            self._abandon(row, f"rate limited on submit ({exc.message})")
+            self._back_off(route.index, exc.retry_after)
+            self._trace("submit", row, t0, status=429)
+            return
+        except BadRequest as exc:  # the provider refused the batch itself: fail its units
+            self._fail_units(route, row, exc)
+            self._trace("submit", row, t0, status=exc.status or "bad_request")
+            return
+        except ProviderError as exc:
+            self._trace("submit", row, t0, status=exc.status or type(exc).__name__)
+            if exc.fatal_for_run:
+                self._abandon(row, exc.message)
+                self.ctx.log.write("PAUSE", f"{route.provider}: {exc.message}")
+                self.ctx.request_stop(exc.message)
+                return
+            # A timeout or 5xx: the batch may or may not exist. Look for it a little later.
+            self.ctx.log.write(
+                "SUBMIT", f"batch {row.local_id}: {exc.message}; checking with the provider"
+            )
+            self.timers[row.local_id] = _Timer(due=time.monotonic() + RECONCILE_AFTER_S)
+            return
+        ledger.advance_batch(
+            row.local_id,
+            BatchEvent.SUBMIT_OK,
+            provider_batch_id=handle.provider_batch_id,
+            provider_status="submitted",
+        )
+        self.step_backoff.pop(route.index, None)
+        self.timers[row.local_id] = _Timer(due=time.monotonic() + self.poll_s, every=self.poll_s)
+        estimate = "" if row.estimate_usd is None else f", est. {format_usd(row.estimate_usd)}"
+        self.ctx.log.write(
+            "SUBMIT",
+            f"batch {row.local_id} -> {route.provider} {handle.provider_batch_id}: "
+            f"{len(lines):,} requests to {route.model} for step {route.cstep.name}{estimate}",
+        )
+        self._trace("submit", row, t0, status=200, provider_batch_id=handle.provider_batch_id)
+
+    def _abandon(self, row: BatchRow, reason: str) -> None:
+        self.ctx.ledger.advance_batch(row.local_id, BatchEvent.RECONCILE_MISSING, error=reason)
+        self.ctx.log.write("THROTTLE", f"batch {row.local_id} not submitted: {reason}")
+
+    def _back_off(self, index: int, retry_after: float | None) -> None:
+        retry = self.api.retry
+        _, last = self.step_backoff.get(index, (0.0, 0.0))
+        delay = min(
+            max(retry.initial_delay_seconds, last * retry.backoff_multiplier),
+            retry.max_delay_seconds,
+        )
+        delay = max(delay, retry_after or 0.0)
+        self.step_backoff[index] = (time.monotonic() + delay, delay)
+
+    def _fail_units(self, route: StepRoute, row: BatchRow, exc: ProviderError) -> None:
+        ledger = self.ctx.ledger
+        errors = [{"type": type(exc).__name__, "status": exc.status, "message": exc.message}]
+        attempt = AttemptRecord(
+            outcome="error",
+            mode="batch",
+            provider=route.provider,
+            model=route.model,
+            stage="provider",
+            errors=errors,
+            batch_local_id=row.local_id,
+        )
+        uids = ledger.batch_units(row.local_id)
+        with ledger.durable_transaction():
+            ledger.record_failures(route.index, [Failure(u, attempt, True) for u in uids])
+            ledger.advance_batch(row.local_id, BatchEvent.RECONCILE_MISSING, error=exc.message)
+        self.ctx.log.write("SUBMIT", f"batch {row.local_id} refused: {exc.message}")
+
+    # --- reconcile, poll, cancel --------------------------------------------------------------
+
+    async def _reconcile(self, row: BatchRow) -> None:
+        client = self._client(row.provider)
+        try:
+            found = await client.find(INTENT_KEY, row.local_id)
+        except UsageError:
+            found = await _match_unrecorded(client, row, self._known_ids())
+        except ProviderError as exc:
+            self.timers[row.local_id] = _Timer(due=time.monotonic() + RECONCILE_AFTER_S)
+            self.ctx.log.write("RECONCILE", f"batch {row.local_id}: {exc.message}; will retry")
+            return
+        if not found:
+            self.ctx.ledger.advance_batch(
+                row.local_id, BatchEvent.RECONCILE_MISSING, error="never reached the provider"
+            )
+            self.ctx.log.write(
+                "RECONCILE", f"batch {row.local_id} never reached the provider; units requeued"
+            )
+            return
+        handle = found[0]
+        self.ctx.ledger.advance_batch(
+            row.local_id,
+            BatchEvent.RECONCILE_FOUND,
+            provider_batch_id=handle.provider_batch_id,
+            provider_status="submitted",
+        )
+        self.timers[row.local_id] = _Timer(due=time.monotonic(), every=self.poll_s)
+        self.ctx.log.write(
+            "RECONCILE", f"batch {row.local_id} found at the provider: {handle.provider_batch_id}"
+        )
+
+    def _known_ids(self) -> set[str]:
+        return {b.provider_batch_id for b in self.ctx.ledger.batches() if b.provider_batch_id}
+
+    async def _poll(self, row: BatchRow, timer: _Timer) -> None:
+        client = self._client(row.provider)
+        t0 = time.monotonic()
+        try:
+            status = await client.poll(_handle(row))
+        except ProviderError as exc:
+            self._trace("poll", row, t0, status=exc.status or type(exc).__name__)
+            if exc.status == 404:
+                self._lost(row)
+                return
+            if exc.fatal_for_run:
+                self.ctx.request_stop(exc.message)
+                return
+            timer.every = min(timer.every * 2, POLL_MAX_S)
+            timer.due = time.monotonic() + timer.every
+            return
+        self._trace("poll", row, t0, status=status.state, done=status.done, total=status.total)
+        note = _describe(status)
+        if status.terminal:
+            event = _TERMINAL_EVENTS[status.state]
+            self.ctx.ledger.advance_batch(
+                row.local_id, event, provider_status=note, error=status.error
+            )
+            self.ctx.log.write("POLL", f"batch {row.local_id}: {note}")
+            return
+        if note != timer.last_status:
+            self.ctx.ledger.note_batch_status(row.local_id, note)
+        if status.done == timer.last_done:  # nothing moved: look less often
+            timer.every = min(timer.every * 1.5, self.poll_s * POLL_STRETCH, POLL_MAX_S)
+        else:
+            timer.every = self.poll_s
+        timer.last_done, timer.last_status = status.done, note
+        spread = 1 + self._rng.uniform(-JITTER, JITTER)
+        timer.due = time.monotonic() + max(self.poll_s, timer.every) * spread
+
+    def _lost(self, row: BatchRow) -> None:
+        self.ctx.ledger.advance_batch(
+            row.local_id,
+            BatchEvent.PROVIDER_FAILED,
+            provider_status="not found",
+            error="the provider no longer knows this batch (deleted or another account)",
+        )
+        self.ctx.log.write("POLL", f"batch {row.local_id}: not found at the provider")
+
+    def _past_deadline(self, row: BatchRow) -> bool:
+        from datetime import UTC, datetime
+
+        if row.submitted_at is None:
+            return False
+        submitted = datetime.fromisoformat(row.submitted_at.replace("Z", "+00:00"))
+        age_h = (datetime.now(UTC) - submitted).total_seconds() / 3600
+        return age_h > self.api.batch.deadline_hours
+
+    async def _cancel_stuck(self, row: BatchRow) -> None:
+        client = self._client(row.provider)
+        hours = self.api.batch.deadline_hours
+        self.ctx.log.write(
+            "CANCEL", f"batch {row.local_id} still running after {hours:g} h; cancelling it"
+        )
+        with contextlib.suppress(ProviderError):
+            await client.cancel(_handle(row))
+        if self.api.batch.fallback_to_realtime and self.fallback is not None:
+            self.paused_steps.add(row.step_idx)
+            self.fallback(row.step_idx)
+            self.ctx.log.write(
+                "FALLBACK",
+                f"step {self.routes[row.step_idx].cstep.name}: the rest runs in realtime",
+            )
+        self.timers[row.local_id] = _Timer(due=time.monotonic(), every=self.poll_s)
+
+    # --- collect ---------------------------------------------------------------------------------
+
+    async def _collect(self, row: BatchRow) -> None:
+        route = self.routes.get(row.step_idx)
+        if route is None or route.provider != row.provider or route.model != row.model:
+            route = _route_of(self.ctx, self.registry, row)
+        recorder = BatchRecorder(self.ctx, route, self.registry, self.max_attempts, self.costs)
+        client = self._client(row.provider)
+        tally = Tally()
+        t0 = time.monotonic()
+        if row.provider_batch_id is not None:
+            buffer = []
+            try:
+                async for line in client.collect(_handle(row)):
+                    buffer.append(line)
+                    if len(buffer) >= 2_000:
+                        recorder.record(row, buffer, tally)
+                        buffer = []
+                        await asyncio.sleep(0)
+            except ProviderError as exc:
+                if exc.status != 404 and not exc.fatal_for_run:
+                    self.ctx.log.write(
+                        "COLLECT", f"batch {row.local_id}: {exc.message}; will try again"
+                    )
+                    recorder.record(row, buffer, tally)
+                    self.timers[row.local_id] = _Timer(due=time.monotonic() + self.poll_s)
+                    await asyncio.sleep(self.poll_s)
+                    return
+                self.ctx.log.write("COLLECT", f"batch {row.local_id}: results unavailable")
+            recorder.record(row, buffer, tally)
+        final = recorder.finish(row, tally)
+        self.spent += tally.cost_usd
+        self._trace("collect", row, t0, status=row.state.value, valid=tally.valid)
+        self.ctx.log.write(
+            "COLLECT",
+            f"batch {row.local_id} ({row.state.value}): {tally.line()}; "
+            f"cost {format_usd(final.actual_usd if final.actual_usd is not None else None)}",
+        )
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def _start(self, key: str, coro: Any) -> None:
+        self.tasks[key] = asyncio.create_task(coro)
+
+    def _reap(self) -> bool:
+        done = [k for k, t in self.tasks.items() if t.done()]
+        for key in done:
+            task = self.tasks.pop(key)
+            if task.cancelled():
+                continue
+            exc = task.exception()
+            if exc is not None:
+                self.ctx.log.write("ERROR", f"batch {key}: {type(exc).__name__}: {exc}")
+                if not isinstance(exc, ProviderError | asyncio.CancelledError):
+                    raise exc
+        return bool(done)
+
+    def _client(self, provider: str) -> BatchProvider:
+        if provider not in self.clients:
+            self.clients[provider] = self.client_for(provider)
+        return self.clients[provider]
+
+    def _new_local_id(self) -> str:
+        local_id = f"b{self._seq:05d}-{self._token}"
+        self._seq += 1
+        return local_id
+
+    def _in_flight_estimate(self) -> float:
+        return sum(b.estimate_usd or 0.0 for b in self.live if b.state in LIVE)
+
+    def _within_budget(self, estimate: float | None) -> bool:
+        if self.cost_cap is None:
+            return True
+        projected = (
+            self.spent + self._in_flight_estimate() + self._fresh_estimates + (estimate or 0.0)
+        )
+        if projected <= self.cost_cap:
+            return True
+        if not self.live and not self._fresh_estimates and not self.submitting:
+            self.ctx.request_stop(
+                f"cost cap {format_usd(self.cost_cap)} reached (spent {format_usd(self.spent)}, "
+                f"next batch est. {format_usd(estimate)})"
+            )
+        return False
+
+    def _check_limits(self) -> bool:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.ctx.request_stop("time limit reached")
+            return True
+        return False
+
+    def _heartbeat(self, now: float) -> None:
+        if not self.live or now - self._last_heartbeat < HEARTBEAT_S:
+            return
+        self._last_heartbeat = now
+        waiting = [b for b in self.live if b.state is BatchState.SUBMITTED]
+        due = [self.timers[b.local_id].due for b in waiting if b.local_id in self.timers]
+        parts = [f"{b.local_id} {b.provider_status or b.state.value}" for b in waiting[:5]]
+        more = f" (+{len(waiting) - 5} more)" if len(waiting) > 5 else ""
+        next_poll = f"; next poll in {max(0, min(due) - now):.0f} s" if due else ""
+        self.ctx.log.write(
+            "HEARTBEAT",
+            f"{len(waiting)} batch(es) at the provider: {', '.join(parts)}{more}{next_poll}; "
+            f"spent {format_usd(self.spent)}",
+        )
+
+    def batch_summary(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for b in self.live:
+            out[b.state.value] = out.get(b.state.value, 0) + 1
+        return out
+
+    def _trace(self, op: str, row: BatchRow, t0: float, **fields: Any) -> None:
+        self.trace.write(
+            kind="batch",
+            op=op,
+            batch=row.local_id,
+            provider=row.provider,
+            model=row.model,
+            latency_ms=round((time.monotonic() - t0) * 1000),
+            **fields,
+        )
+
+
+def _handle(row: BatchRow) -> BatchHandle:
+    assert row.provider_batch_id is not None
+    return BatchHandle(row.provider, row.provider_batch_id, 0.0)
+
+
+def _describe(status: BatchStatus) -> str:
+    text = f"{status.state} {status.done:,}/{status.total:,}"
+    return text + (f" ({status.failed:,} failed)" if status.failed else "")
+
+
+def _content_hash(taken: list[tuple[ClaimedUnit, LLMRequest]]) -> str:
+    digest = hashlib.sha256()
+    for unit, request in taken:
+        digest.update(f"{unit.uid}\0{request.model}\0{request.prompt}\0".encode())
+    return digest.hexdigest()
+
+
+def _render_failure(route: StepRoute, failure: StepFailure) -> AttemptRecord:
+    return AttemptRecord(
+        outcome="failed",
+        mode="batch",
+        provider=route.provider,
+        model=route.model,
+        stage="render",
+        errors=[*failure.errors, {"message": failure.message}],
+        started_at=utc_now(),
+    )
+
+
+def _route_of(ctx: RunContext, registry: Registry, row: BatchRow) -> StepRoute:
+    """The route a batch was submitted on (a run resumed with another provider or model still
+    checks and prices that batch's answers as what they are)."""
+    routes = resolve_routes(ctx.compiled, registry, row.provider, row.model, {})
+    route = routes[row.step_idx]
+    assert route is not None
+    return route
+
+
+async def _match_unrecorded(
+    client: BatchProvider, row: BatchRow, known: set[str]
+) -> list[BatchHandle]:
+    """For providers whose batches carry no metadata: a batch created after the intent, with
+    its number of requests, that the ledger does not know (see ``BatchProvider.recent``)."""
+    recent = getattr(client, "recent", None)
+    if recent is None:
+        return []
+    from datetime import datetime
+
+    since = datetime.fromisoformat(row.created_at.replace("Z", "+00:00")).timestamp() - 5
+    candidates = [
+        h
+        for h, total in await recent(since)
+        if h.provider_batch_id not in known and total == row.n_units
+    ]
+    return sorted(candidates, key=lambda h: h.created_at)[:1]
+
+
+__all__ = ["BatchExecutor", "BatchOptions", "LLMExecutor"]

@@ -1,0 +1,232 @@
+"""A provider batch's results into the ledger: every line checked, priced and recorded.
+
+Guarantees:
+
+- Results are recorded in slices (``COLLECT_SLICE`` lines per transaction), each line joined to
+  its unit by ``custom_id`` (``u<uid>``). Only units still ``in_flight`` at the step are
+  recorded, so collecting a batch again after a crash half-way records each unit once.
+- An answer is checked exactly as in realtime (parse, schema, rules) and priced at *batch*
+  rates from what the line reports it used. A line that failed at the provider is a failed
+  attempt (retryable by its error type); a request that never ran (batch expired or cancelled)
+  goes back to pending without using an attempt.
+- ``finish`` deals with every unit the results did not mention: for a completed batch that is a
+  *dropped* line, recorded as a retryable failure, never a silent loss; for an expired or
+  cancelled batch the unit is simply returned to pending; for a failed batch each unit records
+  the batch's error against its retry budget. Then the batch is marked collected and the
+  units with budget left are queued for the next batch, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from octopipe.core.costs import cost_usd
+from octopipe.core.registry import Registry
+from octopipe.core.states import BatchEvent, BatchState
+from octopipe.engine.batch_packing import CostModel
+from octopipe.engine.routes import StepRoute
+from octopipe.engine.runner import RunContext
+from octopipe.providers.batch_base import BatchResultLine
+from octopipe.store.codec import utc_now
+from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure, Stage, Success
+
+COLLECT_SLICE = 2_000
+NOT_RUN = frozenset({"cancelled", "expired"})
+
+
+def custom_id(uid: int) -> str:
+    return f"u{uid}"
+
+
+def uid_of(custom: str) -> int | None:
+    if custom.startswith("u") and custom[1:].isdigit():
+        return int(custom[1:])
+    return None
+
+
+@dataclass
+class Tally:
+    """What one collection recorded (for the log and the money counters)."""
+
+    valid: int = 0
+    failed: int = 0
+    returned: int = 0  # back to pending without an attempt (never ran)
+    dropped: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = 0
+    seen: set[int] = field(default_factory=set)
+
+    def line(self) -> str:
+        parts = [f"{self.valid:,} valid", f"{self.failed:,} failed"]
+        if self.returned:
+            parts.append(f"{self.returned:,} not run (requeued)")
+        if self.dropped:
+            parts.append(f"{self.dropped:,} missing from the results (retried)")
+        return ", ".join(parts)
+
+
+class BatchRecorder:
+    """Records the results of the batches of one LLM step."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        route: StepRoute,
+        registry: Registry,
+        max_attempts: int,
+        costs: CostModel,
+    ) -> None:
+        self.ctx = ctx
+        self.route = route
+        self.registry = registry
+        self.max_attempts = max_attempts
+        self.costs = costs
+
+    def record(self, batch: BatchRow, lines: Sequence[BatchResultLine], tally: Tally) -> None:
+        """One slice of result lines, in one transaction."""
+        by_uid: dict[int, BatchResultLine] = {}
+        for line in lines:
+            uid = uid_of(line.custom_id)
+            if uid is not None and uid not in tally.seen:
+                by_uid[uid] = line
+                tally.seen.add(uid)
+        ledger = self.ctx.ledger
+        units = ledger.in_flight_units(self.route.index, list(by_uid))
+        successes: list[Success] = []
+        failures: list[Failure] = []
+        back: list[int] = []
+        for unit in units:
+            line = by_uid[unit.uid]
+            if line.response is None:
+                assert line.error is not None
+                if line.error.type in NOT_RUN:
+                    back.append(unit.uid)
+                    continue
+                errors = [
+                    {
+                        "type": line.error.type,
+                        "status": line.error.status,
+                        "message": line.error.message,
+                    }
+                ]
+                attempt = self._attempt(batch, unit, "error", stage="provider", errors=errors)
+                failures.append(self._failure(unit, attempt, line.error.retryable))
+                continue
+            response = line.response
+            result = self.route.cstep.check_answer(response.text, unit.record)
+            cost = cost_usd(
+                self.registry, self.route.price_provider, self.route.model, response.usage, "batch"
+            )
+            self.costs.observe(response.usage.output_tokens)
+            if cost is None:
+                tally.unpriced += 1
+            else:
+                tally.cost_usd += cost
+            failure = result.failure
+            attempt = self._attempt(
+                batch,
+                unit,
+                "valid" if failure is None else "failed",
+                stage=cast(Stage, failure.stage) if failure else None,
+                errors=list(failure.errors) if failure else list(result.warnings),
+                response=response.text,
+                usage=(
+                    response.usage.input_tokens,
+                    response.usage.output_tokens,
+                    response.usage.cached_input_tokens,
+                ),
+                cost=cost,
+            )
+            if failure is None:
+                successes.append(Success(unit.uid, result.delta or {}, attempt))
+            else:
+                failures.append(self._failure(unit, attempt, failure.retryable))
+        with ledger.transaction():
+            if successes:
+                ledger.record_successes(self.route.index, successes)
+            if failures:
+                ledger.record_failures(self.route.index, failures)
+            if back:
+                ledger.release_units(self.route.index, back)
+        tally.valid += len(successes)
+        tally.failed += len(failures)
+        tally.returned += len(back)
+
+    def finish(self, batch: BatchRow, tally: Tally) -> BatchRow:
+        """Account for the units the results did not mention, mark the batch collected and
+        queue the units that failed with budget left: one transaction."""
+        ledger = self.ctx.ledger
+        missing = [u for u in ledger.batch_units(batch.local_id) if u not in tally.seen]
+        units = ledger.in_flight_units(self.route.index, missing)
+        event = (
+            BatchEvent.COLLECT_OK
+            if batch.state is BatchState.COMPLETED
+            else (BatchEvent.SALVAGE_OK)
+        )
+        with ledger.durable_transaction():
+            if batch.state in (BatchState.EXPIRED, BatchState.CANCELLED):
+                ledger.release_units(self.route.index, [u.uid for u in units])
+                tally.returned += len(units)
+            elif units:
+                message = (
+                    f"the batch failed at the provider: {batch.error or 'no reason given'}"
+                    if batch.state is BatchState.FAILED
+                    else "the provider's results had no line for this request (dropped)"
+                )
+                errors = [{"type": "missing_result", "message": message}]
+                failures = [
+                    self._failure(
+                        u, self._attempt(batch, u, "error", stage="provider", errors=errors), True
+                    )
+                    for u in units
+                ]
+                ledger.record_failures(self.route.index, failures)
+                tally.dropped += len(units) if batch.state is BatchState.COMPLETED else 0
+                tally.failed += len(units)
+            row = ledger.advance_batch(batch.local_id, event)
+            ledger.requeue_failed(
+                step_idx=self.route.index, include_exhausted=False, reset_budget=False
+            )
+        return row
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _failure(self, unit: ClaimedUnit, attempt: AttemptRecord, retryable: bool) -> Failure:
+        used = unit.budget_used + 1
+        return Failure(unit.uid, attempt, not retryable or used >= self.max_attempts)
+
+    def _attempt(
+        self,
+        batch: BatchRow,
+        unit: ClaimedUnit,
+        outcome: Any,
+        *,
+        stage: Stage | None = None,
+        errors: list[Any] | None = None,
+        response: str | None = None,
+        usage: tuple[int, int, int] = (0, 0, 0),
+        cost: float | None = 0.0,
+    ) -> AttemptRecord:
+        request = None
+        if outcome != "valid":  # keep the prompt of a failure for inspection (as realtime does)
+            rendered = self.route.cstep.try_render(unit.unit_id, unit.record)
+            request = rendered if isinstance(rendered, str) else None
+        return AttemptRecord(
+            outcome=outcome,
+            mode="batch",
+            provider=self.route.provider,
+            model=self.route.model,
+            stage=stage,
+            errors=errors or [],
+            request=request,
+            response=response,
+            input_tokens=usage[0],
+            output_tokens=usage[1],
+            cached_tokens=usage[2],
+            cost_usd=cost,
+            started_at=batch.submitted_at or batch.created_at,
+            finished_at=utc_now(),
+            batch_local_id=batch.local_id,
+        )

@@ -1,0 +1,73 @@
+"""Where each LLM step's requests go: provider, model, request settings and price list.
+
+Both executors (realtime and batch) resolve steps the same way: CLI flag > step > ``api``
+section > registry default, and build every request of a step from the same defaults, so a
+unit's prompt, schema and limits do not depend on the mode it runs in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from octopipe.core.config_models import LLMStep
+from octopipe.core.registry import Registry
+from octopipe.core.steps import CompiledPipeline, CompiledStep
+
+
+@dataclass(frozen=True)
+class StepRoute:
+    """One LLM step resolved: ``request_defaults`` are ``LLMRequest`` keyword arguments."""
+
+    index: int
+    cstep: CompiledStep
+    provider: str
+    model: str
+    request_defaults: dict[str, Any]
+    price_provider: str
+
+
+def resolve_routes(
+    compiled: CompiledPipeline,
+    registry: Registry,
+    provider: str | None,
+    model: str | None,
+    price_as: dict[str, str],
+) -> list[StepRoute | None]:
+    """One entry per step of the pipeline: a ``StepRoute`` for LLM steps, ``None`` for the
+    others (so the list is indexed like the steps)."""
+    pipeline = compiled.pipeline
+    api = pipeline.config.api
+    out: list[StepRoute | None] = []
+    for index, cstep in enumerate(compiled.steps):
+        step = cstep.step
+        if not isinstance(step, LLMStep):
+            out.append(None)
+            continue
+        resolved = registry.resolve(
+            provider, model, step.provider, step.model, api.provider, api.model
+        )
+        structured = (
+            step.structured_output if step.structured_output is not None else api.structured_output
+        )
+        defaults = {
+            "model": resolved.model,
+            "system": step.system,
+            "schema": pipeline.schema_for(step.name),
+            "schema_name": step.name,
+            "structured_output": structured,
+            "max_tokens": step.max_tokens or api.max_tokens,
+            "temperature": step.temperature if step.temperature is not None else api.temperature,
+            "timeout_s": api.request_timeout_seconds,
+        }
+        out.append(
+            StepRoute(
+                index,
+                cstep,
+                resolved.provider,
+                resolved.model,
+                defaults,
+                price_as.get(resolved.provider, resolved.provider),
+            )
+        )
+    return out

@@ -1,0 +1,150 @@
+"""`octopipe run --batch`, `--detach`, `watch` and `status` as a user types them (subprocesses,
+the emulator on 127.0.0.1, no key)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+from realtime_support import EXAMPLES, octopipe_command, offline_env
+
+from octopipe.providers.emulator import EmulatorConfig, EmulatorThread
+from octopipe.store.lock import is_held
+
+
+def octopipe(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180):
+    return subprocess.run(
+        [*octopipe_command(), *args],
+        cwd=cwd,
+        env=env or offline_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def small_example(tmp: Path, name: str = "card_game", **keys: object) -> Path:
+    target = tmp / name
+    shutil.copytree(EXAMPLES / name, target)
+    config = yaml.safe_load((target / "config.yaml").read_text())
+    config["processing"]["repeat"] = 1
+    config["processing"]["chunk_size"] = 20
+    for key, value in keys.items():
+        node = config
+        *parents, last = key.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    (target / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return target
+
+
+def test_run_batch_on_the_emulator_completes_and_status_shows_the_batches(tmp_path: Path) -> None:
+    pipeline = small_example(tmp_path)
+    done = octopipe(
+        "run",
+        str(pipeline),
+        "--batch",
+        "--provider",
+        "fake",
+        "--yes",
+        "--run",
+        "b1",
+        "--runs-dir",
+        "runs",
+        "--poll-interval",
+        "0.1",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "estimated cost (batch" in done.stdout
+    assert "[SUBMIT] batch" in done.stderr and "[COLLECT] batch" in done.stderr
+
+    status = octopipe("status", "b1", "--runs-dir", "runs", "--json", cwd=tmp_path)
+    view = json.loads(status.stdout)
+    assert view["mode"] == "batch"
+    assert view["status"] in ("complete", "complete_with_failures")
+    assert set(view["batch_counts"]) == {"collected"} and view["open_batches"] == []
+    text = octopipe("status", "b1", "--runs-dir", "runs", cwd=tmp_path).stdout
+    assert "batches:" in text and "collected" in text
+
+
+def test_detach_returns_at_once_and_watch_follows_to_the_end(tmp_path: Path) -> None:
+    pipeline = small_example(tmp_path)
+    with EmulatorThread(EmulatorConfig(batch_delay_s=1.5)) as emulator:
+        env = offline_env(OCTOPIPE_EMULATOR_URL=emulator.emulator.root_url)
+        t0 = time.monotonic()
+        started = octopipe(
+            "run",
+            str(pipeline),
+            "--batch",
+            "--provider",
+            "fake",
+            "--yes",
+            "--run",
+            "d1",
+            "--runs-dir",
+            "runs",
+            "--poll-interval",
+            "0.2",
+            "--detach",
+            cwd=tmp_path,
+            env=env,
+        )
+        assert started.returncode == 0, started.stderr + started.stdout
+        assert "continues in the background" in started.stdout
+        assert time.monotonic() - t0 < 60
+        run_dir = tmp_path / "runs" / "d1"
+        deadline = time.monotonic() + 30
+        while not is_held(run_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        watched = octopipe("watch", "d1", "--runs-dir", "runs", cwd=tmp_path, env=env)
+        assert watched.returncode == 0, watched.stderr + watched.stdout
+        assert "[COLLECT] batch" in watched.stdout
+        assert "complete" in watched.stdout
+        assert emulator.stats()["batches_created"]["openai"] >= 1
+    assert not is_held(run_dir)
+
+
+def test_pause_then_realtime_switches_the_mode(tmp_path: Path) -> None:
+    pipeline = small_example(tmp_path)
+    created = octopipe(
+        "init",
+        str(pipeline),
+        "--run",
+        "m1",
+        "--runs-dir",
+        "runs",
+        "--provider",
+        "fake",
+        cwd=tmp_path,
+    )
+    assert created.returncode == 0, created.stderr
+    done = octopipe(
+        "run",
+        "m1",
+        "--realtime",
+        "--yes",
+        "--runs-dir",
+        "runs",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    view = json.loads(octopipe("status", "m1", "--runs-dir", "runs", "--json", cwd=tmp_path).stdout)
+    assert view["mode"] == "realtime" and view["batch_counts"] == {}
+    assert "mode: batch -> realtime" in (tmp_path / "runs" / "m1" / "run.log").read_text()
+
+
+def test_watch_on_a_paused_run_only_shows_it(tmp_path: Path) -> None:
+    pipeline = small_example(tmp_path)
+    octopipe("init", str(pipeline), "--run", "w1", "--runs-dir", "runs", cwd=tmp_path)
+    shown = octopipe("watch", "w1", "--runs-dir", "runs", cwd=tmp_path)
+    assert shown.returncode == 1
+    assert "resume it with `octopipe run w1`" in shown.stderr
