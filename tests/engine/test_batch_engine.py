@@ -308,3 +308,30 @@ def test_an_intent_whose_batch_was_created_is_adopted_not_resubmitted(tmp_path: 
 def _report_prompt(record: dict[str, Any]) -> str:
     trail = ", ".join(str(x) for x in record["trail"])
     return f"The token moved through these squares, in order:\n{trail}\n"
+
+
+def test_a_batch_past_its_deadline_is_cancelled_and_the_rest_runs_in_realtime(
+    tmp_path: Path,
+) -> None:
+    pipeline = small_walk(
+        tmp_path,
+        repeat=6,
+        chunk=50,
+        api__batch__deadline_hours=0.0003,  # about a second
+        api__batch__fallback_to_realtime=True,
+    )
+    paths = make_run(pipeline, tmp_path / "runs", mode="batch")
+    config = EmulatorConfig(answer_fn=walk_answer, batch_delay_s=60)
+    result = drive_batch(paths, emulator_config=config)
+
+    assert result.outcome.status is RunStatus.COMPLETE
+    check = check_ledger(paths)
+    assert check.counts[1][UnitStepState.VALID] == 6
+    rows = batch_rows(paths)
+    assert len(rows) == 1 and rows[0]["state"] == "collected"
+    modes = ledger_rows(paths, "SELECT mode, COUNT(*) FROM attempts WHERE step_idx = 1 GROUP BY 1")
+    assert dict(modes).get("realtime", 0) >= 1  # what the cancelled batch had not finished
+    assert sum(n for _, n in modes) == 6  # each unit answered once: none lost, none twice
+    log = paths.log.read_text()
+    assert "[CANCEL] batch" in log and "[FALLBACK] step report" in log
+    assert result.stats["batches_created"] == {"openai": 1}

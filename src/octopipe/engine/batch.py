@@ -491,7 +491,7 @@ class BatchExecutor:
                 "FALLBACK",
                 f"step {self.routes[row.step_idx].cstep.name}: the rest runs in realtime",
             )
-        self.timers[row.local_id] = _Timer(due=time.monotonic(), every=self.poll_s)
+        self.timers[row.local_id].due = time.monotonic()  # poll now; cancel_sent stays set
 
     # --- collect ---------------------------------------------------------------------------------
 
