@@ -69,6 +69,7 @@ def drive_batch(
     emulator: EmulatorThread | None = None,
     batch: BatchOptions = FAST,
     mode: str = "batch",
+    progress: Any = None,
     **options: Any,
 ) -> BatchDrive:
     executors: list[Any] = []
@@ -89,7 +90,7 @@ def drive_batch(
             executors.append(executor)
             return executor
 
-        outcome = Runner(paths, executor=make).run()
+        outcome = Runner(paths, executor=make, progress=progress).run()
     return BatchDrive(outcome, started[0] if started else emulator, executors)
 
 

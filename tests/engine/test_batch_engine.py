@@ -335,3 +335,28 @@ def test_a_batch_past_its_deadline_is_cancelled_and_the_rest_runs_in_realtime(
     log = paths.log.read_text()
     assert "[CANCEL] batch" in log and "[FALLBACK] step report" in log
     assert result.stats["batches_created"] == {"openai": 1}
+
+
+def test_progress_shows_open_batches_and_the_heartbeat_names_them(tmp_path: Path) -> None:
+    from octopipe.cli.progress_view import one_line
+    from octopipe.engine import batch as batch_module
+
+    paths = make_run(small_walk(tmp_path, repeat=6, chunk=3), tmp_path / "runs", mode="batch")
+    snapshots: list[Any] = []
+    old = batch_module.HEARTBEAT_S
+    batch_module.HEARTBEAT_S = 0.2
+    try:
+        config = EmulatorConfig(answer_fn=walk_answer, batch_delay_s=1.0)
+        result = drive_batch(paths, emulator_config=config, progress=snapshots.append)
+    finally:
+        batch_module.HEARTBEAT_S = old
+    assert result.outcome.status is RunStatus.COMPLETE
+    # chunk 3, 6 units: two batches open at once (their state depends on when the snapshot
+    # was taken: intent, submitted or completed), none left at the end
+    shown = next(s for s in snapshots if sum(s.batches.values()) == 2)
+    (state,) = shown.batches
+    assert f"open batches: 2 {state}" in one_line(shown)
+    assert snapshots[-1].batches == {}
+    heartbeat = [x for x in paths.log.read_text().splitlines() if "[HEARTBEAT]" in x]
+    assert heartbeat and all("2 open batch(es)" in x for x in heartbeat)
+    assert "in_progress 0/3" in "".join(heartbeat)

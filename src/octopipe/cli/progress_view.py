@@ -27,7 +27,7 @@ def _eta(seconds: float | None) -> str:
 def render(snapshot: ProgressSnapshot) -> Table:
     cost = "-" if snapshot.cost_usd is None else format_usd(snapshot.cost_usd)
     table = Table(
-        title=f"{_eta(snapshot.elapsed_s)} elapsed, cost so far {cost}",
+        title=f"{_eta(snapshot.elapsed_s)} elapsed, cost so far {cost}{_batches(snapshot)}",
         title_justify="left",
         box=None,
         pad_edge=False,
@@ -64,7 +64,13 @@ def one_line(snapshot: ProgressSnapshot) -> str:
         for s in snapshot.steps
     ]
     cost = "" if snapshot.cost_usd is None else f"; cost {format_usd(snapshot.cost_usd)}"
-    return "; ".join(parts) + cost
+    return "; ".join(parts) + cost + _batches(snapshot)
+
+
+def _batches(snapshot: ProgressSnapshot) -> str:
+    if not snapshot.batches:
+        return ""
+    return "; open batches: " + ", ".join(f"{n} {s}" for s, n in sorted(snapshot.batches.items()))
 
 
 class ProgressView:

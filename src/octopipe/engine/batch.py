@@ -588,14 +588,18 @@ class BatchExecutor:
         if not self.live or now - self._last_heartbeat < HEARTBEAT_S:
             return
         self._last_heartbeat = now
-        waiting = [b for b in self.live if b.state is BatchState.SUBMITTED]
-        due = [self.timers[b.local_id].due for b in waiting if b.local_id in self.timers]
+        waiting = self.live
+        due = [
+            self.timers[b.local_id].due
+            for b in waiting
+            if b.state is BatchState.SUBMITTED and b.local_id in self.timers
+        ]
         parts = [f"{b.local_id} {b.provider_status or b.state.value}" for b in waiting[:5]]
         more = f" (+{len(waiting) - 5} more)" if len(waiting) > 5 else ""
         next_poll = f"; next poll in {max(0, min(due) - now):.0f} s" if due else ""
         self.ctx.log.write(
             "HEARTBEAT",
-            f"{len(waiting)} batch(es) at the provider: {', '.join(parts)}{more}{next_poll}; "
+            f"{len(waiting)} open batch(es): {', '.join(parts)}{more}{next_poll}; "
             f"spent {format_usd(self.spent)}",
         )
 

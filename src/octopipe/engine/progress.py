@@ -41,6 +41,7 @@ class ProgressSnapshot:
     elapsed_s: float
     steps: tuple[StepProgress, ...]
     cost_usd: float | None = None
+    batches: dict[str, int] = field(default_factory=dict)  # open batches by state
 
 
 def snapshot_steps(
@@ -71,7 +72,12 @@ class ProgressTracker:
     history: list[tuple[float, tuple[int, ...]]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
-    def update(self, steps: list[StepProgress], cost_usd: float | None) -> ProgressSnapshot:
+    def update(
+        self,
+        steps: list[StepProgress],
+        cost_usd: float | None,
+        batches: dict[str, int] | None = None,
+    ) -> ProgressSnapshot:
         now = time.monotonic()
         done = tuple(s.done for s in steps)
         self.history.append((now, done))
@@ -85,4 +91,4 @@ class ProgressTracker:
             left = step.pending + step.in_flight + step.retrying
             eta = left / rate if rate > 0 else None
             rated.append(StepProgress(**{**step.__dict__, "rate_per_s": rate, "eta_s": eta}))
-        return ProgressSnapshot(now - self.started, tuple(rated), cost_usd)
+        return ProgressSnapshot(now - self.started, tuple(rated), cost_usd, dict(batches or {}))

@@ -238,7 +238,8 @@ class Runner:
         self._every = max(PROGRESS_EVERY_S, 10 * (time.monotonic() - now))
         steps = snapshot_steps([(s.name, s.scope) for s in ledger.steps], counts)
         spent = getattr(executor, "spent", None)
-        self.progress(self._tracker.update(steps, spent))
+        summary = getattr(executor, "batch_summary", None)
+        self.progress(self._tracker.update(steps, spent, summary() if summary else None))
 
     def _apply_commands(self, ledger: Ledger, log: RunLog) -> None:
         for command in ledger.pending_commands():
