@@ -103,15 +103,21 @@ class FirstTimeWrong:
         return answer
 
 
+@pytest.mark.parametrize("vendor", VENDORS)
 def test_fan_out_between_two_batch_steps_and_retry_of_only_the_failed_units(
-    tmp_path: Path,
+    tmp_path: Path, vendor: str
 ) -> None:
     units = 12
     paths = make_run(
         fruit_pipeline(tmp_path / "fruit", units, chunk=5), tmp_path / "runs", mode="batch"
     )
     wrong = FirstTimeWrong()
-    result = drive_batch(paths, emulator_config=EmulatorConfig(answer_fn=wrong))
+    result = drive_batch(
+        paths,
+        f"fake:{vendor}",
+        VENDOR_MODELS[vendor],
+        emulator_config=EmulatorConfig(answer_fn=wrong),
+    )
 
     assert result.outcome.status is RunStatus.COMPLETE
     check = check_ledger(paths)
@@ -360,3 +366,24 @@ def test_progress_shows_open_batches_and_the_heartbeat_names_them(tmp_path: Path
     heartbeat = [x for x in paths.log.read_text().splitlines() if "[HEARTBEAT]" in x]
     assert heartbeat and all("2 open batch(es)" in x for x in heartbeat)
     assert "in_progress 0/3" in "".join(heartbeat)
+
+
+@pytest.mark.parametrize("fault", ["quota", "401"])
+def test_quota_or_auth_errors_on_submit_pause_the_run_with_the_reason(
+    tmp_path: Path, fault: str
+) -> None:
+    paths = make_run(small_walk(tmp_path, repeat=4, chunk=50), tmp_path / "runs", mode="batch")
+    config = EmulatorConfig(answer_fn=walk_answer, fault_schedule=(fault,))
+    result = drive_batch(paths, emulator_config=config)
+
+    assert result.outcome.status is RunStatus.PAUSED
+    reason = result.outcome.reason or ""
+    assert (
+        ("quota" in reason.lower())
+        if fault == "quota"
+        else ("auth" in reason.lower() or "key" in reason.lower())
+    )
+    check = check_ledger(paths, finished=False)
+    assert check.counts[1][UnitStepState.PENDING] == 4  # nothing lost, no attempt used
+    assert [r["state"] for r in batch_rows(paths)] == ["abandoned"]
+    assert result.stats["batches_created"] == {}
