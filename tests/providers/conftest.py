@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from batch_builders import GEMINI_FILE, BatchOpener
 from provider_builders import SECRET_KEY
 
 # Import the SDK adapters while collecting: each SDK takes about a second to import, which
@@ -14,6 +15,8 @@ import octopipe.providers.anthropic_adapter
 import octopipe.providers.gemini_adapter
 import octopipe.providers.openai_adapter  # noqa: F401
 from octopipe.providers.base import ProviderSettings, RealtimeProvider, make_provider
+from octopipe.providers.batch_base import BatchProvider, make_batch_provider
+from octopipe.providers.batch_gemini import GeminiBatchProvider
 from octopipe.providers.emulator import Emulator, EmulatorConfig, run_emulator
 
 
@@ -32,6 +35,30 @@ async def connect() -> AsyncIterator[Callable[[Emulator, str], RealtimeProvider]
         fields: dict[str, Any] = {"api_key": SECRET_KEY, "base_url": emu.base_url_for(name)}
         fields.update(settings)
         provider = make_provider(ProviderSettings(provider=name, **fields))
+        opened.append(provider)
+        return provider
+
+    yield build
+    for provider in opened:
+        await provider.aclose()
+
+
+@pytest.fixture
+async def open_batch() -> AsyncIterator[BatchOpener]:
+    """``open_batch(emu, vendor)`` -> a batch adapter aimed at ``emu``; closed after the test.
+    ``vendor`` may be ``GEMINI_FILE``."""
+    opened: list[BatchProvider] = []
+
+    def build(emu: Emulator, vendor: str) -> BatchProvider:
+        name = "gemini" if vendor == GEMINI_FILE else vendor
+        settings = ProviderSettings(
+            provider=name, api_key=SECRET_KEY, base_url=emu.base_url_for(name), timeout_s=5.0
+        )
+        provider: BatchProvider = (
+            GeminiBatchProvider(settings, inline_max_bytes=1)
+            if vendor == GEMINI_FILE
+            else make_batch_provider(settings)
+        )
         opened.append(provider)
         return provider
 

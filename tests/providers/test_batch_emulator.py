@@ -12,6 +12,8 @@ import pytest
 from provider_builders import SECRET_KEY
 
 from octopipe.providers.emulator import EmulatorConfig, run_emulator
+from octopipe.providers.emulator.batch_faults import BatchFaultPlan, truncate
+from octopipe.providers.emulator.cli import build_parser, config_from_args
 
 
 def chat_line(custom_id: str, prompt: str = "hello") -> str:
@@ -123,3 +125,75 @@ async def test_gemini_root_mount_serves_v1beta_and_leaves_v1_batches_to_openai()
 def test_batch_delay_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="batch_delay_s"):
         EmulatorConfig(batch_delay_s=-1)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"batch_expire_s": 0}, "batch_expire_s"),
+        ({"batch_line_faults": {"500": 0.1}}, "unknown batch line fault"),
+        ({"batch_line_fault_schedule": ("ok", "lost")}, "unknown batch line fault"),
+        ({"batch_line_faults": {"failed": 0.7, "dropped": 0.4}}, "add up"),
+        ({"batch_line_faults": {"400": 1.5}}, r"\[0, 1\]"),
+        ({"batch_submit_faults": ("429", "malformed")}, "unknown batch submit fault"),
+    ],
+)
+def test_bad_batch_fault_settings_are_refused(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EmulatorConfig(**fields)
+
+
+def test_line_fault_draws_depend_only_on_seed_job_and_line() -> None:
+    config = EmulatorConfig(batch_line_faults={"failed": 0.3, "dropped": 0.3}, seed=7)
+    first = BatchFaultPlan(config)
+    first.for_new_job("other", 50)  # jobs created in another order draw the same faults
+    again = BatchFaultPlan(config).for_new_job("job-a", 50)
+    assert first.for_new_job("job-a", 50) == again
+    assert set(again.lines) == {None, "failed", "dropped"}
+    reseeded = BatchFaultPlan(EmulatorConfig(batch_line_faults=config.batch_line_faults, seed=8))
+    assert reseeded.for_new_job("job-a", 50) != again
+
+
+def test_line_fault_schedule_runs_across_jobs_then_stops() -> None:
+    plan = BatchFaultPlan(
+        EmulatorConfig(
+            batch_line_fault_schedule=("failed", "ok", "dropped"),
+            batch_fail_schedule=(False, True),
+            batch_truncate_schedule=(True,),
+        )
+    )
+    first, second, third = (plan.for_new_job(f"j{i}", 2) for i in range(3))
+    assert (first.lines, second.lines, third.lines) == (
+        ("failed", None),
+        ("dropped", None),
+        (None, None),
+    )
+    assert [job.fails for job in (first, second, third)] == [False, True, False]
+    assert [job.truncated for job in (first, second, third)] == [True, False, False]
+
+
+def test_truncate_cuts_the_last_line_in_half() -> None:
+    data = b'{"a": 1}\n{"b": "0123456789"}\n'
+    assert truncate(data) == b'{"a": 1}\n{"b": "01'
+    assert truncate(b"") == b""
+
+
+def test_cli_options_set_the_batch_faults() -> None:
+    args = build_parser().parse_args(
+        [
+            "--batch-delay-s=2",
+            "--batch-expire-s=1.5",
+            "--batch-line-fault=dropped=0.25",
+            "--batch-line-schedule=failed,ok,400",
+            "--batch-fail-jobs=2,4",
+            "--batch-truncate-jobs=1",
+            "--batch-submit-faults=429,ok",
+        ]
+    )
+    config = config_from_args(args)
+    assert (config.batch_delay_s, config.batch_expire_s) == (2.0, 1.5)
+    assert config.batch_line_faults == {"dropped": 0.25}
+    assert config.batch_line_fault_schedule == ("failed", "ok", "400")
+    assert config.batch_fail_schedule == (False, True, False, True)
+    assert config.batch_truncate_schedule == (True,)
+    assert config.batch_submit_faults == ("429", "ok")

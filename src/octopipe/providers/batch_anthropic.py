@@ -6,12 +6,19 @@ Guarantees:
   realtime adapter's ``build_params`` (same forced-tool or ``output_config`` structured
   output), every request on the batch's ``model``.
 - ``poll``: ``in_progress`` and ``canceling`` are ``in_progress``; ``ended`` is ``cancelled``
-  when a cancel was initiated and something was canceled, ``expired`` when nothing ran and
-  requests expired, else ``completed``. ``failed`` counts errored + canceled + expired.
-- ``collect`` streams the SDK's JSONL decoder over ``results_url``. The answer of a
-  ``succeeded`` message is the first ``tool_use`` block's input as JSON (a batch forces one
-  tool; after a crash the adapter no longer knows the tool's name), else the text blocks.
-  ``errored`` results are classified from ``error.type`` as in realtime.
+  when a cancel was initiated and something was canceled, ``expired`` when any request
+  expired (the batch outlived its 24 h window), else ``completed``. ``failed`` counts
+  errored + canceled + expired. The API has no whole-batch failure: a batch that failed
+  entirely is ``completed`` with every request errored (``failed == total``).
+- ``collect`` streams ``results_url`` line by line (the SDK's request, our own line reading).
+  The answer of a ``succeeded`` message is the first ``tool_use`` block's input as JSON (a
+  batch forces one tool; after a crash the adapter no longer knows the tool's name), else the
+  text blocks. ``errored`` results are classified from ``error.type`` as in realtime;
+  ``canceled`` / ``expired`` ones are ``not_run("cancelled" | "expired")``, and the
+  requests that finished before the batch ended keep their answers. A line that cannot be read
+  (not JSON, cut short by an interrupted download, no ``custom_id``, an unknown result shape)
+  is skipped with a warning -- the SDK's own decoder would abort the whole stream on it -- so
+  its request is simply missing from the results and the caller retries it.
 - **No ``find``**: Message Batches have no metadata and list entries carry nothing of the
   requests, so ``can_find`` is False and ``find`` raises ``UsageError``. The engine must
   persist the batch id as soon as ``submit`` returns. ``BatchHandle.metadata`` holds the
@@ -21,10 +28,14 @@ Guarantees:
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 import anthropic
+import httpx2
+from anthropic.types import Message
 
 from octopipe.providers.anthropic_adapter import (
     AnthropicProvider,
@@ -39,12 +50,15 @@ from octopipe.providers.batch_base import (
     BatchResultLine,
     BatchState,
     BatchStatus,
+    as_dict,
     check_custom_ids,
     not_run,
     status_line_error,
     unsupported_find,
 )
-from octopipe.providers.errors_map import map_anthropic_error
+from octopipe.providers.errors_map import connection_error, map_anthropic_error
+
+log = logging.getLogger(__name__)
 
 # error.type -> HTTP status, so that per-request errors classify as in realtime
 ERROR_STATUS = {
@@ -57,6 +71,10 @@ ERROR_STATUS = {
     "rate_limit_error": 429,
     "api_error": 500,
     "overloaded_error": 529,
+}
+_NOT_RUN: dict[str, Literal["cancelled", "expired"]] = {
+    "canceled": "cancelled",
+    "expired": "expired",
 }
 
 
@@ -120,7 +138,7 @@ class AnthropicBatchProvider:
             state = "completed"
             if batch.cancel_initiated_at is not None and c.canceled:
                 state = "cancelled"
-            elif c.expired and not (c.succeeded or c.errored):
+            elif c.expired:
                 state = "expired"
         return BatchStatus(
             state=state,
@@ -132,10 +150,18 @@ class AnthropicBatchProvider:
     async def collect(self, handle: BatchHandle) -> AsyncIterator[BatchResultLine]:
         try:
             decoder = await self._client.messages.batches.results(handle.provider_batch_id)
-            async for entry in decoder:
-                yield self._result(entry)
         except anthropic.AnthropicError as exc:
             raise self._mapped(exc) from None
+        response = decoder.http_response
+        try:
+            async for raw in response.aiter_lines():
+                result = self._read_line(raw, handle.provider_batch_id)
+                if result is not None:
+                    yield result
+        except httpx2.TransportError as exc:
+            raise connection_error(self.name, exc) from None
+        finally:
+            await response.aclose()
 
     async def cancel(self, handle: BatchHandle) -> None:
         try:
@@ -155,14 +181,27 @@ class AnthropicBatchProvider:
             exc, provider=self.name, secret=self._secret, timeout_s=self._timeout_s
         )
 
-    def _result(self, entry: Any) -> BatchResultLine:
-        result = entry.result
-        kind = result.type
+    def _read_line(self, raw: str, batch_id: str) -> BatchResultLine | None:
+        """The result on one line of the results, or ``None`` (logged) when unreadable."""
+        if not raw.strip():
+            return None
+        try:
+            entry = json.loads(raw)
+            if not isinstance(entry, dict) or not isinstance(entry.get("custom_id"), str):
+                raise ValueError("not an object with a custom_id")
+            return self._result(entry["custom_id"], as_dict(entry.get("result")))
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            log.warning("skipped an unreadable result line of %s (%s): %.80r", batch_id, exc, raw)
+            return None
+
+    def _result(self, custom_id: str, result: dict[str, Any]) -> BatchResultLine:
+        kind = result.get("type")
         if kind == "succeeded":
-            message = result.message
+            # the SDK's model_construct builds nested blocks unvalidated, as its own decoder does
+            message = Message.model_construct(**as_dict(result.get("message")))
             tool = next((b.name for b in message.content if b.type == "tool_use"), "")
             return BatchResultLine(
-                entry.custom_id,
+                custom_id,
                 LLMResponse(
                     text=answer_text(message.content, tool),
                     usage=anthropic_usage(message.usage),
@@ -173,11 +212,11 @@ class AnthropicBatchProvider:
                 ),
             )
         if kind == "errored":
-            error = result.error.error
-            error_type = str(getattr(error, "type", "") or "")
-            message_text = f"{error_type}: {getattr(error, 'message', '')}"
+            error = as_dict(as_dict(result.get("error")).get("error"))
+            error_type = str(error.get("type") or "")
+            message_text = f"{error_type}: {error.get('message', '')}"
             return BatchResultLine(
-                entry.custom_id,
+                custom_id,
                 None,
                 status_line_error(
                     ERROR_STATUS.get(error_type, 500),
@@ -187,7 +226,6 @@ class AnthropicBatchProvider:
                     quota=error_type == "billing_error",
                 ),
             )
-        not_run_kind: Literal["cancelled", "expired"] = (
-            "cancelled" if kind == "canceled" else "expired"
-        )
-        return BatchResultLine(entry.custom_id, None, not_run(not_run_kind))
+        if kind in _NOT_RUN:
+            return BatchResultLine(custom_id, None, not_run(_NOT_RUN[kind]))
+        raise ValueError(f"unknown result type {kind!r}")

@@ -10,8 +10,11 @@ What this module guarantees:
 - ``collect()`` streams one ``BatchResultLine`` per request of the batch that has a result,
   in *no particular order*: join on ``custom_id``. A request that failed inside the batch has
   ``response=None`` and an ``error``; requests that never ran because the batch was cancelled
-  or expired come back with ``error.type`` ``"cancelled"`` / ``"expired"`` where the vendor
-  reports them.
+  or expired come back as ``not_run("cancelled" | "expired")`` where the vendor reports them,
+  and the requests that finished before such a batch ended keep their answers (salvage).
+  ``collect()`` never raises on the *content* of a results file: a line it cannot read (not
+  JSON, cut by an interrupted download, no id) is skipped and logged, so that request is
+  simply missing, like a request the vendor dropped. The caller retries missing requests.
 - ``find(key, value)`` lists recent batches and returns those whose metadata has
   ``key == value``: the engine writes an *intent* (with a unique key) before ``submit`` and,
   after a crash between the vendor's answer and its own bookkeeping, uses ``find`` to adopt the

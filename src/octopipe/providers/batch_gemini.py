@@ -1,21 +1,32 @@
-"""Batch adapter for the Gemini Developer API (``batchGenerateContent``, inline requests).
+"""Batch adapter for the Gemini Developer API (``batchGenerateContent``, inline or file-based).
 
 Guarantees:
 
-- ``submit`` calls ``client.aio.batches.create(model, src=[{contents, config, metadata}])``;
-  ``config`` is the realtime adapter's ``build_config`` (same ``responseJsonSchema`` /
-  ``responseSchema`` structured output) without its per-request HTTP options, and each item's
-  ``metadata`` is ``{"key": custom_id}``, which the API echoes back in its result (results
-  are positional too, but the key survives a crash, a positional list does not).
+- ``submit`` builds one item per line, ``{contents, config, metadata}``; ``config`` is the
+  realtime adapter's ``build_config`` (same ``responseJsonSchema`` / ``responseSchema``
+  structured output) without its per-request HTTP options, and each item's ``metadata`` is
+  ``{"key": custom_id}``, which the API echoes back in its result (inline results are
+  positional too, but the key survives a crash, a positional list does not).
+- Inline vs file: a batch whose JSONL input file (``input_file``) would exceed
+  ``inline_max_bytes`` (the registry's ``batch_inline_max_bytes``, 20 MB) is uploaded through
+  the Files API (``client.aio.files.upload``, resumable) as ``{"key", "request"}`` lines and
+  created with ``src="files/…"``; smaller batches go inline. The file's requests are the very
+  bodies the SDK would send inline (its own converter builds them).
 - Gemini batches have no metadata: the submitted metadata is encoded in ``displayName`` as
   ``octopipe?k=v&k2=v2`` (URL-encoded) and decoded by ``find``/``poll``. Keep it short: the
   display name is meant for humans, and long names may be refused by the API.
 - States: ``PENDING``/``QUEUED`` -> ``validating``; ``RUNNING``/``CANCELLING``/``UPDATING``/
   ``PAUSED`` -> ``in_progress``; ``SUCCEEDED``/``PARTIALLY_SUCCEEDED`` -> ``completed``;
   ``FAILED``, ``CANCELLED``, ``EXPIRED`` -> the same. The Developer API's SDK drops
-  ``batchStats``, so ``done``/``total`` come from the inline results once succeeded (0 before).
-- Inline only: results arrive inside the batch resource, so ``collect`` reads them from one GET
-  (inline batches are limited to 20 MB anyway). File-based batches are not implemented.
+  ``batchStats`` and the operation's ``error``, so ``done``/``total`` come from the inline
+  results once succeeded (0 before, and 0 for file-based jobs), and a failed job's
+  ``BatchStatus.error`` only names the state.
+- ``collect`` yields the inline responses, or streams the results file (``dest.file_name``,
+  downloaded through ``client.aio.files.download`` into a spooled temporary file, then read
+  line by line). Expired and cancelled jobs deliver no output at all (the API keeps no
+  partial results), so nothing is yielded and every request counts as missing. A result that
+  cannot be read (a line not JSON or cut short by an interrupted download, no key, a response
+  that does not parse) is skipped with a warning, so its request is missing and retried.
 - Errors are mapped by ``errors_map.map_gemini_error``; per-request ``JobError`` codes
   (google.rpc numbers) are turned into HTTP statuses first.
 """
@@ -23,11 +34,16 @@ Guarantees:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+import io
+import json
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from google.genai import types
+from google.genai import _common, types
+from google.genai.batches import _InlinedRequest_to_mldev
 
 from octopipe.errors import BadRequest
 from octopipe.providers.base import LLMResponse, ProviderSettings
@@ -37,10 +53,11 @@ from octopipe.providers.batch_base import (
     BatchResultLine,
     BatchState,
     BatchStatus,
+    as_dict,
     check_custom_ids,
     status_line_error,
 )
-from octopipe.providers.errors_map import map_gemini_error, redact
+from octopipe.providers.errors_map import map_gemini_error, redact, unexpected_error
 from octopipe.providers.gemini_adapter import (
     SDK_ERRORS,
     GeminiProvider,
@@ -50,7 +67,14 @@ from octopipe.providers.gemini_adapter import (
     gemini_usage,
 )
 
+log = logging.getLogger(__name__)
+
 DISPLAY_PREFIX = "octopipe?"
+INLINE_MAX_BYTES = 20_000_000
+"""The Developer API's limit on an inline batch (the registry's ``batch_inline_max_bytes``)."""
+INPUT_MIME_TYPE = "jsonl"  # what Google's batch guide passes to files.upload
+# Results files are read from disk past this size rather than kept in memory.
+SPOOL_MAX_BYTES = 8 * 1024 * 1024
 _STATES: dict[str, BatchState] = {
     "JOB_STATE_PENDING": "validating",
     "JOB_STATE_QUEUED": "validating",
@@ -88,9 +112,11 @@ class GeminiBatchProvider:
         settings: ProviderSettings,
         schema_field: SchemaField = "response_json_schema",
         max_scan: int = 500,
+        inline_max_bytes: int = INLINE_MAX_BYTES,
     ) -> None:
         self.name = settings.provider
         self.max_scan = max_scan
+        self.inline_max_bytes = inline_max_bytes
         self._secret = settings.api_key
         self._timeout_s = settings.timeout_s
         # The realtime adapter owns the genai client (v1beta, our httpx2 pool, no retries).
@@ -112,36 +138,74 @@ class GeminiBatchProvider:
             )
         return items
 
+    def input_file(self, items: Sequence[types.InlinedRequest]) -> bytes:
+        """The JSONL input file of a file-based batch: ``{"key", "request"}`` per item, the
+        request built by the SDK's converter for inline items (public for tests)."""
+        # google-genai has no public converter: these are the steps ``batches.create`` applies
+        # to inline items (google-genai 3.4), so a file carries exactly the inline bodies.
+        api_client = self._client._api_client
+        out = []
+        for item in items:
+            wire = _common.encode_unserializable_types(
+                _common.convert_to_dict(_InlinedRequest_to_mldev(api_client, item))
+            )
+            key = (item.metadata or {}).get("key")
+            out.append(json.dumps({"key": key, "request": wire["request"]}, ensure_ascii=False))
+        return ("\n".join(out) + "\n").encode()
+
     async def submit(
         self, lines: Sequence[BatchRequestLine], *, model: str, metadata: dict[str, str]
     ) -> BatchHandle:
         check_custom_ids(lines)
-        src = self.inline_requests(lines, model)
+        items = self.inline_requests(lines, model)
+        data = self.input_file(items)
+        src: list[types.InlinedRequest] | str = items
+        if len(data) > self.inline_max_bytes:
+            src = await self._upload(data)
         config = types.CreateBatchJobConfig(display_name=encode_display_name(metadata))
         job = await self._call(self._client.aio.batches.create(model=model, src=src, config=config))
         return self._handle(job)
 
     async def poll(self, handle: BatchHandle) -> BatchStatus:
         job = await self._get(handle)
-        state = _STATES.get(_state_name(job.state), "in_progress")
+        state_name = _state_name(job.state)
+        state = _STATES.get(state_name, "in_progress")
         responses = (job.dest.inlined_responses or []) if job.dest else []
         failed = sum(1 for r in responses if r.error is not None or r.response is None)
         error = job.error.message if job.error is not None else None
+        if state == "failed" and not error:
+            error = f"the batch job ended {state_name}"
         return BatchStatus(
             state=state, done=len(responses), total=len(responses), failed=failed, error=error
         )
 
     async def collect(self, handle: BatchHandle) -> AsyncIterator[BatchResultLine]:
         job = await self._get(handle)
-        responses = (job.dest.inlined_responses or []) if job.dest else []
-        for index, item in enumerate(responses):
+        if job.dest is None:
+            return
+        batch_id = handle.provider_batch_id
+        for index, item in enumerate(job.dest.inlined_responses or []):
             custom_id = (item.metadata or {}).get("key")
             if custom_id is None:
-                raise BadRequest(
-                    f"result {index} of batch {handle.provider_batch_id} has no key metadata",
-                    provider=self.name,
+                log.warning("skipped result %d of %s: it has no key metadata", index, batch_id)
+                continue
+            error = item.error
+            yield self._result(
+                custom_id,
+                item.response,
+                error.code if error is not None else None,
+                error.message if error is not None else None,
+            )
+        if job.dest.file_name:
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES) as spool:
+                await self._call(
+                    self._client.aio.files.download(file=job.dest.file_name, destination=spool)
                 )
-            yield self._result(custom_id, item)
+                spool.seek(0)
+                for raw in _lines(spool):
+                    result = self._read_file_line(raw, batch_id)
+                    if result is not None:
+                        yield result
 
     async def cancel(self, handle: BatchHandle) -> None:
         await self._call(self._client.aio.batches.cancel(name=handle.provider_batch_id))
@@ -190,9 +254,49 @@ class GeminiBatchProvider:
             metadata=decode_display_name(job.display_name),
         )
 
-    def _result(self, custom_id: str, item: Any) -> BatchResultLine:
-        if item.response is not None and item.error is None:
-            response = item.response
+    async def _upload(self, data: bytes) -> str:
+        """Upload a batch input file; its resource name (``files/…``)."""
+        config = types.UploadFileConfig(mime_type=INPUT_MIME_TYPE, display_name="octopipe-batch")
+        try:
+            uploaded = await self._call(
+                self._client.aio.files.upload(file=io.BytesIO(data), config=config)
+            )
+        except KeyError as exc:  # the SDK found no upload URL in the answer
+            raise unexpected_error(self.name, exc, self._secret) from None
+        if not uploaded.name:
+            raise unexpected_error(self.name, ValueError("uploaded file has no name"), None)
+        return str(uploaded.name)
+
+    def _read_file_line(self, raw: bytes, batch_id: str) -> BatchResultLine | None:
+        """The result on one line of a results file, or ``None`` (logged) when unreadable."""
+        if not raw.strip():
+            return None
+        try:
+            line = json.loads(raw)
+            if not isinstance(line, dict) or not isinstance(line.get("key"), str):
+                raise ValueError("not an object with a key")
+            response = None
+            if line.get("response") is not None:
+                body = as_dict(line["response"])
+                # the SDK's own parsing of a REST body (drops fields newer than the SDK)
+                response = types.GenerateContentResponse._from_response(response=body, kwargs={})
+            error = as_dict(line.get("error"))
+            code = error.get("code")
+            return self._result(
+                line["key"],
+                response,
+                code if isinstance(code, int) else None,
+                str(error["message"]) if error.get("message") else None,
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            # ValueError covers JSON, UTF-8 and pydantic validation errors.
+            log.warning("skipped an unreadable result line of %s (%s): %.80r", batch_id, exc, raw)
+            return None
+
+    def _result(
+        self, custom_id: str, response: Any, error_code: int | None, error_message: str | None
+    ) -> BatchResultLine:
+        if response is not None and error_code is None and error_message is None:
             return BatchResultLine(
                 custom_id,
                 LLMResponse(
@@ -204,10 +308,8 @@ class GeminiBatchProvider:
                     latency_s=0.0,
                 ),
             )
-        error = item.error
-        code = error.code if error is not None else None
-        status = _RPC_HTTP.get(code, 500) if isinstance(code, int) else None
-        message = (error.message if error is not None else None) or "no response"
+        status = _RPC_HTTP.get(error_code, 500) if error_code is not None else None
+        message = error_message or "no response"
         return BatchResultLine(
             custom_id,
             None,
@@ -217,3 +319,8 @@ class GeminiBatchProvider:
 
 def _state_name(state: Any) -> str:
     return str(getattr(state, "value", state) or "")
+
+
+def _lines(stream: Any) -> Iterator[bytes]:
+    """The lines of a binary file object, read one at a time."""
+    yield from iter(stream.readline, b"")

@@ -8,9 +8,17 @@ Guarantees:
   creates the batch with ``completion_window="24h"`` and ``metadata``. Every line is sent with
   the batch's ``model`` (OpenAI wants one model per file).
 - ``collect`` streams *both* the output file and the error file line by line (neither is
-  loaded whole), in the files' order, which is not input order.
-- SDK errors are mapped by ``errors_map.map_openai_error``, as in realtime.
-- States: ``cancelling`` is reported as ``in_progress`` (not terminal yet).
+  loaded whole), in the files' order, which is not input order. It works on any ended batch:
+  an ``expired`` or ``cancelled`` one delivers the requests that finished (the output file)
+  and ``not_run("expired" | "cancelled")`` for the ``batch_expired`` / ``batch_cancelled``
+  lines of the error file; a ``failed`` one (rejected as a whole) has no files and yields
+  nothing. A line that cannot be read (not JSON, cut short by an interrupted download, no
+  ``custom_id``, a body that is no chat completion) is skipped with a warning: its request is
+  simply missing from the results, and the caller retries it.
+- SDK errors are mapped by ``errors_map.map_openai_error``, as in realtime; a connection lost
+  while streaming a file is a ``TransientProviderError``.
+- States: ``cancelling`` is reported as ``in_progress`` (not terminal yet); a ``failed``
+  batch's ``errors.data`` becomes ``BatchStatus.error``.
 - ``find`` pages through ``batches.list`` (newest first) up to ``max_scan`` batches.
 """
 
@@ -18,9 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
+import httpx2
 import openai
 
 from octopipe.providers.base import LLMResponse, ProviderSettings
@@ -36,9 +46,14 @@ from octopipe.providers.batch_base import (
     not_run,
     status_line_error,
 )
-from octopipe.providers.errors_map import OPENAI_QUOTA_CODES, map_openai_error
+from octopipe.providers.errors_map import (
+    OPENAI_QUOTA_CODES,
+    connection_error,
+    map_openai_error,
+)
 from octopipe.providers.openai_adapter import OpenAIProvider, openai_usage
 
+log = logging.getLogger(__name__)
 CHAT_URL: Literal["/v1/chat/completions"] = "/v1/chat/completions"
 _STATES: dict[str, BatchState] = {
     "validating": "validating",
@@ -50,7 +65,10 @@ _STATES: dict[str, BatchState] = {
     "cancelling": "in_progress",
     "cancelled": "cancelled",
 }
-_NOT_RUN = {"batch_cancelled": "cancelled", "batch_expired": "expired"}
+_NOT_RUN: dict[str, Literal["cancelled", "expired"]] = {
+    "batch_cancelled": "cancelled",
+    "batch_expired": "expired",
+}
 
 
 class OpenAIBatchProvider:
@@ -126,10 +144,13 @@ class OpenAIBatchProvider:
             try:
                 async with self._client.files.with_streaming_response.content(file_id) as resp:
                     async for raw in resp.iter_lines():
-                        if raw.strip():
-                            yield self._result(json.loads(raw), handle)
+                        result = self._read_line(raw, file_id)
+                        if result is not None:
+                            yield result
             except openai.OpenAIError as exc:
                 raise self._mapped(exc) from None
+            except httpx2.TransportError as exc:
+                raise connection_error(self.name, exc) from None
 
     async def cancel(self, handle: BatchHandle) -> None:
         try:
@@ -166,8 +187,22 @@ class OpenAIBatchProvider:
             exc, provider=self.name, secret=self._secret, timeout_s=self._timeout_s
         )
 
-    def _result(self, line: dict[str, Any], handle: BatchHandle) -> BatchResultLine:
-        custom_id = str(line.get("custom_id", ""))
+    def _read_line(self, raw: str, file_id: str) -> BatchResultLine | None:
+        """The result on one line of a results file, or ``None`` (logged) when unreadable."""
+        if not raw.strip():
+            return None
+        try:
+            line = json.loads(raw)
+            if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
+                raise ValueError("not an object with a custom_id")
+            return self._result(line)
+        except (ValueError, TypeError, AttributeError, IndexError) as exc:
+            # ValueError covers JSON and pydantic validation errors.
+            log.warning("skipped an unreadable line of %s (%s): %.80r", file_id, exc, raw)
+            return None
+
+    def _result(self, line: dict[str, Any]) -> BatchResultLine:
+        custom_id = line["custom_id"]
         response = as_dict(line.get("response"))
         if not response:
             error = as_dict(line.get("error"))
@@ -175,7 +210,7 @@ class OpenAIBatchProvider:
             kind = _NOT_RUN.get(code)
             message = f"{code}: {error.get('message', '')}"
             err: BatchLineError = (
-                not_run(kind, message)  # type: ignore[arg-type]
+                not_run(kind, message)
                 if kind
                 else status_line_error(None, message, provider=self.name, secret=self._secret)
             )

@@ -1,4 +1,4 @@
-"""A local emulator of the OpenAI, Anthropic and Gemini HTTP APIs (realtime endpoints).
+"""A local emulator of the OpenAI, Anthropic and Gemini HTTP APIs (realtime and batch).
 
 It lets the official SDKs run their real code paths over loopback HTTP -- the SDKs use
 ``httpx2``, which httpx mocking libraries do not intercept -- with configurable latency,
@@ -7,8 +7,8 @@ per-(vendor, model) rate limits, injected faults and deterministic, schema-shape
 Layout: ``server`` (aiohttp app and the shared request pipeline), ``runner`` (in-loop and
 threaded runners), ``vendors/`` (one wire format per vendor), ``answers`` and
 ``schema_values`` (what to answer), ``faults`` (fault plan, rate limiter, counters),
-``config`` and ``cli``. Batch endpoints will be added as new routes in ``vendors/`` plus a
-job store next to ``server``.
+``config`` and ``cli``. The batch APIs live in ``batches`` (job store and lifecycle),
+``batch_faults`` (their failure modes) and ``vendors/*_batch.py`` / ``vendors/gemini_files.py``.
 
 Usage::
 

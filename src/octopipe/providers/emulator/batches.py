@@ -3,35 +3,44 @@
 Guarantees:
 
 - A ``BatchJob`` holds the parsed requests of one batch (vendor-neutral ``EmulatorRequest``,
-  or the reason a line could not be parsed). Its state depends only on time and on ``cancel``:
-  ``in_progress`` until ``config.batch_delay_s`` seconds after creation, then ``completed``;
-  ``cancelled`` at once after ``cancel()`` on a running job (every request then counts as
-  cancelled: the emulator never delivers partial results).
-- Answers are computed once, when a job is first seen completed, with the *same* answer
+  or the reason a line could not be parsed). Its state depends only on time, on ``cancel`` and
+  on the faults decided at creation (``batch_faults``): ``in_progress`` until
+  ``config.batch_delay_s`` seconds after creation, then ``completed`` (or ``failed`` for a job
+  scheduled to fail); ``expired`` once ``config.batch_expire_s`` has passed on a job still
+  running; ``cancelled`` at once after ``cancel()`` on a running job.
+- Requests finish evenly over ``batch_delay_s``, in input order: a job that ends early
+  (expired, cancelled) delivers the answers of its first ``floor(total * elapsed / delay)``
+  requests, and the rest never ran (``LineOutcome.reply is None``).
+- Answers are computed once, when a job is first seen ended, with the *same* answer
   function and token counting as realtime (``answers.make_answer``), and rendered with the
-  realtime vendor's ``success`` body; an unparseable line or a failing answer function gives a
-  per-request error (400 / 500 in the vendor's error body), the rest of the batch goes on.
-- ``BatchStats`` adds ``batches_created`` (per vendor) to the emulator's counters, so a test
-  can assert that no duplicate batch was created.
+  realtime vendor's ``success`` body; an unparseable line, a failing answer function or an
+  injected line fault gives a per-request error (400 / 500 in the vendor's error body), the
+  rest of the batch goes on. Every request of a failed job gets a 500.
+- ``BatchStats`` adds ``batches_created`` (per vendor) and ``batch_lines_dropped`` to the
+  emulator's counters, so a test can assert that no duplicate batch was created.
 - ``BatchRoutes.gate`` applies the realtime pipeline's key check and fault plan to every
-  batch API call (a scheduled ``"429"`` refuses the next batch call with the vendor's 429).
-  The rpm limiter does not apply: real batch endpoints have their own, separate limits.
+  batch API call (a scheduled ``"429"`` refuses the next batch call with the vendor's 429);
+  batch-create calls first meet ``config.batch_submit_faults``. A refused create creates
+  nothing. The rpm limiter does not apply: real batch endpoints have their own limits.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from octopipe.providers.emulator.answers import EmulatorRequest, make_answer
+from octopipe.providers.emulator.batch_faults import DROPPED, BatchFaultPlan, JobFaults
 from octopipe.providers.emulator.config import STATUS_FAULTS, EmulatorConfig
 from octopipe.providers.emulator.faults import EmulatorStats, FaultPlan
 from octopipe.providers.emulator.vendors.base import InvalidRequest, Reply, UnknownEndpoint, Vendor
@@ -42,21 +51,24 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class BatchStats(EmulatorStats):
-    """``EmulatorStats`` plus the number of batches created per vendor."""
+    """``EmulatorStats`` plus batches created per vendor and result lines dropped."""
 
     def __init__(self) -> None:
         super().__init__()
         self._batches: Counter[str] = Counter()
+        self._dropped = 0
         self._batch_lock = threading.Lock()
 
-    def batch_created(self, vendor: str) -> None:
+    def batch_created(self, vendor: str, dropped_lines: int = 0) -> None:
         with self._batch_lock:
             self._batches[vendor] += 1
+            self._dropped += dropped_lines
 
     def snapshot(self) -> dict[str, Any]:
         snap = super().snapshot()
         with self._batch_lock:
             snap["batches_created"] = dict(self._batches)
+            snap["batch_lines_dropped"] = self._dropped
         return snap
 
 
@@ -66,7 +78,18 @@ class LineOutcome:
 
     key: str
     reply: Reply | None
-    """``None`` when the request never ran (batch cancelled)."""
+    """``None`` when the request never ran (batch cancelled or expired first)."""
+    dropped: bool = False
+    """The line is left out of every results payload (the ``dropped`` line fault)."""
+
+
+@dataclass(frozen=True)
+class LineCounts:
+    """Outcomes of an ended job by kind, dropped lines included (vendors count them)."""
+
+    succeeded: int = 0
+    errored: int = 0
+    not_run: int = 0
 
 
 @dataclass
@@ -81,8 +104,16 @@ class BatchJob:
     """Parsed request, or the reason it could not be parsed."""
     metadata: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-    cancelled_wall: float | None = None
+    faults: JobFaults = field(default_factory=JobFaults)
+    cancelled_after_s: float | None = None
+    """Seconds between creation and a cancel that caught the job running."""
     outcomes: list[LineOutcome] | None = None
+
+    @property
+    def cancelled_wall(self) -> float | None:
+        if self.cancelled_after_s is None:
+            return None
+        return self.created_wall + self.cancelled_after_s
 
     @property
     def total(self) -> int:
@@ -97,6 +128,7 @@ class BatchStore:
         self.stats = stats
         self.jobs: dict[str, BatchJob] = {}
         self.files: dict[str, dict[str, Any]] = {}
+        self.fault_plan = BatchFaultPlan(config)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -114,8 +146,10 @@ class BatchStore:
         metadata: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> BatchJob:
+        job_id = self.new_id(prefix)
+        faults = self.fault_plan.for_new_job(job_id, len(requests))
         job = BatchJob(
-            id=self.new_id(prefix),
+            id=job_id,
             vendor=vendor,
             model=model,
             created_wall=time.time(),
@@ -124,11 +158,12 @@ class BatchStore:
             requests=requests,
             metadata=dict(metadata or {}),
             extra=dict(extra or {}),
+            faults=faults,
         )
         with self._lock:
             self.jobs[job.id] = job
         if isinstance(self.stats, BatchStats):
-            self.stats.batch_created(vendor)
+            self.stats.batch_created(vendor, dropped_lines=faults.lines.count(DROPPED))
         return job
 
     def get(self, job_id: str, vendor: str) -> BatchJob | None:
@@ -141,43 +176,85 @@ class BatchStore:
         return sorted(jobs, key=lambda j: (j.created_mono, j.id), reverse=True)
 
     def state(self, job: BatchJob) -> str:
-        """``in_progress``, ``completed`` or ``cancelled``."""
-        if job.cancelled_wall is not None:
+        """``in_progress``, ``completed``, ``failed``, ``expired`` or ``cancelled``."""
+        if job.cancelled_after_s is not None:
             return "cancelled"
-        if time.monotonic() - job.created_mono >= self.config.batch_delay_s:
-            return "completed"
+        elapsed = time.monotonic() - job.created_mono
+        expiry = self._expiry_s()
+        if expiry is not None and elapsed >= expiry:
+            return "expired"
+        if elapsed >= self.config.batch_delay_s:
+            return "failed" if job.faults.fails else "completed"
         return "in_progress"
 
     def ended_at(self, job: BatchJob) -> float | None:
-        if job.cancelled_wall is not None:
-            return job.cancelled_wall
-        if self.state(job) == "completed":
-            return job.created_wall + self.config.batch_delay_s
-        return None
+        """Wall-clock time the job ended, ``None`` while it runs."""
+        state = self.state(job)
+        if state == "in_progress":
+            return None
+        return job.created_wall + self._run_time(job, state)
 
     def cancel(self, job: BatchJob) -> None:
         if self.state(job) == "in_progress":
-            job.cancelled_wall = time.time()
+            job.cancelled_after_s = time.monotonic() - job.created_mono
+
+    def finished(self, job: BatchJob) -> int:
+        """How many requests (the first ones, in input order) ran before the job ended."""
+        state = self.state(job)
+        if state in ("completed", "failed"):
+            return job.total
+        if state == "in_progress" or self.config.batch_delay_s <= 0:
+            return 0
+        share = self._run_time(job, state) / self.config.batch_delay_s
+        return min(job.total, math.floor(job.total * share + 1e-9))
 
     def outcomes(self, job: BatchJob, vendor: Vendor) -> list[LineOutcome]:
         """Per-request outcomes of an ended job (computed once, in input order)."""
         if job.outcomes is None:
-            if self.state(job) == "cancelled":
-                job.outcomes = [LineOutcome(key, None) for key in job.keys]
-            else:
-                job.outcomes = [
-                    LineOutcome(key, self._answer(vendor, request, f"{job.id}_{i:06d}"))
-                    for i, (key, request) in enumerate(zip(job.keys, job.requests, strict=True))
-                ]
+            finished = self.finished(job)
+            fails = self.state(job) == "failed"
+            job.outcomes = [
+                LineOutcome(
+                    key,
+                    self._outcome(vendor, job, i, request, fails) if i < finished else None,
+                    dropped=job.faults.line(i) == DROPPED,
+                )
+                for i, (key, request) in enumerate(zip(job.keys, job.requests, strict=True))
+            ]
         return job.outcomes
 
-    def counts(self, job: BatchJob, vendor: Vendor) -> tuple[int, int]:
-        """(succeeded, failed) once ended; (0, 0) while running."""
-        if self.state(job) != "completed":
-            return 0, 0
+    def counts(self, job: BatchJob, vendor: Vendor) -> LineCounts:
+        """Outcome counts once ended; all zero while running."""
+        if self.ended_at(job) is None:
+            return LineCounts()
         outcomes = self.outcomes(job, vendor)
         ok = sum(1 for o in outcomes if o.reply is not None and o.reply.status == 200)
-        return ok, len(outcomes) - ok
+        not_run = sum(1 for o in outcomes if o.reply is None)
+        return LineCounts(succeeded=ok, errored=len(outcomes) - ok - not_run, not_run=not_run)
+
+    def _expiry_s(self) -> float | None:
+        """When running jobs expire, if they can (an expiry past the run time never bites)."""
+        expire = self.config.batch_expire_s
+        return expire if expire is not None and expire < self.config.batch_delay_s else None
+
+    def _run_time(self, job: BatchJob, state: str) -> float:
+        if state == "cancelled":
+            return job.cancelled_after_s or 0.0
+        if state == "expired":
+            return self.config.batch_expire_s or 0.0
+        return self.config.batch_delay_s
+
+    def _outcome(
+        self, vendor: Vendor, job: BatchJob, index: int, request: EmulatorRequest | str, fails: bool
+    ) -> Reply:
+        request_id = f"{job.id}_{index:06d}"
+        model = request.model if isinstance(request, EmulatorRequest) else ""
+        fault = "failed" if fails else job.faults.line(index)
+        if fault == "failed":
+            return vendor.error("500", model=model, retry_after=None, request_id=request_id)
+        if fault == "400":
+            return vendor.error("400", model=model, retry_after=None, request_id=request_id)
+        return self._answer(vendor, request, request_id)
 
     def _answer(self, vendor: Vendor, request: EmulatorRequest | str, request_id: str) -> Reply:
         if isinstance(request, str):
@@ -227,14 +304,20 @@ class BatchRoutes:
     def request_id(self) -> str:
         return f"req_emu_b{next(self._ids):07d}"
 
-    async def gate(self, vendor: Vendor, http: web.Request, endpoint: str) -> Reply | None:
-        """Count the call, check the key, apply a fault: a refusal ``Reply``, or ``None``."""
+    async def gate(
+        self, vendor: Vendor, http: web.Request, endpoint: str, *, submit: bool = False
+    ) -> Reply | None:
+        """Count the call, check the key, apply a fault: a refusal ``Reply``, or ``None``.
+
+        ``submit`` marks a batch-create call, which meets ``batch_submit_faults`` first."""
         self.stats.request(endpoint)
         request_id = self.request_id()
         config = self.config
         if config.api_key and vendor.presented_key(http.headers, http.query) != config.api_key:
             return vendor.error("401", model="", retry_after=None, request_id=request_id)
-        fault = self.faults.next()
+        fault = self.store.fault_plan.next_submit_fault() if submit else None
+        if fault is None:
+            fault = self.faults.next()
         if fault is not None:
             self.stats.fault(fault)
         if fault == "hang":
@@ -249,22 +332,19 @@ class BatchRoutes:
         self.stats.response(reply.status)
         return web.json_response(dict(reply.body), status=reply.status, headers=dict(reply.headers))
 
-    def send_bytes(
-        self, data: bytes, content_type: str = "application/octet-stream"
-    ) -> web.Response:
-        self.stats.response(200)
-        return web.Response(body=data, status=200, content_type=content_type)
-
     def wrap(
         self,
         vendor: Vendor,
         endpoint: str,
         handler: Callable[[web.Request], Awaitable[Reply | web.Response]],
+        *,
+        submit: bool = False,
     ) -> Handler:
-        """An aiohttp handler: gate first, then ``handler``; ``Reply`` bodies sent as JSON."""
+        """An aiohttp handler: gate first, then ``handler``; ``Reply`` bodies sent as JSON.
+        ``submit``: the route creates batches (see ``gate``)."""
 
         async def handle(http: web.Request) -> web.StreamResponse:
-            refusal = await self.gate(vendor, http, endpoint)
+            refusal = await self.gate(vendor, http, endpoint, submit=submit)
             if refusal is not None:
                 return self.send(refusal)
             try:
@@ -277,6 +357,11 @@ class BatchRoutes:
             return result
 
         return handle
+
+
+def rfc3339(ts: float) -> str:
+    """A Unix timestamp as the RFC 3339 string the vendors use (``...Z``)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def mount_prefix(http: web.Request, mount: str) -> str:

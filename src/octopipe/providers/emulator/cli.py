@@ -16,7 +16,13 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from octopipe.providers.emulator.config import FAULT_KINDS, EmulatorConfig, parse_fault
+from octopipe.providers.emulator.config import (
+    FAULT_KINDS,
+    LINE_FAULT_KINDS,
+    SUBMIT_FAULT_KINDS,
+    EmulatorConfig,
+    parse_fault,
+)
 from octopipe.providers.emulator.runner import Emulator
 from octopipe.providers.emulator.vendors import VENDORS
 
@@ -49,12 +55,57 @@ def build_parser() -> argparse.ArgumentParser:
     add("--retry-after-s", type=float, default=1.0, help="Retry-After of injected 429s")
     add("--cached-input-tokens", type=int, default=0, help="cached prompt tokens to report")
     add("--seed", type=int, default=0, help="seed for fault draws and jitter")
+    _add_batch_options(parser)
     return parser
+
+
+def _add_batch_options(parser: argparse.ArgumentParser) -> None:
+    batch = parser.add_argument_group("batch APIs")
+    add = batch.add_argument
+    add("--batch-delay-s", type=float, default=0.0, help="seconds a batch job runs before it ends")
+    add(
+        "--batch-expire-s",
+        type=float,
+        default=None,
+        help="a job still running this long after creation expires (partial results)",
+    )
+    add(
+        "--batch-line-fault",
+        action="append",
+        default=[],
+        metavar="KIND=P",
+        help=f"per-request fault inside batches (repeatable); KIND: {' '.join(LINE_FAULT_KINDS)}",
+    )
+    add(
+        "--batch-line-schedule",
+        default="",
+        metavar="K1,K2,...",
+        help="line faults for the first batch requests across jobs, in order ('ok' for none)",
+    )
+    add(
+        "--batch-fail-jobs",
+        default="",
+        metavar="N1,N2,...",
+        help="ordinals (1 = first created) of the batch jobs that fail as a whole",
+    )
+    add(
+        "--batch-truncate-jobs",
+        default="",
+        metavar="N1,N2,...",
+        help="ordinals of the batch jobs whose result downloads are cut in the last line",
+    )
+    add(
+        "--batch-submit-faults",
+        default="",
+        metavar="K1,K2,...",
+        help=f"faults for the next batch-create calls ('ok' for none); KIND: "
+        f"{' '.join(SUBMIT_FAULT_KINDS)}",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     faults = dict(parse_fault(text) for text in args.fault)
-    schedule = tuple(k.strip() for k in args.schedule.split(",") if k.strip())
+    line_faults = dict(_parse_line_fault(text) for text in args.batch_line_fault)
     return EmulatorConfig(
         host=args.host,
         port=args.port,
@@ -63,11 +114,42 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         rpm=args.rpm,
         rpm_window_s=args.rpm_window_s,
         faults=faults,
-        fault_schedule=schedule,
+        fault_schedule=_csv(args.schedule),
         retry_after_s=args.retry_after_s,
         cached_input_tokens=args.cached_input_tokens,
         seed=args.seed,
+        batch_delay_s=args.batch_delay_s,
+        batch_expire_s=args.batch_expire_s,
+        batch_line_faults=line_faults,
+        batch_line_fault_schedule=_csv(args.batch_line_schedule),
+        batch_fail_schedule=_ordinals(args.batch_fail_jobs),
+        batch_truncate_schedule=_ordinals(args.batch_truncate_jobs),
+        batch_submit_faults=_csv(args.batch_submit_faults),
     )
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _ordinals(text: str) -> tuple[bool, ...]:
+    """``"2,4"`` -> ``(False, True, False, True)``: flags by 1-based job ordinal."""
+    try:
+        chosen = {int(item) for item in _csv(text)}
+    except ValueError:
+        raise ValueError(f"bad job list {text!r}: expected ordinals such as 1,3") from None
+    if any(n < 1 for n in chosen):
+        raise ValueError(f"bad job list {text!r}: ordinals start at 1")
+    return tuple(n in chosen for n in range(1, max(chosen, default=0) + 1))
+
+
+def _parse_line_fault(text: str) -> tuple[str, float]:
+    """``"dropped=0.1"`` -> ``("dropped", 0.1)``; a bare kind means probability 1."""
+    kind, _, probability = text.partition("=")
+    try:
+        return kind.strip(), float(probability) if probability else 1.0
+    except ValueError:
+        raise ValueError(f"bad batch line fault {text!r}: expected KIND=PROBABILITY") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

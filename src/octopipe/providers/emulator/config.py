@@ -3,6 +3,9 @@
 Guarantees: an ``EmulatorConfig`` is validated when built (unknown fault kinds, probabilities
 outside [0, 1] or summing above 1 raise ``ValueError``), so a running emulator never meets a
 setting it does not understand. ``parse_fault`` reads the CLI form ``KIND=PROBABILITY``.
+
+The ``batch_*`` fields reproduce the batch APIs' failure modes; each is off by default. How
+every vendor renders them is described in ``emulator.batch_faults``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ STATUS_FAULTS = ("400", "401", "403", "429", "500", "503", "529")
 FAULT_KINDS = (*STATUS_FAULTS, "quota", "hang", "malformed")
 NO_FAULT = "ok"
 VENDORS = ("openai", "anthropic", "gemini")
+# Per-request faults inside a batch: "failed" is a per-line 500, "400" a per-line invalid
+# request, "dropped" a line silently missing from the results.
+LINE_FAULT_KINDS = ("failed", "400", "dropped")
+# Faults a batch-create call can meet (the realtime statuses, quota exhaustion, a hang).
+SUBMIT_FAULT_KINDS = (*STATUS_FAULTS, "quota", "hang")
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,27 @@ class EmulatorConfig:
     seed: int = 0
     max_recorded_requests: int = 1000
     batch_delay_s: float = 0.0
-    """Batch jobs complete this many seconds after creation (0: as soon as they are read)."""
+    """Batch jobs complete this many seconds after creation (0: as soon as they are read).
+    Requests "finish" evenly over that time, in input order: that is what a job that ends
+    early (expired, cancelled) delivers."""
+    batch_expire_s: float | None = None
+    """A job still running this many seconds after creation ends ``expired``, with the answers
+    of the requests finished by then; ``None`` (or a value >= ``batch_delay_s``): never."""
+    batch_line_faults: Mapping[str, float] = field(default_factory=dict)
+    """Line fault kind (``LINE_FAULT_KINDS``) -> probability per request of a batch, drawn from
+    a generator seeded with (``seed``, job id, line index): the same job gets the same faults."""
+    batch_line_fault_schedule: tuple[str, ...] = ()
+    """Line faults for the first requests across all batch jobs, in creation then input order
+    (``"ok"`` for none); ``batch_line_faults`` applies after."""
+    batch_fail_schedule: tuple[bool, ...] = ()
+    """``True`` at position N: the Nth created batch job fails as a whole when it would have
+    completed (jobs past the tuple do not)."""
+    batch_truncate_schedule: tuple[bool, ...] = ()
+    """``True`` at position N: the result downloads of the Nth created batch job are cut in the
+    middle of their last line, like an interrupted download (every download of that job)."""
+    batch_submit_faults: tuple[str, ...] = ()
+    """Faults for the next batch-create calls only, in order (``"ok"`` for none), e.g.
+    ``("429", "429", "ok")``; consumed before ``fault_schedule`` and ``faults``."""
 
     def __post_init__(self) -> None:
         for kind in (*self.faults, *self.fault_schedule):
@@ -67,8 +95,26 @@ class EmulatorConfig:
             raise ValueError("rpm must be at least 1")
         if self.batch_delay_s < 0:
             raise ValueError("batch_delay_s must not be negative")
+        if self.batch_expire_s is not None and self.batch_expire_s <= 0:
+            raise ValueError("batch_expire_s must be positive (or None)")
+        self._check_batch_faults()
         if self.rpm_window_s <= 0 or self.latency_ms < 0 or self.jitter_ms < 0:
             raise ValueError("rpm_window_s must be positive, latencies non-negative")
+
+    def _check_batch_faults(self) -> None:
+        for kind in (*self.batch_line_faults, *self.batch_line_fault_schedule):
+            if kind not in LINE_FAULT_KINDS and kind != NO_FAULT:
+                raise ValueError(
+                    f"unknown batch line fault {kind!r}; known: {', '.join(LINE_FAULT_KINDS)}"
+                )
+        probabilities = self.batch_line_faults.values()
+        if any(not 0.0 <= p <= 1.0 for p in probabilities) or sum(probabilities) > 1.0 + 1e-9:
+            raise ValueError("batch line fault probabilities must be in [0, 1] and add up to <= 1")
+        for kind in self.batch_submit_faults:
+            if kind not in SUBMIT_FAULT_KINDS and kind != NO_FAULT:
+                raise ValueError(
+                    f"unknown batch submit fault {kind!r}; known: {', '.join(SUBMIT_FAULT_KINDS)}"
+                )
 
     def rpm_for(self, model: str) -> int | None:
         return self.rpm_by_model.get(model, self.rpm)

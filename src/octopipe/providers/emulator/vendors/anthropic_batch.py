@@ -5,12 +5,15 @@ Routes (relative to the Anthropic mount; the SDK's base URL has no ``/v1``):
 ``GET /v1/messages/batches/{id}``, ``GET /v1/messages/batches?limit=&after_id=`` (newest
 first), ``POST /v1/messages/batches/{id}/cancel`` and ``GET /v1/messages/batches/{id}/results``.
 
-- ``processing_status`` is ``in_progress``, then ``ended``; a cancel gives ``ended`` with every
-  request counted as ``canceled`` (the real API passes through ``canceling``).
+- ``processing_status`` is ``in_progress``, then ``ended``; a cancel gives ``ended`` at once
+  (the real API passes through ``canceling``) with the requests that had not finished counted
+  as ``canceled``; expiry likewise counts them ``expired``. There is no batch-level failure in
+  this API: a job scheduled to fail ends with every request ``errored`` (``api_error``).
 - ``results_url`` is an *absolute* URL built from the request's own host and mount (the SDK
   GETs it as given). Results are JSONL ``{"custom_id", "result": {"type": "succeeded",
-  "message"} | {"type": "errored", "error": {...}} | {"type": "canceled"}}``, in reverse input
-  order. Messages carry ``usage.service_tier: "batch"``.
+  "message"} | {"type": "errored", "error": {...}} | {"type": "canceled"} | {"type":
+  "expired"}}``, in reverse input order, dropped lines left out, cut in the last line for a
+  truncated job. Messages carry ``usage.service_tier: "batch"``.
 - Timestamps are RFC 3339 strings. There is no batch-level metadata in this API.
 """
 
@@ -22,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from octopipe.providers.emulator.batch_faults import truncate
 from octopipe.providers.emulator.batches import (
     BatchJob,
     BatchRoutes,
@@ -50,7 +54,7 @@ class AnthropicBatchRoutes:
         wrap = self.shared.wrap
         v = self.vendor
         return [
-            ("POST", BASE, wrap(v, "anthropic.batches.create", self.create)),
+            ("POST", BASE, wrap(v, "anthropic.batches.create", self.create, submit=True)),
             ("GET", BASE, wrap(v, "anthropic.batches.list", self.list_batches)),
             ("GET", BASE + "/{batch_id}", wrap(v, "anthropic.batches.retrieve", self.retrieve)),
             ("POST", BASE + "/{batch_id}/cancel", wrap(v, "anthropic.batches.cancel", self.cancel)),
@@ -127,11 +131,14 @@ class AnthropicBatchRoutes:
                     },
                 },
             )
+        not_run = "expired" if self.store.state(job) == "expired" else "canceled"
         lines = []
         for outcome in self.store.outcomes(job, self.vendor):
             result: dict[str, Any]
+            if outcome.dropped:
+                continue
             if outcome.reply is None:
-                result = {"type": "canceled"}
+                result = {"type": not_run}
             elif outcome.reply.status == 200:
                 message = json.loads(json.dumps(dict(outcome.reply.body)))
                 message.setdefault("usage", {})["service_tier"] = "batch"
@@ -140,7 +147,9 @@ class AnthropicBatchRoutes:
                 result = {"type": "errored", "error": dict(outcome.reply.body)}
             lines.append(json.dumps({"custom_id": outcome.key, "result": result}))
         lines.reverse()
-        data = ("\n".join(lines) + "\n").encode()
+        data = ("\n".join(lines) + "\n").encode() if lines else b""
+        if job.faults.truncated:
+            data = truncate(data)
         return web.Response(body=data, content_type="application/binary")
 
     def _job(self, http: web.Request) -> BatchJob | None:
@@ -149,8 +158,8 @@ class AnthropicBatchRoutes:
     def _batch_object(self, job: BatchJob, http: web.Request) -> dict[str, Any]:
         state = self.store.state(job)
         ended = self.store.ended_at(job)
-        ok, failed = self.store.counts(job, self.vendor)
-        canceled = job.total if state == "cancelled" else 0
+        counts = self.store.counts(job, self.vendor)
+        expired = state == "expired"
         processing = job.total if ended is None else 0
         origin = f"{http.scheme}://{http.host}{mount_prefix(http, MOUNT)}"
         return {
@@ -159,10 +168,10 @@ class AnthropicBatchRoutes:
             "processing_status": "ended" if ended is not None else "in_progress",
             "request_counts": {
                 "processing": processing,
-                "succeeded": ok,
-                "errored": failed,
-                "canceled": canceled,
-                "expired": 0,
+                "succeeded": counts.succeeded,
+                "errored": counts.errored,
+                "canceled": 0 if expired else counts.not_run,
+                "expired": counts.not_run if expired else 0,
             },
             "created_at": _rfc3339(job.created_wall),
             "expires_at": _rfc3339(job.created_wall + 86400),

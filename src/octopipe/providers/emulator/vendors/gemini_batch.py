@@ -1,46 +1,65 @@
-"""Gemini Batch API (Developer API, inline requests), as ``google-genai`` calls it.
+"""Gemini Batch API (Developer API, inline and file-based requests), as ``google-genai`` calls it.
 
 Routes (relative to the Gemini mount; the SDK adds the API version):
 
 - ``POST /{v}/models/{model}:batchGenerateContent`` with ``{"batch": {"displayName",
-  "inputConfig": {"requests": {"requests": [{"request", "metadata"}]}}}}``;
+  "inputConfig": {"requests": {"requests": [{"request", "metadata"}]}}}}`` (inline) or
+  ``"inputConfig": {"fileName": "files/…"}`` (a JSONL file of ``{"key", "request"}`` lines
+  uploaded through ``gemini_files``);
 - ``GET /{v}/batches/{id}``, ``POST /{v}/batches/{id}:cancel`` (empty object),
   ``GET /{v}/batches?pageSize=&pageToken=`` (``{"operations", "nextPageToken"}``, newest
-  first).
+  first); the Files routes of ``gemini_files``.
 
 Create, get and list answer with the long-running ``Operation``: ``{"name": "batches/…",
 "metadata": {"@type", "model", "displayName", "state": "BATCH_STATE_…", "createTime",
 "updateTime", "endTime", "batchStats" (int64 strings), "output"}, "done", "response"}``. Once
-succeeded, ``output.inlinedResponses.inlinedResponses`` holds, *in input order*, ``{"response":
-GenerateContentResponse, "metadata"}`` or ``{"error": {code, message, status}, "metadata"}``,
-the request's ``metadata`` echoed back. A cancelled job has state ``BATCH_STATE_CANCELLED``
-and no output.
+succeeded, an inline job's ``output.inlinedResponses.inlinedResponses`` holds, *in input
+order*, ``{"response": GenerateContentResponse, "metadata"}`` or ``{"error": {code, message},
+"metadata"}``, the request's ``metadata`` echoed back; a file-based job's ``output`` is
+``{"responsesFile": "files/…"}``, a JSONL file of ``{"key", "response"}`` / ``{"key", "error":
+{code, message, status}}`` lines in reverse input order. Dropped lines are left out of both; a
+truncated job's results file is cut in its last line.
+
+A cancelled job (``BATCH_STATE_CANCELLED``) and an expired one (``BATCH_STATE_EXPIRED``, "no
+results to retrieve") have no output, whatever finished before they ended. A job scheduled to
+fail ends ``BATCH_STATE_FAILED`` with an Operation ``error`` and no output (google-genai drops
+that ``error`` in Developer-API mode).
 
 At the root mount only ``v1beta`` is served: with ``v1``, ``/v1/batches/{id}`` would collide
-with OpenAI's path (use the ``/gemini`` mount, which serves both versions). File-based input
-(``inputConfig.fileName``) is not emulated and answered 400.
+with OpenAI's path (use the ``/gemini`` mount, which serves both versions).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
 from typing import Any
 
 from aiohttp import web
 
+from octopipe.providers.emulator.batch_faults import truncate
 from octopipe.providers.emulator.batches import (
     BatchJob,
     BatchRoutes,
     Handler,
+    LineOutcome,
     not_found,
     parse_line,
     read_json,
+    rfc3339,
 )
 from octopipe.providers.emulator.vendors.base import InvalidRequest, Reply
 from octopipe.providers.emulator.vendors.gemini import GeminiVendor
+from octopipe.providers.emulator.vendors.gemini_files import GeminiFileRoutes
 
 TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta."
-STATES = {"in_progress": "BATCH_STATE_RUNNING", "completed": "BATCH_STATE_SUCCEEDED"}
+STATES = {
+    "in_progress": "BATCH_STATE_RUNNING",
+    "completed": "BATCH_STATE_SUCCEEDED",
+    "failed": "BATCH_STATE_FAILED",
+    "expired": "BATCH_STATE_EXPIRED",
+    "cancelled": "BATCH_STATE_CANCELLED",
+}
+RESULTS_SUFFIX = "-results"
 
 
 class GeminiBatchRoutes:
@@ -50,6 +69,7 @@ class GeminiBatchRoutes:
         self.shared = shared
         self.store = shared.store
         self.vendor = GeminiVendor()
+        self.files = GeminiFileRoutes(shared, self.vendor, self.results_file)
 
     def routes(self, *, root: bool = False) -> list[tuple[str, str, Handler]]:
         wrap = self.shared.wrap
@@ -60,11 +80,12 @@ class GeminiBatchRoutes:
             (
                 "POST",
                 f"/{version}/models/{{model:[^/:]+}}:batchGenerateContent",
-                wrap(v, "gemini.batches.create", self.create),
+                wrap(v, "gemini.batches.create", self.create, submit=True),
             ),
             ("GET", f"/{version}/batches", wrap(v, "gemini.batches.list", self.list_batches)),
             ("GET", batch, wrap(v, "gemini.batches.get", self.get)),
             ("POST", batch + ":cancel", wrap(v, "gemini.batches.cancel", self.cancel)),
+            *self.files.routes(version),
         ]
 
     async def create(self, http: web.Request) -> Reply:
@@ -72,31 +93,41 @@ class GeminiBatchRoutes:
         batch = body.get("batch")
         if not isinstance(batch, dict):
             raise InvalidRequest("'batch' is required")
-        config = batch.get("inputConfig") or {}
-        items = (config.get("requests") or {}).get("requests") if isinstance(config, dict) else None
+        config = batch.get("inputConfig")
+        config = config if isinstance(config, dict) else {}
+        file_name = config.get("fileName")
+        items: Any
+        if isinstance(file_name, str):
+            stored = self.store.files.get(file_name)
+            if stored is None:
+                return not_found(self.vendor, file_name)
+            items = _file_items(stored["data"])
+        else:
+            inline = config.get("requests")
+            items = inline.get("requests") if isinstance(inline, dict) else None
         if not isinstance(items, list) or not items:
-            raise InvalidRequest("only inline requests (inputConfig.requests) are emulated")
+            raise InvalidRequest("inputConfig needs requests.requests or a fileName")
         model = http.match_info["model"]
         match = {"model_action": f"{model}:generateContent"}
         keys: list[str] = []
         requests: list[Any] = []
         metas: list[dict[str, str]] = []
-        for i, item in enumerate(items):
-            item = item if isinstance(item, dict) else {}
+        for i, raw_item in enumerate(items):
+            item: dict[str, Any] = raw_item if isinstance(raw_item, dict) else {}
             raw_meta = item.get("metadata")
             meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
             metas.append({str(k): str(val) for k, val in meta.items()})
-            keys.append(str(meta.get("key", i)))
+            keys.append(str(item.get("key", meta.get("key", i))))
             requests.append(
                 parse_line(self.vendor, "gemini.generateContent", item.get("request"), match)
             )
+        extra: dict[str, Any] = {"display_name": str(batch.get("displayName") or "")}
+        if isinstance(file_name, str):
+            extra["input_file"] = file_name
+        else:
+            extra["line_metadata"] = metas
         job = self.store.create(
-            self.vendor_name,
-            model,
-            keys,
-            requests,
-            prefix="gbatch",
-            extra={"display_name": str(batch.get("displayName") or ""), "line_metadata": metas},
+            self.vendor_name, model, keys, requests, prefix="gbatch", extra=extra
         )
         return Reply(200, self._operation(job))
 
@@ -123,30 +154,52 @@ class GeminiBatchRoutes:
         self.store.cancel(job)
         return Reply(200, {})
 
+    def results_file(self, name: str) -> bytes | None:
+        """The bytes of a file-based job's results file ``files/<job id>-results``, cut when
+        the job's downloads are truncated; ``None`` when ``name`` is no such file (yet)."""
+        job_id = name.removeprefix("files/").removesuffix(RESULTS_SUFFIX)
+        job = self.store.get(job_id, self.vendor_name)
+        if job is None or "input_file" not in job.extra or self.store.state(job) != "completed":
+            return None
+        lines = [
+            json.dumps({"key": outcome.key, **_result(outcome, rpc_status=True)})
+            for outcome in self.store.outcomes(job, self.vendor)
+            if outcome.reply is not None and not outcome.dropped
+        ]
+        lines.reverse()
+        data = ("\n".join(lines) + "\n").encode() if lines else b""
+        return truncate(data) if job.faults.truncated else data
+
     def _operation(self, job: BatchJob) -> dict[str, Any]:
         state = self.store.state(job)
         ended = self.store.ended_at(job)
-        ok, failed = self.store.counts(job, self.vendor)
+        counts = self.store.counts(job, self.vendor)
         meta: dict[str, Any] = {
             "@type": TYPE + "GenerateContentBatch",
             "model": f"models/{job.model}",
             "displayName": job.extra.get("display_name", ""),
-            "state": STATES.get(state, "BATCH_STATE_CANCELLED"),
-            "createTime": _timestamp(job.created_wall),
-            "updateTime": _timestamp(ended if ended is not None else job.created_wall),
+            "state": STATES[state],
+            "createTime": rfc3339(job.created_wall),
+            "updateTime": rfc3339(ended if ended is not None else job.created_wall),
             "batchStats": {
                 "requestCount": str(job.total),
-                "successfulRequestCount": str(ok),
-                "failedRequestCount": str(failed),
+                "successfulRequestCount": str(counts.succeeded),
+                "failedRequestCount": str(counts.errored + counts.not_run),
                 "pendingRequestCount": str(job.total if ended is None else 0),
             },
         }
         operation: dict[str, Any] = {"name": f"batches/{job.id}", "metadata": meta}
         if ended is not None:
-            meta["endTime"] = _timestamp(ended)
+            meta["endTime"] = rfc3339(ended)
             operation["done"] = True
+        if state == "failed":
+            operation["error"] = {"code": 13, "message": "The batch job failed (emulated)."}
         if state == "completed":
-            output = {"inlinedResponses": {"inlinedResponses": self._inlined(job)}}
+            output: dict[str, Any]
+            if "input_file" in job.extra:
+                output = {"responsesFile": f"files/{job.id}{RESULTS_SUFFIX}"}
+            else:
+                output = {"inlinedResponses": {"inlinedResponses": self._inlined(job)}}
             meta["output"] = output
             operation["response"] = {"@type": TYPE + "GenerateContentBatchOutput", **output}
         return operation
@@ -155,24 +208,43 @@ class GeminiBatchRoutes:
         metas: list[dict[str, str]] = job.extra.get("line_metadata", [])
         responses = []
         for outcome, meta in zip(self.store.outcomes(job, self.vendor), metas, strict=True):
+            if outcome.reply is None or outcome.dropped:
+                continue
             item: dict[str, Any] = {"metadata": meta} if meta else {}
-            if outcome.reply is not None and outcome.reply.status == 200:
-                item["response"] = dict(outcome.reply.body)
-            elif outcome.reply is not None:
-                error = dict(outcome.reply.body).get("error") or {}
-                item["error"] = {
-                    "code": _grpc_code(str(error.get("status", ""))),
-                    "message": error.get("message", ""),
-                }
+            item.update(_result(outcome, rpc_status=False))
             responses.append(item)
         return responses
+
+
+def _result(outcome: LineOutcome, *, rpc_status: bool) -> dict[str, Any]:
+    """``{"response": ...}`` or ``{"error": {code, message[, status]}}`` for a finished line."""
+    reply = outcome.reply
+    assert reply is not None
+    if reply.status == 200:
+        return {"response": dict(reply.body)}
+    error = dict(reply.body).get("error") or {}
+    status = str(error.get("status", ""))
+    rendered: dict[str, Any] = {"code": _grpc_code(status), "message": error.get("message", "")}
+    if rpc_status:
+        rendered["status"] = status
+    return {"error": rendered}
+
+
+def _file_items(data: bytes) -> list[dict[str, Any]]:
+    """The ``{"key", "request"}`` lines of an input file (400 when one is not JSON)."""
+    items = []
+    for raw in data.decode("utf-8", errors="replace").splitlines():
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except ValueError:
+            raise InvalidRequest("the input file is not JSONL") from None
+        items.append(item if isinstance(item, dict) else {})
+    return items
 
 
 def _grpc_code(status: str) -> int:
     """google.rpc.Code number of a status name (JobError carries the numeric code)."""
     codes = {"INVALID_ARGUMENT": 3, "RESOURCE_EXHAUSTED": 8, "INTERNAL": 13, "UNAVAILABLE": 14}
     return codes.get(status, 2)
-
-
-def _timestamp(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

@@ -13,8 +13,12 @@ body is parsed by the realtime vendor. Output and error files are generated when
 completes: ``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error":
 null}``; failed requests (``status_code`` != 200, ``body.error``) go to the error file, and are
 written *in reverse input order* in the output file so clients cannot rely on order.
-A cancelled batch goes straight to ``cancelled`` (no ``cancelling`` pause) and its error file
-holds a ``batch_cancelled`` line per request.
+A cancelled batch goes straight to ``cancelled`` (no ``cancelling`` pause); like an
+``expired`` one, its output file holds the requests that finished first and its error file a
+``batch_cancelled`` / ``batch_expired`` line (``response: null``) per request that never ran.
+A job scheduled to fail ends ``failed`` with ``errors.data`` and no files. Dropped lines are in
+neither file; a truncated job's output file is served cut in its last line (see
+``emulator.batch_faults``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from octopipe.providers.emulator.batch_faults import truncate
 from octopipe.providers.emulator.batches import (
     BatchJob,
     BatchRoutes,
@@ -37,6 +42,19 @@ from octopipe.providers.emulator.vendors.base import InvalidRequest, Reply
 from octopipe.providers.emulator.vendors.openai import OpenAIVendor
 
 CHAT_URL = "/v1/chat/completions"
+NOT_RUN_CODES = {
+    "cancelled": ("batch_cancelled", "Batch was cancelled."),
+    "expired": (
+        "batch_expired",
+        "This request could not be executed before the completion window expired.",
+    ),
+}
+FAILED_ERROR = {
+    "code": "batch_failed",
+    "line": None,
+    "message": "The batch failed (emulated).",
+    "param": None,
+}
 
 
 class OpenAIBatchRoutes:
@@ -54,7 +72,7 @@ class OpenAIBatchRoutes:
             ("POST", "/v1/files", wrap(v, "openai.files.create", self.upload)),
             ("GET", "/v1/files/{file_id}", wrap(v, "openai.files.retrieve", self.file_info)),
             ("GET", "/v1/files/{file_id}/content", wrap(v, "openai.files.content", self.content)),
-            ("POST", "/v1/batches", wrap(v, "openai.batches.create", self.create)),
+            ("POST", "/v1/batches", wrap(v, "openai.batches.create", self.create, submit=True)),
             ("GET", "/v1/batches", wrap(v, "openai.batches.list", self.list_batches)),
             ("GET", "/v1/batches/{batch_id}", wrap(v, "openai.batches.retrieve", self.retrieve)),
             (
@@ -93,6 +111,9 @@ class OpenAIBatchRoutes:
         data = self._file_bytes(file_id)
         if data is None:
             return not_found(self.vendor, f"file {file_id}")
+        job = self._job_of_file(file_id)
+        if job is not None and job.faults.truncated and file_id.endswith("-output"):
+            data = truncate(data)
         return web.Response(body=data, content_type="application/octet-stream")
 
     def _file_object(self, file_id: str) -> dict[str, Any]:
@@ -113,13 +134,19 @@ class OpenAIBatchRoutes:
     def _file_bytes(self, file_id: str) -> bytes | None:
         if file_id in self.store.files:
             return bytes(self.store.files[file_id]["data"])
-        batch_id, _, kind = file_id.removeprefix("file-").rpartition("-")
-        job = self.store.get(batch_id, self.vendor_name)
-        if job is None or kind not in ("output", "errors"):
+        job = self._job_of_file(file_id)
+        if job is None:
             return None
         output, errors = self._result_files(job)
-        data = output if kind == "output" else errors
+        data = output if file_id.endswith("-output") else errors
         return data if data else None
+
+    def _job_of_file(self, file_id: str) -> BatchJob | None:
+        """The job whose output or error file ``file_id`` is, if it is one."""
+        batch_id, _, kind = file_id.removeprefix("file-").rpartition("-")
+        if kind not in ("output", "errors"):
+            return None
+        return self.store.get(batch_id, self.vendor_name)
 
     # --- batches ------------------------------------------------------------------------------
 
@@ -207,15 +234,17 @@ class OpenAIBatchRoutes:
     def _batch_object(self, job: BatchJob) -> dict[str, Any]:
         state = self.store.state(job)
         ended = self.store.ended_at(job)
-        ok, failed = self.store.counts(job, self.vendor)
-        output, errors = self._result_files(job) if ended is not None else (b"", b"")
+        counts = self.store.counts(job, self.vendor)
+        output, errors = self._result_files(job)
         created = int(job.created_wall)
+        ended_int = int(ended) if ended is not None else None
+        failed = state == "failed"
         return {
             "id": job.id,
             "object": "batch",
             "endpoint": CHAT_URL,
             "model": job.model,
-            "errors": None,
+            "errors": {"object": "list", "data": [FAILED_ERROR]} if failed else None,
             "input_file_id": job.extra.get("input_file_id"),
             "completion_window": "24h",
             "status": state,
@@ -224,30 +253,40 @@ class OpenAIBatchRoutes:
             "created_at": created,
             "in_progress_at": created,
             "expires_at": created + 86400,
-            "finalizing_at": int(ended) if state == "completed" and ended else None,
-            "completed_at": int(ended) if state == "completed" and ended else None,
-            "failed_at": None,
-            "expired_at": None,
-            "cancelling_at": int(ended) if state == "cancelled" and ended else None,
-            "cancelled_at": int(ended) if state == "cancelled" and ended else None,
-            "request_counts": {"total": job.total, "completed": ok, "failed": failed},
+            "finalizing_at": ended_int if state == "completed" else None,
+            "completed_at": ended_int if state == "completed" else None,
+            "failed_at": ended_int if failed else None,
+            "expired_at": ended_int if state == "expired" else None,
+            "cancelling_at": ended_int if state == "cancelled" else None,
+            "cancelled_at": ended_int if state == "cancelled" else None,
+            "request_counts": {
+                "total": job.total,
+                "completed": 0 if failed else counts.succeeded,
+                "failed": 0 if failed else counts.errored + counts.not_run,
+            },
             "metadata": job.metadata,
         }
 
     def _result_files(self, job: BatchJob) -> tuple[bytes, bytes]:
-        """(output file, error file) of an ended job; empty bytes for an empty file."""
-        if self.store.ended_at(job) is None:
+        """(output file, error file) of an ended job; empty bytes for an empty file.
+
+        A failed job (rejected as a whole) and a running one have neither."""
+        state = self.store.state(job)
+        if state in ("in_progress", "failed"):
             return b"", b""
         cached = job.extra.get("result_files")
         if cached is not None:
             return cached
         out: list[str] = []
         err: list[str] = []
+        not_run_code, not_run_message = NOT_RUN_CODES.get(state, NOT_RUN_CODES["cancelled"])
         for i, outcome in enumerate(self.store.outcomes(job, self.vendor)):
+            if outcome.dropped:
+                continue
             line: dict[str, Any] = {"id": f"batch_req_{job.id}_{i:06d}", "custom_id": outcome.key}
             if outcome.reply is None:
                 line["response"] = None
-                line["error"] = {"code": "batch_cancelled", "message": "Batch was cancelled."}
+                line["error"] = {"code": not_run_code, "message": not_run_message}
                 err.append(json.dumps(line))
                 continue
             request_id = outcome.reply.headers.get("x-request-id", f"req_{i}")
