@@ -53,6 +53,8 @@ class JobFaults:
     """The job ends in the vendor's whole-batch failure instead of completing."""
     truncated: bool = False
     """Downloads of the job's results are cut in the middle of their last line."""
+    may_expire: bool = True
+    """``config.batch_expire_s`` applies to this job (see ``batch_expire_jobs``)."""
     lines: tuple[str | None, ...] = ()
     """Per request, in input order: a ``LINE_FAULT_KINDS`` kind or ``None``."""
 
@@ -69,6 +71,7 @@ class BatchFaultPlan:
         self._line_queue: deque[str] = deque(config.batch_line_fault_schedule)
         self._fail = config.batch_fail_schedule
         self._truncate = config.batch_truncate_schedule
+        self._expire = config.batch_expire_jobs
         self._submit: deque[str] = deque(config.batch_submit_faults)
         self._jobs_created = 0
         self._lock = threading.Lock()
@@ -95,6 +98,7 @@ class BatchFaultPlan:
         return JobFaults(
             fails=_nth(self._fail, ordinal),
             truncated=_nth(self._truncate, ordinal),
+            may_expire=_nth(self._expire, ordinal) if self._expire else True,
             lines=tuple(lines),
         )
 

@@ -180,7 +180,7 @@ class BatchStore:
         if job.cancelled_after_s is not None:
             return "cancelled"
         elapsed = time.monotonic() - job.created_mono
-        expiry = self._expiry_s()
+        expiry = self._expiry_s() if job.faults.may_expire else None
         if expiry is not None and elapsed >= expiry:
             return "expired"
         if elapsed >= self.config.batch_delay_s:

@@ -74,6 +74,8 @@ class EmulatorConfig:
     batch_line_fault_schedule: tuple[str, ...] = ()
     """Line faults for the first requests across all batch jobs, in creation then input order
     (``"ok"`` for none); ``batch_line_faults`` applies after."""
+    batch_expire_jobs: tuple[bool, ...] = ()
+    """With ``batch_expire_s``: which jobs (by creation order) may expire; empty means all."""
     batch_fail_schedule: tuple[bool, ...] = ()
     """``True`` at position N: the Nth created batch job fails as a whole when it would have
     completed (jobs past the tuple do not)."""
