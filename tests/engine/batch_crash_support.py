@@ -162,7 +162,9 @@ class BatchHarness:
         chunk: int = 500,
         poll_s: float = 0.3,
         max_window_s: float = 6.0,
+        vendor: str = "openai",
     ) -> None:
+        self.vendor = vendor
         self.work = work
         self.units = units
         self.kills = kills
@@ -182,7 +184,8 @@ class BatchHarness:
         return copy_example("random_walk", self.work, edit)
 
     def _command(self, kind: str, target: str) -> list[str]:
-        args = ["run", target, "--batch", "--provider", "fake", "--yes", "--quiet"]
+        provider = f"fake:{self.vendor}"
+        args = ["run", target, "--batch", "--provider", provider, "--yes", "--quiet"]
         args += ["--runs-dir", str(self.work / "runs"), "--poll-interval", str(self.poll_s)]
         if kind in _PRELUDE:
             import sys
@@ -315,8 +318,26 @@ class BatchHarness:
             result.problems.append(f"{valid} units terminal at the LLM step, not {self.units}")
 
 
+def _usage(body: Any) -> TokenCounts:
+    """Tokens an answer body reports, in any of the three vendors' shapes."""
+    if "usageMetadata" in body:  # Gemini
+        meta = body["usageMetadata"]
+        return TokenCounts(
+            meta.get("promptTokenCount", 0),
+            meta.get("candidatesTokenCount", 0) + meta.get("thoughtsTokenCount", 0),
+            meta.get("cachedContentTokenCount", 0),
+        )
+    usage = body["usage"]
+    if "prompt_tokens" in usage:  # OpenAI
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        return TokenCounts(usage["prompt_tokens"], usage["completion_tokens"], cached)
+    cached = usage.get("cache_read_input_tokens") or 0  # Anthropic: input excludes cache reads
+    created = usage.get("cache_creation_input_tokens") or 0
+    return TokenCounts(usage["input_tokens"] + cached + created, usage["output_tokens"], cached)
+
+
 def emulator_cost(emulator: EmulatorThread) -> float:
-    """What the emulator's answered batch requests cost at batch prices (OpenAI bodies)."""
+    """What the emulator's answered batch requests cost at batch prices."""
     registry = load_registry()
     total = 0.0
     for job in emulator.emulator.core.batches.jobs.values():
@@ -324,9 +345,7 @@ def emulator_cost(emulator: EmulatorThread) -> float:
             reply = outcome.reply
             if reply is None or reply.status != 200:
                 continue
-            usage = reply.body["usage"]
-            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-            counts = TokenCounts(usage["prompt_tokens"], usage["completion_tokens"], cached)
+            counts = _usage(reply.body)
             cost = cost_usd(registry, "fake", MODEL, counts, "batch")
             assert cost is not None
             total += cost

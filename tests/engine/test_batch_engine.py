@@ -259,12 +259,15 @@ def test_an_intent_that_never_reached_the_provider_is_abandoned_and_requeued(
     assert "never reached the provider" in paths.log.read_text()
 
 
-def test_an_intent_whose_batch_was_created_is_adopted_not_resubmitted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("vendor", ["openai", "anthropic"])
+def test_an_intent_whose_batch_was_created_is_adopted_not_resubmitted(
+    tmp_path: Path, vendor: str
+) -> None:
     """The crash between the provider's answer and the ledger's record: on restart the batch is
     found by the intent id in its metadata and collected; no second batch is created."""
     import asyncio
 
-    from octopipe.engine.batch_collect import custom_id
+    from octopipe.engine.batch_collect import custom_id, run_tag
     from octopipe.providers.base import LLMRequest, ProviderSettings
     from octopipe.providers.batch_base import INTENT_KEY, BatchRequestLine, make_batch_provider
     from octopipe.store.ledger import Ledger
@@ -282,13 +285,15 @@ def test_an_intent_whose_batch_was_created_is_adopted_not_resubmitted(tmp_path: 
                 uids=[u.uid for u in units],
                 content_hash="x",
             )
-        settings = ProviderSettings("openai", "k", emulator.base_url_for("openai"))
+            info = ledger.run_info()
+        tag = run_tag(info.name, info.created_at)
+        settings = ProviderSettings(vendor, "k", emulator.base_url_for(vendor))
 
         async def send() -> None:
             client = make_batch_provider(settings)
             lines = [
                 BatchRequestLine(
-                    custom_id(u.uid),
+                    custom_id(tag, u.uid),
                     LLMRequest(
                         unit_id=u.unit_id,
                         step="report",
@@ -302,8 +307,8 @@ def test_an_intent_whose_batch_was_created_is_adopted_not_resubmitted(tmp_path: 
             await client.aclose()
 
         asyncio.run(send())
-        result = drive_batch(paths, emulator=emulator)
-        created = emulator.stats()["batches_created"]["openai"]
+        result = drive_batch(paths, f"fake:{vendor}", emulator=emulator)
+        created = emulator.stats()["batches_created"][vendor]
     assert result.outcome.status is RunStatus.COMPLETE
     check_ledger(paths)
     rows = batch_rows(paths)
@@ -387,3 +392,21 @@ def test_quota_or_auth_errors_on_submit_pause_the_run_with_the_reason(
     assert check.counts[1][UnitStepState.PENDING] == 4  # nothing lost, no attempt used
     assert [r["state"] for r in batch_rows(paths)] == ["abandoned"]
     assert result.stats["batches_created"] == {}
+
+
+def test_a_provider_without_a_batch_api_is_refused_before_the_run_starts(tmp_path: Path) -> None:
+    from octopipe.errors import UsageError
+    from octopipe.store.ledger import Ledger
+
+    pipeline = small_walk(
+        tmp_path,
+        repeat=2,
+        api__provider="openai-compatible",
+        api__model="local-model",
+        api__base_url="http://127.0.0.1:9",
+    )
+    paths = make_run(pipeline, tmp_path / "runs", mode="batch")
+    with pytest.raises(UsageError, match="has no batch API"):
+        drive_batch(paths, provider=None, model=None)
+    with Ledger.open(paths.ledger, readonly=True) as ledger:
+        assert ledger.run_info().status is RunStatus.PENDING  # untouched

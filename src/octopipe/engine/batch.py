@@ -48,7 +48,7 @@ from octopipe.core.costs import format_usd
 from octopipe.core.registry import Registry, load_registry
 from octopipe.core.states import BatchEvent, BatchState
 from octopipe.core.steps import StepFailure
-from octopipe.engine.batch_collect import BatchRecorder, Tally, custom_id
+from octopipe.engine.batch_collect import BatchRecorder, Tally, custom_id, run_tag
 from octopipe.engine.batch_packing import CostModel, batch_limits, pack, request_bytes
 from octopipe.engine.routes import StepRoute, resolve_routes
 from octopipe.engine.runlog import Trace
@@ -73,6 +73,7 @@ LIVE = (
     BatchState.CANCELLED,
     BatchState.FAILED,
 )
+BATCH_PROVIDERS = frozenset({"openai", "anthropic", "gemini", "fake"})
 ENDED = (BatchState.COMPLETED, BatchState.EXPIRED, BatchState.CANCELLED, BatchState.FAILED)
 POLL_STRETCH = 8  # a quiet batch is polled at most this many intervals apart
 POLL_MAX_S = 600.0
@@ -136,14 +137,19 @@ class BatchExecutor:
         self.poll_s = options.poll_interval_s or config.api.poll_interval_seconds
         self.linger_s = options.linger_s if options.linger_s is not None else min(self.poll_s, 60.0)
         self.costs = CostModel(self.registry)
+        info = ctx.ledger.run_info()
+        self.tag = run_tag(info.name, info.created_at)
         routes = resolve_routes(
             ctx.compiled, self.registry, options.provider, options.model, options.price_as
         )
         self.routes = {r.index: r for r in routes if r is not None}
-        self.recorders = {
-            i: BatchRecorder(ctx, r, self.registry, self.max_attempts, self.costs)
-            for i, r in self.routes.items()
-        }
+        if options.submit:
+            for route in self.routes.values():
+                if route.provider not in BATCH_PROVIDERS:
+                    raise UsageError(
+                        f"step {route.cstep.name!r}: provider {route.provider!r} has no batch "
+                        "API; run it with --realtime, or use openai, anthropic or gemini"
+                    )
         self.limits = {
             i: batch_limits(
                 self.registry, r.provider, r.model, config.api, config.processing.chunk_size
@@ -297,7 +303,7 @@ class BatchExecutor:
         if row is None:
             return bool(broken)
         self._fresh_estimates += estimate or 0.0
-        lines = [BatchRequestLine(custom_id(u.uid), r) for u, r in taken]
+        lines = [BatchRequestLine(custom_id(self.tag, u.uid), r) for u, r in taken]
         self.submitting.add(row.local_id)
         self._start(row.local_id, self._submit(route, row, lines))
         return True
@@ -499,9 +505,17 @@ class BatchExecutor:
         route = self.routes.get(row.step_idx)
         if route is None or route.provider != row.provider or route.model != row.model:
             route = _route_of(self.ctx, self.registry, row)
-        recorder = BatchRecorder(self.ctx, route, self.registry, self.max_attempts, self.costs)
-        client = self._client(row.provider)
+        recorder = BatchRecorder(
+            self.ctx, route, self.registry, self.max_attempts, self.costs, self.tag
+        )
         tally = Tally()
+        try:
+            await self._collect_into(row, recorder, tally)
+        finally:
+            self.spent += tally.cost_usd  # what was recorded, even if collection stopped
+
+    async def _collect_into(self, row: BatchRow, recorder: BatchRecorder, tally: Tally) -> None:
+        client = self._client(row.provider)
         t0 = time.monotonic()
         if row.provider_batch_id is not None:
             buffer = []
@@ -513,7 +527,12 @@ class BatchExecutor:
                         buffer = []
                         await asyncio.sleep(0)
             except ProviderError as exc:
-                if exc.status != 404 and not exc.fatal_for_run:
+                if exc.fatal_for_run:  # the results are fine; our access is not
+                    recorder.record(row, buffer, tally)
+                    self.ctx.log.write("PAUSE", f"{row.provider}: {exc.message}")
+                    self.ctx.request_stop(exc.message)
+                    return
+                if exc.status != 404:
                     self.ctx.log.write(
                         "COLLECT", f"batch {row.local_id}: {exc.message}; will try again"
                     )
@@ -524,7 +543,6 @@ class BatchExecutor:
                 self.ctx.log.write("COLLECT", f"batch {row.local_id}: results unavailable")
             recorder.record(row, buffer, tally)
         final = recorder.finish(row, tally)
-        self.spent += tally.cost_usd
         self._trace("collect", row, t0, status=row.state.value, valid=tally.valid)
         self.ctx.log.write(
             "COLLECT",

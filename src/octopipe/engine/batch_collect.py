@@ -3,7 +3,7 @@
 Guarantees:
 
 - Results are recorded in slices (``COLLECT_SLICE`` lines per transaction), each line joined to
-  its unit by ``custom_id`` (``u<uid>``). Only units still ``in_flight`` at the step are
+  its unit by ``custom_id`` (``<run tag>-u<uid>``). Only units still ``in_flight`` at the step are
   recorded, so collecting a batch again after a crash half-way records each unit once.
 - An answer is checked exactly as in realtime (parse, schema, rules) and priced at *batch*
   rates from what the line reports it used. A line that failed at the provider is a failed
@@ -18,6 +18,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -36,13 +37,20 @@ COLLECT_SLICE = 2_000
 NOT_RUN = frozenset({"cancelled", "expired"})
 
 
-def custom_id(uid: int) -> str:
-    return f"u{uid}"
+def run_tag(run_name: str, created_at: str) -> str:
+    """Eight characters naming a run in its requests' ids, so that the lines of another run's
+    batch (adopted by mistake, or listed by a provider) never join this run's units."""
+    return hashlib.sha256(f"{run_name}\0{created_at}".encode()).hexdigest()[:8]
 
 
-def uid_of(custom: str) -> int | None:
-    if custom.startswith("u") and custom[1:].isdigit():
-        return int(custom[1:])
+def custom_id(tag: str, uid: int) -> str:
+    return f"{tag}-u{uid}"
+
+
+def uid_of(tag: str, custom: str) -> int | None:
+    head, _, number = custom.partition("-u")
+    if head == tag and number.isdigit():
+        return int(number)
     return None
 
 
@@ -54,6 +62,7 @@ class Tally:
     failed: int = 0
     returned: int = 0  # back to pending without an attempt (never ran)
     dropped: int = 0
+    foreign: int = 0  # lines whose id is not one of this run's requests
     cost_usd: float = 0.0
     unpriced: int = 0
     seen: set[int] = field(default_factory=set)
@@ -64,6 +73,8 @@ class Tally:
             parts.append(f"{self.returned:,} not run (requeued)")
         if self.dropped:
             parts.append(f"{self.dropped:,} missing from the results (retried)")
+        if self.foreign:
+            parts.append(f"{self.foreign:,} lines not from this run (ignored)")
         return ", ".join(parts)
 
 
@@ -77,8 +88,10 @@ class BatchRecorder:
         registry: Registry,
         max_attempts: int,
         costs: CostModel,
+        tag: str,
     ) -> None:
         self.ctx = ctx
+        self.tag = tag
         self.route = route
         self.registry = registry
         self.max_attempts = max_attempts
@@ -88,8 +101,10 @@ class BatchRecorder:
         """One slice of result lines, in one transaction."""
         by_uid: dict[int, BatchResultLine] = {}
         for line in lines:
-            uid = uid_of(line.custom_id)
-            if uid is not None and uid not in tally.seen:
+            uid = uid_of(self.tag, line.custom_id)
+            if uid is None:
+                tally.foreign += 1
+            elif uid not in tally.seen:
                 by_uid[uid] = line
                 tally.seen.add(uid)
         ledger = self.ctx.ledger

@@ -20,9 +20,10 @@ Guarantees:
   is skipped with a warning -- the SDK's own decoder would abort the whole stream on it -- so
   its request is simply missing from the results and the caller retries it.
 - **No ``find``**: Message Batches have no metadata and list entries carry nothing of the
-  requests, so ``can_find`` is False and ``find`` raises ``UsageError``. The engine must
-  persist the batch id as soon as ``submit`` returns. ``BatchHandle.metadata`` holds the
-  submitted metadata locally only.
+  requests, so ``can_find`` is False and ``find`` raises ``UsageError``. The engine persists
+  the batch id as soon as ``submit`` returns; after a crash in between it matches the intent
+  against ``recent(since)`` (batches created since the intent, by request count) instead.
+  ``BatchHandle.metadata`` holds the submitted metadata locally only.
 """
 
 from __future__ import annotations
@@ -171,6 +172,23 @@ class AnthropicBatchProvider:
 
     async def find(self, metadata_key: str, value: str) -> list[BatchHandle]:
         raise unsupported_find(self.name)
+
+    async def recent(self, since: float) -> list[tuple[BatchHandle, int]]:
+        """Batches created at or after ``since`` (Unix seconds), newest first, each with its
+        number of requests: what the engine matches an unrecorded intent against, since
+        Message Batches carry no metadata."""
+        out: list[tuple[BatchHandle, int]] = []
+        try:
+            async for batch in self._client.messages.batches.list(limit=100):
+                created = batch.created_at.timestamp()
+                if created < since:
+                    break
+                c = batch.request_counts
+                total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
+                out.append((BatchHandle(self.name, batch.id, created), total))
+        except anthropic.AnthropicError as exc:
+            raise self._mapped(exc) from None
+        return out
 
     async def aclose(self) -> None:
         await self._client.close()
