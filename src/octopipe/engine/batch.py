@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import random
 import secrets
 import time
@@ -47,23 +46,20 @@ from typing import Any
 from octopipe.core.costs import format_usd
 from octopipe.core.registry import Registry, load_registry
 from octopipe.core.states import BatchEvent, BatchState
-from octopipe.core.steps import StepFailure
-from octopipe.engine.batch_collect import BatchRecorder, Tally, custom_id, run_tag
-from octopipe.engine.batch_packing import CostModel, batch_limits, pack, request_bytes
+from octopipe.engine.batch_collect import BatchRecorder, Tally, run_tag
+from octopipe.engine.batch_packing import CostModel, batch_limits
+from octopipe.engine.batch_submit import RECONCILE_AFTER_S, SubmitMixin
 from octopipe.engine.routes import StepRoute, resolve_routes
 from octopipe.engine.runlog import Trace
 from octopipe.engine.runner import LLMExecutor, RunContext
-from octopipe.errors import BadRequest, ProviderError, RateLimited, UsageError
-from octopipe.providers.base import LLMRequest
+from octopipe.errors import ProviderError, UsageError
 from octopipe.providers.batch_base import (
     INTENT_KEY,
     BatchHandle,
     BatchProvider,
-    BatchRequestLine,
     BatchStatus,
 )
-from octopipe.store.codec import utc_now
-from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure
+from octopipe.store.records import BatchRow
 
 LIVE = (
     BatchState.INTENT,
@@ -79,7 +75,6 @@ POLL_STRETCH = 8  # a quiet batch is polled at most this many intervals apart
 POLL_MAX_S = 600.0
 JITTER = 0.1
 HEARTBEAT_S = 30.0
-RECONCILE_AFTER_S = 5.0  # after an uncertain submit, look for the batch this much later
 _TERMINAL_EVENTS = {
     "completed": BatchEvent.PROVIDER_DONE,
     "expired": BatchEvent.PROVIDER_EXPIRED,
@@ -116,7 +111,7 @@ class _Timer:
     cancel_sent: bool = False
 
 
-class BatchExecutor:
+class BatchExecutor(SubmitMixin):
     def __init__(
         self,
         ctx: RunContext,
@@ -258,141 +253,6 @@ class BatchExecutor:
                 inflight += 1
                 progressed = True
         return progressed
-
-    # --- submit ----------------------------------------------------------------------------------
-
-    def _pack_and_submit(self, route: StepRoute) -> bool:
-        ledger = self.ctx.ledger
-        limits = self.limits[route.index]
-        claimed = ledger.claim_pending(route.index, limits.max_requests)
-        if not claimed:
-            return False
-        ok: list[tuple[ClaimedUnit, LLMRequest]] = []
-        broken: list[Failure] = []
-        for unit in claimed:
-            prompt = route.cstep.try_render(unit.unit_id, unit.record)
-            if isinstance(prompt, StepFailure):
-                broken.append(Failure(unit.uid, _render_failure(route, prompt), terminal=True))
-                continue
-            request = LLMRequest(
-                unit_id=unit.unit_id, step=route.cstep.name, prompt=prompt, **route.request_defaults
-            )
-            ok.append((unit, request))
-        taken = ok[: pack([request_bytes(r) for _, r in ok], limits)]
-        left = [u.uid for u, _ in ok[len(taken) :]]
-        estimate = self.costs.estimate(route.price_provider, route.model, [r for _, r in taken])
-        if not self._within_budget(estimate):
-            taken, left = [], [u.uid for u, _ in ok]
-        row = None
-        with ledger.durable_transaction():
-            if broken:
-                ledger.record_failures(route.index, broken)
-            if left:
-                ledger.release_units(route.index, left)
-            if taken:
-                local_id = self._new_local_id()
-                row = ledger.create_batch_intent(
-                    local_id,
-                    route.index,
-                    provider=route.provider,
-                    model=route.model,
-                    uids=[u.uid for u, _ in taken],
-                    content_hash=_content_hash(taken),
-                    estimate_usd=estimate,
-                )
-        if row is None:
-            return bool(broken)
-        self._fresh_estimates += estimate or 0.0
-        lines = [BatchRequestLine(custom_id(self.tag, u.uid), r) for u, r in taken]
-        self.submitting.add(row.local_id)
-        self._start(row.local_id, self._submit(route, row, lines))
-        return True
-
-    async def _submit(self, route: StepRoute, row: BatchRow, lines: list[BatchRequestLine]) -> None:
-        try:
-            await self._submit_call(route, row, lines)
-        finally:
-            self.submitting.discard(row.local_id)
-
-    async def _submit_call(
-        self, route: StepRoute, row: BatchRow, lines: list[BatchRequestLine]
-    ) -> None:
-        client = self._client(route.provider)
-        ledger = self.ctx.ledger
-        t0 = time.monotonic()
-        try:
-            handle = await client.submit(
-                lines, model=route.model, metadata={INTENT_KEY: row.local_id}
-            )
-        except RateLimited as exc:
-            self._abandon(row, f"rate limited on submit ({exc.message})")
-            self._back_off(route.index, exc.retry_after)
-            self._trace("submit", row, t0, status=429)
-            return
-        except BadRequest as exc:  # the provider refused the batch itself: fail its units
-            self._fail_units(route, row, exc)
-            self._trace("submit", row, t0, status=exc.status or "bad_request")
-            return
-        except ProviderError as exc:
-            self._trace("submit", row, t0, status=exc.status or type(exc).__name__)
-            if exc.fatal_for_run:
-                self._abandon(row, exc.message)
-                self.ctx.log.write("PAUSE", f"{route.provider}: {exc.message}")
-                self.ctx.request_stop(exc.message)
-                return
-            # A timeout or 5xx: the batch may or may not exist. Look for it a little later.
-            self.ctx.log.write(
-                "SUBMIT", f"batch {row.local_id}: {exc.message}; checking with the provider"
-            )
-            self.timers[row.local_id] = _Timer(due=time.monotonic() + RECONCILE_AFTER_S)
-            return
-        ledger.advance_batch(
-            row.local_id,
-            BatchEvent.SUBMIT_OK,
-            provider_batch_id=handle.provider_batch_id,
-            provider_status="submitted",
-        )
-        self.step_backoff.pop(route.index, None)
-        self.timers[row.local_id] = _Timer(due=time.monotonic() + self.poll_s, every=self.poll_s)
-        estimate = "" if row.estimate_usd is None else f", est. {format_usd(row.estimate_usd)}"
-        self.ctx.log.write(
-            "SUBMIT",
-            f"batch {row.local_id} -> {route.provider} {handle.provider_batch_id}: "
-            f"{len(lines):,} requests to {route.model} for step {route.cstep.name}{estimate}",
-        )
-        self._trace("submit", row, t0, status=200, provider_batch_id=handle.provider_batch_id)
-
-    def _abandon(self, row: BatchRow, reason: str) -> None:
-        self.ctx.ledger.advance_batch(row.local_id, BatchEvent.RECONCILE_MISSING, error=reason)
-        self.ctx.log.write("THROTTLE", f"batch {row.local_id} not submitted: {reason}")
-
-    def _back_off(self, index: int, retry_after: float | None) -> None:
-        retry = self.api.retry
-        _, last = self.step_backoff.get(index, (0.0, 0.0))
-        delay = min(
-            max(retry.initial_delay_seconds, last * retry.backoff_multiplier),
-            retry.max_delay_seconds,
-        )
-        delay = max(delay, retry_after or 0.0)
-        self.step_backoff[index] = (time.monotonic() + delay, delay)
-
-    def _fail_units(self, route: StepRoute, row: BatchRow, exc: ProviderError) -> None:
-        ledger = self.ctx.ledger
-        errors = [{"type": type(exc).__name__, "status": exc.status, "message": exc.message}]
-        attempt = AttemptRecord(
-            outcome="error",
-            mode="batch",
-            provider=route.provider,
-            model=route.model,
-            stage="provider",
-            errors=errors,
-            batch_local_id=row.local_id,
-        )
-        uids = ledger.batch_units(row.local_id)
-        with ledger.durable_transaction():
-            ledger.record_failures(route.index, [Failure(u, attempt, True) for u in uids])
-            ledger.advance_batch(row.local_id, BatchEvent.RECONCILE_MISSING, error=exc.message)
-        self.ctx.log.write("SUBMIT", f"batch {row.local_id} refused: {exc.message}")
 
     # --- reconcile, poll, cancel --------------------------------------------------------------
 
@@ -573,28 +433,8 @@ class BatchExecutor:
             self.clients[provider] = self.client_for(provider)
         return self.clients[provider]
 
-    def _new_local_id(self) -> str:
-        local_id = f"b{self._seq:05d}-{self._token}"
-        self._seq += 1
-        return local_id
-
-    def _in_flight_estimate(self) -> float:
-        return sum(b.estimate_usd or 0.0 for b in self.live if b.state in LIVE)
-
-    def _within_budget(self, estimate: float | None) -> bool:
-        if self.cost_cap is None:
-            return True
-        projected = (
-            self.spent + self._in_flight_estimate() + self._fresh_estimates + (estimate or 0.0)
-        )
-        if projected <= self.cost_cap:
-            return True
-        if not self.live and not self._fresh_estimates and not self.submitting:
-            self.ctx.request_stop(
-                f"cost cap {format_usd(self.cost_cap)} reached (spent {format_usd(self.spent)}, "
-                f"next batch est. {format_usd(estimate)})"
-            )
-        return False
+    def _new_timer(self, **fields: Any) -> _Timer:
+        return _Timer(**fields)
 
     def _check_limits(self) -> bool:
         if self.deadline is not None and time.monotonic() >= self.deadline:
@@ -647,25 +487,6 @@ def _handle(row: BatchRow) -> BatchHandle:
 def _describe(status: BatchStatus) -> str:
     text = f"{status.state} {status.done:,}/{status.total:,}"
     return text + (f" ({status.failed:,} failed)" if status.failed else "")
-
-
-def _content_hash(taken: list[tuple[ClaimedUnit, LLMRequest]]) -> str:
-    digest = hashlib.sha256()
-    for unit, request in taken:
-        digest.update(f"{unit.uid}\0{request.model}\0{request.prompt}\0".encode())
-    return digest.hexdigest()
-
-
-def _render_failure(route: StepRoute, failure: StepFailure) -> AttemptRecord:
-    return AttemptRecord(
-        outcome="failed",
-        mode="batch",
-        provider=route.provider,
-        model=route.model,
-        stage="render",
-        errors=[*failure.errors, {"message": failure.message}],
-        started_at=utc_now(),
-    )
 
 
 def _route_of(ctx: RunContext, registry: Registry, row: BatchRow) -> StepRoute:

@@ -1,0 +1,241 @@
+"""Submitting batches: pack claimed units, record the intent, call the provider, record its id.
+
+The steps (``engine.batch`` has the whole life of a batch):
+
+- *pack*: claim pending units of a step, render their prompts (a unit whose prompt cannot be
+  rendered fails at once, stage ``render``), keep as many as the batch limits allow and release
+  the rest, all before anything is sent;
+- *intent*: one durable commit records the batch (local id, units, content hash, estimated
+  cost); the cost cap is checked first, counting every batch still open at its estimate;
+- *submit*: the call runs as its own task. Success records the provider's id at once. A 429
+  abandons the intent (its units go back to pending, no attempt used) and backs the step off;
+  auth and quota errors pause the run with the reason; a refused batch (400) fails its units;
+  a timeout or 5xx leaves the intent for ``reconcile`` (the batch may exist).
+
+``SubmitMixin`` holds these methods for ``BatchExecutor``, which owns the state they use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from octopipe.core.costs import format_usd
+from octopipe.core.states import BatchEvent
+from octopipe.core.steps import StepFailure
+from octopipe.engine.batch_collect import custom_id
+from octopipe.engine.batch_packing import BatchLimits, CostModel, pack, request_bytes
+from octopipe.engine.routes import StepRoute
+from octopipe.engine.runner import RunContext
+from octopipe.errors import BadRequest, ProviderError, RateLimited
+from octopipe.providers.base import LLMRequest
+from octopipe.providers.batch_base import INTENT_KEY, BatchProvider, BatchRequestLine
+from octopipe.store.codec import utc_now
+from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure
+
+RECONCILE_AFTER_S = 5.0  # after an uncertain submit, look for the batch this much later
+
+
+class SubmitMixin:
+    """Packing and submission; the attributes below belong to ``BatchExecutor``."""
+
+    ctx: RunContext
+    api: Any
+    limits: dict[int, BatchLimits]
+    costs: CostModel
+    cost_cap: float | None
+    spent: float
+    live: list[BatchRow]
+    submitting: set[str]
+    step_backoff: dict[int, tuple[float, float]]
+    timers: dict[str, Any]
+    poll_s: float
+    tag: str
+    _fresh_estimates: float
+    _seq: int
+    _token: str
+    _start: Callable[[str, Any], None]
+    _client: Callable[[str], BatchProvider]
+    _trace: Callable[..., None]
+    _new_timer: Callable[..., Any]
+
+    # --- submit ----------------------------------------------------------------------------------
+
+    def _pack_and_submit(self, route: StepRoute) -> bool:
+        ledger = self.ctx.ledger
+        limits = self.limits[route.index]
+        claimed = ledger.claim_pending(route.index, limits.max_requests)
+        if not claimed:
+            return False
+        ok: list[tuple[ClaimedUnit, LLMRequest]] = []
+        broken: list[Failure] = []
+        for unit in claimed:
+            prompt = route.cstep.try_render(unit.unit_id, unit.record)
+            if isinstance(prompt, StepFailure):
+                broken.append(Failure(unit.uid, _render_failure(route, prompt), terminal=True))
+                continue
+            request = LLMRequest(
+                unit_id=unit.unit_id, step=route.cstep.name, prompt=prompt, **route.request_defaults
+            )
+            ok.append((unit, request))
+        taken = ok[: pack([request_bytes(r) for _, r in ok], limits)]
+        left = [u.uid for u, _ in ok[len(taken) :]]
+        estimate = self.costs.estimate(route.price_provider, route.model, [r for _, r in taken])
+        if not self._within_budget(estimate):
+            taken, left = [], [u.uid for u, _ in ok]
+        row = None
+        with ledger.durable_transaction():
+            if broken:
+                ledger.record_failures(route.index, broken)
+            if left:
+                ledger.release_units(route.index, left)
+            if taken:
+                local_id = self._new_local_id()
+                row = ledger.create_batch_intent(
+                    local_id,
+                    route.index,
+                    provider=route.provider,
+                    model=route.model,
+                    uids=[u.uid for u, _ in taken],
+                    content_hash=_content_hash(taken),
+                    estimate_usd=estimate,
+                )
+        if row is None:
+            return bool(broken)
+        self._fresh_estimates += estimate or 0.0
+        lines = [BatchRequestLine(custom_id(self.tag, u.uid), r) for u, r in taken]
+        self.submitting.add(row.local_id)
+        self._start(row.local_id, self._submit(route, row, lines))
+        return True
+
+    async def _submit(self, route: StepRoute, row: BatchRow, lines: list[BatchRequestLine]) -> None:
+        try:
+            await self._submit_call(route, row, lines)
+        finally:
+            self.submitting.discard(row.local_id)
+
+    async def _submit_call(
+        self, route: StepRoute, row: BatchRow, lines: list[BatchRequestLine]
+    ) -> None:
+        client = self._client(route.provider)
+        ledger = self.ctx.ledger
+        t0 = time.monotonic()
+        try:
+            handle = await client.submit(
+                lines, model=route.model, metadata={INTENT_KEY: row.local_id}
+            )
+        except RateLimited as exc:
+            self._abandon(row, f"rate limited on submit ({exc.message})")
+            self._back_off(route.index, exc.retry_after)
+            self._trace("submit", row, t0, status=429)
+            return
+        except BadRequest as exc:  # the provider refused the batch itself: fail its units
+            self._fail_units(route, row, exc)
+            self._trace("submit", row, t0, status=exc.status or "bad_request")
+            return
+        except ProviderError as exc:
+            self._trace("submit", row, t0, status=exc.status or type(exc).__name__)
+            if exc.fatal_for_run:
+                self._abandon(row, exc.message)
+                self.ctx.log.write("PAUSE", f"{route.provider}: {exc.message}")
+                self.ctx.request_stop(exc.message)
+                return
+            # A timeout or 5xx: the batch may or may not exist. Look for it a little later.
+            self.ctx.log.write(
+                "SUBMIT", f"batch {row.local_id}: {exc.message}; checking with the provider"
+            )
+            self.timers[row.local_id] = self._new_timer(due=time.monotonic() + RECONCILE_AFTER_S)
+            return
+        ledger.advance_batch(
+            row.local_id,
+            BatchEvent.SUBMIT_OK,
+            provider_batch_id=handle.provider_batch_id,
+            provider_status="submitted",
+        )
+        self.step_backoff.pop(route.index, None)
+        self.timers[row.local_id] = self._new_timer(
+            due=time.monotonic() + self.poll_s, every=self.poll_s
+        )
+        estimate = "" if row.estimate_usd is None else f", est. {format_usd(row.estimate_usd)}"
+        self.ctx.log.write(
+            "SUBMIT",
+            f"batch {row.local_id} -> {route.provider} {handle.provider_batch_id}: "
+            f"{len(lines):,} requests to {route.model} for step {route.cstep.name}{estimate}",
+        )
+        self._trace("submit", row, t0, status=200, provider_batch_id=handle.provider_batch_id)
+
+    def _abandon(self, row: BatchRow, reason: str) -> None:
+        self.ctx.ledger.advance_batch(row.local_id, BatchEvent.RECONCILE_MISSING, error=reason)
+        self.ctx.log.write("THROTTLE", f"batch {row.local_id} not submitted: {reason}")
+
+    def _back_off(self, index: int, retry_after: float | None) -> None:
+        retry = self.api.retry
+        _, last = self.step_backoff.get(index, (0.0, 0.0))
+        delay = min(
+            max(retry.initial_delay_seconds, last * retry.backoff_multiplier),
+            retry.max_delay_seconds,
+        )
+        delay = max(delay, retry_after or 0.0)
+        self.step_backoff[index] = (time.monotonic() + delay, delay)
+
+    def _fail_units(self, route: StepRoute, row: BatchRow, exc: ProviderError) -> None:
+        ledger = self.ctx.ledger
+        errors = [{"type": type(exc).__name__, "status": exc.status, "message": exc.message}]
+        attempt = AttemptRecord(
+            outcome="error",
+            mode="batch",
+            provider=route.provider,
+            model=route.model,
+            stage="provider",
+            errors=errors,
+            batch_local_id=row.local_id,
+        )
+        uids = ledger.batch_units(row.local_id)
+        with ledger.durable_transaction():
+            ledger.record_failures(route.index, [Failure(u, attempt, True) for u in uids])
+            ledger.advance_batch(row.local_id, BatchEvent.RECONCILE_MISSING, error=exc.message)
+        self.ctx.log.write("SUBMIT", f"batch {row.local_id} refused: {exc.message}")
+
+    def _new_local_id(self) -> str:
+        local_id = f"b{self._seq:05d}-{self._token}"
+        self._seq += 1
+        return local_id
+
+    def _in_flight_estimate(self) -> float:
+        return sum(b.estimate_usd or 0.0 for b in self.live)  # every batch not yet collected
+
+    def _within_budget(self, estimate: float | None) -> bool:
+        if self.cost_cap is None:
+            return True
+        projected = (
+            self.spent + self._in_flight_estimate() + self._fresh_estimates + (estimate or 0.0)
+        )
+        if projected <= self.cost_cap:
+            return True
+        if not self.live and not self._fresh_estimates and not self.submitting:
+            self.ctx.request_stop(
+                f"cost cap {format_usd(self.cost_cap)} reached (spent {format_usd(self.spent)}, "
+                f"next batch est. {format_usd(estimate)})"
+            )
+        return False
+
+
+def _content_hash(taken: list[tuple[ClaimedUnit, LLMRequest]]) -> str:
+    digest = hashlib.sha256()
+    for unit, request in taken:
+        digest.update(f"{unit.uid}\0{request.model}\0{request.prompt}\0".encode())
+    return digest.hexdigest()
+
+
+def _render_failure(route: StepRoute, failure: StepFailure) -> AttemptRecord:
+    return AttemptRecord(
+        outcome="failed",
+        mode="batch",
+        provider=route.provider,
+        model=route.model,
+        stage="render",
+        errors=[*failure.errors, {"message": failure.message}],
+        started_at=utc_now(),
+    )
