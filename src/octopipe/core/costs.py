@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, cast, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -227,9 +227,12 @@ def effective_rates(info: PricedModel, mode: Mode, prompt_tokens: int = 0) -> Ra
 def _priced_model(source: PriceSource | None, provider: str, model: str) -> PricedModel | None:
     if source is None:
         return None
-    if isinstance(source, PricedModel):
-        return source
-    return source.model(provider, model)
+    # A catalog has ``model()``; a model has ``prices``. (isinstance against the runtime-checkable
+    # protocol costs ~20 µs a call: 8% of a batch collection's CPU.)
+    find = getattr(source, "model", None)
+    if callable(find):
+        return cast(PriceCatalog, source).model(provider, model)
+    return cast(PricedModel, source)
 
 
 def cost_usd(

@@ -48,7 +48,7 @@ from octopipe.core.registry import Registry, load_registry
 from octopipe.core.states import BatchEvent, BatchState
 from octopipe.engine.batch_collect import BatchRecorder, Tally, run_tag
 from octopipe.engine.batch_packing import CostModel, batch_limits
-from octopipe.engine.batch_submit import RECONCILE_AFTER_S, SubmitMixin
+from octopipe.engine.batch_submit import RECONCILE_AFTER_S, UPLOAD_BYTES_IN_FLIGHT, SubmitMixin
 from octopipe.engine.routes import StepRoute, resolve_routes
 from octopipe.engine.runlog import Trace
 from octopipe.engine.runner import LLMExecutor, RunContext
@@ -160,7 +160,7 @@ class BatchExecutor(SubmitMixin):
         self.base_spent = ctx.ledger.cost_totals().known_usd
         self.spent = self.base_spent
         self.live: list[BatchRow] = []
-        self.submitting: set[str] = set()  # batches whose submit call is on the wire
+        self.submitting: dict[str, int] = {}  # batches on the wire -> bytes of requests
         self._fresh_estimates = 0.0  # batches created since ``live`` was read
         self.trace = Trace(ctx.paths.trace)
         self._token = secrets.token_hex(4)
@@ -237,6 +237,8 @@ class BatchExecutor(SubmitMixin):
                 continue
             limits = self.limits[index]
             while inflight < cap and not self.ctx.stop_requested():
+                if sum(self.submitting.values()) >= UPLOAD_BYTES_IN_FLIGHT:
+                    return progressed  # memory: wait for the uploads under way
                 if now < self.step_backoff.get(index, (0.0, 0.0))[0]:
                     break
                 pending = self.ctx.ledger.pending_count(index, limits.max_requests)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from octopipe.core.config_models import ApiSpec
 from octopipe.core.costs import cost_usd, estimate_tokens
@@ -51,8 +52,20 @@ def request_bytes(request: LLMRequest) -> int:
     if request.system:
         size += len(request.system.encode())
     if request.schema is not None and request.structured_output:
-        size += len(json.dumps(request.schema, separators=(",", ":")).encode())
+        size += _schema_bytes(request.schema)
     return size + request.prompt.count('"') + request.prompt.count("\\")  # escapes
+
+
+_SCHEMA_SIZES: dict[int, tuple[Any, int]] = {}
+
+
+def _schema_bytes(schema: Any) -> int:
+    """Serialised size of a step's schema, measured once per schema object."""
+    known = _SCHEMA_SIZES.get(id(schema))
+    if known is None or known[0] is not schema:
+        known = (schema, len(json.dumps(schema, separators=(",", ":")).encode()))
+        _SCHEMA_SIZES[id(schema)] = known
+    return known[1]
 
 
 def pack(sizes: list[int], limits: BatchLimits) -> int:

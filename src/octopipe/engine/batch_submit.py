@@ -35,6 +35,9 @@ from octopipe.providers.batch_base import INTENT_KEY, BatchProvider, BatchReques
 from octopipe.store.codec import utc_now
 from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure
 
+# Packing stops while this many bytes of requests are being uploaded: a 50,000-request batch
+# costs its runner ~200 MB while it is built and sent, so uploads go a few at a time.
+UPLOAD_BYTES_IN_FLIGHT = 32 * 1024 * 1024
 RECONCILE_AFTER_S = 5.0  # after an uncertain submit, look for the batch this much later
 
 
@@ -48,7 +51,7 @@ class SubmitMixin:
     cost_cap: float | None
     spent: float
     live: list[BatchRow]
-    submitting: set[str]
+    submitting: dict[str, int]
     step_backoff: dict[int, tuple[float, float]]
     timers: dict[str, Any]
     poll_s: float
@@ -80,7 +83,8 @@ class SubmitMixin:
                 unit_id=unit.unit_id, step=route.cstep.name, prompt=prompt, **route.request_defaults
             )
             ok.append((unit, request))
-        taken = ok[: pack([request_bytes(r) for _, r in ok], limits)]
+        sizes = [request_bytes(r) for _, r in ok]
+        taken = ok[: pack(sizes, limits)]
         left = [u.uid for u, _ in ok[len(taken) :]]
         estimate = self.costs.estimate(route.price_provider, route.model, [r for _, r in taken])
         if not self._within_budget(estimate):
@@ -106,7 +110,7 @@ class SubmitMixin:
             return bool(broken)
         self._fresh_estimates += estimate or 0.0
         lines = [BatchRequestLine(custom_id(self.tag, u.uid), r) for u, r in taken]
-        self.submitting.add(row.local_id)
+        self.submitting[row.local_id] = sum(sizes[: len(taken)])
         self._start(row.local_id, self._submit(route, row, lines))
         return True
 
@@ -114,7 +118,7 @@ class SubmitMixin:
         try:
             await self._submit_call(route, row, lines)
         finally:
-            self.submitting.discard(row.local_id)
+            self.submitting.pop(row.local_id, None)
 
     async def _submit_call(
         self, route: StepRoute, row: BatchRow, lines: list[BatchRequestLine]

@@ -98,9 +98,10 @@ class OpenAIBatchProvider:
                 json.dumps(
                     {"custom_id": line.custom_id, "method": "POST", "url": CHAT_URL, "body": body},
                     ensure_ascii=False,
-                )
+                ).encode()
             )
-        return ("\n".join(out) + "\n").encode()
+        out.append(b"")
+        return b"\n".join(out)  # one copy of the payload besides the lines
 
     async def submit(
         self, lines: Sequence[BatchRequestLine], *, model: str, metadata: dict[str, str]

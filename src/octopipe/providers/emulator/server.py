@@ -47,6 +47,7 @@ from octopipe.providers.emulator.vendors.base import (
 
 log = logging.getLogger(__name__)
 
+MAX_BODY_BYTES = 512 * 1024 * 1024
 MOUNTS = {"openai": "/openai", "anthropic": "/anthropic", "gemini": "/gemini"}
 SDK_SUFFIX = {"openai": "/v1", "anthropic": "", "gemini": ""}
 ALIASES = {"openai-compatible": "openai"}
@@ -76,7 +77,9 @@ class EmulatorCore:
 
     def build_app(self) -> web.Application:
         self._closing = asyncio.Event()
-        app = web.Application()
+        # Batch uploads reach hundreds of MB (OpenAI's input files: 200 MB, Anthropic's batches:
+        # 256 MB); aiohttp refuses bodies over 1 MiB by default.
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         # Batch routes first: Gemini's realtime pattern would swallow :batchGenerateContent.
         shared = BatchRoutes(self.config, self.stats, self.faults, self.batches, self._sleep)
         mount_batch_routes(app, shared, MOUNTS)

@@ -71,13 +71,15 @@ class AnthropicBatchRoutes:
         if not isinstance(items, list) or not items:
             raise InvalidRequest("'requests' must be a non-empty list")
         keys: list[str] = []
+        seen: set[str] = set()
         requests: list[Any] = []
         model = ""
         for item in items:
             key = item.get("custom_id") if isinstance(item, dict) else None
-            if not isinstance(key, str) or key in keys:
+            if not isinstance(key, str) or key in seen:
                 raise InvalidRequest("every request needs a unique custom_id")
             keys.append(key)
+            seen.add(key)
             parsed = parse_line(self.vendor, "anthropic.messages", item.get("params"), {})
             requests.append(parsed)
             if not isinstance(parsed, str):

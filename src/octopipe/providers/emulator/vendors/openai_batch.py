@@ -174,6 +174,7 @@ class OpenAIBatchRoutes:
 
     def _parse_file(self, data: bytes) -> tuple[list[str], list[Any], str]:
         keys: list[str] = []
+        seen: set[str] = set()
         requests: list[Any] = []
         model = ""
         for raw in data.decode("utf-8").splitlines():
@@ -185,9 +186,10 @@ class OpenAIBatchRoutes:
                 raise InvalidRequest("the input file is not JSONL") from None
             if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
                 raise InvalidRequest("every line needs a custom_id")
-            if line["custom_id"] in keys:
+            if line["custom_id"] in seen:
                 raise InvalidRequest(f"duplicate custom_id {line['custom_id']}")
             keys.append(line["custom_id"])
+            seen.add(line["custom_id"])
             parsed = parse_line(self.vendor, "openai.chat.completions", line.get("body"), {})
             if line.get("url") != CHAT_URL:
                 parsed = f"url must be {CHAT_URL}"
