@@ -148,3 +148,57 @@ def test_watch_on_a_paused_run_only_shows_it(tmp_path: Path) -> None:
     shown = octopipe("watch", "w1", "--runs-dir", "runs", cwd=tmp_path)
     assert shown.returncode == 1
     assert "resume it with `octopipe run w1`" in shown.stderr
+
+
+def test_watch_resumes_a_run_whose_runner_died(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from octopipe.store.lock import holder_pid
+
+    pipeline = small_example(tmp_path)
+    with EmulatorThread(EmulatorConfig(batch_delay_s=1.0)) as emulator:
+        env = offline_env(OCTOPIPE_EMULATOR_URL=emulator.emulator.root_url)
+        started = octopipe(
+            "run",
+            str(pipeline),
+            "--batch",
+            "--provider",
+            "fake",
+            "--yes",
+            "--run",
+            "k1",
+            "--runs-dir",
+            "runs",
+            "--poll-interval",
+            "0.2",
+            "--detach",
+            cwd=tmp_path,
+            env=env,
+        )
+        assert started.returncode == 0, started.stderr
+        run_dir = tmp_path / "runs" / "k1"
+        deadline = time.monotonic() + 30
+        while not is_held(run_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = run_dir / "run.log"
+        while "[SUBMIT]" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, "the runner never submitted a batch"
+            time.sleep(0.05)
+        pid = holder_pid(run_dir)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        while is_held(run_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shown = json.loads(
+            octopipe("status", "k1", "--runs-dir", "runs", "--json", cwd=tmp_path, env=env).stdout
+        )
+        assert shown["status"] == "detached"
+        watched = octopipe("watch", "k1", "--runs-dir", "runs", cwd=tmp_path, env=env)
+        assert watched.returncode == 0, watched.stderr + watched.stdout
+        assert "its runner died; resuming it here" in watched.stderr
+    final = json.loads(
+        octopipe("status", "k1", "--runs-dir", "runs", "--json", cwd=tmp_path).stdout
+    )
+    assert final["status"] in ("complete", "complete_with_failures")
+    assert final["open_batches"] == []
