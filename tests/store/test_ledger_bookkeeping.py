@@ -16,7 +16,7 @@ from octopipe.core.states import (
 )
 from octopipe.errors import IllegalTransition, StoreError
 from octopipe.store.ledger import Ledger
-from octopipe.store.records import Success
+from octopipe.store.records import Failure, Success
 
 # --- transactions -------------------------------------------------------------------------------
 
@@ -315,3 +315,22 @@ def test_batch_records_are_committed_with_full_sync_then_normal_again(
     ledger.log_event("info", "AFTER", "ordinary commit")
     full, normal = 2, 1
     assert seen == [full, full, normal]
+
+
+def test_failed_units_of_a_live_batch_wait_for_the_batch_to_end(make_ledger: MakeLedger) -> None:
+    """A unit whose line was recorded as failed while its batch is still being collected must
+    not be requeued (and so claimed into another batch or a realtime call) before the batch
+    ends: the batch's end would release it again from under its new holder."""
+    ledger = make_ledger()
+    uids = claimed_at_classify(ledger, 3)
+    ledger.create_batch_intent("b1", 1, provider="p", model="m", uids=uids, content_hash="h")
+    ledger.advance_batch("b1", BatchEvent.SUBMIT_OK, provider_batch_id="x")
+    ledger.advance_batch("b1", BatchEvent.PROVIDER_DONE)
+    ledger.record_failures(1, [Failure(uids[0], failed_attempt(), terminal=False)])
+    assert ledger.requeue_failed(1, include_exhausted=False, reset_budget=False) == 0
+    assert ledger.requeue_failed() == 0  # nor by the `retry` command
+    assert ledger.claim_pending(1, 10) == []
+    ledger.record_success(uids[1], 1, {"v": 1})
+    ledger.advance_batch("b1", BatchEvent.COLLECT_OK)  # uids[2] had no line: released
+    assert ledger.requeue_failed(1, include_exhausted=False, reset_budget=False) == 1
+    assert sorted(u.uid for u in ledger.claim_pending(1, 10)) == sorted([uids[0], uids[2]])

@@ -48,11 +48,11 @@ from octopipe.core.registry import Registry, load_registry
 from octopipe.core.states import BatchEvent, BatchState
 from octopipe.engine.batch_collect import BatchRecorder, Tally, run_tag
 from octopipe.engine.batch_packing import CostModel, batch_limits
-from octopipe.engine.batch_submit import RECONCILE_AFTER_S, UPLOAD_BYTES_IN_FLIGHT, SubmitMixin
+from octopipe.engine.batch_submit import RECONCILE_AFTER_S, SubmitMixin
 from octopipe.engine.routes import StepRoute, resolve_routes
 from octopipe.engine.runlog import Trace
 from octopipe.engine.runner import LLMExecutor, RunContext
-from octopipe.errors import ProviderError, UsageError
+from octopipe.errors import OctopipeError, ProviderError, UsageError
 from octopipe.providers.batch_base import (
     INTENT_KEY,
     BatchHandle,
@@ -161,6 +161,8 @@ class BatchExecutor(SubmitMixin):
         self.spent = self.base_spent
         self.live: list[BatchRow] = []
         self.submitting: dict[str, int] = {}  # batches on the wire -> bytes of requests
+        self.reconciling: set[str] = set()
+        self._budget_blocked: tuple[float, int] | None = None
         self._fresh_estimates = 0.0  # batches created since ``live`` was read
         self.trace = Trace(ctx.paths.trace)
         self._token = secrets.token_hex(4)
@@ -213,12 +215,18 @@ class BatchExecutor(SubmitMixin):
 
     def _schedule(self, row: BatchRow, now: float) -> bool:
         timer = self.timers.setdefault(row.local_id, _Timer(every=self.poll_s))
+        if now < timer.due:
+            return False
         if row.state in ENDED:
             self._start(row.local_id, self._collect(row))
             return True
-        if now < timer.due:
-            return False
         if row.state is BatchState.INTENT:
+            # One at a time, and never while a submit is on the wire: an intent of a provider
+            # without batch metadata is matched by size and time, and two matches running at
+            # once (or one racing a submit) could both pick the same batch.
+            if self.submitting or any(r in self.tasks for r in self.reconciling):
+                return False
+            self.reconciling.add(row.local_id)
             self._start(row.local_id, self._reconcile(row))
         elif row.state is BatchState.SUBMITTED:
             if self._past_deadline(row) and not timer.cancel_sent:
@@ -237,8 +245,11 @@ class BatchExecutor(SubmitMixin):
                 continue
             limits = self.limits[index]
             while inflight < cap and not self.ctx.stop_requested():
-                if sum(self.submitting.values()) >= UPLOAD_BYTES_IN_FLIGHT:
-                    return progressed  # memory: wait for the uploads under way
+                if self.submitting or self.reconciling:
+                    # One submit on the wire at a time: a 50,000-request batch costs ~200 MB
+                    # while it is built and sent, and an intent being reconciled must not
+                    # race a new batch of the same size.
+                    return progressed
                 if now < self.step_backoff.get(index, (0.0, 0.0))[0]:
                     break
                 pending = self.ctx.ledger.pending_count(index, limits.max_requests)
@@ -400,11 +411,15 @@ class BatchExecutor(SubmitMixin):
                     )
                     recorder.record(row, buffer, tally)
                     self.timers[row.local_id] = _Timer(due=time.monotonic() + self.poll_s)
-                    await asyncio.sleep(self.poll_s)
                     return
                 self.ctx.log.write("COLLECT", f"batch {row.local_id}: results unavailable")
             recorder.record(row, buffer, tally)
         final = recorder.finish(row, tally)
+        if tally.stop_reason:
+            self.ctx.log.write("PAUSE", f"{row.provider}: {tally.stop_reason}")
+            self.ctx.request_stop(tally.stop_reason)
+        if row.state is BatchState.FAILED:  # resubmit, but not at once
+            self._back_off(row.step_idx, None)
         self._trace("collect", row, t0, status=row.state.value, valid=tally.valid)
         self.ctx.log.write(
             "COLLECT",
@@ -423,11 +438,19 @@ class BatchExecutor(SubmitMixin):
             task = self.tasks.pop(key)
             if task.cancelled():
                 continue
+            self.reconciling.discard(key)
             exc = task.exception()
-            if exc is not None:
-                self.ctx.log.write("ERROR", f"batch {key}: {type(exc).__name__}: {exc}")
-                if not isinstance(exc, ProviderError | asyncio.CancelledError):
-                    raise exc
+            if exc is None:
+                continue
+            self.ctx.log.write("ERROR", f"batch {key}: {type(exc).__name__}: {exc}")
+            if isinstance(exc, ProviderError) and not exc.fatal_for_run:
+                timer = self.timers.setdefault(key, _Timer(every=self.poll_s))
+                timer.every = min(max(timer.every, self.poll_s) * 2, POLL_MAX_S)
+                timer.due = time.monotonic() + timer.every  # try again later, not at once
+            elif isinstance(exc, OctopipeError):  # no key, auth, quota, a provider not set up
+                self.ctx.request_stop(str(exc))
+            else:
+                raise exc
         return bool(done)
 
     def _client(self, provider: str) -> BatchProvider:

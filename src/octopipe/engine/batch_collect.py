@@ -35,6 +35,8 @@ from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure
 
 COLLECT_SLICE = 2_000
 NOT_RUN = frozenset({"cancelled", "expired"})
+# Line errors that say the account cannot be used (as in realtime, they pause the run).
+FATAL_FOR_RUN = frozenset({"AuthError", "QuotaExhausted", "MissingApiKey"})
 
 
 def run_tag(run_name: str, created_at: str) -> str:
@@ -63,6 +65,7 @@ class Tally:
     returned: int = 0  # back to pending without an attempt (never ran)
     dropped: int = 0
     foreign: int = 0  # lines whose id is not one of this run's requests
+    stop_reason: str | None = None  # a line said the account cannot be used
     cost_usd: float = 0.0
     unpriced: int = 0
     seen: set[int] = field(default_factory=set)
@@ -111,13 +114,16 @@ class BatchRecorder:
         units = ledger.in_flight_units(self.route.index, list(by_uid))
         successes: list[Success] = []
         failures: list[Failure] = []
-        back: list[int] = []
         for unit in units:
             line = by_uid[unit.uid]
             if line.response is None:
                 assert line.error is not None
-                if line.error.type in NOT_RUN:
-                    back.append(unit.uid)
+                if line.error.type in NOT_RUN:  # stays claimed until the batch ends (finish)
+                    tally.returned += 1
+                    continue
+                if line.error.type in FATAL_FOR_RUN:  # our access, not the unit: no attempt
+                    tally.returned += 1
+                    tally.stop_reason = tally.stop_reason or line.error.message
                     continue
                 errors = [
                     {
@@ -163,43 +169,47 @@ class BatchRecorder:
                 ledger.record_successes(self.route.index, successes)
             if failures:
                 ledger.record_failures(self.route.index, failures)
-            if back:
-                ledger.release_units(self.route.index, back)
         tally.valid += len(successes)
         tally.failed += len(failures)
-        tally.returned += len(back)
 
     def finish(self, batch: BatchRow, tally: Tally) -> BatchRow:
         """Account for the units the results did not mention, mark the batch collected and
-        queue the units that failed with budget left: one transaction."""
+        queue the units that failed with budget left.
+
+        Requests that never ran (expired, cancelled) are still claimed: marking the batch
+        collected returns them to pending, in the same transaction, without using an attempt.
+        Units with no line at all in a completed or failed batch are recorded as failed
+        attempts first, in slices (each its own transaction; a crash in between is resumed
+        by collecting again, which skips what was recorded).
+        """
         ledger = self.ctx.ledger
-        missing = [u for u in ledger.batch_units(batch.local_id) if u not in tally.seen]
-        units = ledger.in_flight_units(self.route.index, missing)
-        event = (
-            BatchEvent.COLLECT_OK
-            if batch.state is BatchState.COMPLETED
-            else (BatchEvent.SALVAGE_OK)
-        )
-        with ledger.durable_transaction():
-            if batch.state in (BatchState.EXPIRED, BatchState.CANCELLED):
-                ledger.release_units(self.route.index, [u.uid for u in units])
-                tally.returned += len(units)
-            elif units:
-                message = (
-                    f"the batch failed at the provider: {batch.error or 'no reason given'}"
-                    if batch.state is BatchState.FAILED
-                    else "the provider's results had no line for this request (dropped)"
+        if batch.state not in (BatchState.EXPIRED, BatchState.CANCELLED):
+            missing = [u for u in ledger.batch_units(batch.local_id) if u not in tally.seen]
+            message = (
+                f"the batch failed at the provider: {batch.error or 'no reason given'}"
+                if batch.state is BatchState.FAILED
+                else "the provider's results had no line for this request (dropped)"
+            )
+            errors = [{"type": "missing_result", "message": message}]
+            for start in range(0, len(missing), COLLECT_SLICE):
+                units = ledger.in_flight_units(
+                    self.route.index, missing[start : start + COLLECT_SLICE]
                 )
-                errors = [{"type": "missing_result", "message": message}]
                 failures = [
                     self._failure(
                         u, self._attempt(batch, u, "error", stage="provider", errors=errors), True
                     )
                     for u in units
                 ]
-                ledger.record_failures(self.route.index, failures)
-                tally.dropped += len(units) if batch.state is BatchState.COMPLETED else 0
-                tally.failed += len(units)
+                with ledger.transaction():
+                    ledger.record_failures(self.route.index, failures)
+                tally.failed += len(failures)
+                if batch.state is BatchState.COMPLETED:
+                    tally.dropped += len(failures)
+        event = (
+            BatchEvent.COLLECT_OK if batch.state is BatchState.COMPLETED else BatchEvent.SALVAGE_OK
+        )
+        with ledger.durable_transaction():
             row = ledger.advance_batch(batch.local_id, event)
             ledger.requeue_failed(
                 step_idx=self.route.index, include_exhausted=False, reset_budget=False

@@ -35,9 +35,6 @@ from octopipe.providers.batch_base import INTENT_KEY, BatchProvider, BatchReques
 from octopipe.store.codec import utc_now
 from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure
 
-# Packing stops while this many bytes of requests are being uploaded: a 50,000-request batch
-# costs its runner ~200 MB while it is built and sent, so uploads go a few at a time.
-UPLOAD_BYTES_IN_FLIGHT = 32 * 1024 * 1024
 RECONCILE_AFTER_S = 5.0  # after an uncertain submit, look for the batch this much later
 
 
@@ -52,11 +49,13 @@ class SubmitMixin:
     spent: float
     live: list[BatchRow]
     submitting: dict[str, int]
+    reconciling: set[str]
     step_backoff: dict[int, tuple[float, float]]
     timers: dict[str, Any]
     poll_s: float
     tag: str
     _fresh_estimates: float
+    _budget_blocked: tuple[float, int] | None
     _seq: int
     _token: str
     _start: Callable[[str, Any], None]
@@ -69,6 +68,8 @@ class SubmitMixin:
     def _pack_and_submit(self, route: StepRoute) -> bool:
         ledger = self.ctx.ledger
         limits = self.limits[route.index]
+        if self._budget_blocked == self._budget_state():
+            return False  # the last batch did not fit the cap; nothing has changed since
         claimed = ledger.claim_pending(route.index, limits.max_requests)
         if not claimed:
             return False
@@ -89,6 +90,7 @@ class SubmitMixin:
         estimate = self.costs.estimate(route.price_provider, route.model, [r for _, r in taken])
         if not self._within_budget(estimate):
             taken, left = [], [u.uid for u, _ in ok]
+            self._budget_blocked = self._budget_state()
         row = None
         with ledger.durable_transaction():
             if broken:
@@ -135,9 +137,15 @@ class SubmitMixin:
             self._back_off(route.index, exc.retry_after)
             self._trace("submit", row, t0, status=429)
             return
-        except BadRequest as exc:  # the provider refused the batch itself: fail its units
-            self._fail_units(route, row, exc)
+        except BadRequest as exc:
+            # The provider refused the batch as a whole (a model without batch support, a
+            # file over its limits): not the units' fault, and every next batch would meet
+            # the same refusal. The units go back to pending and the run pauses with why.
             self._trace("submit", row, t0, status=exc.status or "bad_request")
+            reason = f"{route.provider} refused a batch for step {route.cstep.name}: {exc.message}"
+            self._abandon(row, exc.message)
+            self.ctx.log.write("PAUSE", reason)
+            self.ctx.request_stop(reason)
             return
         except ProviderError as exc:
             self._trace("submit", row, t0, status=exc.status or type(exc).__name__)
@@ -184,24 +192,6 @@ class SubmitMixin:
         delay = max(delay, retry_after or 0.0)
         self.step_backoff[index] = (time.monotonic() + delay, delay)
 
-    def _fail_units(self, route: StepRoute, row: BatchRow, exc: ProviderError) -> None:
-        ledger = self.ctx.ledger
-        errors = [{"type": type(exc).__name__, "status": exc.status, "message": exc.message}]
-        attempt = AttemptRecord(
-            outcome="error",
-            mode="batch",
-            provider=route.provider,
-            model=route.model,
-            stage="provider",
-            errors=errors,
-            batch_local_id=row.local_id,
-        )
-        uids = ledger.batch_units(row.local_id)
-        with ledger.durable_transaction():
-            ledger.record_failures(route.index, [Failure(u, attempt, True) for u in uids])
-            ledger.advance_batch(row.local_id, BatchEvent.RECONCILE_MISSING, error=exc.message)
-        self.ctx.log.write("SUBMIT", f"batch {row.local_id} refused: {exc.message}")
-
     def _new_local_id(self) -> str:
         local_id = f"b{self._seq:05d}-{self._token}"
         self._seq += 1
@@ -210,9 +200,18 @@ class SubmitMixin:
     def _in_flight_estimate(self) -> float:
         return sum(b.estimate_usd or 0.0 for b in self.live)  # every batch not yet collected
 
+    def _budget_state(self) -> tuple[float, int]:
+        return (self.spent, len(self.live))
+
     def _within_budget(self, estimate: float | None) -> bool:
         if self.cost_cap is None:
             return True
+        if estimate is None:
+            self.ctx.request_stop(
+                f"--max-cost {format_usd(self.cost_cap)} cannot be held: the registry has no "
+                "batch price for this model (add it to the registry or run without a cap)"
+            )
+            return False
         projected = (
             self.spent + self._in_flight_estimate() + self._fresh_estimates + (estimate or 0.0)
         )

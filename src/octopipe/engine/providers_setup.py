@@ -191,6 +191,11 @@ def _settings(
     name: str, vendor: str | None, emulator: Any, base_url: str | None, timeout_s: float
 ) -> ProviderSettings:
     if name == FAKE:
+        if emulator is None:
+            raise UsageError(
+                "this run has batches at the emulator (--provider fake): resume it with "
+                f"--provider fake, with {EMULATOR_URL_ENV} naming the emulator that has them"
+            )
         target = vendor or "openai"
         return ProviderSettings(target, "emulated-key", emulator.base_url_for(target), timeout_s)
     url = base_url if name == "openai-compatible" else None

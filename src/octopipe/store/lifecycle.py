@@ -341,6 +341,11 @@ class UnitLifecycle(LedgerCore):
         Filters combine: a step, the stage of the last failure, explicit unit ids.
         ``reset_budget`` gives each a fresh retry budget (the ``retry`` command); the runner's
         own retry rounds pass ``include_exhausted=False, reset_budget=False``.
+
+        Units of a batch not yet collected stay where they are, even when some of their lines
+        were already recorded as failed: a unit goes back to pending only once its batch has
+        ended, so it can never be claimed into a second batch (or a realtime call) while the
+        first may still deliver or release it.
         """
         states = [
             s.value
@@ -352,6 +357,7 @@ class UnitLifecycle(LedgerCore):
             self._step(step_idx)
         steps = range(len(self._steps)) if step_idx is None else [step_idx]
         ids = None if unit_ids is None else dumps(list(unit_ids), what="unit ids")
+        terminal = tuple(s.value for s in BATCH_TERMINAL)
         total = 0
         with self.transaction():
             now = self._now()
@@ -362,8 +368,24 @@ class UnitLifecycle(LedgerCore):
                         WHERE step_idx = ? AND state IN ({marks(states)})
                           AND (? IS NULL OR last_stage = ?)
                           AND (? IS NULL OR uid IN (SELECT uid FROM units WHERE unit_id IN
-                                                    (SELECT value FROM json_each(?))))""",
-                    (new.value, now, reset_budget, k, *states, stage, stage, ids, ids),
+                                                    (SELECT value FROM json_each(?))))
+                          AND uid NOT IN (SELECT bu.uid FROM batch_units bu
+                                          JOIN batches b ON b.id = bu.batch_id
+                                          WHERE b.step_idx = ? AND b.state NOT IN
+                                                ({marks(terminal)}))""",
+                    (
+                        new.value,
+                        now,
+                        reset_budget,
+                        k,
+                        *states,
+                        stage,
+                        stage,
+                        ids,
+                        ids,
+                        k,
+                        *terminal,
+                    ),
                 ).rowcount
             if total:
                 self._event(
