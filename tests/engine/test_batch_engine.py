@@ -135,6 +135,13 @@ def test_fan_out_between_two_batch_steps_and_retry_of_only_the_failed_units(
     later = [set(batch_units_of(paths, r["local_id"])) for r in rows]
     retry_batches = [b for b in later if b <= set(retried)]
     assert set().union(*retry_batches) == set(retried)
+    # and no batch mixes retries with first attempts
+    numbers = ledger_rows(
+        paths,
+        "SELECT b.local_id, COUNT(DISTINCT a.attempt_no) FROM attempts a "
+        "JOIN batches b ON b.id = a.batch_id WHERE a.step_idx = 2 GROUP BY b.local_id",
+    )
+    assert numbers and all(n == 1 for _, n in numbers), numbers
     attempts = dict(
         ledger_rows(
             paths,

@@ -74,6 +74,7 @@ ENDED = (BatchState.COMPLETED, BatchState.EXPIRED, BatchState.CANCELLED, BatchSt
 POLL_STRETCH = 8  # a quiet batch is polled at most this many intervals apart
 POLL_MAX_S = 600.0
 JITTER = 0.1
+RECONCILE_MISSES = 1  # lookups that may miss before an intent is abandoned (then one more)
 HEARTBEAT_S = 30.0
 _TERMINAL_EVENTS = {
     "completed": BatchEvent.PROVIDER_DONE,
@@ -109,6 +110,7 @@ class _Timer:
     last_done: int = -1
     last_status: str = ""
     cancel_sent: bool = False
+    misses: int = 0  # reconcile lookups that did not find the intent's batch
 
 
 class BatchExecutor(SubmitMixin):
@@ -278,6 +280,13 @@ class BatchExecutor(SubmitMixin):
         except ProviderError as exc:
             self.timers[row.local_id] = _Timer(due=time.monotonic() + RECONCILE_AFTER_S)
             self.ctx.log.write("RECONCILE", f"batch {row.local_id}: {exc.message}; will retry")
+            return
+        timer = self.timers.setdefault(row.local_id, _Timer(every=self.poll_s))
+        if not found and timer.misses < RECONCILE_MISSES:
+            # A provider's list may lag behind a batch just created: look again before
+            # concluding the intent never reached it (and resubmitting its units).
+            timer.misses += 1
+            timer.due = time.monotonic() + RECONCILE_AFTER_S
             return
         if not found:
             self.ctx.ledger.advance_batch(

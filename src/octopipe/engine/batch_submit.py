@@ -70,7 +70,11 @@ class SubmitMixin:
         limits = self.limits[route.index]
         if self._budget_blocked == self._budget_state():
             return False  # the last batch did not fit the cap; nothing has changed since
-        claimed = ledger.claim_pending(route.index, limits.max_requests)
+        # Units retried after a failed answer go into batches of their own, as Octobatch's retry
+        # chunks did; first attempts fill the others.
+        claimed = ledger.claim_pending(
+            route.index, limits.max_requests, retries=True
+        ) or ledger.claim_pending(route.index, limits.max_requests, retries=False)
         if not claimed:
             return False
         ok: list[tuple[ClaimedUnit, LLMRequest]] = []

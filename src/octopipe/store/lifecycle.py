@@ -82,9 +82,12 @@ class UnitLifecycle(LedgerCore):
     # --- units: the attempt cycle ---------------------------------------------------------
 
     @guarded
-    def claim_pending(self, step_idx: int, limit: int) -> list[ClaimedUnit]:
+    def claim_pending(
+        self, step_idx: int, limit: int, *, retries: bool | None = None
+    ) -> list[ClaimedUnit]:
         """Move up to ``limit`` pending units of a step (oldest first) to ``in_flight`` and
-        return each with its input record."""
+        return each with its input record. ``retries``: only units with an attempt already
+        (``True``), only units without (``False``), or both (``None``)."""
         self._step(step_idx)
         if limit < 0:
             raise ValueError(f"limit must not be negative, not {limit}")
@@ -92,8 +95,9 @@ class UnitLifecycle(LedgerCore):
         with self.transaction():
             rows = self._db.execute(
                 """SELECT uid, attempts, attempts_base FROM unit_steps INDEXED BY unit_steps_state
-                   WHERE step_idx = ? AND state = ? ORDER BY uid LIMIT ?""",
-                (step_idx, _PENDING, limit),
+                   WHERE step_idx = ? AND state = ?
+                     AND (? IS NULL OR (attempts > 0) = ?) ORDER BY uid LIMIT ?""",
+                (step_idx, _PENDING, retries, retries, limit),
             ).fetchall()
             now = self._now()
             self._db.executemany(
