@@ -105,6 +105,10 @@ def test_detach_returns_at_once_and_watch_follows_to_the_end(tmp_path: Path) -> 
         deadline = time.monotonic() + 30
         while not is_held(run_dir) and time.monotonic() < deadline:
             time.sleep(0.05)
+        again = octopipe(
+            "run", "d1", "--detach", "--runs-dir", "runs", "--yes", cwd=tmp_path, env=env
+        )
+        assert again.returncode == 5 and "already being driven" in again.stderr
         watched = octopipe("watch", "d1", "--runs-dir", "runs", cwd=tmp_path, env=env)
         assert watched.returncode == 0, watched.stderr + watched.stdout
         assert "[COLLECT] batch" in watched.stdout

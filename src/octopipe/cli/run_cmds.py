@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -26,8 +27,9 @@ from octopipe.engine.providers_setup import llm_executor, split_fake
 from octopipe.engine.queries import run_info, run_status
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner
-from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError, UsageError
+from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError, RunLocked, UsageError
 from octopipe.providers.base import resolve_api_key
+from octopipe.store.lock import is_held
 
 
 def _runs_dir(value: Path | None) -> Path:
@@ -191,7 +193,21 @@ def run(
         switch_mode(paths, mode)
     mode = mode or stored.mode
     if detach:
-        return _detach(paths, sys.argv[1:], target)
+        if is_held(paths.root):
+            raise RunLocked(f"run {paths.name!r} is already being driven by another process")
+        flags = {
+            "--provider": provider,
+            "--model": model,
+            "--concurrency": concurrency,
+            "--rpm": rpm,
+            "--tpm": tpm,
+            "--max-cost": max_cost,
+            "--timeout": timeout,
+            "--max-attempts": max_attempts,
+            "--poll-interval": poll_interval,
+            "--runs-dir": runs_dir,
+        }
+        return _detach(paths, flags)
     fake = split_fake(provider or stored.provider)[0] == "fake"
     batch = BatchOptions(poll_interval_s=poll_interval or (1.0 if fake else None))
     options = RealtimeOptions(
@@ -227,9 +243,13 @@ def run(
     return EXIT_OK if outcome.status is RunStatus.COMPLETE else EXIT_FAILURE
 
 
-def _detach(paths: RunPaths, argv: list[str], target: str) -> int:
-    """Start ``octopipe run RUN ...`` in a new session with its output in the run folder."""
-    args = _detached_args(argv, target, paths.name)
+def _detach(paths: RunPaths, flags: Mapping[str, object]) -> int:
+    """Start ``octopipe run RUN ...`` (same options) in a new session, its output in the run
+    folder, and return at once."""
+    args = [paths.name, "--yes", "--quiet"]
+    for flag, value in flags.items():
+        if value is not None:
+            args += [flag, str(value)]
     out = (paths.root / "runner.out").open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "octopipe", "run", *args],
@@ -242,32 +262,11 @@ def _detach(paths: RunPaths, argv: list[str], target: str) -> int:
     out.close()
     console.print(
         f"run {paths.name} continues in the background (pid {process.pid}); follow it with "
-        f"`octopipe watch {paths.name}`, stop it with `octopipe pause {paths.name}`",
+        f"`octopipe watch {paths.name}`, stop it with `octopipe pause {paths.name}`; its "
+        f"output goes to {paths.root / 'runner.out'}",
         markup=False,
     )
     return EXIT_OK
-
-
-def _detached_args(argv: list[str], target: str, name: str) -> list[str]:
-    """The command line for the background runner: the same options, on the run (not the
-    pipeline: it exists now), without the options that only mattered for creating it."""
-    drop_flag = {"--detach", "run"}
-    drop_value = {"--run", "--max-units", "--repeat"}
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in drop_flag or arg == target:
-            continue
-        if arg in drop_value:
-            skip = True
-            continue
-        if any(arg.startswith(f"{d}=") for d in drop_value):
-            continue
-        out.append(arg)
-    return [name, *out, "--yes", "--quiet"]
 
 
 def parse_duration(text: str) -> float:
