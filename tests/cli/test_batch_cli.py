@@ -211,3 +211,30 @@ def test_watch_resumes_a_run_whose_runner_died(tmp_path: Path) -> None:
     assert final["status"] in ("complete", "complete_with_failures")
     assert final["open_batches"] == []
     assert created == final["batch_counts"]["collected"]  # nothing submitted twice
+
+
+def test_a_cost_cap_holds_on_resume_until_changed(tmp_path: Path) -> None:
+    pipeline = small_example(tmp_path)
+    common = ("--provider", "fake", "--yes", "--runs-dir", "runs", "--poll-interval", "0.1")
+    first = octopipe(
+        "run",
+        str(pipeline),
+        "--batch",
+        "--run",
+        "c1",
+        "--max-cost",
+        "0.00001",
+        *common,
+        cwd=tmp_path,
+    )
+    assert first.returncode == 1, first.stderr + first.stdout
+    assert "paused: cost cap $0.00001" in first.stdout
+    again = octopipe("run", "c1", *common, cwd=tmp_path)
+    assert again.returncode == 1, again.stderr + again.stdout
+    assert "cost cap $0.00001 (set earlier" in again.stdout
+    assert "paused: cost cap" in again.stdout
+    raised = octopipe("run", "c1", "--max-cost", "5", *common, cwd=tmp_path)
+    assert raised.returncode == 0, raised.stderr + raised.stdout
+    view = json.loads(octopipe("status", "c1", "--runs-dir", "runs", "--json", cwd=tmp_path).stdout)
+    assert view["status"] in ("complete", "complete_with_failures")
+    assert 0 < view["cost_usd"] <= 5

@@ -16,10 +16,10 @@ from octopipe.cli.progress_view import ProgressView
 from octopipe.cli.status_cmds import _print_status
 from octopipe.core.checker import check_pipeline
 from octopipe.core.config import CONFIG_NAMES, load_pipeline
-from octopipe.core.costs import Mode
+from octopipe.core.costs import Mode, format_usd
 from octopipe.core.states import RunStatus
 from octopipe.engine.batch import BatchOptions
-from octopipe.engine.control import switch_mode
+from octopipe.engine.control import update_settings
 from octopipe.engine.create import CreatedRun, RunOptions, create_run
 from octopipe.engine.estimate import estimate_pipeline
 from octopipe.engine.paths import RunPaths, resolve_run
@@ -189,9 +189,15 @@ def run(
     else:
         paths = resolve_run(target, base)
     stored = run_info(paths)
-    if mode is not None and mode != stored.mode:
-        switch_mode(paths, mode)
+    keep = {"max_cost_usd": max_cost} if max_cost is not None else None
+    if (mode is not None and mode != stored.mode) or keep:
+        update_settings(paths, mode=mode if mode != stored.mode else None, options=keep)
     mode = mode or stored.mode
+    if max_cost is None and stored.options.get("max_cost_usd") is not None:
+        max_cost = float(stored.options["max_cost_usd"])  # a cap holds until changed
+        console.print(
+            f"cost cap {format_usd(max_cost)} (set earlier; --max-cost changes it)", markup=False
+        )
     if detach:
         if is_held(paths.root):
             raise RunLocked(f"run {paths.name!r} is already being driven by another process")

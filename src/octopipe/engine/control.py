@@ -339,23 +339,30 @@ def step_index(ledger: Ledger, name: str) -> int:
 # --- the detailed view (``info``) -----------------------------------------------------------
 
 
-def switch_mode(paths: RunPaths, mode: str) -> None:
-    """Record that the run's LLM steps now go ``batch`` or ``realtime`` (a run with no live
-    runner only: pause it first). Batches already submitted are collected either way."""
+def update_settings(
+    paths: RunPaths, *, mode: str | None = None, options: dict[str, Any] | None = None
+) -> None:
+    """Record, on a run with no live runner, that its LLM steps now go ``batch`` or
+    ``realtime`` (batches already submitted are collected either way) and/or run options to
+    keep for later resumes (``max_cost_usd``). A live runner: pause it first."""
     lock = RunLock(paths.root)
     if not lock.try_acquire():
         raise UsageError(
             f"run {paths.name!r} is being driven by another process; "
-            f"`octopipe pause {paths.name}` first, then switch its mode"
+            f"`octopipe pause {paths.name}` first, then change its settings"
         )
     try:
         ledger = Ledger.open(paths.ledger)
         try:
             old = ledger.run_info().mode
-            ledger.update_run(mode=mode)
-            ledger.log_event("info", "MODE", f"mode {old} -> {mode}")
+            ledger.update_run(mode=mode, options=options)
+            if mode is not None and mode != old:
+                ledger.log_event("info", "MODE", f"mode {old} -> {mode}")
         finally:
             ledger.close()
-        _log(paths, "mode", f"{old} -> {mode}")
+        if mode is not None and mode != old:
+            _log(paths, "mode", f"{old} -> {mode}")
+        if options:
+            _log(paths, "options", ", ".join(f"{k}={v}" for k, v in sorted(options.items())))
     finally:
         lock.release()

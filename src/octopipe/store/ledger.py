@@ -215,11 +215,19 @@ class Ledger(UnitLifecycle):
         mode: str | None = None,
         provider: str | None = None,
         model: str | None = None,
+        options: Json | None = None,
     ) -> None:
-        """Change descriptive fields (a rename, a mode switch). ``None`` keeps a field."""
+        """Change descriptive fields (a rename, a mode switch). ``None`` keeps a field;
+        ``options`` are merged into the stored ones."""
         if mode is not None and mode not in ("batch", "realtime"):
             raise ValueError(f"mode must be 'batch' or 'realtime', not {mode!r}")
         with self.transaction():
+            if options:
+                stored = loads(self._db.execute("SELECT options_json FROM run").fetchone()[0])
+                self._db.execute(
+                    "UPDATE run SET options_json = ?",
+                    (dumps({**stored, **options}, what="run options"),),
+                )
             self._db.execute(
                 """UPDATE run SET display_name = COALESCE(?, display_name),
                        mode = COALESCE(?, mode), provider = COALESCE(?, provider),
