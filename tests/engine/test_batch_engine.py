@@ -417,3 +417,21 @@ def test_a_provider_without_a_batch_api_is_refused_before_the_run_starts(tmp_pat
         drive_batch(paths, provider=None, model=None)
     with Ledger.open(paths.ledger, readonly=True) as ledger:
         assert ledger.run_info().status is RunStatus.PENDING  # untouched
+
+
+def test_batches_lost_with_an_in_process_emulator_are_resubmitted_without_cost(
+    tmp_path: Path,
+) -> None:
+    """`--provider fake` without OCTOPIPE_EMULATOR_URL: the emulator dies with the runner, so a
+    paused run's batches are gone when it resumes. They are sent again; no unit is charged."""
+    paths = make_run(small_walk(tmp_path, repeat=6, chunk=3), tmp_path / "runs", mode="batch")
+    slow = EmulatorConfig(answer_fn=walk_answer, batch_delay_s=30)
+    first = drive_batch(paths, emulator_config=slow, timeout_s=0.5)
+    assert first.outcome.status is RunStatus.PAUSED
+    assert {r["state"] for r in batch_rows(paths)} == {"submitted"}
+    second = drive_batch(paths, emulator_config=EmulatorConfig(answer_fn=walk_answer))
+    assert second.outcome.status is RunStatus.COMPLETE
+    check = check_ledger(paths)
+    assert check.counts[1][UnitStepState.VALID] == 6
+    assert ledger_rows(paths, "SELECT MAX(attempt_no) FROM attempts WHERE step_idx = 1") == [(1,)]
+    assert "not found at the provider" in paths.log.read_text()

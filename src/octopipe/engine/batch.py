@@ -46,7 +46,7 @@ from typing import Any
 from octopipe.core.costs import format_usd
 from octopipe.core.registry import Registry, load_registry
 from octopipe.core.states import BatchEvent, BatchState
-from octopipe.engine.batch_collect import BatchRecorder, Tally, run_tag
+from octopipe.engine.batch_collect import LOST, BatchRecorder, Tally, run_tag
 from octopipe.engine.batch_packing import CostModel, batch_limits
 from octopipe.engine.batch_submit import RECONCILE_AFTER_S, SubmitMixin
 from octopipe.engine.routes import StepRoute, resolve_routes
@@ -350,7 +350,7 @@ class BatchExecutor(SubmitMixin):
         self.ctx.ledger.advance_batch(
             row.local_id,
             BatchEvent.PROVIDER_FAILED,
-            provider_status="not found",
+            provider_status=LOST,
             error="the provider no longer knows this batch (deleted or another account)",
         )
         self.ctx.log.write("POLL", f"batch {row.local_id}: not found at the provider")

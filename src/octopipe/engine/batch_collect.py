@@ -35,6 +35,7 @@ from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure
 
 COLLECT_SLICE = 2_000
 NOT_RUN = frozenset({"cancelled", "expired"})
+LOST = "not found"  # provider_status of a batch the provider no longer knows
 # Line errors that say the account cannot be used (as in realtime, they pause the run).
 FATAL_FOR_RUN = frozenset({"AuthError", "QuotaExhausted", "MissingApiKey"})
 
@@ -183,7 +184,8 @@ class BatchRecorder:
         by collecting again, which skips what was recorded).
         """
         ledger = self.ctx.ledger
-        if batch.state not in (BatchState.EXPIRED, BatchState.CANCELLED):
+        lost = batch.provider_status == LOST  # gone at the provider: nothing ran, as far as we know
+        if batch.state not in (BatchState.EXPIRED, BatchState.CANCELLED) and not lost:
             missing = [u for u in ledger.batch_units(batch.local_id) if u not in tally.seen]
             message = (
                 f"the batch failed at the provider: {batch.error or 'no reason given'}"

@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import secrets
 import threading
 import time
 from collections import Counter
@@ -130,10 +131,13 @@ class BatchStore:
         self.files: dict[str, dict[str, Any]] = {}
         self.fault_plan = BatchFaultPlan(config)
         self._ids = itertools.count(1)
+        self._instance = secrets.token_hex(3)
         self._lock = threading.Lock()
 
     def new_id(self, prefix: str) -> str:
-        return f"{prefix}{next(self._ids):06d}emu"
+        """Unique across emulator instances too, as a provider's ids are (a run resumed
+        against a new emulator must never meet an id it already recorded)."""
+        return f"{prefix}{next(self._ids):06d}emu{self._instance}"
 
     def create(
         self,
