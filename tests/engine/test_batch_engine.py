@@ -435,3 +435,22 @@ def test_batches_lost_with_an_in_process_emulator_are_resubmitted_without_cost(
     assert check.counts[1][UnitStepState.VALID] == 6
     assert ledger_rows(paths, "SELECT MAX(attempt_no) FROM attempts WHERE step_idx = 1") == [(1,)]
     assert "not found at the provider" in paths.log.read_text()
+
+
+def test_after_a_switch_to_realtime_the_cost_cap_counts_the_open_batches(tmp_path: Path) -> None:
+    pipeline = small_walk(tmp_path, repeat=12, chunk=3, api__max_inflight_batches=2)
+    paths = make_run(pipeline, tmp_path / "runs", mode="batch")
+    config = EmulatorConfig(answer_fn=walk_answer, batch_delay_s=3.0)
+    with EmulatorThread(config) as emulator:
+        drive_batch(paths, "fake:openai", emulator=emulator, timeout_s=0.3)
+        open_rows = [r for r in batch_rows(paths) if r["state"] == "submitted"]
+        committed = sum(r["estimate_usd"] for r in open_rows)
+        assert open_rows and committed > 0
+        # a cap below what the open batches are expected to cost: realtime must not start
+        result = drive_batch(
+            paths, "fake:openai", emulator=emulator, mode="realtime", max_cost_usd=committed / 2
+        )
+    assert result.outcome.status is RunStatus.PAUSED
+    assert "cost cap" in (result.outcome.reason or "")
+    realtime = ledger_rows(paths, "SELECT COUNT(*) FROM attempts WHERE mode = 'realtime'")
+    assert realtime == [(0,)]

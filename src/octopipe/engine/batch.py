@@ -159,6 +159,7 @@ class BatchExecutor(SubmitMixin):
         self.step_backoff: dict[int, tuple[float, float]] = {}  # step -> (until, last delay)
         self.waiting_since: dict[int, float] = {}
         self.paused_steps: set[int] = set()  # fell back to realtime after a deadline
+        self.committed_elsewhere: Callable[[], float] = lambda: 0.0  # see CombinedExecutor
         self.base_spent = ctx.ledger.cost_totals().known_usd
         self.spent = self.base_spent
         self.live: list[BatchRow] = []

@@ -55,6 +55,7 @@ class SubmitMixin:
     poll_s: float
     tag: str
     _fresh_estimates: float
+    committed_elsewhere: Callable[[], float]
     _budget_blocked: tuple[float, int] | None
     _seq: int
     _token: str
@@ -217,7 +218,11 @@ class SubmitMixin:
             )
             return False
         projected = (
-            self.spent + self._in_flight_estimate() + self._fresh_estimates + (estimate or 0.0)
+            self.spent
+            + self._in_flight_estimate()
+            + self._fresh_estimates
+            + (estimate or 0.0)
+            + self.committed_elsewhere()
         )
         if projected <= self.cost_cap:
             return True

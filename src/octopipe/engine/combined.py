@@ -21,6 +21,14 @@ class CombinedExecutor:
         self.parts.append(part)
         if isinstance(part, RealtimeExecutor):
             self.realtime = part
+        part.committed_elsewhere = lambda: self._elsewhere(part)
+
+    def _elsewhere(self, part: Any) -> float:
+        """What the other parts spent since ``part`` started, plus their open batches at their
+        estimate: so one cost cap holds for the whole run."""
+        others = [p for p in self.parts if p is not part]
+        opened = sum(p._in_flight_estimate() for p in others if hasattr(p, "_in_flight_estimate"))
+        return max(0.0, self.spent - part.spent) + opened
 
     async def pump(self) -> bool:
         progressed = False

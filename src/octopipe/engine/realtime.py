@@ -99,6 +99,9 @@ class RealtimeExecutor:
         self.auto_retry = config.api.realtime.auto_retry
         self.cost_cap = options.max_cost_usd or config.api.realtime.cost_cap_usd
         explicit = options.concurrency or config.api.realtime.concurrency
+        # Money spent or committed by the other executor of a combined run (open batches at
+        # their estimate): the cost cap holds for the run, not for each mode.
+        self.committed_elsewhere: Callable[[], float] = lambda: 0.0
         self.base_spent = ctx.ledger.cost_totals().known_usd
         self.spent = self.base_spent
         self.calls_priced = 0
@@ -382,7 +385,7 @@ class RealtimeExecutor:
 
     def _check_limits(self) -> bool:
         calls = max(1, self.calls_priced)
-        projected = self.spent + len(self.tasks) * (self.spent / calls)
+        projected = self.spent + len(self.tasks) * (self.spent / calls) + self.committed_elsewhere()
         if self.cost_cap is not None and projected >= self.cost_cap:
             self.ctx.request_stop(
                 f"cost cap {format_usd(self.cost_cap)} reached (spent {format_usd(self.spent)})"
