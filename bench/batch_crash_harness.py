@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--units", type=int, default=5_000)
     parser.add_argument("--kills", type=int, default=30)
     parser.add_argument("--delay", type=float, default=3.0, help="emulator batch delay, s")
-    parser.add_argument("--chunk", type=int, default=250, help="requests per batch")
+    parser.add_argument("--chunk", type=int, default=100, help="requests per batch")
     parser.add_argument("--vendor", default="openai", choices=["openai", "anthropic", "gemini"])
     parser.add_argument("--work-dir", type=Path, help="keep the run here (default: temp)")
     parser.add_argument("--log", action="store_true", help="print every kill")
