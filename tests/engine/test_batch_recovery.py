@@ -222,3 +222,31 @@ def test_a_crash_between_recording_an_expired_batch_and_closing_it_loses_nothing
     assert all(len(a) == 1 for a in attempts_by_unit(paths).values())
     resubmitted = batch_rows(paths)[1]
     assert len(batch_units_of(paths, resubmitted["local_id"])) == 5
+
+
+def test_results_deleted_at_the_provider_are_resent_without_charging_the_units(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenAI and Anthropic keep results for a limited time: a download that answers 404
+    resends the units instead of losing them (or charging them a failed attempt)."""
+    from octopipe.providers.emulator.vendors import openai_batch
+
+    original = openai_batch.OpenAIBatchRoutes._file_bytes
+    deleted: list[str] = []
+
+    def first_results_deleted(self: Any, file_id: str) -> bytes | None:
+        if file_id not in self.store.files and not deleted:  # a results file, not an upload
+            deleted.append(file_id)
+            return None
+        return original(self, file_id)
+
+    monkeypatch.setattr(openai_batch.OpenAIBatchRoutes, "_file_bytes", first_results_deleted)
+    paths, result = run_with(tmp_path, "openai", EmulatorConfig(answer_fn=walk_answer))
+
+    assert deleted, "no results download was intercepted"
+    assert result.outcome.status is RunStatus.COMPLETE
+    check = check_ledger(paths)
+    assert check.counts[1][UnitStepState.VALID] == 6
+    assert all(len(a) == 1 for a in attempts_by_unit(paths).values())
+    assert len(batch_rows(paths)) == 2
+    assert "results no longer available; resending" in paths.log.read_text()

@@ -422,7 +422,12 @@ class BatchExecutor(SubmitMixin):
                     recorder.record(row, buffer, tally)
                     self.timers[row.local_id] = _Timer(due=time.monotonic() + self.poll_s)
                     return
-                self.ctx.log.write("COLLECT", f"batch {row.local_id}: results unavailable")
+                # Results deleted (OpenAI and Anthropic keep them for a limited time) or the
+                # batch gone: the units are sent again, without charging them an attempt.
+                tally.lost = True
+                self.ctx.log.write(
+                    "COLLECT", f"batch {row.local_id}: results no longer available; resending"
+                )
             recorder.record(row, buffer, tally)
         final = recorder.finish(row, tally)
         if tally.stop_reason:

@@ -67,6 +67,7 @@ class Tally:
     dropped: int = 0
     foreign: int = 0  # lines whose id is not one of this run's requests
     stop_reason: str | None = None  # a line said the account cannot be used
+    lost: bool = False  # the results could not be downloaded any more (404)
     cost_usd: float = 0.0
     unpriced: int = 0
     seen: set[int] = field(default_factory=set)
@@ -184,7 +185,8 @@ class BatchRecorder:
         by collecting again, which skips what was recorded).
         """
         ledger = self.ctx.ledger
-        lost = batch.provider_status == LOST  # gone at the provider: nothing ran, as far as we know
+        # gone at the provider, or its results deleted: resent, as if never run
+        lost = batch.provider_status == LOST or tally.lost
         if batch.state not in (BatchState.EXPIRED, BatchState.CANCELLED) and not lost:
             missing = [u for u in ledger.batch_units(batch.local_id) if u not in tally.seen]
             message = (
