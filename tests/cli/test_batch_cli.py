@@ -109,9 +109,14 @@ def test_detach_returns_at_once_and_watch_follows_to_the_end(tmp_path: Path) -> 
             "run", "d1", "--detach", "--runs-dir", "runs", "--yes", cwd=tmp_path, env=env
         )
         assert again.returncode == 5 and "already being driven" in again.stderr
-        watched = octopipe("watch", "d1", "--runs-dir", "runs", cwd=tmp_path, env=env)
+        watched = octopipe(
+            "watch", "d1", "--runs-dir", "runs", "--every", "1", cwd=tmp_path, env=env
+        )
         assert watched.returncode == 0, watched.stderr + watched.stdout
         assert "[COLLECT] batch" in watched.stdout
+        summaries = [x for x in watched.stdout.splitlines() if x.startswith("[WATCH]")]
+        assert summaries and "play 0 valid" in summaries[0]  # per step, while batches wait
+        assert "batches" in summaries[0]
         view = json.loads(
             octopipe("status", "d1", "--runs-dir", "runs", "--json", cwd=tmp_path, env=env).stdout
         )
