@@ -165,6 +165,7 @@ class BatchExecutor(SubmitMixin):
         self.live: list[BatchRow] = []
         self.submitting: dict[str, int] = {}  # batches on the wire -> bytes of requests
         self.reconciling: set[str] = set()
+        self.retries_waiting: dict[int, bool] = {}
         self._budget_blocked: tuple[float, int] | None = None
         self._fresh_estimates = 0.0  # batches created since ``live`` was read
         self.trace = Trace(ctx.paths.trace)
@@ -293,6 +294,7 @@ class BatchExecutor(SubmitMixin):
             self.ctx.ledger.advance_batch(
                 row.local_id, BatchEvent.RECONCILE_MISSING, error="never reached the provider"
             )
+            self.retries_waiting[row.step_idx] = True
             self.ctx.log.write(
                 "RECONCILE", f"batch {row.local_id} never reached the provider; units requeued"
             )
@@ -430,6 +432,8 @@ class BatchExecutor(SubmitMixin):
                 )
             recorder.record(row, buffer, tally)
         final = recorder.finish(row, tally)
+        if tally.released_any(row.state):
+            self.retries_waiting[row.step_idx] = True  # units with an attempt may be pending
         if tally.stop_reason:
             self.ctx.log.write("PAUSE", f"{row.provider}: {tally.stop_reason}")
             self.ctx.request_stop(tally.stop_reason)

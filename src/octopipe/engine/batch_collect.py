@@ -68,6 +68,13 @@ class Tally:
     foreign: int = 0  # lines whose id is not one of this run's requests
     stop_reason: str | None = None  # a line said the account cannot be used
     lost: bool = False  # the results could not be downloaded any more (404)
+    requeued: int = 0  # failed units sent back to pending when the batch was closed
+
+    def released_any(self, state: BatchState) -> bool:
+        """Whether closing the batch may have put units with an attempt back to pending."""
+        ended_early = state in (BatchState.EXPIRED, BatchState.CANCELLED, BatchState.FAILED)
+        return bool(self.requeued or self.returned or self.lost or ended_early)
+
     cost_usd: float = 0.0
     unpriced: int = 0
     seen: set[int] = field(default_factory=set)
@@ -215,7 +222,7 @@ class BatchRecorder:
         )
         with ledger.durable_transaction():
             row = ledger.advance_batch(batch.local_id, event)
-            ledger.requeue_failed(
+            tally.requeued = ledger.requeue_failed(
                 step_idx=self.route.index, include_exhausted=False, reset_budget=False
             )
         return row

@@ -50,6 +50,7 @@ class SubmitMixin:
     live: list[BatchRow]
     submitting: dict[str, int]
     reconciling: set[str]
+    retries_waiting: dict[int, bool]  # step -> units with an attempt may be pending
     step_backoff: dict[int, tuple[float, float]]
     timers: dict[str, Any]
     poll_s: float
@@ -72,11 +73,17 @@ class SubmitMixin:
         if self._budget_blocked == self._budget_state():
             return False  # the last batch did not fit the cap; nothing has changed since
         # Units retried after a failed answer go into batches of their own, as Octobatch's retry
-        # chunks did; first attempts fill the others.
-        claimed = ledger.claim_pending(
-            route.index, limits.max_requests, retries=True
-        ) or ledger.claim_pending(route.index, limits.max_requests, retries=False)
+        # chunks did; first attempts fill the others. Looking for retries scans the step's
+        # pending units, so it is done only when some may be waiting (after a batch ended).
+        claimed = []
+        if self.retries_waiting.get(route.index, True):
+            claimed = ledger.claim_pending(route.index, limits.max_requests, retries=True)
+            if len(claimed) < limits.max_requests:
+                self.retries_waiting[route.index] = False
         if not claimed:
+            claimed = ledger.claim_pending(route.index, limits.max_requests, retries=False)
+        if not claimed:
+            self.retries_waiting[route.index] = True  # pending units exist: look everywhere
             return False
         ok: list[tuple[ClaimedUnit, LLMRequest]] = []
         broken: list[Failure] = []
@@ -185,6 +192,7 @@ class SubmitMixin:
 
     def _abandon(self, row: BatchRow, reason: str) -> None:
         self.ctx.ledger.advance_batch(row.local_id, BatchEvent.RECONCILE_MISSING, error=reason)
+        self.retries_waiting[row.step_idx] = True
         self.ctx.log.write("THROTTLE", f"batch {row.local_id} not submitted: {reason}")
 
     def _back_off(self, index: int, retry_after: float | None) -> None:
