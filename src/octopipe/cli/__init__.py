@@ -8,6 +8,7 @@ message on stderr and the exit code of their category. Commands are imported whe
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -79,4 +80,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point. API keys may come from a ``.env`` file in the working folder; they
     are read into this process's environment only, never written anywhere."""
     load_dotenv(override=False)
-    sys.exit(run_guarded(cli, list(argv) if argv is not None else None))
+    code = run_guarded(cli, list(argv) if argv is not None else None)
+    if argv is None:
+        # The command is done and its exit code decided: a Ctrl+C landing now (a second one,
+        # pressed while a paused run was shutting down) must not turn it into a death by signal.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
