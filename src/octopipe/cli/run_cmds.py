@@ -26,10 +26,11 @@ from octopipe.engine.paths import RunPaths, resolve_run
 from octopipe.engine.providers_setup import llm_executor, split_fake
 from octopipe.engine.queries import run_info, run_status
 from octopipe.engine.realtime import RealtimeOptions
-from octopipe.engine.runner import Runner
+from octopipe.engine.runner import Runner, RunOutcome
 from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError, RunLocked, UsageError
 from octopipe.providers.base import resolve_api_key
 from octopipe.store.lock import is_held
+from octopipe.store.records import RunInfo
 
 
 def _runs_dir(value: Path | None) -> Path:
@@ -189,15 +190,7 @@ def run(
     else:
         paths = resolve_run(target, base)
     stored = run_info(paths)
-    keep = {"max_cost_usd": max_cost} if max_cost is not None else None
-    if (mode is not None and mode != stored.mode) or keep:
-        update_settings(paths, mode=mode if mode != stored.mode else None, options=keep)
-    mode = mode or stored.mode
-    if max_cost is None and stored.options.get("max_cost_usd") is not None:
-        max_cost = float(stored.options["max_cost_usd"])  # a cap holds until changed
-        console.print(
-            f"cost cap {format_usd(max_cost)} (set earlier; --max-cost changes it)", markup=False
-        )
+    mode, max_cost = _settle_settings(paths, stored, mode, max_cost)
     if detach:
         if is_held(paths.root):
             raise RunLocked(f"run {paths.name!r} is already being driven by another process")
@@ -235,6 +228,27 @@ def run(
         outcome = Runner(
             paths, echo=echo, executor=factory, progress=None if quiet else progress_view
         ).run()
+    return _report_end(paths, outcome)
+
+
+def _settle_settings(
+    paths: RunPaths, stored: RunInfo, mode: str | None, max_cost: float | None
+) -> tuple[str, float | None]:
+    """Record a mode switch or a new cost cap on the run; return the mode and the cap that
+    apply now (a cap set earlier holds until a new ``--max-cost`` changes it)."""
+    keep = {"max_cost_usd": max_cost} if max_cost is not None else None
+    if (mode is not None and mode != stored.mode) or keep:
+        update_settings(paths, mode=mode if mode != stored.mode else None, options=keep)
+    if max_cost is None and stored.options.get("max_cost_usd") is not None:
+        max_cost = float(stored.options["max_cost_usd"])
+        console.print(
+            f"cost cap {format_usd(max_cost)} (set earlier; --max-cost changes it)", markup=False
+        )
+    return mode or stored.mode, max_cost
+
+
+def _report_end(paths: RunPaths, outcome: RunOutcome) -> int:
+    """The run's status, where its outputs are, why it paused; the exit code."""
     view = run_status(paths)
     _print_status(view)
     exported = sorted(p.name for p in paths.outputs.glob("*") if not p.name.startswith("."))

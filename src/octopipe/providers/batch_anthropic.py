@@ -29,8 +29,6 @@ Guarantees:
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -54,12 +52,11 @@ from octopipe.providers.batch_base import (
     as_dict,
     check_custom_ids,
     not_run,
+    read_result_line,
     status_line_error,
     unsupported_find,
 )
 from octopipe.providers.errors_map import connection_error, map_anthropic_error
-
-log = logging.getLogger(__name__)
 
 # error.type -> HTTP status, so that per-request errors classify as in realtime
 ERROR_STATUS = {
@@ -200,17 +197,11 @@ class AnthropicBatchProvider:
         )
 
     def _read_line(self, raw: str, batch_id: str) -> BatchResultLine | None:
-        """The result on one line of the results, or ``None`` (logged) when unreadable."""
-        if not raw.strip():
-            return None
-        try:
-            entry = json.loads(raw)
-            if not isinstance(entry, dict) or not isinstance(entry.get("custom_id"), str):
-                raise ValueError("not an object with a custom_id")
-            return self._result(entry["custom_id"], as_dict(entry.get("result")))
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            log.warning("skipped an unreadable result line of %s (%s): %.80r", batch_id, exc, raw)
-            return None
+        """One line of the results, or ``None`` (logged) when unreadable."""
+        return read_result_line(raw, batch_id, self._entry)
+
+    def _entry(self, entry: dict[str, Any]) -> BatchResultLine:
+        return self._result(entry["custom_id"], as_dict(entry.get("result")))
 
     def _result(self, custom_id: str, result: dict[str, Any]) -> BatchResultLine:
         kind = result.get("type")

@@ -31,8 +31,10 @@ before anything is sent.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -46,6 +48,7 @@ TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "expired", "
 CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 # The metadata key carrying a batch's intent id; any key works, this one is conventional.
 INTENT_KEY = "octopipe_intent"
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -207,3 +210,22 @@ def make_batch_provider(settings: Any) -> BatchProvider:
 
         return GeminiBatchProvider(settings)
     raise UsageError(f"provider {name!r} has no batch API; use openai, anthropic or gemini")
+
+
+def read_result_line(
+    raw: str, where: str, parse: Callable[[dict[str, Any]], BatchResultLine]
+) -> BatchResultLine | None:
+    """One line of a JSONL results file through ``parse``, or ``None`` (logged) when the line is
+    blank or unreadable: cut short by an interrupted download, not JSON, no ``custom_id``, or a
+    shape ``parse`` rejects. Its request is then simply missing, and the engine retries it."""
+    if not raw.strip():
+        return None
+    try:
+        entry = json.loads(raw)
+        if not isinstance(entry, dict) or not isinstance(entry.get("custom_id"), str):
+            raise ValueError("not an object with a custom_id")
+        return parse(entry)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        # ValueError covers JSON and pydantic validation errors.
+        _log.warning("skipped an unreadable result line of %s (%s): %.80r", where, exc, raw)
+        return None

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -44,6 +43,7 @@ from octopipe.providers.batch_base import (
     as_dict,
     check_custom_ids,
     not_run,
+    read_result_line,
     status_line_error,
 )
 from octopipe.providers.errors_map import (
@@ -53,7 +53,6 @@ from octopipe.providers.errors_map import (
 )
 from octopipe.providers.openai_adapter import OpenAIProvider, openai_usage
 
-log = logging.getLogger(__name__)
 CHAT_URL: Literal["/v1/chat/completions"] = "/v1/chat/completions"
 _STATES: dict[str, BatchState] = {
     "validating": "validating",
@@ -145,7 +144,7 @@ class OpenAIBatchProvider:
             try:
                 async with self._client.files.with_streaming_response.content(file_id) as resp:
                     async for raw in resp.iter_lines():
-                        result = self._read_line(raw, file_id)
+                        result = read_result_line(raw, file_id, self._result)
                         if result is not None:
                             yield result
             except openai.OpenAIError as exc:
@@ -187,20 +186,6 @@ class OpenAIBatchProvider:
         return map_openai_error(
             exc, provider=self.name, secret=self._secret, timeout_s=self._timeout_s
         )
-
-    def _read_line(self, raw: str, file_id: str) -> BatchResultLine | None:
-        """The result on one line of a results file, or ``None`` (logged) when unreadable."""
-        if not raw.strip():
-            return None
-        try:
-            line = json.loads(raw)
-            if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
-                raise ValueError("not an object with a custom_id")
-            return self._result(line)
-        except (ValueError, TypeError, AttributeError, IndexError) as exc:
-            # ValueError covers JSON and pydantic validation errors.
-            log.warning("skipped an unreadable line of %s (%s): %.80r", file_id, exc, raw)
-            return None
 
     def _result(self, line: dict[str, Any]) -> BatchResultLine:
         custom_id = line["custom_id"]
