@@ -243,3 +243,23 @@ def test_a_cost_cap_holds_on_resume_until_changed(tmp_path: Path) -> None:
     view = json.loads(octopipe("status", "c1", "--runs-dir", "runs", "--json", cwd=tmp_path).stdout)
     assert view["status"] in ("complete", "complete_with_failures")
     assert 0 < view["cost_usd"] <= 5
+
+
+def test_batch_with_a_provider_without_a_batch_api_creates_no_run(tmp_path: Path) -> None:
+    pipeline = small_example(tmp_path)
+    refused = octopipe(
+        "run",
+        str(pipeline),
+        "--batch",
+        "--provider",
+        "openai-compatible",
+        "--model",
+        "m",
+        "--yes",
+        "--runs-dir",
+        "runs",
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 2
+    assert "provider 'openai-compatible' has no batch API" in refused.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

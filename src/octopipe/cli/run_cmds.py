@@ -18,7 +18,7 @@ from octopipe.core.checker import check_pipeline
 from octopipe.core.config import CONFIG_NAMES, load_pipeline
 from octopipe.core.costs import Mode, format_usd
 from octopipe.core.states import RunStatus
-from octopipe.engine.batch import BatchOptions
+from octopipe.engine.batch import BATCH_PROVIDERS, BatchOptions
 from octopipe.engine.control import update_settings
 from octopipe.engine.create import CreatedRun, RunOptions, create_run
 from octopipe.engine.estimate import estimate_pipeline
@@ -318,6 +318,12 @@ def _confirm_estimate(
         console.print(line, markup=False)
     if not estimate.estimate.per_step:
         return
+    for load in estimate.estimate.per_step:
+        if mode == "batch" and load.provider not in BATCH_PROVIDERS:
+            raise UsageError(
+                f"step {load.step!r}: provider {load.provider!r} has no batch API; run it "
+                "with --realtime, or use openai, anthropic or gemini"
+            )
     for provider_name in {line.provider for line in estimate.estimate.per_step} - {"fake"}:
         resolve_api_key(provider_name)  # fail before creating the run, not after
     if name == "fake":
