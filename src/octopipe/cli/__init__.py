@@ -7,10 +7,12 @@ message on stderr and the exit code of their category. Commands are imported whe
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 from dotenv import load_dotenv
@@ -76,10 +78,19 @@ def cli() -> None:
     ledger. Reads Octobatch pipeline folders unchanged."""
 
 
+def load_env_file() -> None:
+    """Read ``.env`` from the working folder, and from nowhere else: not its parents, not the
+    package's folder. Variables already set win; values stay in this process's environment."""
+    with contextlib.suppress(OSError):  # no working folder (deleted): no .env either
+        env_file = Path.cwd() / ".env"
+        if env_file.is_file():
+            load_dotenv(env_file, override=False)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point. API keys may come from a ``.env`` file in the working folder; they
     are read into this process's environment only, never written anywhere."""
-    load_dotenv(override=False)
+    load_env_file()
     code = run_guarded(cli, list(argv) if argv is not None else None)
     if argv is None:
         # The command is done and its exit code decided: a Ctrl+C landing now (a second one,
