@@ -195,7 +195,7 @@ def run_pipeline(
     sampler = CpuSampler()
     sampler.start()
     t0, emulator_cpu = time.monotonic(), emulator.cpu_s()
-    with realtime_executor(options, paths.config_dir) as factory:
+    with realtime_executor(options) as factory:
         outcome = Runner(paths, executor=factory, export=False).run()
     wall = time.monotonic() - t0
     emulator_cpu = emulator.cpu_s() - emulator_cpu

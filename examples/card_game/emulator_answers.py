@@ -1,4 +1,5 @@
-"""Answers for rehearsing this pipeline on the local emulator (`--provider fake` only).
+"""Answers for rehearsing this pipeline on the local emulator, used only when named:
+`octopipe run examples/card_game --provider fake --answers examples/card_game/emulator_answers.py`.
 
 Plays the hand from the prompt by the strategy's rule. Now and then it makes the mistakes a
 model makes (adds up wrongly, draws one card too many), so a rehearsal shows the check steps

@@ -1,4 +1,5 @@
-"""Answers for rehearsing this pipeline on the local emulator (`--provider fake` only).
+"""Answers for rehearsing this pipeline on the local emulator, used only when named:
+`octopipe run examples/persona_panel --provider fake --answers examples/persona_panel/emulator_answers.py`.
 
 Writes a short message for the `write` step and scores it for the `judge` step; some scores
 fall under the 0.6 threshold, so a rehearsal shows those units being sent back.

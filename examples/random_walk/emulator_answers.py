@@ -1,4 +1,5 @@
-"""Answers for rehearsing this pipeline on the local emulator (`--provider fake` only).
+"""Answers for rehearsing this pipeline on the local emulator, used only when named:
+`octopipe run examples/random_walk --provider fake --answers examples/random_walk/emulator_answers.py`.
 
 Reads the walk from the prompt and reports it, the way a careful model would. About one answer
 in ten miscounts the moves, so a rehearsal also shows a rule catching a wrong answer and the

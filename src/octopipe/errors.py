@@ -90,6 +90,11 @@ class UsageError(OctopipeError):
     exit_code = 2
 
 
+class AnswerHookError(UsageError):
+    """The file named by ``--answers`` cannot serve as an emulator answer hook (unreadable,
+    fails to import, or defines no ``answer(request)`` function)."""
+
+
 # --- unit-level failures raised inside the core ------------------------------------------------
 
 

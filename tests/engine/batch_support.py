@@ -79,7 +79,6 @@ def drive_batch(
         providers_setup.llm_executor(
             mode,
             RealtimeOptions(provider=provider, model=model, **options),
-            paths.config_dir,
             batch=batch,
             emulator_config=emulator_config,
         ) as factory,

@@ -6,7 +6,8 @@ no API key. The pieces:
 - ``copy_example`` / ``make_run``: a private copy of an example pipeline (config edited through
   a dict), and a run created from it with ``engine.create.create_run``.
 - ``walk_answer`` / ``card_answer``: deterministic answer functions for the emulator (the
-  examples' own ``emulator_answers.py`` draw unseeded random mistakes); ``card_verdict`` tells
+  examples' own ``emulator_answers.py``, run only when named like ``--answers`` names them,
+  draw unseeded random mistakes); ``card_verdict`` tells
   which hands ``card_answer`` plays wrong, and how.
 - ``Lane`` / ``make_lane``: random_walk reached through one SDK (``fake:<vendor>``, or
   ``openai-compatible`` with ``api.base_url`` pointing at an emulator).
@@ -56,6 +57,7 @@ from octopipe.providers.emulator import (
     EmulatorThread,
     default_answer,
 )
+from octopipe.providers.emulator.answers import load_answer_hook
 from octopipe.store.ledger import Ledger
 
 REPO = Path(__file__).resolve().parents[2]
@@ -210,16 +212,20 @@ def drive(
     *,
     emulator: EmulatorThread | None = None,
     export: bool = True,
+    answers: Path | None = None,
 ) -> Drive:
     """Run the runner once (to completion or a pause), as ``octopipe run`` would. For a
-    ``fake`` provider the emulator is started with ``emulator_config``; for a real provider
-    name pass the already running ``emulator`` its config points at (for its stats)."""
+    ``fake`` provider the emulator is started with ``emulator_config`` (and the answer hook in
+    the file ``answers``, as ``--answers`` names it); for a real provider name pass the already
+    running ``emulator`` its config points at (for its stats)."""
     executors: list[RealtimeExecutor] = []
     t0 = time.monotonic()
     with (
         _recording_emulators() as started,
         providers_setup.realtime_executor(
-            options, paths.config_dir, emulator_config=emulator_config
+            options,
+            answers=load_answer_hook(answers) if answers is not None else None,
+            emulator_config=emulator_config,
         ) as factory,
     ):
 
@@ -424,7 +430,7 @@ def child_main(run: str, vendor: str, latency_ms: float, concurrency: int) -> No
     paths = RunPaths(Path(run))
     config = EmulatorConfig(latency_ms=latency_ms, jitter_ms=latency_ms / 2, answer_fn=walk_answer)
     options = RealtimeOptions(provider=f"fake:{vendor}", concurrency=concurrency)
-    with providers_setup.realtime_executor(options, paths.config_dir, emulator_config=config) as f:
+    with providers_setup.realtime_executor(options, emulator_config=config) as f:
         Runner(paths, executor=f).run()
 
 

@@ -32,6 +32,10 @@ def _options(vendor: str) -> RealtimeOptions:
     return RealtimeOptions(provider=f"fake:{vendor}", model=VENDOR_MODELS[vendor])
 
 
+def _hook(example: str) -> Path:
+    return EXAMPLES / example / "emulator_answers.py"
+
+
 def _exported(paths: RunPaths, name: str) -> list[dict[str, Any]]:
     text = (paths.root / "outputs" / name).read_text()
     return [json.loads(line) for line in text.splitlines()]
@@ -39,10 +43,11 @@ def _exported(paths: RunPaths, name: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_random_walk_reports_the_walk_it_was_given(vendor: str, tmp_path: Path) -> None:
-    """The example's own answer hook (which now and then miscounts, so rules catch it and the
-    unit is retried): every exported record reports the square the walk really ended on."""
+    """The example's own answer hook, named as ``--answers`` names it (it now and then
+    miscounts, so rules catch it and the unit is retried): every exported record reports the
+    square the walk really ended on."""
     paths = make_run(EXAMPLES / "random_walk", tmp_path, repeat=12)
-    result = drive(paths, _options(vendor))
+    result = drive(paths, _options(vendor), answers=_hook("random_walk"))
 
     assert result.outcome.status.value == "complete"
     check_ledger(paths)
@@ -108,10 +113,11 @@ def test_card_game_checks_pass_right_plays_and_fail_wrong_ones(vendor: str, tmp_
 
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_persona_panel_keeps_only_well_judged_messages(vendor: str, tmp_path: Path) -> None:
-    """The example's hook scores some messages under 0.6; those are sent back for another
-    attempt. Every valid judgement has both scores at 0.6 or above."""
+    """The example's hook (named as ``--answers`` names it) scores some messages under 0.6;
+    those are sent back for another attempt. Every valid judgement has both scores at 0.6 or
+    above."""
     paths = make_run(EXAMPLES / "persona_panel", tmp_path, max_units=8)
-    result = drive(paths, _options(vendor))
+    result = drive(paths, _options(vendor), answers=_hook("persona_panel"))
 
     assert result.outcome.status.value == "complete"
     check_ledger(paths)

@@ -17,7 +17,9 @@ def emulator(ctx: click.Context) -> int:
     """Serve the provider emulator on 127.0.0.1 for your own experiments (no key, no cost).
 
     Options (see `octopipe emulator --help`): --port N, --latency-ms N, --rpm N,
-    --fault 500=0.1 (repeatable), --schedule 500,ok,... Point an SDK at the printed URL.
+    --fault 500=0.1 (repeatable), --schedule 500,ok,..., --answers FILE (a Python file whose
+    answer(request) gives the answers; its code runs in the emulator). Point an SDK at the
+    printed URL.
     """
     from octopipe.providers.emulator.cli import main as emulator_main
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,13 +18,19 @@ from octopipe.cli.status_cmds import _print_status
 from octopipe.core.checker import check_pipeline
 from octopipe.core.config import CONFIG_NAMES, load_pipeline
 from octopipe.core.costs import Mode, format_usd
+from octopipe.core.pipeline_code import CodeListing, folder_code
 from octopipe.core.states import RunStatus
 from octopipe.engine.batch import BATCH_PROVIDERS, BatchOptions
 from octopipe.engine.control import update_settings
 from octopipe.engine.create import CreatedRun, RunOptions, create_run
 from octopipe.engine.estimate import estimate_pipeline
 from octopipe.engine.paths import RunPaths, resolve_run
-from octopipe.engine.providers_setup import llm_executor, split_fake
+from octopipe.engine.providers_setup import (
+    check_answer_hook,
+    check_provider,
+    llm_executor,
+    split_fake,
+)
 from octopipe.engine.queries import run_info, run_status
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner, RunOutcome
@@ -31,6 +38,9 @@ from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError, RunLocked, Usage
 from octopipe.providers.base import resolve_api_key
 from octopipe.store.lock import is_held
 from octopipe.store.records import RunInfo
+
+if TYPE_CHECKING:
+    from octopipe.providers.emulator.answers import AnswerFn
 
 
 def _runs_dir(value: Path | None) -> Path:
@@ -101,6 +111,7 @@ def init(
     as_json: bool,
 ) -> int:
     """Create a run: snapshot the pipeline, generate its units into a new ledger."""
+    check_provider(provider)
     created = create_run(
         pipeline, _runs_dir(runs_dir), _options(run_name, provider, model, max_units, repeat, mode)
     )
@@ -145,6 +156,18 @@ def init(
 @click.option(
     "--detach", is_flag=True, help="Run in the background and return at once (see `watch`)."
 )
+@click.option(
+    "--answers",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --provider fake: a Python file whose answer(request) function gives the "
+    "emulator's answers. Its code runs in this process; nothing else is ever run.",
+)
+@click.option(
+    "--generic-answers",
+    is_flag=True,
+    help="With --provider fake: resume a run started with --answers on the emulator's "
+    "schema-shaped answers instead, running none of that file.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the run log.")
 def run(
@@ -164,6 +187,8 @@ def run(
     max_attempts: int | None,
     poll_interval: float | None,
     detach: bool,
+    answers: Path | None,
+    generic_answers: bool,
     yes: bool,
     quiet: bool,
 ) -> int:
@@ -176,12 +201,21 @@ def run(
     `--batch` sends LLM steps through the providers' batch APIs (about half price; results
     within 24 h); `--realtime` (the default for a new run) calls them directly. On an existing
     run either flag switches its mode: batches already submitted are still collected.
+
+    No code from the pipeline folder runs: an emulator answer hook runs only when named with
+    `--answers FILE`, and a run started with one asks for it again on every resume (or
+    `--generic-answers`).
     """
     timeout_s = parse_duration(timeout) if timeout else None  # bad input: before any run exists
+    check_provider(provider)
+    answers = answers.resolve() if answers is not None else None
+    hook: AnswerFn | None = None
     base = _runs_dir(runs_dir)
     if _is_pipeline(Path(target)):
+        _check_answer_flags(provider, answers, generic_answers)
+        hook = _load_hook(answers)  # a broken file is refused before the run exists
         mode = mode or "realtime"
-        _confirm_estimate(Path(target), mode, provider, model, max_units, repeat, yes)  # type: ignore[arg-type]
+        _confirm_estimate(Path(target), mode, provider, model, max_units, repeat, yes, answers)  # type: ignore[arg-type]
         created = create_run(
             Path(target), base, _options(run_name, provider, model, max_units, repeat, mode)
         )
@@ -190,6 +224,10 @@ def run(
     else:
         paths = resolve_run(target, base)
     stored = run_info(paths)
+    if hook is None and answers is not None:
+        _check_answer_flags(provider or stored.provider, answers, generic_answers)
+        hook = _load_hook(answers)
+    _settle_answers(paths, stored, provider or stored.provider, answers, generic_answers)
     mode, max_cost = _settle_settings(paths, stored, mode, max_cost)
     if detach:
         if is_held(paths.root):
@@ -205,8 +243,9 @@ def run(
             "--max-attempts": max_attempts,
             "--poll-interval": poll_interval,
             "--runs-dir": runs_dir,
+            "--answers": answers,
         }
-        return _detach(paths, flags)
+        return _detach(paths, flags)  # a --generic-answers choice is recorded on the run
     fake = split_fake(provider or stored.provider)[0] == "fake"
     batch = BatchOptions(poll_interval_s=poll_interval or (1.0 if fake else None))
     options = RealtimeOptions(
@@ -222,13 +261,65 @@ def run(
     live = sys.stderr.isatty() and not quiet
     echo = None if (quiet or live) else sys.stderr
     with (
-        llm_executor(mode, options, paths.config_dir, batch=batch) as factory,
+        llm_executor(mode, options, answers=hook, batch=batch) as factory,
         ProgressView(sys.stderr, live) as progress_view,
     ):
         outcome = Runner(
             paths, echo=echo, executor=factory, progress=None if quiet else progress_view
         ).run()
-    return _report_end(paths, outcome)
+    return _report_end(paths, outcome, answers)
+
+
+def _check_answer_flags(provider: str | None, answers: Path | None, generic: bool) -> None:
+    if answers is not None and generic:
+        raise UsageError("--answers and --generic-answers exclude each other: give one")
+    if answers is not None:
+        check_answer_hook(provider)
+    if generic and split_fake(provider)[0] != "fake":
+        raise UsageError("--generic-answers only applies to --provider fake (the local emulator)")
+
+
+def _load_hook(answers: Path | None) -> AnswerFn | None:
+    """Import the answer hook the user named (this runs its code, once)."""
+    if answers is None:
+        return None
+    from octopipe.providers.emulator.answers import load_answer_hook
+
+    return load_answer_hook(answers)
+
+
+def _settle_answers(
+    paths: RunPaths,
+    stored: RunInfo,
+    provider: str | None,
+    answers: Path | None,
+    generic: bool,
+) -> None:
+    """Check and record on the run which answers the emulator gives from now on: the hook in
+    ``answers``, or its own. A run started with ``--answers`` is never resumed on other
+    answers unnoticed: without ``--answers`` again it is refused, unless ``--generic-answers``
+    says so."""
+    _check_answer_flags(provider, answers, generic)
+    fake = split_fake(provider)[0] == "fake"
+    before = stored.options.get("answers") if fake else None
+    if answers is not None:
+        if str(answers) != before:
+            update_settings(paths, options={"answers": str(answers)})
+        console.print(
+            f"emulator answers from {answers} (its answer() runs in this process)", markup=False
+        )
+    elif before and not generic:
+        raise UsageError(
+            f"run {paths.name!r} was started with --answers {before}: resume it with "
+            f"`octopipe run {paths.name} --answers {before}` to run that file again, or with "
+            "--generic-answers to go on with the emulator's schema-shaped answers"
+        )
+    elif before:
+        update_settings(paths, options={"answers": None})
+        console.print(
+            f"emulator answers are now generic (schema-shaped); {before} no longer runs",
+            markup=False,
+        )
 
 
 def _settle_settings(
@@ -247,8 +338,9 @@ def _settle_settings(
     return mode or stored.mode, max_cost
 
 
-def _report_end(paths: RunPaths, outcome: RunOutcome) -> int:
-    """The run's status, where its outputs are, why it paused; the exit code."""
+def _report_end(paths: RunPaths, outcome: RunOutcome, answers: Path | None) -> int:
+    """The run's status, where its outputs are, why it paused (and how to resume: with the
+    same ``--answers``); the exit code."""
     view = run_status(paths)
     _print_status(view)
     exported = sorted(p.name for p in paths.outputs.glob("*") if not p.name.startswith("."))
@@ -256,7 +348,9 @@ def _report_end(paths: RunPaths, outcome: RunOutcome) -> int:
         console.print(f"outputs in {paths.outputs}: {', '.join(exported)}", markup=False)
     if view.status == "paused":
         console.print(
-            f"paused: {view.reason}; resume with `octopipe run {paths.name}`", markup=False
+            f"paused: {view.reason}; resume with `octopipe run {paths.name}"
+            + (f" --answers {answers}`" if answers is not None else "`"),
+            markup=False,
         )
     if outcome.exit_code:
         return outcome.exit_code
@@ -306,6 +400,7 @@ def _confirm_estimate(
     max_units: int | None,
     repeat: int | None,
     yes: bool,
+    answers: Path | None,
 ) -> None:
     """Print units, calls, tokens and cost before anything is spent; ask unless --yes."""
     pipeline = load_pipeline(folder)
@@ -316,6 +411,7 @@ def _confirm_estimate(
     estimate = estimate_pipeline(pipeline, report, mode, provider=name, model=model)
     for line in estimate.lines():
         console.print(line, markup=False)
+    _print_carried_code(folder_code(folder, pipeline), answers)
     if not estimate.estimate.per_step:
         return
     for load in estimate.estimate.per_step:
@@ -334,6 +430,19 @@ def _confirm_estimate(
         return
     if not yes and not click.confirm("start the run?", default=True):
         raise click.exceptions.Abort()
+
+
+def _print_carried_code(listing: CodeListing, answers: Path | None) -> None:
+    """One line naming the folder's code (``validate`` says more): none of it runs, except the
+    answer hook named by ``--answers``."""
+    if not listing.files:
+        return
+    paths = ", ".join(f.path for f in listing.files[:8])
+    more = f" and {len(listing.files) - 8} more" if len(listing.files) > 8 else ""
+    also = f"; the answer hook you named ({answers}) does" if answers is not None else ""
+    console.print(
+        f"the pipeline folder carries code ({paths}{more}): none of it runs{also}", markup=False
+    )
 
 
 def _is_pipeline(path: Path) -> bool:

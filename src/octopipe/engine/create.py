@@ -72,7 +72,6 @@ def snapshot(pipeline: Pipeline, target: Path) -> None:
     scripts = [p.script for p in pipeline.config.post_process if p.script]
     scripts += [s.script for s in pipeline.steps if isinstance(s, RunStep) and s.script]
     wanted += [root / s for s in scripts if (root / s).resolve().is_relative_to(root)]
-    wanted.append(root / "emulator_answers.py")  # only ever loaded by `--provider fake` runs
     for source in wanted:
         source = source.resolve()
         if not source.exists() or not source.is_relative_to(root):

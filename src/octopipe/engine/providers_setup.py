@@ -2,22 +2,21 @@
 
 ``fake`` (or ``fake:anthropic`` / ``fake:gemini``; ``fake`` alone speaks OpenAI's wire format)
 starts the built-in emulator on 127.0.0.1 and points the vendor's real SDK at it, so a
-rehearsal exercises the same code as a paid run, at zero cost, with no API key. If the
-pipeline folder has an ``emulator_answers.py`` defining ``answer(request)``, its answers are
-used (return ``None`` to fall back to a schema-shaped default); it is only ever loaded for
-``fake`` runs.
+rehearsal exercises the same code as a paid run, at zero cost, with no API key. The emulator
+answers with schema-shaped values, or with the ``answer(request)`` function of the Python file
+the user named (``run --answers FILE``; ``None`` from it falls back to the schema-shaped
+value). No file is ever picked up by itself: a pipeline folder's code runs only when named.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from octopipe.core.registry import load_registry
 from octopipe.engine.batch import LIVE, BatchExecutor, BatchOptions
 from octopipe.engine.combined import CombinedExecutor
 from octopipe.engine.realtime import RealtimeExecutor, RealtimeOptions
@@ -31,57 +30,79 @@ from octopipe.providers.base import (
 )
 from octopipe.providers.batch_base import BatchProvider, make_batch_provider
 
+if TYPE_CHECKING:  # the emulator (aiohttp) is imported only when a fake run starts
+    from octopipe.providers.emulator.answers import AnswerFn
+
 FAKE = "fake"
 VENDORS = ("openai", "anthropic", "gemini")
-ANSWERS_FILE = "emulator_answers.py"
 EMULATOR_URL_ENV = "OCTOPIPE_EMULATOR_URL"
 
 
+def provider_names() -> tuple[str, ...]:
+    """Every name ``--provider`` accepts: the registry's providers, then ``fake:<vendor>``."""
+    return (*load_registry().providers(), *(f"{FAKE}:{vendor}" for vendor in VENDORS))
+
+
+def check_provider(provider: str | None) -> None:
+    """Refuse a ``--provider`` name that is not a provider (``fakeXYZ`` is not ``fake``)."""
+    if provider is not None and provider not in provider_names():
+        raise UsageError(f"unknown provider {provider!r}; use one of {', '.join(provider_names())}")
+
+
 def split_fake(provider: str | None) -> tuple[str | None, str | None]:
-    """``fake:gemini`` -> (``fake``, ``gemini``); other providers pass through."""
-    if provider is None or not provider.startswith(FAKE):
+    """``fake:gemini`` -> (``fake``, ``gemini``); ``fake`` -> (``fake``, ``openai``); other
+    providers pass through."""
+    if provider is None or (provider != FAKE and not provider.startswith(FAKE + ":")):
         return provider, None
+    check_provider(provider)
     _, _, vendor = provider.partition(":")
-    vendor = vendor or "openai"
-    if vendor not in VENDORS:
-        raise UsageError(f"unknown emulated vendor {vendor!r}; use one of {', '.join(VENDORS)}")
-    return FAKE, vendor
+    return FAKE, vendor or "openai"
 
 
-def load_answer_hook(config_dir: Path) -> Callable[[Any], Any] | None:
-    path = config_dir / ANSWERS_FILE
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("octopipe_emulator_answers", path)
-    if spec is None or spec.loader is None:
-        return None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    hook = getattr(module, "answer", None)
-    return hook if callable(hook) else None
+def check_answer_hook(provider: str | None) -> None:
+    """An answer hook (``--answers``) needs ``--provider fake`` with the emulator in this
+    process; refuse it otherwise, before its file is loaded."""
+    if split_fake(provider)[0] != FAKE:
+        raise UsageError(
+            "--answers only applies to --provider fake (the local emulator); "
+            f"this run uses {provider or 'the providers its config names'}"
+        )
+    remote = os.environ.get(EMULATOR_URL_ENV)
+    if remote:
+        raise UsageError(
+            f"--answers: the emulator at {remote} ({EMULATOR_URL_ENV}) gives its own answers; "
+            "start it with `octopipe emulator --answers FILE` instead"
+        )
 
 
 @contextmanager
 def realtime_executor(
-    options: RealtimeOptions, config_dir: Path, *, emulator_config: Any = None
+    options: RealtimeOptions, *, answers: AnswerFn | None = None, emulator_config: Any = None
 ) -> Iterator[ExecutorFactory]:
     """An executor factory for realtime runs (see ``llm_executor``)."""
-    with llm_executor("realtime", options, config_dir, emulator_config=emulator_config) as f:
-        yield f
+    with llm_executor(
+        "realtime", options, answers=answers, emulator_config=emulator_config
+    ) as factory:
+        yield factory
 
 
 @contextmanager
 def llm_executor(
     mode: str,
     options: RealtimeOptions,
-    config_dir: Path,
     *,
+    answers: AnswerFn | None = None,
     batch: BatchOptions | None = None,
     emulator_config: Any = None,
 ) -> Iterator[ExecutorFactory]:
     """An executor factory for the runner in ``mode`` (``batch`` or ``realtime``); starts and
     stops the emulator for fake runs, unless ``OCTOPIPE_EMULATOR_URL`` names a running one
-    (``octopipe emulator``), whose batches then outlive this process."""
+    (``octopipe emulator``), whose batches then outlive this process. ``answers`` is the
+    answer hook the user named (``--answers``, loaded with
+    ``emulator.answers.load_answer_hook``); without it the emulator runs no user code."""
+    check_provider(options.provider)
+    if answers is not None:
+        check_answer_hook(options.provider)
     provider, vendor = split_fake(options.provider)
     emulator: Any = None
     started = None
@@ -90,12 +111,11 @@ def llm_executor(
         if remote:
             emulator = RemoteEmulator(remote)
         else:
-            from octopipe.providers.emulator import EmulatorConfig, EmulatorThread, default_answer
+            from octopipe.providers.emulator import EmulatorConfig, EmulatorThread
 
-            hook = load_answer_hook(config_dir)
             config = emulator_config or EmulatorConfig()
-            if hook is not None and config.answer_fn is None:
-                config = _with_answers(config, hook, default_answer)
+            if answers is not None:
+                config = dataclasses.replace(config, answer_fn=answers)
             emulator = started = EmulatorThread(config).start()
     try:
         yield _factory(mode, options, batch or BatchOptions(), provider, vendor, emulator)
@@ -115,16 +135,6 @@ class RemoteEmulator:
 
         name = vendor_name(vendor)
         return self.root_url + MOUNTS[name] + SDK_SUFFIX[name]
-
-
-def _with_answers(config: Any, hook: Callable[[Any], Any], fallback: Callable[[Any], Any]) -> Any:
-    import dataclasses
-
-    def answer(request: Any) -> Any:
-        value = hook(request)
-        return fallback(request) if value is None else value
-
-    return dataclasses.replace(config, answer_fn=answer)
 
 
 def _factory(

@@ -10,18 +10,24 @@ Guarantees:
 - ``make_answer`` applies an answer function, the ``malformed`` fault (text that is never
   valid JSON) and the request's ``max_tokens`` (text cut, finish reason ``length``), and counts
   tokens as ``ceil(len(text) / 4)``.
+- ``load_answer_hook`` imports a user's answer hook from the file they named (``--answers``):
+  it is the only way code from outside the package comes to answer requests, and nothing ever
+  looks for such a file by itself.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from octopipe.core.schema_values import WORDS, schema_value, seed_from_text
+from octopipe.errors import AnswerHookError
 
 CHARS_PER_TOKEN = 4
 
@@ -74,6 +80,31 @@ def default_answer(request: EmulatorRequest) -> str | dict[str, Any]:
     rng = random.Random(seed_from_text(request.prompt))
     words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 14)))
     return f"Emulated answer {seed_from_text(request.prompt) % 10**6:06d}: {words}."
+
+
+def load_answer_hook(path: Path) -> AnswerFn:
+    """The ``answer(request)`` function of the Python file at ``path``, wrapped so that a
+    ``None`` answer falls back to ``default_answer``. Importing the file runs its code, in this
+    process, with its environment: call this only for a file the user named."""
+    spec = importlib.util.spec_from_file_location("octopipe_answer_hook", path)
+    if spec is None or spec.loader is None:
+        raise AnswerHookError(f"{path}: not a Python file that can be imported")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except OSError as exc:
+        raise AnswerHookError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except Exception as exc:  # the user's own code: any failure is reported, not a traceback
+        raise AnswerHookError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from exc
+    hook = getattr(module, "answer", None)
+    if not callable(hook):
+        raise AnswerHookError(f"{path}: defines no answer(request) function")
+
+    def answer(request: EmulatorRequest) -> str | dict[str, Any]:
+        value = hook(request)
+        return default_answer(request) if value is None else value
+
+    return answer
 
 
 def make_answer(

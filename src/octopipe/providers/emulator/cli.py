@@ -4,7 +4,9 @@
 Guarantees: binds to 127.0.0.1 unless ``--host`` says otherwise; prints
 ``octopipe emulator listening on http://HOST:PORT`` as its first line (so a parent process
 started with ``--port 0`` can read the port), then one base URL per vendor; runs until
-SIGINT/SIGTERM and exits 0. Bad options exit 2 with argparse's message.
+SIGINT/SIGTERM and exits 0. Bad options exit 2 with argparse's message. Its answers are
+schema-shaped unless ``--answers FILE`` names a Python file whose ``answer(request)`` gives them
+(that file's code then runs in the emulator's process); no file is ever picked up by itself.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import contextlib
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from octopipe.errors import AnswerHookError
+from octopipe.providers.emulator.answers import AnswerFn, load_answer_hook
 from octopipe.providers.emulator.config import (
     FAULT_KINDS,
     LINE_FAULT_KINDS,
@@ -55,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--retry-after-s", type=float, default=1.0, help="Retry-After of injected 429s")
     add("--cached-input-tokens", type=int, default=0, help="cached prompt tokens to report")
     add("--seed", type=int, default=0, help="seed for fault draws and jitter")
+    add(
+        "--answers",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a Python file defining answer(request) (None falls back to the schema-shaped "
+        "answer); its code runs in this process",
+    )
     _add_batch_options(parser)
     return parser
 
@@ -107,6 +120,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     faults = dict(parse_fault(text) for text in args.fault)
     line_faults = dict(_parse_line_fault(text) for text in args.batch_line_fault)
     return EmulatorConfig(
+        answer_fn=_answers(args.answers),
         host=args.host,
         port=args.port,
         latency_ms=args.latency_ms,
@@ -126,6 +140,17 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         batch_truncate_schedule=_ordinals(args.batch_truncate_jobs),
         batch_submit_faults=_csv(args.batch_submit_faults),
     )
+
+
+def _answers(path: Path | None) -> AnswerFn | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise ValueError(f"--answers {path}: no such file")
+    try:
+        return load_answer_hook(path.resolve())
+    except AnswerHookError as exc:
+        raise ValueError(f"--answers {exc.message}") from exc
 
 
 def _csv(text: str) -> tuple[str, ...]:
