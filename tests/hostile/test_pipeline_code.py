@@ -143,6 +143,8 @@ def test_no_command_runs_the_folders_code_unasked(sandbox: Sandbox, command: str
     assert result.code == 0, result
     assert not sandbox.marker.exists(), result
     if command.startswith("run"):
+        hint = f"add --answers {sandbox.pipeline / HOOK} (its code then runs)"
+        assert hint in result.out, result
         run = args[-1]
         verdicts = _exported_verdicts(sandbox, run)
         assert len(verdicts) == 3 and "hooked" not in verdicts, result

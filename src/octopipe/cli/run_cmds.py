@@ -42,6 +42,8 @@ from octopipe.store.records import RunInfo
 if TYPE_CHECKING:
     from octopipe.providers.emulator.answers import AnswerFn
 
+HOOK_NAME = "emulator_answers.py"  # the name Octobatch's and our examples' hooks go by
+
 
 def _runs_dir(value: Path | None) -> Path:
     return runs_dir_or_default(value)
@@ -411,7 +413,7 @@ def _confirm_estimate(
     estimate = estimate_pipeline(pipeline, report, mode, provider=name, model=model)
     for line in estimate.lines():
         console.print(line, markup=False)
-    _print_carried_code(folder_code(folder, pipeline), answers)
+    _print_carried_code(folder, folder_code(folder, pipeline), answers, fake=name == "fake")
     if not estimate.estimate.per_step:
         return
     for load in estimate.estimate.per_step:
@@ -432,9 +434,12 @@ def _confirm_estimate(
         raise click.exceptions.Abort()
 
 
-def _print_carried_code(listing: CodeListing, answers: Path | None) -> None:
+def _print_carried_code(
+    folder: Path, listing: CodeListing, answers: Path | None, *, fake: bool
+) -> None:
     """One line naming the folder's code (``validate`` says more): none of it runs, except the
-    answer hook named by ``--answers``."""
+    answer hook named by ``--answers``; a fake run without one is told how to name the
+    folder's own ``emulator_answers.py``."""
     if not listing.files:
         return
     paths = ", ".join(f.path for f in listing.files[:8])
@@ -443,6 +448,12 @@ def _print_carried_code(listing: CodeListing, answers: Path | None) -> None:
     console.print(
         f"the pipeline folder carries code ({paths}{more}): none of it runs{also}", markup=False
     )
+    if fake and answers is None and any(f.path == HOOK_NAME for f in listing.files):
+        console.print(
+            f"the emulator gives schema-shaped answers; to answer with the folder's {HOOK_NAME} "
+            f"instead, add --answers {folder / HOOK_NAME} (its code then runs)",
+            markup=False,
+        )
 
 
 def _is_pipeline(path: Path) -> bool:
