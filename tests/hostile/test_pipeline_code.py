@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,14 @@ def _run_options(sandbox: Sandbox, run: str) -> dict[str, object]:
     db = sqlite3.connect(sandbox.runs / run / "ledger.db")
     try:
         return dict(json.loads(db.execute("SELECT options_json FROM run").fetchone()[0]))
+    finally:
+        db.close()
+
+
+def _run_status(sandbox: Sandbox, run: str) -> str:
+    db = sqlite3.connect(sandbox.runs / run / "ledger.db")
+    try:
+        return str(db.execute("SELECT status FROM run").fetchone()[0])
     finally:
         db.close()
 
@@ -409,3 +418,19 @@ def test_an_unknown_provider_name_is_refused_on_resume(sandbox: Sandbox) -> None
     assert result.code == 2, result
     assert "unknown provider 'fakeXYZ'" in result.err, result
     sandbox.assert_contained(created, result)
+
+
+def test_a_detached_run_keeps_the_answers_it_was_started_with(sandbox: Sandbox) -> None:
+    hook = _hook_counting_calls(sandbox)
+    started = sandbox.octopipe(
+        "run", sandbox.pipeline, "--provider", "fake", "--answers", hook, "--detach", "--yes",
+        "--run", "d",
+    )  # fmt: skip
+    assert started.code == 0, started
+    deadline = time.monotonic() + 60
+    while _run_status(sandbox, "d") != "complete":
+        assert time.monotonic() < deadline, (sandbox.runs / "d" / "runner.out").read_text()
+        time.sleep(0.2)
+
+    assert _exported_verdicts(sandbox, "d") == ["counted"] * 3
+    assert _calls(sandbox) == 3
