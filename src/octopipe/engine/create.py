@@ -21,6 +21,7 @@ from octopipe.core.checker import CheckReport, check_pipeline
 from octopipe.core.config import Pipeline, load_pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, RunStep
 from octopipe.core.units import iter_units
+from octopipe.engine.fingerprint import record_fingerprint
 from octopipe.engine.paths import RunPaths, check_run_name
 from octopipe.errors import ConfigError, UsageError
 from octopipe.store.ledger import Ledger
@@ -157,6 +158,7 @@ def _write_ledger(
     )
     ledger = Ledger.create(paths.ledger, meta, step_defs(pipeline))
     try:
+        record_fingerprint(ledger, paths)  # the snapshot this ledger is made from
         units = iter_units(
             pipeline.config.processing,
             pipeline.items_path,

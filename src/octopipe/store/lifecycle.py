@@ -77,6 +77,7 @@ class UnitLifecycle(LedgerCore):
                    WHERE step_idx = ? AND uid = ?""",
                 (moves[parent_uid][0].value, self._now(), step_idx, parent_uid),
             )
+            self._results_changed()
             return self._insert_units(list(children), step_idx + 1, parent_uid)
 
     # --- units: the attempt cycle ---------------------------------------------------------
@@ -202,6 +203,8 @@ class UnitLifecycle(LedgerCore):
                 ],
             )
             self._enter_next_step(step_idx, [s.uid for s in items], now)
+            if items:
+                self._results_changed()
         return len(items)
 
     def record_failure(
@@ -249,6 +252,8 @@ class UnitLifecycle(LedgerCore):
                     for f in items
                 ],
             )
+            if items:
+                self._results_changed()
         return [moves[f.uid][0] for f in items]
 
     @guarded
@@ -288,6 +293,7 @@ class UnitLifecycle(LedgerCore):
             )
             if passed:
                 self._enter_next_step(step_idx, [uid], now)
+            self._results_changed()
         return new
 
     @guarded
@@ -392,6 +398,7 @@ class UnitLifecycle(LedgerCore):
                     ),
                 ).rowcount
             if total:
+                self._results_changed()
                 self._event(
                     "info",
                     "RETRY",
