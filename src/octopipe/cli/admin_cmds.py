@@ -16,6 +16,7 @@ import click
 
 from octopipe.cli.options import runs_dir_option
 from octopipe.cli.output import console, print_json
+from octopipe.cli.status_cmds import cost_text
 from octopipe.engine.control import change_run_detailed, step_index
 from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
 from octopipe.engine.queries import run_details
@@ -140,13 +141,13 @@ def info(run: str, runs_dir: Path | None, as_json: bool) -> int:
     options = ", ".join(f"{k}={v}" for k, v in details.options.items())
     click.echo(f"options    {options}")
     unknown = (
-        f" (+{view.unknown_cost_attempts} calls of unknown cost)"
+        f" ({view.unknown_cost_attempts:,} calls of unknown cost)"
         if view.unknown_cost_attempts
         else ""
     )
     click.echo(
-        f"cost       ${view.cost_usd:.4f}{unknown}; tokens in {view.input_tokens:,}, "
-        f"out {view.output_tokens:,}"
+        f"cost       {cost_text(view.cost_usd, view.unknown_cost_attempts)}{unknown}; "
+        f"tokens in {view.input_tokens:,}, out {view.output_tokens:,}"
     )
     rows = [
         [
