@@ -122,7 +122,7 @@ def test_corrupt_stored_values_are_named_by_verify_and_by_reads(make_ledger: Mak
     assert [s.corrupt for s in report.steps] == [["u00001", "u00003"], [], []]
     assert report.problems == ["the run's options are not valid JSON"]
     assert not report.ok
-    assert ledger.verify(values=False).ok  # the quick check reads no stored value
+    assert ledger.verify(deep=False).ok  # the quick check reads no stored value
 
 
 def test_every_change_of_results_moves_the_results_version(make_ledger: MakeLedger) -> None:

@@ -19,8 +19,10 @@ Beyond the sets, a row must agree with its history and its values must be readab
   recreated from nothing would make the next attempt collide with an old one);
 * *stranded*: in flight, in no open batch, while no runner is live (the caller says which);
 * *corrupt*: a stored JSON value (fields, output, errors) that does not parse, or a record
-  that is not an object. Reading every value is the costly part of ``verify``
-  (``values=False`` skips it).
+  that is not an object.
+
+Those two read every attempt and every stored value: the costly part of ``verify`` (several
+times the set checks on a big run). ``deep=False`` skips them (``verify --quick``).
 
 Speed: each set is read in uid order from an index (``units_origin``, ``unit_steps_state``,
 and the ``(step_idx, uid)`` primary key), so SQLite computes the differences as ordered merges
@@ -163,10 +165,11 @@ def miscounted_uids(conn: sqlite3.Connection) -> dict[int, list[tuple[int, int]]
     its stored attempts (one pass over the attempts' unique index)."""
     out: dict[int, list[tuple[int, int]]] = {}
     for k, uid, top in conn.execute(
-        """SELECT a.step_idx, a.uid, MAX(a.attempt_no) FROM attempts a
-           WHERE a.attempt_no > (SELECT s.attempts FROM unit_steps s
-                                 WHERE s.step_idx = a.step_idx AND s.uid = a.uid)
-           GROUP BY a.step_idx, a.uid ORDER BY a.step_idx, a.uid"""
+        """SELECT a.step_idx, a.uid, a.top
+           FROM (SELECT uid, step_idx, MAX(attempt_no) AS top FROM attempts
+                 GROUP BY uid, step_idx) a
+           JOIN unit_steps s ON s.step_idx = a.step_idx AND s.uid = a.uid
+           WHERE s.attempts < a.top ORDER BY a.step_idx, a.uid"""
     ):
         out.setdefault(k, []).append((uid, top))
     return out
@@ -238,13 +241,14 @@ def verify(
     steps: Sequence[StepDef],
     *,
     runner_live: bool = True,
-    values: bool = True,
+    deep: bool = True,
 ) -> VerifyReport:
     """Every check of the module docstring; ``runner_live=False`` reports in-flight units
-    outside open batches as stranded; ``values=False`` skips reading every stored value."""
+    outside open batches as stranded; ``deep=False`` skips reading every attempt and stored
+    value (no miscounted or corrupt lists)."""
     per_state = counts(conn, len(steps))
-    miscounted = miscounted_uids(conn)
-    corrupt = corrupt_uids(conn, len(steps)) if values and steps else {}
+    miscounted = miscounted_uids(conn) if deep else {}
+    corrupt = corrupt_uids(conn, len(steps)) if deep and steps else {}
     reports = []
     orphans_upstream = False
     for k, step in enumerate(steps):
@@ -284,4 +288,4 @@ def verify(
                 corrupt=unit_ids(conn, corrupt.get(k, [])),
             )
         )
-    return VerifyReport(reports, damaged_run_values(conn) if values else [])
+    return VerifyReport(reports, damaged_run_values(conn) if deep else [])

@@ -311,12 +311,12 @@ class Ledger(UnitLifecycle):
         return done
 
     @guarded
-    def verify(self, *, runner_live: bool = True, values: bool = True) -> VerifyReport:
-        """Per step: expected, counts by state, every missing/duplicated/orphaned/miscounted
-        id; with ``runner_live=False`` every stranded in-flight unit; with ``values`` (the
-        default) every unit whose stored JSON cannot be read."""
+    def verify(self, *, runner_live: bool = True, deep: bool = True) -> VerifyReport:
+        """Per step: expected, counts by state, every missing/duplicated/orphaned id; with
+        ``runner_live=False`` every stranded in-flight unit; with ``deep`` (the default) every
+        miscounted unit and every unit whose stored JSON cannot be read."""
         with self._snapshot():
-            return integrity.verify(self._db, self._steps, runner_live=runner_live, values=values)
+            return integrity.verify(self._db, self._steps, runner_live=runner_live, deep=deep)
 
     @guarded
     def integrity_check(self) -> list[str]:
