@@ -8,7 +8,7 @@ import pytest
 from ledger_builders import MakeLedger, failed_attempt, pass_step, tamper, units
 
 from octopipe.core.states import UnitStepState
-from octopipe.errors import CorruptValue
+from octopipe.errors import CorruptValue, StoreError
 from octopipe.store.ledger import Ledger
 
 CLASSIFY = 1
@@ -71,6 +71,15 @@ def test_a_counter_behind_its_attempts_is_reported_and_repaired(make_ledger: Mak
     assert not report.ok
     assert report.steps[CLASSIFY].miscounted == ["u00002"]
     assert [s.miscounted for s in report.steps] == [[], ["u00002"], []]
+    # an attempt recorded now would reuse number 1: refused, naming the unit and the cure
+    with ledger.transaction():
+        (claimed,) = [c for c in ledger.claim_pending(CLASSIFY, 10) if c.uid == uid]
+        with pytest.raises(StoreError) as info:
+            ledger.record_failure(uid, CLASSIFY, failed_attempt(), terminal=False)
+        ledger.release_in_flight()
+    assert claimed.attempt_no == 1
+    assert "unit 'u00002' at step 'classify': attempt 1 is already stored" in str(info.value)
+    assert "`octopipe repair RUN` raises it" in str(info.value)
 
     done = ledger.repair()
     assert (done.missing, done.recounted) == (0, 1)
