@@ -215,3 +215,22 @@ def test_a_new_run_in_a_read_only_runs_folder_is_a_clear_error(
         assert f"error: cannot write a new run in {runs_dir}: " in err, err
         assert "Traceback" not in out + err
     assert os.listdir(runs_dir) == []
+
+
+def test_a_retry_that_cannot_refresh_the_exports_says_it_was_applied(
+    tmp_path: Path, runs_dir: Path
+) -> None:
+    paths = make_run(expression_pipeline(tmp_path / "p", n_items=6, inverse=FAILING), runs_dir, "f")
+    assert octopipe("export", "f", "--runs-dir", runs_dir)[0] == 0
+    with read_only(paths.outputs):
+        code, out, err = octopipe("retry", "f", "--runs-dir", runs_dir, "--unit", "item002")
+    assert code == 4, (out, err)
+    assert err.startswith(f"error: cannot write export {paths.outputs}/")
+    assert "(retry was applied: requeued 1 failed unit(s); the exports stay stale" in err
+    assert "[COMMAND] retry: requeued 1 failed unit(s)" in paths.log.read_text()
+    ledger = Ledger.open(paths.ledger, readonly=True)
+    try:
+        assert ledger.unit_states("item002")[1].value == "pending"
+    finally:
+        ledger.close()
+    assert octopipe("export", "f", "--runs-dir", runs_dir)[0] == 0  # writable again: fine

@@ -45,7 +45,7 @@ from octopipe.engine import commands
 from octopipe.engine.exports import refresh_exports
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.runlog import RunLog
-from octopipe.errors import StoreError, UsageError
+from octopipe.errors import CannotWrite, StoreError, UsageError
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock, is_held
 from octopipe.store.records import STAGES
@@ -121,7 +121,16 @@ def _apply_held(ledger: Ledger, kind: str, args: dict[str, Any], paths: RunPaths
         if released:
             message += f"; returned {released} stranded in-flight unit(s) to pending"
     if kind in commands.RESULT_KINDS:
-        refreshed = refresh_exports(ledger, paths)
+        try:
+            refreshed = refresh_exports(ledger, paths)
+        except CannotWrite as exc:  # the change is made and stays made; say so, then fail
+            _log(paths, kind, message)
+            raise CannotWrite(
+                exc.path,
+                f"{exc.reason} ({kind} was applied: {message}; the exports stay stale until "
+                "`octopipe export` or the next `octopipe run` can write them)",
+                "export",
+            ) from None
         if refreshed:
             message += f"; refreshed {', '.join(f.path.name for f in refreshed)}"
     return message

@@ -133,16 +133,16 @@ def revalidate_run(
             report = _revalidate(ledger, folder, step)
             totals = {k: v for k, v in report.to_dict().items() if k != "steps"}
             ledger.log_event("info", "REVALIDATE", _summary(report), totals)
-            refreshed = refresh_exports(ledger, paths)
+            log = RunLog(paths.log)
+            try:
+                log.write("REVALIDATE", _summary(report) + f" (config {report.config})")
+                refreshed = refresh_exports(ledger, paths)  # may fail: the pass is logged
+                if refreshed:
+                    log.write("EXPORT", ", ".join(f.path.name for f in refreshed))
+            finally:
+                log.close()
         finally:
             ledger.close()
-        log = RunLog(paths.log)
-        try:
-            log.write("REVALIDATE", _summary(report) + f" (config {report.config})")
-            if refreshed:
-                log.write("EXPORT", ", ".join(f.path.name for f in refreshed))
-        finally:
-            log.close()
         return report
     finally:
         lock.release()
