@@ -324,7 +324,7 @@ def check_ledger(
         assert live == step.expected, (step.name, step)
         assert after_kill or step.in_flight == 0, (step.name, step)
         if finished:
-            assert step.pending == step.failed == 0, (step.name, step)
+            assert step.pending == step.retrying == 0, (step.name, step)
 
     conn = sqlite3.connect(f"file:{paths.ledger}?mode=ro", uri=True)
     try:
