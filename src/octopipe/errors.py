@@ -137,10 +137,48 @@ class UnstorableValue(StoreError):
     """A value a unit produced cannot be stored as JSON (NaN, infinity, an object)."""
 
 
+class CorruptValue(StoreError):
+    """A value stored in the ledger is not what was written (not valid JSON): the message
+    names the row (unit, step, attempt) it was read from."""
+
+
+class CannotWrite(OctopipeError):
+    """A file or folder octopipe must write (a run folder, its outputs, its log) cannot be
+    written: read-only, full, or not a folder. The message names the path and the reason."""
+
+    exit_code = 4
+
+    def __init__(self, path: object, reason: str, what: str = "") -> None:
+        self.path = str(path)
+        self.reason = reason
+        label = f"{what} " if what else ""
+        super().__init__(f"cannot write {label}{self.path}: {reason}")
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path: object, what: str = "") -> CannotWrite:
+        """``PermissionError(13, ...)`` -> ``cannot write export /x: permission denied``
+        (the path the error names, else ``path``)."""
+        where = exc.filename if exc.filename is not None else path
+        return cls(where, cls.reason_of(exc), what)
+
+    @staticmethod
+    def reason_of(exc: OSError) -> str:
+        return (exc.strerror or type(exc).__name__).lower()
+
+
 class RunNotFound(UsageError):
     def __init__(self, name: str, where: str) -> None:
         self.name = name
         super().__init__(f"no run named {name!r} under {where}")
+
+
+class SnapshotChanged(UsageError):
+    """A run's snapshot (``runs/NAME/config/``) no longer matches the fingerprint its ledger
+    recorded at init: files were edited, added or removed after the run was created."""
+
+    def __init__(self, message: str, changed: list[str]) -> None:
+        self.changed = list(changed)
+        super().__init__(message)
 
 
 class RunLocked(OctopipeError):

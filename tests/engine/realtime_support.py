@@ -326,11 +326,11 @@ def check_ledger(
     finally:
         ledger.close()
     for step in report.steps:
-        live = step.valid + step.failed + step.exhausted + step.pending + step.in_flight
+        live = step.valid + step.retrying + step.failed + step.pending + step.in_flight
         assert live == step.expected, (step.name, step)
         assert after_kill or step.in_flight == 0, (step.name, step)
         if finished:
-            assert step.pending == step.failed == 0, (step.name, step)
+            assert step.pending == step.retrying == 0, (step.name, step)
 
     conn = sqlite3.connect(f"file:{paths.ledger}?mode=ro", uri=True)
     try:

@@ -132,15 +132,17 @@ def test_two_sigints_exit_at_once_and_the_ledger_stays_consistent(
 # Sends the signal from inside the runner process at a precise instant: after asyncio.run()
 # has started, while the runner loads the run's pipeline snapshot (before it installs its
 # own SIGINT/SIGTERM handlers). A user pressing Ctrl+C as a big run starts hits this window.
+# (The runner opens its snapshot through engine.fingerprint.open_snapshot, which checks the
+# fingerprint and then loads the pipeline: the injection wraps that load.)
 SIGNAL_DURING_STARTUP = """
 import os, signal, sys
-import octopipe.engine.runner as _runner
-_load = _runner.load_pipeline
+import octopipe.engine.fingerprint as _snapshot
+_load = _snapshot.load_pipeline
 def _load_then_signal(*args, **kwargs):
     print("injected: signal during start-up", file=sys.stderr, flush=True)
     os.kill(os.getpid(), signal.{name})
     return _load(*args, **kwargs)
-_runner.load_pipeline = _load_then_signal
+_snapshot.load_pipeline = _load_then_signal
 """
 
 
@@ -165,7 +167,7 @@ def test_signal_while_the_runner_starts_still_pauses(tmp_path: Path, signame: st
     )
     if "injected: signal during start-up" not in proc.stderr:
         # not the expected failure: the runner no longer loads its pipeline through
-        # runner.load_pipeline; move the injection to its new start-up path
+        # fingerprint.load_pipeline; move the injection to its new start-up path
         raise RuntimeError(f"the injection did not run: {proc.stderr[-500:]}")
     report = verify_summary(verify_report(run_dir))
     if not report["ok"]:

@@ -32,7 +32,7 @@ def test_a_clean_run_verifies(make_ledger: MakeLedger) -> None:
     assert report.ok
     walk, classify, judge = report.steps
     assert (walk.expected, walk.valid) == (50, 50)
-    assert (classify.expected, classify.exhausted, classify.in_flight, classify.pending) == (
+    assert (classify.expected, classify.failed, classify.in_flight, classify.pending) == (
         50,
         1,
         9,
@@ -139,7 +139,7 @@ def test_fan_out_children_are_expected_and_parents_are_not(make_ledger: MakeLedg
     ledger.record_failure(p3.uid, 0, failed_attempt("expression"), terminal=True)
 
     expand, judge = ledger.verify().steps
-    assert (expand.expected, expand.valid, expand.exhausted) == (3, 2, 1)
+    assert (expand.expected, expand.valid, expand.failed) == (3, 2, 1)
     assert (judge.expected, judge.pending, judge.missing, judge.orphaned) == (2, 2, [], [])
 
     tamper(

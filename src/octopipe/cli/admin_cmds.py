@@ -16,12 +16,14 @@ import click
 
 from octopipe.cli.options import runs_dir_option
 from octopipe.cli.output import console, print_json
+from octopipe.cli.status_cmds import cost_text
 from octopipe.engine.control import change_run_detailed, step_index
 from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
 from octopipe.engine.queries import run_details
 from octopipe.errors import EXIT_FAILURE, EXIT_OK
 from octopipe.store.ledger import Ledger
-from octopipe.store.records import STAGES, VerifyReport
+from octopipe.store.lock import is_held
+from octopipe.store.records import STAGES, StepReport, VerifyReport
 
 
 # Heavy engine modules (pipeline parsing, validation) are imported only by the commands that
@@ -139,13 +141,13 @@ def info(run: str, runs_dir: Path | None, as_json: bool) -> int:
     options = ", ".join(f"{k}={v}" for k, v in details.options.items())
     click.echo(f"options    {options}")
     unknown = (
-        f" (+{view.unknown_cost_attempts} calls of unknown cost)"
+        f" ({view.unknown_cost_attempts:,} calls of unknown cost)"
         if view.unknown_cost_attempts
         else ""
     )
     click.echo(
-        f"cost       ${view.cost_usd:.4f}{unknown}; tokens in {view.input_tokens:,}, "
-        f"out {view.output_tokens:,}"
+        f"cost       {cost_text(view.cost_usd, view.unknown_cost_attempts)}{unknown}; "
+        f"tokens in {view.input_tokens:,}, out {view.output_tokens:,}"
     )
     rows = [
         [
@@ -185,18 +187,26 @@ def info(run: str, runs_dir: Path | None, as_json: bool) -> int:
 @click.command()
 @click.argument("run", metavar="RUN")
 @runs_dir_option
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Check the accounting only: skip reading every attempt and stored value (no "
+    "miscounted or corrupt check; several times faster on big runs).",
+)
 @json_option
-def verify(run: str, runs_dir: Path | None, as_json: bool) -> int:
+def verify(run: str, runs_dir: Path | None, quick: bool, as_json: bool) -> int:
     """Check that every unit is accounted for at every step.
 
     For each step: units expected (the previous step's valid units, or generated/fan-out
-    units) against valid, failed, pending and in flight, and EVERY missing, duplicated and
-    orphaned unit id. Exit 0 when the run is whole, 1 when anything is out of place.
+    units) against valid, retrying, failed, pending and in flight, and EVERY unit id that is
+    missing, duplicated (in two live batches), orphaned, miscounted (its attempt counter is
+    behind its stored attempts), stranded (in flight with no live runner) or corrupt (a stored
+    value that cannot be read). Exit 0 when the run is whole, 1 when anything is out of place.
     """
     paths = _paths(run, runs_dir)
     ledger = Ledger.open(paths.ledger, readonly=True)
     try:
-        report = ledger.verify()
+        report = ledger.verify(runner_live=is_held(paths.root), deep=not quick)
     finally:
         ledger.close()
     if as_json:
@@ -206,39 +216,55 @@ def verify(run: str, runs_dir: Path | None, as_json: bool) -> int:
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
+_PROBLEM_LABELS = {
+    "missing": "expected here, no row",
+    "duplicated": "in two live batches",
+    "orphaned": "a row here, never expected here",
+    "miscounted": "attempt counter behind the stored attempts",
+    "stranded": "in flight, no live runner",
+    "corrupt": "a stored value cannot be read",
+}
+
+
 def _print_verify(name: str, report: VerifyReport) -> None:
-    headers = ["step", "expected", "valid", "failed", "pending", "in_flight"]
+    problems = StepReport.PROBLEMS
+    headers = ["step", "expected", "valid", "retrying", "failed", "pending", "in_flight"]
     rows = [
         [
             st.name,
             f"{st.expected:,}",
             f"{st.valid:,}",
-            f"{st.failed + st.exhausted:,}",
+            f"{st.retrying:,}",
+            f"{st.failed:,}",
             f"{st.pending:,}",
             f"{st.in_flight:,}",
-            f"{len(st.missing):,}",
-            f"{len(st.duplicated):,}",
-            f"{len(st.orphaned):,}",
+            *(f"{len(getattr(st, p)):,}" for p in problems),
         ]
         for st in report.steps
     ]
-    _echo_table([*headers, "missing", "duplicated", "orphaned"], rows)
+    _echo_table([*headers, *problems], rows)
     for s in report.steps:
-        for label, ids in (
-            ("missing", s.missing),
-            ("duplicated", s.duplicated),
-            ("orphaned", s.orphaned),
-        ):
+        for problem in problems:
+            ids = getattr(s, problem)
             if ids:
-                click.echo(f"{label} at {s.name} ({len(ids):,}):")
+                click.echo(f"{problem} at {s.name} ({len(ids):,}): {_PROBLEM_LABELS[problem]}")
                 _echo_ids(ids)
+    for problem in report.problems:
+        click.echo(f"damaged: {problem}")
     if report.ok:
         click.echo(f"{name}: every unit is accounted for")
-    else:
-        problems = sum(len(s.missing) + len(s.duplicated) + len(s.orphaned) for s in report.steps)
+        return
+    count = {p: sum(len(getattr(s, p)) for s in report.steps) for p in problems}
+    click.echo(f"{name}: {sum(count.values()):,} unit(s) out of place")
+    if count["missing"] or count["miscounted"] or count["stranded"]:
         click.echo(
-            f"{name}: {problems:,} unit(s) out of place; `octopipe repair {name}` "
-            "requeues the missing ones"
+            f"  `octopipe repair {name}` requeues missing units, raises attempt counters and "
+            f"returns stranded units to pending; then `octopipe run {name}`"
+        )
+    if count["corrupt"] or report.problems:
+        click.echo(
+            "  damaged values cannot be repaired from the ledger itself: restore "
+            "ledger.db from a backup (exports stop at the first damaged record)"
         )
 
 

@@ -128,7 +128,7 @@ SUMMARY_EVERY_S = 60.0
 def watch(ctx: click.Context, run: str, runs_dir: Path | None, every_s: float) -> int:
     """Follow a run driven by another process (e.g. `run --detach`) until it stops; resume a
     run whose runner died (shown as detached). A paused run is only shown: `run` resumes it."""
-    from octopipe.cli.status_cmds import _print_status
+    from octopipe.cli.status_cmds import _print_status, cost_text
     from octopipe.engine.queries import run_status
 
     paths = resolve_run(run, runs_dir_or_default(runs_dir))
@@ -149,12 +149,14 @@ def watch(ctx: click.Context, run: str, runs_dir: Path | None, every_s: float) -
     def summary() -> None:
         current = run_status(paths)
         steps = "; ".join(
-            f"{s.name} {s.valid:,} valid, {s.exhausted:,} failed, {s.in_flight:,} in flight"
+            f"{s.name} {s.valid:,} valid, {s.retrying:,} retrying, {s.failed:,} failed, "
+            f"{s.in_flight:,} in flight"
             for s in current.steps
         )
         batches = ", ".join(f"{n} {state}" for state, n in current.batch_counts.items())
         click.echo(
-            f"[WATCH] {current.status}: {steps}; cost ${current.cost_usd:.4f}"
+            f"[WATCH] {current.status}: {steps}; "
+            f"cost {cost_text(current.cost_usd, current.unknown_cost_attempts)}"
             + (f"; batches {batches}" if batches else "")
         )
 

@@ -24,6 +24,7 @@ from octopipe.engine.batch import BATCH_PROVIDERS, BatchOptions
 from octopipe.engine.control import update_settings
 from octopipe.engine.create import CreatedRun, RunOptions, create_run
 from octopipe.engine.estimate import estimate_pipeline
+from octopipe.engine.fingerprint import verify_snapshot
 from octopipe.engine.paths import RunPaths, resolve_run
 from octopipe.engine.providers_setup import (
     check_answer_hook,
@@ -172,6 +173,13 @@ def init(
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the run log.")
+@click.option(
+    "--accept-edited-snapshot",
+    "accept_snapshot",
+    is_flag=True,
+    help="Resume a run whose snapshot (RUN/config/) was edited after init, on purpose: the "
+    "new files are fingerprinted and logged. Its steps must still be the ledger's.",
+)
 def run(
     target: str,
     run_name: str | None,
@@ -193,6 +201,7 @@ def run(
     generic_answers: bool,
     yes: bool,
     quiet: bool,
+    accept_snapshot: bool = False,
 ) -> int:
     """Drive a run to completion in the foreground.
 
@@ -225,6 +234,8 @@ def run(
         paths = created.paths
     else:
         paths = resolve_run(target, base)
+        if not accept_snapshot:
+            verify_snapshot(paths)  # before the snapshot is read (provider settings, hooks)
     stored = run_info(paths)
     if hook is None and answers is not None:
         _check_answer_flags(provider or stored.provider, answers, generic_answers)
@@ -247,7 +258,8 @@ def run(
             "--runs-dir": runs_dir,
             "--answers": answers,
         }
-        return _detach(paths, flags)  # a --generic-answers choice is recorded on the run
+        # a --generic-answers choice is recorded on the run, so it needs no flag here
+        return _detach(paths, flags, ["--accept-edited-snapshot"] if accept_snapshot else [])
     fake = split_fake(provider or stored.provider)[0] == "fake"
     batch = BatchOptions(poll_interval_s=poll_interval or (1.0 if fake else None))
     options = RealtimeOptions(
@@ -267,7 +279,11 @@ def run(
         ProgressView(sys.stderr, live) as progress_view,
     ):
         outcome = Runner(
-            paths, echo=echo, executor=factory, progress=None if quiet else progress_view
+            paths,
+            echo=echo,
+            executor=factory,
+            progress=None if quiet else progress_view,
+            accept_snapshot=accept_snapshot,
         ).run()
     return _report_end(paths, outcome, answers)
 
@@ -359,10 +375,10 @@ def _report_end(paths: RunPaths, outcome: RunOutcome, answers: Path | None) -> i
     return EXIT_OK if outcome.status is RunStatus.COMPLETE else EXIT_FAILURE
 
 
-def _detach(paths: RunPaths, flags: Mapping[str, object]) -> int:
+def _detach(paths: RunPaths, flags: Mapping[str, object], switches: list[str]) -> int:
     """Start ``octopipe run RUN ...`` (same options) in a new session, its output in the run
     folder, and return at once."""
-    args = [paths.name, "--yes", "--quiet"]
+    args = [paths.name, "--yes", "--quiet", *switches]
     for flag, value in flags.items():
         if value is not None:
             args += [flag, str(value)]

@@ -1,4 +1,10 @@
-"""``status`` and ``ps``: read-only views of runs. Kept light: no pipeline parsing imported."""
+"""``status`` and ``ps``: read-only views of runs. Kept light: no pipeline parsing imported.
+
+Words and money are shown the same way everywhere: ``retrying`` (another attempt is due) and
+``failed`` (no attempt left), as in ``--json``; amounts through ``core.costs.format_usd``
+(significant digits below a dollar, so $0.0018 is not shown as $0.00), and a cost that is not
+known (a model without a price) says ``unknown`` instead of a number.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,20 @@ import click
 from rich.table import Table
 
 from octopipe.cli.options import runs_dir_option, runs_dir_or_default
-from octopipe.cli.output import console, print_json
+from octopipe.cli.output import console, err_console, print_json
+from octopipe.core.costs import format_usd
 from octopipe.engine.paths import resolve_run
 from octopipe.engine.queries import RunStatusView, list_runs, run_status
-from octopipe.errors import EXIT_OK
+from octopipe.errors import EXIT_FAILURE, EXIT_OK
+
+
+def cost_text(known_usd: float, unknown_calls: int) -> str:
+    """``$0.0018``; ``unknown`` when no call had a price; ``$0.0018 + unknown`` when some did."""
+    if not unknown_calls:
+        return format_usd(known_usd)
+    if not known_usd:
+        return "unknown"
+    return f"{format_usd(known_usd)} + unknown"
 
 
 @click.command()
@@ -44,18 +60,19 @@ def _print_status(view: RunStatusView) -> None:
             f"{step.pending:,}",
             f"{step.in_flight:,}",
             f"{step.valid:,}",
+            f"{step.retrying:,}",
             f"{step.failed:,}",
-            f"{step.exhausted:,}",
         )
     console.print(table)
     unknown = (
-        f" (+{view.unknown_cost_attempts} calls of unknown cost)"
+        f" ({view.unknown_cost_attempts:,} calls of unknown cost)"
         if view.unknown_cost_attempts
         else ""
     )
     console.print(
-        f"cost ${view.cost_usd:.4f}{unknown}; tokens in {view.input_tokens:,}, "
-        f"out {view.output_tokens:,}"
+        f"cost {cost_text(view.cost_usd, view.unknown_cost_attempts)}{unknown}; "
+        f"tokens in {view.input_tokens:,}, out {view.output_tokens:,}",
+        markup=False,
     )
     _print_batches(view)
 
@@ -94,11 +111,15 @@ def _print_batches(view: RunStatusView) -> None:
 @click.option("--all", "include_archived", is_flag=True, help="Include archived runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def ps(runs_dir: Path | None, include_archived: bool, as_json: bool) -> int:
-    """List runs with their status, progress, units, cost and mode."""
+    """List runs with their status, progress, units, cost and mode.
+
+    A run whose ledger cannot be read is listed as ``unreadable`` with the reason (and the
+    command exits 1); the other runs are listed all the same."""
     views = list_runs(runs_dir_or_default(runs_dir), include_archived)
+    bad = [v for v in views if v.error is not None]
     if as_json:
         print_json([v.to_dict() for v in views])
-        return EXIT_OK
+        return EXIT_FAILURE if bad else EXIT_OK
     table = Table(box=None, pad_edge=False)
     for column in (
         "run",
@@ -115,6 +136,9 @@ def ps(runs_dir: Path | None, include_archived: bool, as_json: bool) -> int:
         table.add_column(column)
     for v in views:
         name = f"{v.name} (archived)" if v.archived else v.name
+        if v.error is not None:
+            table.add_row(name, "?", v.status, "-", "-", "-", "-", "-", "-", "-")
+            continue
         table.add_row(
             name,
             v.pipeline,
@@ -123,10 +147,14 @@ def ps(runs_dir: Path | None, include_archived: bool, as_json: bool) -> int:
             f"{v.units:,}",
             f"{v.valid:,}",
             f"{v.failed:,}",
-            f"${v.cost_usd:.2f}",
+            cost_text(v.cost_usd, v.unknown_cost_attempts),
             v.mode,
             v.updated_at[:19],
         )
     console.print(table)
-    console.print(f"{len(views)} run(s); total cost ${sum(v.cost_usd for v in views):.2f}")
-    return EXIT_OK
+    good = [v for v in views if v.error is None]
+    total = cost_text(sum(v.cost_usd for v in good), sum(v.unknown_cost_attempts for v in good))
+    console.print(f"{len(views)} run(s); total cost {total}", markup=False)
+    for v in bad:
+        err_console.print(f"warning: run {v.name} cannot be read: {v.error}", markup=False)
+    return EXIT_FAILURE if bad else EXIT_OK

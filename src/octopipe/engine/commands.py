@@ -14,6 +14,7 @@ from octopipe.core.states import CommandEvent
 from octopipe.store.ledger import Ledger
 
 KINDS = ("pause", "kill", "retry", "repair", "rename")
+RESULT_KINDS = ("retry", "repair")  # kinds that change what the exports show
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,14 @@ def apply(ledger: Ledger, kind: str, args: dict[str, Any] | None) -> CommandOutc
             )
             return CommandOutcome(CommandEvent.APPLY, f"requeued {count} failed unit(s)")
         case "repair":
-            count = ledger.repair_missing()
-            return CommandOutcome(CommandEvent.APPLY, f"requeued {count} missing unit(s)")
+            done = ledger.repair()
+            message = f"requeued {done.missing} missing unit(s)"
+            if done.recounted:
+                message += (
+                    f"; raised the attempt counter of {done.recounted} unit(s) to match "
+                    "their stored attempts"
+                )
+            return CommandOutcome(CommandEvent.APPLY, message)
         case "rename":
             ledger.update_run(display_name=str(args["display_name"]))
             return CommandOutcome(CommandEvent.APPLY, f"renamed to {args['display_name']!r}")

@@ -3,8 +3,10 @@
 ``change_run(paths, kind, args)`` is the one way the CLI and the TUI change a run:
 
 * **No live runner** (the run lock is free): take the lock, open the ledger read-write, apply
-  the change in this process (``engine.commands.apply``), write a ``COMMAND`` line to
-  ``run.log``, release the lock. ``pause`` and ``kill`` have no runner to stop, so they set the
+  the change in this process (``engine.commands.apply``), refresh the exports a change of
+  results made stale (``retry``, ``repair``), write a ``COMMAND`` line to ``run.log``,
+  release the lock. ``repair`` here also returns in-flight units no open batch holds to
+  pending: with no runner, nobody is working on them. ``pause`` and ``kill`` have no runner to stop, so they set the
   run's status directly when the state machine allows it (``running`` — a detached run — can
   be paused; ``pending``/``running``/``paused`` can be killed) and say so.
 * **A live runner** holds the lock: queue the command in the ledger (the one write allowed
@@ -40,9 +42,10 @@ from octopipe.core.states import (
     RunStatus,
 )
 from octopipe.engine import commands
+from octopipe.engine.exports import refresh_exports
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.runlog import RunLog
-from octopipe.errors import StoreError, UsageError
+from octopipe.errors import CannotWrite, StoreError, UsageError
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock, is_held
 from octopipe.store.records import STAGES
@@ -98,21 +101,39 @@ def _apply_locally(paths: RunPaths, kind: str, args: dict[str, Any]) -> ChangeOu
     ledger = Ledger.open(paths.ledger)
     try:
         _check_args(ledger, kind, args)
-        message = _apply_held(ledger, kind, args)
+        message = _apply_held(ledger, kind, args, paths)
     finally:
         ledger.close()
     _log(paths, kind, message)
     return ChangeOutcome(kind, message, applied=True, queued=False)
 
 
-def _apply_held(ledger: Ledger, kind: str, args: dict[str, Any]) -> str:
+def _apply_held(ledger: Ledger, kind: str, args: dict[str, Any], paths: RunPaths) -> str:
     """Apply a change in this process, which holds the run lock; ``UsageError`` if refused."""
     if kind in STOP_KINDS:
         return _stop_without_runner(ledger, kind, args)
     outcome = commands.apply(ledger, kind, args)
     if outcome.event is CommandEvent.REJECT:
         raise UsageError(outcome.message)
-    return outcome.message
+    message = outcome.message
+    if kind == "repair":
+        released = ledger.release_in_flight()  # no runner: nobody is working on them
+        if released:
+            message += f"; returned {released} stranded in-flight unit(s) to pending"
+    if kind in commands.RESULT_KINDS:
+        try:
+            refreshed = refresh_exports(ledger, paths)
+        except CannotWrite as exc:  # the change is made and stays made; say so, then fail
+            _log(paths, kind, message)
+            raise CannotWrite(
+                exc.path,
+                f"{exc.reason} ({kind} was applied: {message}; the exports stay stale until "
+                "`octopipe export` or the next `octopipe run` can write them)",
+                "export",
+            ) from None
+        if refreshed:
+            message += f"; refreshed {', '.join(f.path.name for f in refreshed)}"
+    return message
 
 
 def _stop_without_runner(ledger: Ledger, kind: str, args: dict[str, Any]) -> str:
@@ -203,7 +224,7 @@ def _apply_leftover(
         if all(c.id != command_id for c in ledger.pending_commands()):
             return None
         try:
-            message = _apply_held(ledger, kind, args)
+            message = _apply_held(ledger, kind, args, paths)
         except UsageError as exc:
             ledger.mark_command(command_id, CommandEvent.REJECT, exc.message)
             raise

@@ -21,8 +21,9 @@ from octopipe.core.checker import CheckReport, check_pipeline
 from octopipe.core.config import Pipeline, load_pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, RunStep
 from octopipe.core.units import iter_units
+from octopipe.engine.fingerprint import record_fingerprint
 from octopipe.engine.paths import RunPaths, check_run_name
-from octopipe.errors import ConfigError, UsageError
+from octopipe.errors import CannotWrite, ConfigError, UsageError
 from octopipe.store.ledger import Ledger
 from octopipe.store.records import RunMeta, StepDef
 
@@ -99,10 +100,13 @@ def create_run(
     final = runs_dir / name
     if final.exists():
         raise UsageError(f"a run named {name!r} already exists in {runs_dir}")
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(runs_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".init", dir=runs_dir))
-    staging.chmod(0o755)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(runs_dir)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".init", dir=runs_dir))
+        staging.chmod(0o755)
+    except OSError as exc:  # a read-only or full runs folder: say so, create nothing
+        raise CannotWrite(runs_dir, CannotWrite.reason_of(exc), "a new run in") from None
     try:
         paths = RunPaths(staging)
         snapshot(pipeline, paths.config_dir)
@@ -156,6 +160,7 @@ def _write_ledger(
     )
     ledger = Ledger.create(paths.ledger, meta, step_defs(pipeline))
     try:
+        record_fingerprint(ledger, paths)  # the snapshot this ledger is made from
         units = iter_units(
             pipeline.config.processing,
             pipeline.items_path,

@@ -10,12 +10,24 @@ order of first appearance, so a field only some records have is never dropped; n
 are JSON text), Parquet (needs the optional ``pyarrow``; a column keeps its type when every
 value has one scalar type, otherwise it holds JSON text). ``compress`` gzips JSONL and CSV;
 Parquet files are compressed internally and refuse it.
+
+CSV is opened by spreadsheets, which run a cell that starts with ``=``, ``+``, ``-``, ``@``,
+a tab or a carriage return as a formula (CSV injection): such text cells, headers included,
+are written with a leading ``'`` (OWASP's advice), so they show as text. Numbers stay numbers;
+JSONL and Parquet are written as they are.
+
+Exports follow the ledger. Every export is recorded in the run's ``.exports.json`` with the
+ledger's results version it was read at (``Ledger.results_version``, counted up by every
+change of a verdict); :func:`refresh_exports` rewrites each recorded export whose version is
+behind, and :func:`export_run` writes the default set and refreshes the rest. A file that
+cannot be written (read-only folder, full disk) raises ``CannotWrite`` naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import importlib
 import io
 import json
@@ -31,7 +43,7 @@ from typing import Any, BinaryIO, Literal
 
 from octopipe.core.fields import visible
 from octopipe.engine.paths import RunPaths
-from octopipe.errors import UsageError
+from octopipe.errors import CannotWrite, UsageError
 from octopipe.store.ledger import Ledger
 from octopipe.store.records import FailureRow
 
@@ -83,9 +95,12 @@ def atomic_write(path: Path, chunks: Iterable[bytes]) -> Path:
 
 
 def _atomic(path: Path, fill: Callable[[BinaryIO], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise CannotWrite.from_os_error(exc, path, "export") from None
     try:
         with os.fdopen(fd, "wb") as out:
             fill(out)
@@ -93,6 +108,9 @@ def _atomic(path: Path, fill: Callable[[BinaryIO], None]) -> Path:
             os.fsync(out.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CannotWrite.from_os_error(exc, path, "export") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -184,10 +202,20 @@ def _known(record: dict[str, Any], columns: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(text: str) -> str:
+    """A CSV text cell a spreadsheet would run as a formula, made inert with a leading ``'``."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _cell(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float | bool):
+    if value is None or isinstance(value, int | float | bool):
         return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, str):
+        return neutralise(value)
+    return neutralise(json.dumps(value, ensure_ascii=False, default=str))
 
 
 def _csv(records: Records, count: _Count) -> Iterator[bytes]:
@@ -196,10 +224,11 @@ def _csv(records: Records, count: _Count) -> Iterator[bytes]:
         return
     buffer = io.StringIO()
     known = dict.fromkeys(columns)
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\r\n")
-    writer.writeheader()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow([neutralise(c) for c in columns])
     for record in count.each(records()):
-        writer.writerow({k: _cell(v) for k, v in _known(record, known).items()})
+        row = _known(record, known)
+        writer.writerow([_cell(row[c]) if c in row else "" for c in columns])
         if buffer.tell() >= 1 << 16:
             yield buffer.getvalue().encode()
             buffer.seek(0)
@@ -309,7 +338,8 @@ def write_export(
     compress: bool = False,
     failures: bool = False,
 ) -> ExportFile:
-    """Export one step's validated records (or its failures) into ``outputs/``."""
+    """Export one step's validated records (or its failures) into ``outputs/``, and record it
+    (with the results version it was read at) so that it is refreshed when the ledger moves."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; one of: {', '.join(FORMATS)}")
     if fmt == "parquet":
@@ -318,6 +348,7 @@ def write_export(
         _pyarrow()  # refuse before reading anything when pyarrow is missing
     name = ledger.steps[step_idx].name
     path = export_path(paths, name, fmt=fmt, compress=compress, failures=failures)
+    version = ledger.results_version()  # before the records: a later change makes it stale
 
     def records() -> Iterator[dict[str, Any]]:
         if failures:
@@ -331,7 +362,9 @@ def write_export(
         body = _jsonl(records, count) if fmt == "jsonl" else _csv(records, count)
         atomic_write(path, _gzip(body) if compress else body)
     kind = "failures" if failures else "validated"
-    return ExportFile(path, name, kind, fmt, compress, count.n)
+    written = ExportFile(path, name, kind, fmt, compress, count.n)
+    _record(paths, written, version)
+    return written
 
 
 def export_step(
@@ -356,10 +389,126 @@ def exports_present(ledger: Ledger, paths: RunPaths) -> bool:
     return all((paths.outputs / name).is_file() for name in default_export_names(ledger))
 
 
+def exports_current(ledger: Ledger, paths: RunPaths) -> bool:
+    """Whether every default export exists and every recorded export was written at the
+    ledger's current results version (a run made before versions were recorded: no)."""
+    manifest = read_manifest(paths)
+    return all(name in manifest for name in default_export_names(ledger)) and not stale_exports(
+        ledger, paths, manifest
+    )
+
+
 def export_run(ledger: Ledger, paths: RunPaths) -> list[Path]:
-    """The default exports at the end of a run: the last step's results and every failure."""
+    """The default exports at the end of a run (the last step's results and every failure),
+    then every other recorded export that the ledger has moved past."""
     last = len(ledger.steps) - 1
     written = [export_step(ledger, paths, last)]
     for index in range(len(ledger.steps)):
         written.append(export_step(ledger, paths, index, failures=True))
-    return written
+    return written + [f.path for f in refresh_exports(ledger, paths)]
+
+
+def refresh_exports(ledger: Ledger, paths: RunPaths) -> list[ExportFile]:
+    """Rewrite every recorded export the ledger has moved past (or that was deleted); exports
+    never written are not created. Returns what was rewritten."""
+    names = [s.name for s in ledger.steps]
+    done = []
+    for entry in stale_exports(ledger, paths):
+        if entry.step not in names:
+            continue  # not a step of this run (a hand-edited manifest): leave it
+        done.append(
+            write_export(
+                ledger,
+                paths,
+                names.index(entry.step),
+                fmt=entry.fmt,
+                compress=entry.compressed,
+                failures=entry.kind == "failures",
+            )
+        )
+    return done
+
+
+# --- the manifest: which export was written from which version of the results ----------------
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    name: str
+    step: str
+    kind: str
+    fmt: Format
+    compressed: bool
+    results_version: int
+
+
+def read_manifest(paths: RunPaths) -> dict[str, ManifestEntry]:
+    """The recorded exports; an unreadable manifest counts as empty (everything is then
+    stale, so the next export rewrites it rather than trusting it)."""
+    try:
+        data = json.loads(paths.exports_manifest.read_text(encoding="utf-8"))
+        files = data["files"]
+        return {
+            name: ManifestEntry(
+                name,
+                str(e["step"]),
+                "failures" if e["kind"] == "failures" else "validated",
+                e["format"] if e["format"] in FORMATS else "jsonl",
+                bool(e["gzip"]),
+                int(e["results_version"]),
+            )
+            for name, e in files.items()
+        }
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def stale_exports(
+    ledger: Ledger, paths: RunPaths, manifest: dict[str, ManifestEntry] | None = None
+) -> list[ManifestEntry]:
+    """Recorded exports written before the ledger's last change of results, or gone."""
+    current = ledger.results_version()
+    entries = read_manifest(paths) if manifest is None else manifest
+    return [
+        e
+        for name, e in sorted(entries.items())
+        if e.results_version != current or not (paths.outputs / name).is_file()
+    ]
+
+
+def _record(paths: RunPaths, written: ExportFile, version: int) -> None:
+    """Add ``written`` to the manifest (read-modify-write under a lock: a CLI export and a
+    runner's end-of-run export may meet)."""
+    lock_path = paths.root / ".exports.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CannotWrite.from_os_error(exc, lock_path, "export manifest") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        entries = read_manifest(paths)
+        entries[written.path.name] = ManifestEntry(
+            written.path.name,
+            written.step,
+            written.kind,
+            written.fmt,
+            written.compressed,
+            version,
+        )
+        files = {
+            name: {
+                "step": e.step,
+                "kind": e.kind,
+                "format": e.fmt,
+                "gzip": e.compressed,
+                "results_version": e.results_version,
+            }
+            for name, e in sorted(entries.items())
+        }
+        text = json.dumps({"files": files}, indent=2, sort_keys=True) + "\n"
+        try:
+            atomic_write(paths.exports_manifest, [text.encode()])
+        except CannotWrite as exc:
+            raise CannotWrite(exc.path, exc.reason, "export manifest") from None
+    finally:
+        os.close(fd)

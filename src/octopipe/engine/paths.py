@@ -2,7 +2,8 @@
 
 ``runs/<name>/``: ``config/`` (the pipeline snapshot), ``ledger.db`` (the source of truth),
 ``run.log`` (human log), ``trace.jsonl`` (one line per provider call or batch operation),
-``outputs/`` (exports, reproducible from the ledger), ``.lock`` (held by the live runner).
+``outputs/`` (exports, reproducible from the ledger), ``.exports.json`` (what each export was
+written from), ``.lock`` (held by the live runner).
 Archived runs live in ``runs/_archive/<name>/``.
 """
 
@@ -60,6 +61,11 @@ class RunPaths:
     @property
     def outputs(self) -> Path:
         return self.root / "outputs"
+
+    @property
+    def exports_manifest(self) -> Path:
+        """Which exports were written, with what settings, at which results version."""
+        return self.root / ".exports.json"
 
     @property
     def runner_output(self) -> Path:

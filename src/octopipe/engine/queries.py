@@ -3,6 +3,12 @@
 Readers open the ledger read-only and never take the run lock, so they never slow or block the
 runner. Liveness is the lock: a run whose stored status is ``running`` while nobody holds its
 lock is shown as ``detached``.
+
+One vocabulary in every view, JSON and tables alike: ``retrying`` counts units that failed an
+attempt and will get another (state ``failed`` in the ledger), ``failed`` counts units with no
+attempt left (state ``exhausted``); a run's ``failed`` is the sum of its steps' ``failed``.
+``list_runs`` lists every run it can read: a run whose ledger cannot be used is listed with
+status ``unreadable`` and the reason, never hiding the others.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ from typing import Any
 
 from octopipe.core.states import BATCH_TERMINAL, DerivedStatus, UnitStepState, derive_status
 from octopipe.engine.paths import RunPaths, iter_runs
+from octopipe.errors import OctopipeError
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import holder_pid, is_held
 from octopipe.store.records import RunInfo
 
 FAILED_STATES = (UnitStepState.FAILED, UnitStepState.EXHAUSTED)
+UNREADABLE = "unreadable"
 
 
 @dataclass
@@ -28,12 +36,24 @@ class StepStatus:
     pending: int = 0
     in_flight: int = 0
     valid: int = 0
-    failed: int = 0  # waiting for another attempt
-    exhausted: int = 0  # terminal failures
+    retrying: int = 0  # failed an attempt, another one is due (ledger state "failed")
+    failed: int = 0  # no attempt left (ledger state "exhausted")
 
     @property
     def total(self) -> int:
-        return self.pending + self.in_flight + self.valid + self.failed + self.exhausted
+        return self.pending + self.in_flight + self.valid + self.retrying + self.failed
+
+    @classmethod
+    def from_counts(cls, name: str, scope: str, by_state: dict[UnitStepState, int]) -> StepStatus:
+        return cls(
+            name,
+            scope,
+            pending=by_state.get(UnitStepState.PENDING, 0),
+            in_flight=by_state.get(UnitStepState.IN_FLIGHT, 0),
+            valid=by_state.get(UnitStepState.VALID, 0),
+            retrying=by_state.get(UnitStepState.FAILED, 0),
+            failed=by_state.get(UnitStepState.EXHAUSTED, 0),
+        )
 
 
 @dataclass
@@ -62,6 +82,35 @@ class RunStatusView:
     path: str = ""
     batch_counts: dict[str, int] = field(default_factory=dict)  # state -> batches
     open_batches: list[dict[str, Any]] = field(default_factory=list)  # not yet collected
+    error: str | None = None  # why the run's ledger cannot be read (status "unreadable")
+
+    @classmethod
+    def unreadable(cls, paths: RunPaths, archived: bool, error: str) -> RunStatusView:
+        """A run listed by ``ps`` whose ledger cannot be used: its name, where, and why."""
+        return cls(
+            name=paths.name,
+            display_name=paths.name,
+            pipeline="?",
+            status=UNREADABLE,
+            reason=error,
+            mode="?",
+            provider=None,
+            model=None,
+            created_at="",
+            updated_at="",
+            live=is_held(paths.root),
+            runner_pid=None,
+            units=0,
+            valid=0,
+            failed=0,
+            cost_usd=0.0,
+            unknown_cost_attempts=0,
+            input_tokens=0,
+            output_tokens=0,
+            archived=archived,
+            path=str(paths.root),
+            error=error,
+        )
 
     @property
     def progress(self) -> float:
@@ -69,7 +118,7 @@ class RunStatusView:
         if not self.steps or not self.units:
             return 0.0
         last = self.steps[-1]
-        done = last.valid + last.exhausted
+        done = last.valid + last.failed
         return min(1.0, done / max(last.total, 1))
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,16 +138,12 @@ def run_status(paths: RunPaths, archived: bool = False) -> RunStatusView:
 def _view(ledger: Ledger, paths: RunPaths, archived: bool) -> RunStatusView:
     info = ledger.run_info()
     counts = ledger.counts()
-    steps = []
-    for index, step in enumerate(ledger.steps):
-        by_state = counts.get(index, {})
-        steps.append(
-            StepStatus(
-                step.name, step.scope, **{s.value: by_state.get(s, 0) for s in UnitStepState}
-            )
-        )
+    steps = [
+        StepStatus.from_counts(step.name, step.scope, counts.get(index, {}))
+        for index, step in enumerate(ledger.steps)
+    ]
     live = is_held(paths.root)
-    failed = sum(s.exhausted for s in steps)
+    failed = sum(s.failed for s in steps)
     derived = derive_status(info.status, lock_held=live, has_failures=failed > 0)
     costs = ledger.cost_totals()
     last = steps[-1] if steps else StepStatus("", "")
@@ -153,11 +198,18 @@ def _batches(ledger: Ledger) -> dict[str, Any]:
 
 
 def list_runs(runs_dir: Path, include_archived: bool = False) -> list[RunStatusView]:
+    """Every run under ``runs_dir``; one whose ledger cannot be read is listed as
+    ``unreadable`` with the reason (``error``), and the others are listed all the same."""
     views = []
     for paths, archived in iter_runs(runs_dir, include_archived):
-        views.append(run_status(paths, archived))
-    order = {DerivedStatus.RUNNING.value: 0, DerivedStatus.DETACHED.value: 1}
-    return sorted(views, key=lambda v: (order.get(v.status, 2), v.name))
+        try:
+            views.append(run_status(paths, archived))
+        except OctopipeError as exc:
+            views.append(RunStatusView.unreadable(paths, archived, exc.message))
+        except OSError as exc:  # e.g. a ledger this user may not read
+            views.append(RunStatusView.unreadable(paths, archived, f"{paths.ledger}: {exc}"))
+    order = {DerivedStatus.RUNNING.value: 0, DerivedStatus.DETACHED.value: 1, UNREADABLE: 2}
+    return sorted(views, key=lambda v: (order.get(v.status, 3), v.name))
 
 
 @dataclass
@@ -221,8 +273,8 @@ def run_details(paths: RunPaths, *, last_events: int = 10) -> RunDetails:
                     valid=step.valid,
                     pending=step.pending,
                     in_flight=step.in_flight,
-                    retrying=step.failed,
-                    failed=step.exhausted,
+                    retrying=step.retrying,
+                    failed=step.failed,
                     failed_by_stage=dict(sorted(by_stage.items())),
                 )
             )

@@ -16,7 +16,12 @@ folder the run was made from, or a folder given explicitly. The source folder is
 the run's options and in its ``INIT`` event (keys ``source`` / ``pipeline_dir``); runs made by
 an ``init`` that did not record it need the folder to be given.
 
+The snapshot must still match the fingerprint its ledger recorded at init
+(``engine.fingerprint``); an edited one is refused, naming the files. To validate with other
+rules, point ``use_source``/``source`` at a pipeline folder: that is the opt-in path.
+
 The run's lock is taken for the whole pass: revalidation is refused while a runner is live.
+Exports the run had written are refreshed at the end when units changed verdict.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from typing import Any
 
 from octopipe.core.config import load_pipeline
 from octopipe.core.steps import CompiledPipeline, CompiledStep
+from octopipe.engine.exports import refresh_exports
+from octopipe.engine.fingerprint import check_snapshot
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.runlog import RunLog
 from octopipe.errors import RunLocked, UsageError
@@ -121,16 +128,21 @@ def revalidate_run(
         ledger = Ledger.open(paths.ledger)
         try:
             folder = _config_folder(ledger, paths, use_source, source)
+            if folder == paths.config_dir:
+                check_snapshot(ledger, paths)
             report = _revalidate(ledger, folder, step)
             totals = {k: v for k, v in report.to_dict().items() if k != "steps"}
             ledger.log_event("info", "REVALIDATE", _summary(report), totals)
+            log = RunLog(paths.log)
+            try:
+                log.write("REVALIDATE", _summary(report) + f" (config {report.config})")
+                refreshed = refresh_exports(ledger, paths)  # may fail: the pass is logged
+                if refreshed:
+                    log.write("EXPORT", ", ".join(f.path.name for f in refreshed))
+            finally:
+                log.close()
         finally:
             ledger.close()
-        log = RunLog(paths.log)
-        try:
-            log.write("REVALIDATE", _summary(report) + f" (config {report.config})")
-        finally:
-            log.close()
         return report
     finally:
         lock.release()

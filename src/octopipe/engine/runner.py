@@ -20,13 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from octopipe.core.config import load_pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep
 from octopipe.core.states import CommandEvent, RunEvent, RunStatus, UnitStepState
 from octopipe.core.steps import CompiledPipeline, CompiledStep, StepResult
 from octopipe.engine import commands
 from octopipe.engine.control import writer_waiting
-from octopipe.engine.exports import export_run, exports_present
+from octopipe.engine.exports import export_run, exports_current
+from octopipe.engine.fingerprint import open_snapshot
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.progress import (
     PROGRESS_EVERY_S,
@@ -89,8 +89,10 @@ class Runner:
         executor: ExecutorFactory | None = None,
         export: bool = True,
         progress: Callable[[ProgressSnapshot], None] | None = None,
+        accept_snapshot: bool = False,
     ) -> None:
         self.paths = paths
+        self.accept_snapshot = accept_snapshot  # take an edited config/ knowingly
         self.echo = echo
         self.executor_factory = executor
         self.export = export
@@ -143,11 +145,13 @@ class Runner:
         info = ledger.run_info()
         if info.status is RunStatus.KILLED:
             raise UsageError(f"run {info.name!r} was killed; it cannot be resumed")
-        pipeline = load_pipeline(self.paths.config_dir)
+        # The snapshot must be the one the ledger was made from (fingerprint and steps).
+        pipeline = open_snapshot(ledger, self.paths, accept=self.accept_snapshot)
         compiled = CompiledPipeline(pipeline)
         if info.status in (RunStatus.COMPLETE, RunStatus.FAILED) and not _has_work(ledger.counts()):
-            if self.export and not exports_present(ledger, self.paths):
-                written = export_run(ledger, self.paths)  # e.g. killed mid-export before
+            if self.export and not exports_current(ledger, self.paths):
+                # killed mid-export, or the results changed since (revalidate, repair ...)
+                written = export_run(ledger, self.paths)
                 log.write("EXPORT", ", ".join(p.name for p in written))
             return RunOutcome(info.status, info.status_reason, ledger.counts())
         # The executor (provider clients, API keys) is built before the run is marked running:

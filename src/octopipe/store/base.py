@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from octopipe.errors import StoreError
+from octopipe.errors import CorruptValue, StoreError
 from octopipe.store.codec import Clock, dumps
 from octopipe.store.connection import store_error
 from octopipe.store.records import Json, StepDef
@@ -29,7 +29,8 @@ LEVELS = ("debug", "info", "warning", "error")
 
 
 def guarded(method: Callable[Concatenate[C, P], R]) -> Callable[Concatenate[C, P], R]:
-    """Serialise the call and turn SQLite errors into ``StoreError``."""
+    """Serialise the call and turn SQLite errors into ``StoreError``; a damaged stored value
+    (``CorruptValue``) gets the ledger's file name in front of the row it names."""
 
     @functools.wraps(method)
     def wrapper(self: C, /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -38,6 +39,11 @@ def guarded(method: Callable[Concatenate[C, P], R]) -> Callable[Concatenate[C, P
                 return method(self, *args, **kwargs)
             except sqlite3.Error as exc:
                 raise store_error(exc, self._where) from exc
+            except CorruptValue as exc:
+                prefix = f"run ledger {self._where}: "
+                if exc.message.startswith(prefix):
+                    raise
+                raise CorruptValue(prefix + exc.message) from None
 
     return wrapper
 
@@ -182,6 +188,28 @@ class LedgerCore:
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    # --- the results' version ---------------------------------------------------------------
+
+    def _results_changed(self) -> None:
+        """Count one change of what the exports show (a verdict, a requeue, a repair), inside
+        the caller's transaction. Exports record the count they were written at, so a stale
+        one is known without reading the records (``results_version``)."""
+        self._db.execute(
+            """INSERT INTO meta(key, value) VALUES ('results_version', '1')
+               ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"""
+        )
+
+    @guarded
+    def results_version(self) -> int:
+        """How many changes of results this ledger has seen: equal numbers, equal exports."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'results_version'").fetchone()
+        try:
+            return 0 if row is None else int(row[0])
+        except ValueError:
+            raise CorruptValue(
+                f"run ledger {self._where}: its results version {row[0]!r} is not a number"
+            ) from None
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[None]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from octopipe.errors import StoreError, UnstorableValue
+from octopipe.errors import CorruptValue, StoreError, UnstorableValue
 
 Clock = Callable[[], str]
 
@@ -33,8 +33,17 @@ def dumps(value: Any, *, what: str) -> str:
         raise UnstorableValue(f"{what} cannot be stored as JSON: {exc}") from None
 
 
-def loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+def loads(text: str | None, *, what: str = "a stored value") -> Any:
+    """Read back a JSON document; damage (a hand edit, a bad sector) raises ``CorruptValue``
+    naming ``what`` (the unit and step, the attempt ...) instead of a bare decoding error."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise CorruptValue(
+            f"{what} is corrupt (not valid JSON: {exc}); `octopipe verify` lists every damaged row"
+        ) from None
 
 
 def put_blob(conn: sqlite3.Connection, text: str) -> int:

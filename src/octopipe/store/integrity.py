@@ -12,6 +12,18 @@ A unit is *duplicated* at k when it sits in more than one live batch of that ste
 submission); two rows for one unit at one step cannot exist, ``(step_idx, uid)`` being the
 primary key.
 
+Beyond the sets, a row must agree with its history and its values must be readable:
+
+* *miscounted*: ``unit_steps.attempts`` counts every attempt at the step and numbers the next
+  one, so it can never be below the highest ``attempt_no`` stored for that unit-step (a row
+  recreated from nothing would make the next attempt collide with an old one);
+* *stranded*: in flight, in no open batch, while no runner is live (the caller says which);
+* *corrupt*: a stored JSON value (fields, output, errors) that does not parse, or a record
+  that is not an object.
+
+Those two read every attempt and every stored value: the costly part of ``verify`` (several
+times the set checks on a big run). ``deep=False`` skips them (``verify --quick``).
+
 Speed: each set is read in uid order from an index (``units_origin``, ``unit_steps_state``,
 and the ``(step_idx, uid)`` primary key), so SQLite computes the differences as ordered merges
 (``EXCEPT ... ORDER BY``) instead of one random lookup per unit. Every list is complete: no
@@ -25,9 +37,10 @@ from collections.abc import Sequence
 
 from octopipe.core.states import BATCH_TERMINAL, UnitStepState
 from octopipe.store.reads import json_ints
-from octopipe.store.records import StepDef, StepReport, VerifyReport
+from octopipe.store.records import RepairCounts, StepDef, StepReport, VerifyReport
 
 _VALID = UnitStepState.VALID.value
+_IN_FLIGHT = UnitStepState.IN_FLIGHT.value
 _TERMINAL_BATCH = tuple(sorted(s.value for s in BATCH_TERMINAL))
 
 # The three ordered sets, as sub-selects over covering indexes.
@@ -109,17 +122,110 @@ def find_missing(conn: sqlite3.Connection, steps: Sequence[StepDef]) -> dict[int
     return out
 
 
-def repair_missing(conn: sqlite3.Connection, steps: Sequence[StepDef], now: str) -> int:
-    """Give every missing unit a ``pending`` row at the step where it is missing."""
+def repair(conn: sqlite3.Connection, steps: Sequence[StepDef], now: str) -> RepairCounts:
+    """Give every missing unit a ``pending`` row at the step where it is missing, and raise
+    every attempt counter that is behind its stored attempts.
+
+    A recreated row takes up its unit's history: its counter starts at the highest attempt
+    number stored for that unit-step (so the next attempt gets a new number) and its budget
+    starts afresh (``attempts_base`` = ``attempts``: a requeue, like ``retry``). A raised
+    counter keeps the budget the unit had used (``attempts_base`` moves with it)."""
     total = 0
     for k in range(len(steps)):
         missing = missing_uids(conn, steps, k)
         conn.executemany(
-            "INSERT INTO unit_steps(uid, step_idx, state, updated_at) VALUES (?, ?, ?, ?)",
-            ((uid, k, UnitStepState.PENDING.value, now) for uid in missing),
+            """INSERT INTO unit_steps(uid, step_idx, state, attempts, attempts_base,
+                   last_attempt_id, updated_at)
+               SELECT :uid, :k, :pending, COALESCE(MAX(attempt_no), 0),
+                      COALESCE(MAX(attempt_no), 0),
+                      (SELECT id FROM attempts WHERE uid = :uid AND step_idx = :k
+                       ORDER BY attempt_no DESC LIMIT 1), :now
+               FROM attempts WHERE uid = :uid AND step_idx = :k""",
+            (
+                {"uid": uid, "k": k, "pending": UnitStepState.PENDING.value, "now": now}
+                for uid in missing
+            ),
         )
         total += len(missing)
-    return total
+    recounted = 0
+    for k, uids in miscounted_uids(conn).items():
+        conn.executemany(
+            """UPDATE unit_steps SET
+                   attempts_base = attempts_base + (:top - attempts), attempts = :top,
+                   updated_at = :now
+               WHERE step_idx = :k AND uid = :uid""",
+            ({"top": top, "k": k, "uid": uid, "now": now} for uid, top in uids),
+        )
+        recounted += len(uids)
+    return RepairCounts(missing=total, recounted=recounted)
+
+
+def miscounted_uids(conn: sqlite3.Connection) -> dict[int, list[tuple[int, int]]]:
+    """Per step, ``(uid, highest attempt_no)`` of every row whose attempt counter is behind
+    its stored attempts (one pass over the attempts' unique index)."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for k, uid, top in conn.execute(
+        """SELECT a.step_idx, a.uid, a.top
+           FROM (SELECT uid, step_idx, MAX(attempt_no) AS top FROM attempts
+                 GROUP BY uid, step_idx) a
+           JOIN unit_steps s ON s.step_idx = a.step_idx AND s.uid = a.uid
+           WHERE s.attempts < a.top ORDER BY a.step_idx, a.uid"""
+    ):
+        out.setdefault(k, []).append((uid, top))
+    return out
+
+
+def stranded_uids(conn: sqlite3.Connection, k: int) -> list[int]:
+    """Units in flight at step ``k`` that no open batch holds (realtime calls, or a local
+    chunk, of a runner that is gone if none is live)."""
+    marks = ",".join("?" * len(_TERMINAL_BATCH))
+    return [
+        r[0]
+        for r in conn.execute(
+            f"""SELECT uid FROM unit_steps INDEXED BY unit_steps_state
+                WHERE step_idx = ? AND state = ? AND uid NOT IN (
+                    SELECT bu.uid FROM batch_units bu JOIN batches b ON b.id = bu.batch_id
+                    WHERE b.step_idx = ? AND b.state NOT IN ({marks}))
+                ORDER BY uid""",
+            (k, _IN_FLIGHT, k, *_TERMINAL_BATCH),
+        )
+    ]
+
+
+# A record (fields, a step's output) must be a JSON object; errors may be any JSON.
+_NOT_OBJECT = "CASE WHEN json_valid({0}) THEN json_type({0}) <> 'object' ELSE 1 END"
+
+
+def corrupt_uids(conn: sqlite3.Connection, n_steps: int) -> dict[int, list[int]]:
+    """Per step, the units with a stored value that cannot be read back: their fields (at
+    their origin step), a step's output or last errors, or the errors of an attempt."""
+    found: dict[int, set[int]] = {}
+    queries = (
+        f"SELECT origin_step, uid FROM units WHERE {_NOT_OBJECT.format('fields_json')}",
+        f"""SELECT step_idx, uid FROM unit_steps
+            WHERE (output_json IS NOT NULL AND {_NOT_OBJECT.format("output_json")})
+               OR (last_error IS NOT NULL AND NOT json_valid(last_error))""",
+        "SELECT step_idx, uid FROM attempts WHERE NOT json_valid(errors_json)",
+    )
+    for sql in queries:
+        for k, uid in conn.execute(sql):
+            found.setdefault(min(k, n_steps - 1), set()).add(uid)
+    return {k: sorted(uids) for k, uids in found.items()}
+
+
+def damaged_run_values(conn: sqlite3.Connection) -> list[str]:
+    """Stored values that belong to no unit and cannot be read: the run's options, the data
+    of an event, the arguments of a command."""
+    problems = []
+    if conn.execute("SELECT 1 FROM run WHERE NOT json_valid(options_json)").fetchone():
+        problems.append("the run's options are not valid JSON")
+    for (event_id,) in conn.execute(
+        "SELECT id FROM events WHERE data_json IS NOT NULL AND NOT json_valid(data_json)"
+    ):
+        problems.append(f"the data of event {event_id} is not valid JSON")
+    for (command_id,) in conn.execute("SELECT id FROM commands WHERE NOT json_valid(args_json)"):
+        problems.append(f"the arguments of command {command_id} are not valid JSON")
+    return problems
 
 
 def origin_count(conn: sqlite3.Connection, k: int) -> int:
@@ -130,8 +236,19 @@ def origin_count(conn: sqlite3.Connection, k: int) -> int:
     )
 
 
-def verify(conn: sqlite3.Connection, steps: Sequence[StepDef]) -> VerifyReport:
+def verify(
+    conn: sqlite3.Connection,
+    steps: Sequence[StepDef],
+    *,
+    runner_live: bool = True,
+    deep: bool = True,
+) -> VerifyReport:
+    """Every check of the module docstring; ``runner_live=False`` reports in-flight units
+    outside open batches as stranded; ``deep=False`` skips reading every attempt and stored
+    value (no miscounted or corrupt lists)."""
     per_state = counts(conn, len(steps))
+    miscounted = miscounted_uids(conn) if deep else {}
+    corrupt = corrupt_uids(conn, len(steps)) if deep and steps else {}
     reports = []
     orphans_upstream = False
     for k, step in enumerate(steps):
@@ -151,6 +268,7 @@ def verify(conn: sqlite3.Connection, steps: Sequence[StepDef]) -> VerifyReport:
             n_orphaned = rows - (expected - len(missing))
             orphaned = orphaned_uids(conn, steps, k) if n_orphaned else []
         orphans_upstream = orphans_upstream or bool(orphaned)
+        stranded = [] if runner_live or not c[UnitStepState.IN_FLIGHT] else stranded_uids(conn, k)
         reports.append(
             StepReport(
                 step_idx=k,
@@ -158,13 +276,16 @@ def verify(conn: sqlite3.Connection, steps: Sequence[StepDef]) -> VerifyReport:
                 # |E| = |R ∩ E| + |E - R| = (|R| - |R - E|) + |E - R|
                 expected=rows - len(orphaned) + len(missing),
                 valid=c[UnitStepState.VALID],
-                failed=c[UnitStepState.FAILED],
-                exhausted=c[UnitStepState.EXHAUSTED],
+                retrying=c[UnitStepState.FAILED],
+                failed=c[UnitStepState.EXHAUSTED],
                 pending=c[UnitStepState.PENDING],
                 in_flight=c[UnitStepState.IN_FLIGHT],
                 missing=unit_ids(conn, missing),
                 duplicated=unit_ids(conn, duplicated_uids(conn, k)),
                 orphaned=unit_ids(conn, orphaned),
+                miscounted=unit_ids(conn, [uid for uid, _ in miscounted.get(k, [])]),
+                stranded=unit_ids(conn, stranded),
+                corrupt=unit_ids(conn, corrupt.get(k, [])),
             )
         )
-    return VerifyReport(reports)
+    return VerifyReport(reports, damaged_run_values(conn) if deep else [])

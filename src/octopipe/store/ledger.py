@@ -54,6 +54,7 @@ from octopipe.store.records import (
     FailureRow,
     Json,
     Level,
+    RepairCounts,
     RunInfo,
     RunMeta,
     StepDef,
@@ -178,7 +179,7 @@ class Ledger(UnitLifecycle):
             finished_at=r[11],
             max_units=r[12],
             repeat=r[13],
-            options=loads(r[14]),
+            options=loads(r[14], what="the run's options"),
             steps=self._steps,
         )
 
@@ -223,7 +224,10 @@ class Ledger(UnitLifecycle):
             raise ValueError(f"mode must be 'batch' or 'realtime', not {mode!r}")
         with self.transaction():
             if options:
-                stored = loads(self._db.execute("SELECT options_json FROM run").fetchone()[0])
+                stored = loads(
+                    self._db.execute("SELECT options_json FROM run").fetchone()[0],
+                    what="the run's options",
+                )
                 self._db.execute(
                     "UPDATE run SET options_json = ?",
                     (dumps({**stored, **options}, what="run options"),),
@@ -234,6 +238,38 @@ class Ledger(UnitLifecycle):
                        model = COALESCE(?, model), updated_at = ? WHERE id = 1""",
                 (display_name, mode, provider, model, self._now()),
             )
+
+    # --- the snapshot's fingerprint ---------------------------------------------------------
+
+    @guarded
+    def snapshot_fingerprint(self) -> dict[str, str] | None:
+        """``relative path -> digest`` of every file of the run's snapshot as recorded at init
+        (or when an edit was accepted); ``None`` for a run made before fingerprints."""
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key = 'snapshot_fingerprint'"
+        ).fetchone()
+        if row is None:
+            return None
+        files = loads(row[0], what="the snapshot's fingerprint")
+        if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+        ):
+            raise StoreError(
+                f"run ledger {self._where}: the snapshot's fingerprint is not a map of file digests"
+            )
+        return files
+
+    @guarded
+    def record_snapshot_fingerprint(self, files: dict[str, str], reason: str) -> None:
+        """Store the snapshot's fingerprint (at init, or when an edited snapshot is accepted
+        knowingly); ``reason`` goes into the event log."""
+        with self.transaction():
+            self._db.execute(
+                """INSERT INTO meta(key, value) VALUES ('snapshot_fingerprint', ?)
+                   ON CONFLICT(key) DO UPDATE SET value = excluded.value""",
+                (dumps(dict(sorted(files.items())), what="the snapshot's fingerprint"),),
+            )
+            self._event("info", "SNAPSHOT", reason, {"files": len(files)})
 
     # --- integrity ------------------------------------------------------------------------
 
@@ -251,18 +287,36 @@ class Ledger(UnitLifecycle):
 
     @guarded
     def repair_missing(self) -> int:
-        """Give every missing unit a ``pending`` row; returns how many were repaired."""
-        with self.transaction():
-            n = integrity.repair_missing(self._db, self._steps, self._now())
-            if n:
-                self._event("warning", "REPAIR", f"requeued {n} missing unit(s)", None)
-        return n
+        """:meth:`repair`; returns how many missing units were given a row."""
+        return self.repair().missing
 
     @guarded
-    def verify(self) -> VerifyReport:
-        """Per step: expected, counts by state, every missing/duplicated/orphaned id."""
+    def repair(self) -> RepairCounts:
+        """Give every missing unit a ``pending`` row (taking up its attempt history) and raise
+        every attempt counter that is behind its stored attempts, in one transaction."""
+        with self.transaction():
+            done = integrity.repair(self._db, self._steps, self._now())
+            if done.missing:
+                self._event("warning", "REPAIR", f"requeued {done.missing} missing unit(s)", None)
+            if done.recounted:
+                self._event(
+                    "warning",
+                    "REPAIR",
+                    f"raised the attempt counter of {done.recounted} unit-step(s) to their "
+                    "stored attempts",
+                    None,
+                )
+            if done.missing or done.recounted:
+                self._results_changed()
+        return done
+
+    @guarded
+    def verify(self, *, runner_live: bool = True, deep: bool = True) -> VerifyReport:
+        """Per step: expected, counts by state, every missing/duplicated/orphaned id; with
+        ``runner_live=False`` every stranded in-flight unit; with ``deep`` (the default) every
+        miscounted unit and every unit whose stored JSON cannot be read."""
         with self._snapshot():
-            return integrity.verify(self._db, self._steps)
+            return integrity.verify(self._db, self._steps, runner_live=runner_live, deep=deep)
 
     @guarded
     def integrity_check(self) -> list[str]:
@@ -330,7 +384,7 @@ class Ledger(UnitLifecycle):
     def events(self, after_id: int = 0, limit: int = 1_000) -> list[EventRow]:
         """Events with ``id > after_id``, oldest first (``logs -f`` polls with the last id)."""
         return [
-            EventRow(i, ts, level, tag, msg, loads(data))
+            EventRow(i, ts, level, tag, msg, loads(data, what=f"the data of event {i}"))
             for i, ts, level, tag, msg, data in self._db.execute(
                 """SELECT id, ts, level, tag, message, data_json FROM events
                    WHERE id > ? ORDER BY id LIMIT ?""",
@@ -347,7 +401,7 @@ class Ledger(UnitLifecycle):
             (limit,),
         ).fetchall()
         return [
-            EventRow(i, ts, level, tag, msg, loads(data))
+            EventRow(i, ts, level, tag, msg, loads(data, what=f"the data of event {i}"))
             for i, ts, level, tag, msg, data in reversed(rows)
         ]
 
@@ -370,7 +424,15 @@ class Ledger(UnitLifecycle):
     @guarded
     def pending_commands(self) -> list[CommandRow]:
         return [
-            CommandRow(i, ts, kind, loads(args), CommandState(state), applied_at, result)
+            CommandRow(
+                i,
+                ts,
+                kind,
+                loads(args, what=f"the arguments of command {i}"),
+                CommandState(state),
+                applied_at,
+                result,
+            )
             for i, ts, kind, args, state, applied_at, result in self._db.execute(
                 """SELECT id, ts, kind, args_json, state, applied_at, result FROM commands
                    WHERE state = ? ORDER BY id""",

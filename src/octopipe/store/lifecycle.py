@@ -26,6 +26,7 @@ from octopipe.errors import StoreError
 from octopipe.store import reads
 from octopipe.store.base import LedgerCore, guarded, marks
 from octopipe.store.codec import dumps, put_blob
+from octopipe.store.connection import store_error
 from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Json, Success
 
 _PENDING = UnitStepState.PENDING.value
@@ -77,6 +78,7 @@ class UnitLifecycle(LedgerCore):
                    WHERE step_idx = ? AND uid = ?""",
                 (moves[parent_uid][0].value, self._now(), step_idx, parent_uid),
             )
+            self._results_changed()
             return self._insert_units(list(children), step_idx + 1, parent_uid)
 
     # --- units: the attempt cycle ---------------------------------------------------------
@@ -202,6 +204,8 @@ class UnitLifecycle(LedgerCore):
                 ],
             )
             self._enter_next_step(step_idx, [s.uid for s in items], now)
+            if items:
+                self._results_changed()
         return len(items)
 
     def record_failure(
@@ -249,6 +253,8 @@ class UnitLifecycle(LedgerCore):
                     for f in items
                 ],
             )
+            if items:
+                self._results_changed()
         return [moves[f.uid][0] for f in items]
 
     @guarded
@@ -288,6 +294,7 @@ class UnitLifecycle(LedgerCore):
             )
             if passed:
                 self._enter_next_step(step_idx, [uid], now)
+            self._results_changed()
         return new
 
     @guarded
@@ -392,6 +399,7 @@ class UnitLifecycle(LedgerCore):
                     ),
                 ).rowcount
             if total:
+                self._results_changed()
                 self._event(
                     "info",
                     "RETRY",
@@ -526,15 +534,36 @@ class UnitLifecycle(LedgerCore):
                 )
             )
         if rows:
-            db.executemany(
-                """INSERT INTO attempts(id, uid, step_idx, attempt_no, mode, provider, model,
-                       batch_id, started_at, finished_at, outcome, stage, errors_json,
-                       request_blob, response_blob, input_tokens, output_tokens, cached_tokens,
-                       cost_usd, latency_ms)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                rows,
-            )
+            try:
+                db.executemany(
+                    """INSERT INTO attempts(id, uid, step_idx, attempt_no, mode, provider, model,
+                           batch_id, started_at, finished_at, outcome, stage, errors_json,
+                           request_blob, response_blob, input_tokens, output_tokens,
+                           cached_tokens, cost_usd, latency_ms)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    rows,
+                )
+            except sqlite3.IntegrityError as exc:
+                taken = self._taken_attempt(step_idx, [(r[1], r[3]) for r in rows])
+                raise (taken or store_error(exc, self._where)) from None
         return {row[1]: row[0] for row in rows}
+
+    def _taken_attempt(
+        self, step_idx: int, numbered: Sequence[tuple[int, int]]
+    ) -> StoreError | None:
+        """The error for an attempt whose number is already stored: the unit-step's counter
+        is behind its history (a row recreated by hand or by an old repair)."""
+        for uid, attempt_no in numbered:
+            if self._db.execute(
+                "SELECT 1 FROM attempts WHERE uid = ? AND step_idx = ? AND attempt_no = ?",
+                (uid, step_idx, attempt_no),
+            ).fetchone():
+                return StoreError(
+                    f"run ledger {self._where}: {reads.describe_unit(self._db, uid, step_idx)}: "
+                    f"attempt {attempt_no} is already stored (the attempt counter is behind the "
+                    "stored attempts); `octopipe repair RUN` raises it"
+                )
+        return None
 
     def _batch_id(self, local_id: str | None, cache: dict[str, int]) -> int | None:
         if local_id is None:

@@ -11,10 +11,13 @@ Lookups by uid go through ``step_idx IN (SELECT idx FROM steps ...)`` so that SQ
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from octopipe.core.states import UnitStepState
+from octopipe.errors import CorruptValue
 from octopipe.store.codec import get_blob, loads
 from octopipe.store.records import AttemptRow, CostTotals, FailureRow, Json
 
@@ -34,23 +37,53 @@ def records(
         return {}
     arg = json_ints(uids)
     out: dict[int, tuple[str, Json]] = {
-        uid: (unit_id, loads(fields))
+        uid: (unit_id, unit_json(conn, fields, uid, "fields"))
         for uid, unit_id, fields in conn.execute(
             """SELECT uid, unit_id, fields_json FROM units
                WHERE uid IN (SELECT value FROM json_each(?))""",
             (arg,),
         )
     }
-    for uid, delta in conn.execute(
-        """SELECT uid, output_json FROM unit_steps
+    for uid, step_idx, delta in conn.execute(
+        """SELECT uid, step_idx, output_json FROM unit_steps
            WHERE step_idx IN (SELECT idx FROM steps WHERE idx < ?)
              AND uid IN (SELECT value FROM json_each(?))
              AND state = ? AND output_json IS NOT NULL
            ORDER BY step_idx""",
         (before, arg, _VALID),
     ):
-        out[uid][1].update(loads(delta))
+        out[uid][1].update(unit_json(conn, delta, uid, "output", step_idx))
     return out
+
+
+def unit_json(
+    conn: sqlite3.Connection, text: str | None, uid: int, what: str, step_idx: int | None = None
+) -> Any:
+    """A unit's stored JSON (its ``fields``, a step's ``output`` or ``errors``); a damaged one
+    raises ``CorruptValue`` naming the unit and the step. Records must be objects."""
+    try:
+        value = json.loads(text) if text is not None else None
+    except (TypeError, ValueError) as exc:
+        problem = f"not valid JSON: {exc}"
+    else:
+        if what in ("fields", "output") and not isinstance(value, dict):
+            problem = f"a JSON {type(value).__name__}, not an object"
+        else:
+            return value
+    raise CorruptValue(
+        f"{describe_unit(conn, uid, step_idx)}: its stored {what} cannot be read ({problem}); "
+        "`octopipe verify` lists every damaged row"
+    )
+
+
+def describe_unit(conn: sqlite3.Connection, uid: int, step_idx: int | None) -> str:
+    """``unit 'a' at step 'judge'`` for messages (only called on the error path)."""
+    row = conn.execute("SELECT unit_id FROM units WHERE uid = ?", (uid,)).fetchone()
+    text = f"unit {row[0]!r}" if row else f"unit #{uid}"
+    if step_idx is not None:
+        step = conn.execute("SELECT name FROM steps WHERE idx = ?", (step_idx,)).fetchone()
+        text += f" at step {step[0]!r}" if step else f" at step {step_idx}"
+    return text
 
 
 def page(
@@ -87,7 +120,7 @@ def failure_rows(conn: sqlite3.Connection, step_idx: int, uids: Sequence[int]) -
             state=UnitStepState(state),
             attempts=attempts,
             stage=stage,
-            errors=loads(errors) or [],
+            errors=unit_json(conn, errors, uid, "errors", step_idx) or [],
             raw_response=_maybe_blob(conn, response),
             request=_maybe_blob(conn, request),
             input=inputs[uid][1],
@@ -129,7 +162,7 @@ def attempts_of(conn: sqlite3.Connection, uid: int, step_idx: int | None) -> lis
             provider=r[6],
             model=r[7],
             stage=r[8],
-            errors=loads(r[9]),
+            errors=loads(r[9], what=f"the errors of attempt {r[3]} of unit {r[1]!r}"),
             request=_maybe_blob(conn, r[10]),
             response=_maybe_blob(conn, r[11]),
             input_tokens=r[12],

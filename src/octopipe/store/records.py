@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from octopipe.core.states import BatchState, CommandState, RunStatus, UnitStepState
 
@@ -171,35 +171,76 @@ class FailureRow:
 
 @dataclass(frozen=True)
 class StepReport:
+    """One step as ``verify`` sees it. Counts use the words every view uses: ``retrying``
+    (failed, another attempt due) and ``failed`` (no attempt left). The lists hold every id.
+
+    * ``missing``: expected here, without a row (``repair`` requeues them);
+    * ``duplicated``: in more than one live batch of the step;
+    * ``orphaned``: a row here although the unit was never expected here;
+    * ``miscounted``: the row's attempt counter is behind its stored attempts, so the next
+      attempt would reuse a number (``repair`` raises the counter);
+    * ``stranded``: in flight with no live runner and no open batch (a runner died; ``repair``
+      or resuming returns them to pending). Only reported when the caller says no runner is
+      live;
+    * ``corrupt``: a stored value of the unit at this step (its fields, output, errors or an
+      attempt's errors) is not readable JSON; nothing can repair that but a backup.
+    """
+
     step_idx: int
     name: str
     expected: int
     valid: int
+    retrying: int
     failed: int
-    exhausted: int
     pending: int
     in_flight: int
     missing: list[str]
     duplicated: list[str]
     orphaned: list[str]
+    miscounted: list[str] = field(default_factory=list)
+    stranded: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+
+    PROBLEMS: ClassVar[tuple[str, ...]] = (
+        "missing",
+        "duplicated",
+        "orphaned",
+        "miscounted",
+        "stranded",
+        "corrupt",
+    )
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.duplicated or self.orphaned)
+        return not any(getattr(self, name) for name in self.PROBLEMS)
 
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """Per step: who was expected, where each unit stands, and every id that is out of place."""
+    """Per step: who was expected, where each unit stands, and every id that is out of place;
+    ``problems`` are damaged values that belong to no unit (the run's options, an event)."""
 
     steps: list[StepReport]
+    problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(s.ok for s in self.steps)
+        return not self.problems and all(s.ok for s in self.steps)
 
     def to_dict(self) -> Json:
-        return {"ok": self.ok, "steps": [asdict(s) | {"ok": s.ok} for s in self.steps]}
+        return {
+            "ok": self.ok,
+            "steps": [asdict(s) | {"ok": s.ok} for s in self.steps],
+            "problems": list(self.problems),
+        }
+
+
+@dataclass(frozen=True)
+class RepairCounts:
+    """What ``repair`` changed: rows created for missing units, attempt counters raised."""
+
+    missing: int
+    recounted: int
 
 
 @dataclass(frozen=True)

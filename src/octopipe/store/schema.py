@@ -186,9 +186,12 @@ def check_file(path: Path) -> None:
         raise StoreError(f"no run ledger at {path}")
     if not path.is_file():
         raise StoreError(f"run ledger {path} is not a regular file")
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        header = fh.read(HEADER_SIZE)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            header = fh.read(HEADER_SIZE)
+    except OSError as exc:
+        raise StoreError(f"run ledger {path} cannot be read: {exc.strerror or exc}") from None
     if size == 0:
         raise StoreError(f"run ledger {path} is empty (0 bytes): the run was never initialised")
     if not header.startswith(SQLITE_MAGIC):
