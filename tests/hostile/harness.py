@@ -138,8 +138,13 @@ class Sandbox:
         self.work = self.root / "work"
         self.home = self.root / "home"
         self.runs = self.work / "runs"
-        for folder in (self.pipeline / "templates", self.pipeline / "schemas", self.outside,
-                       self.work, self.home):
+        for folder in (
+            self.pipeline / "templates",
+            self.pipeline / "schemas",
+            self.outside,
+            self.work,
+            self.home,
+        ):
             folder.mkdir(parents=True, exist_ok=True)
         self.secret.write_text(f"{self.canary}\n")
         self.write("config.yaml", CONFIG)
@@ -173,11 +178,17 @@ class Sandbox:
 
     # --- running -----------------------------------------------------------------------------
 
-    def octopipe(self, *args: object, timeout: float = 60, env: dict[str, str] | None = None,
-                 input: str | None = None) -> Result:
+    def octopipe(
+        self,
+        *args: object,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+    ) -> Result:
         """Run the real CLI in a child process, in ``work/`` with HOME in the sandbox."""
         child_env = {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if not k.startswith(("OCTOPIPE_", "OPENAI", "ANTHROPIC", "GEMINI", "GOOGLE"))
         }
         child_env.update({"HOME": str(self.home), "NO_COLOR": "1", "COLUMNS": "160"})
@@ -187,16 +198,19 @@ class Sandbox:
         try:
             done = subprocess.run(
                 [sys.executable, "-m", "octopipe", *argv],
-                cwd=self.work, env=child_env, capture_output=True, text=True,
-                timeout=timeout, input=input if input is not None else "",
+                cwd=self.work,
+                env=child_env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                input=input if input is not None else "",
             )
         except subprocess.TimeoutExpired as expired:
             raise AssertionError(
                 f"octopipe {' '.join(argv)} did not finish within {timeout}s "
                 f"(out: {expired.stdout!r}, err: {expired.stderr!r})"
             ) from None
-        return Result(argv, done.returncode, done.stdout, done.stderr,
-                      time.monotonic() - started)
+        return Result(argv, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
 
     # --- what leaked -------------------------------------------------------------------------
 
@@ -208,8 +222,9 @@ class Sandbox:
 
     def leaks(self, *results: Result) -> list[str]:
         """Every place the canary, a fetch or pipeline code showed up."""
-        found = [f"printed by `octopipe {' '.join(r.args)}`" for r in results
-                 if self.canary in r.text]
+        found = [
+            f"printed by `octopipe {' '.join(r.args)}`" for r in results if self.canary in r.text
+        ]
         needle = self.canary.encode()
         for path in self.files_written():
             data = path.read_bytes()

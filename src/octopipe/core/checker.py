@@ -232,6 +232,8 @@ def check_pipeline(
 
         report.problems.extend(trial_run(pipeline, checker.file))
     report.steps = summarize_steps(pipeline, report.units)
+    # Several checks read the items file; each problem is reported once.
+    report.problems = list(dict.fromkeys(report.problems))
     return report
 
 

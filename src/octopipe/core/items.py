@@ -32,11 +32,14 @@ import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-import yaml
-
-from octopipe.core.yamlpos import format_path, load_yaml_with_positions
+from octopipe.core.yamlpos import (
+    GuardedLoader,
+    format_path,
+    load_yaml_node,
+    load_yaml_with_positions,
+)
 from octopipe.errors import ConfigError
 
 ItemsFormat = Literal["yaml", "json", "jsonl", "csv"]
@@ -51,14 +54,15 @@ _FORMATS: dict[str, ItemsFormat] = {
 STREAMED_FORMATS: frozenset[ItemsFormat] = frozenset({"jsonl", "csv"})
 
 _JSON_DECODER = json.JSONDecoder()
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _ItemsLoader(_BaseLoader):
-    """Safe YAML loader (libyaml when available) that keeps timestamps as strings."""
+class _ItemsLoader(GuardedLoader):
+    """The guarded YAML loader (see ``core/yamlpos.py``), keeping timestamps as strings."""
 
 
-_ItemsLoader.add_constructor("tag:yaml.org,2002:timestamp", _ItemsLoader.construct_yaml_str)
+cast(Any, _ItemsLoader).add_constructor(
+    "tag:yaml.org,2002:timestamp", _ItemsLoader.construct_yaml_str
+)
 
 
 # --- public API -------------------------------------------------------------------------------
@@ -198,13 +202,7 @@ def _load_document(path: Path, fmt: ItemsFormat) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise _error(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from exc
-    try:
-        data = yaml.load(text, Loader=_ItemsLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        line = mark.line + 1 if mark is not None else None
-        raise _error(path, f"invalid YAML: {problem}", line=line) from exc
+    data, _ = load_yaml_node(text, str(path), _ItemsLoader)
     if data is None:
         raise _error(path, "the items file is empty")
     return data
