@@ -35,6 +35,7 @@ from octopipe.core.config_models import (
     Step,
     ValidationSpec,
 )
+from octopipe.core.limits import check_file_size
 from octopipe.core.yamlpos import Positions, format_path, load_yaml_with_positions
 from octopipe.errors import ConfigError, ConfigProblem
 
@@ -122,6 +123,7 @@ def load_pipeline(folder: str | Path) -> Pipeline:
     config_file = find_config_file(Path(folder)).resolve()
     root = config_file.parent
     rel = _display_name(config_file)
+    check_file_size(config_file, rel)
     try:
         text = config_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -271,6 +273,15 @@ class _LinkChecker:
             )
         )
 
+    def size_ok(self, path: Path) -> bool:
+        """False (and a problem naming the file) when a pipeline file is over the size limit."""
+        try:
+            check_file_size(path, str(path.relative_to(self.root)))
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
+            return False
+        return True
+
     def check(self) -> None:
         self._check_step_names()
         self._check_section_keys()
@@ -343,14 +354,16 @@ class _LinkChecker:
                     f"LLM step {step.name!r} has no template: add prompts.templates.{step.name}",
                 )
             elif template_dir is not None:
-                self.inside(str(Path(prompts.template_dir) / name), where, "template")
+                path = self.inside(str(Path(prompts.template_dir) / name), where, "template")
+                if path is not None:
+                    self.size_ok(path)
 
     def _check_schemas(self) -> None:
         schemas = self.config.schemas
         for step_name, name in schemas.files.items():
             where = ("schemas", "files", step_name)
             path = self.inside(str(Path(schemas.schema_dir) / name), where, "schema")
-            if path is None:
+            if path is None or not self.size_ok(path):
                 continue
             try:
                 schema = json.loads(path.read_text(encoding="utf-8"))

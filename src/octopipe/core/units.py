@@ -54,6 +54,7 @@ from typing import Any, Protocol
 
 from octopipe.core import items as items_io
 from octopipe.core.config_models import PositionSpec, ProcessingSpec
+from octopipe.core.limits import Limits, current_limits, too_many_units
 from octopipe.core.yamlpos import format_path
 from octopipe.errors import ConfigError, UsageError
 
@@ -80,16 +81,23 @@ def iter_units(
     *,
     max_units: int | None = None,
     repeat: int | None = None,
+    limits: Limits | None = None,
 ) -> Iterator[Unit]:
     """Stream the units of a pipeline, in their final order.
 
     ``repeat`` overrides ``processing.repeat``; ``max_units`` truncates the final stream.
-    Problems with the items file as a whole are raised by this call; a bad item of a streamed
+    A pipeline making more units than ``limits.max_units`` (after ``max_units``) is refused
+    by this call, except for a streamed ``direct`` file without repeat, which is not counted
+    here (``count_units`` is the check before a run). Problems with the items file as a whole
+    are raised by this call; a bad item of a streamed
     ``direct`` file, or a duplicate id there, is raised when the iteration reaches it.
     """
     repeats = _repeats(processing, repeat)
     limit = _limit(max_units)
-    stream = _repeated(_plan(processing, items_path), repeats)
+    plan = _plan(processing, items_path)
+    if plan.count_is_cheap or repeats > 1:
+        _check_total(plan.count(), repeats, limit, repeat is not None, limits)
+    stream = _repeated(plan, repeats)
     return stream if limit is None else itertools.islice(stream, limit)
 
 
@@ -99,17 +107,21 @@ def count_units(
     *,
     max_units: int | None = None,
     repeat: int | None = None,
+    limits: Limits | None = None,
 ) -> int:
     """How many units :func:`iter_units` yields, computed without generating them.
 
     ``n``, ``nPk`` or the product of the list lengths, times the repeat, capped by
     ``max_units``. A streamed ``direct`` file is counted by lines (JSONL) or rows (CSV) without
-    typing its items, so per-item problems are left to :func:`iter_units`.
+    typing its items, so per-item problems are left to :func:`iter_units`. A count over
+    ``limits.max_units`` is refused (``ConfigError`` at ``processing.repeat`` or the items, or
+    ``UsageError`` when ``repeat`` was given).
     """
     repeats = _repeats(processing, repeat)
     limit = _limit(max_units)
-    total = _plan(processing, items_path).count() * repeats
-    return total if limit is None else min(total, limit)
+    return _check_total(
+        _plan(processing, items_path).count(), repeats, limit, repeat is not None, limits
+    )
 
 
 def fan_out_children(
@@ -153,6 +165,9 @@ def repetition_seed(base_id: str, repetition: int) -> int:
 
 
 class _Plan(Protocol):
+    count_is_cheap: bool
+    """Whether ``count`` is arithmetic (no pass over a streamed file)."""
+
     def count(self) -> int: ...
 
     def units(self, check_ids: bool) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -195,6 +210,21 @@ def _repeated_small(plan: _Plan, repeats: int) -> Iterator[Unit]:
             yield Unit(unit_id, fields)
 
 
+def _check_total(
+    base: int, repeats: int, max_units: int | None, repeat_given: bool, limits: Limits | None
+) -> int:
+    """The number of units made (capped by ``max_units``), refused past the unit limit."""
+    total = base * repeats
+    made = total if max_units is None else min(total, max_units)
+    problem = too_many_units(made, base, repeats, limits or current_limits())
+    if problem is None:
+        return made
+    if repeat_given:
+        raise UsageError(problem)
+    key = "processing.repeat" if repeats > 1 else "processing.items.source"
+    raise ConfigError.single("config.yaml", problem, key_path=key)
+
+
 def _repeats(processing: ProcessingSpec, repeat: int | None) -> int:
     repeats = processing.repeat if repeat is None else repeat
     if repeats < 1:
@@ -227,7 +257,8 @@ class _DirectPlan:
         self._key = key
         self._name_field = name_field
         self._items: list[Any] | None = None
-        if items_io.items_format(path) in items_io.STREAMED_FORMATS:
+        self.count_is_cheap = items_io.items_format(path) not in items_io.STREAMED_FORMATS
+        if not self.count_is_cheap:
             items_io.iter_items_with_lines(path, key)  # checks the file now, reads it later
         else:
             self._items = items_io.load_item_list(path, key)
@@ -306,6 +337,8 @@ class _DirectPlan:
 
 class _CombinationPlan:
     """Units from index tuples over small in-memory lists, one list per position."""
+
+    count_is_cheap = True
 
     def __init__(
         self,
