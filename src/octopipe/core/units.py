@@ -13,12 +13,14 @@ Strategies (``processing.strategy``), with Octobatch's unit-id conventions:
   items' ``name_field``, then ``id``, then ``name``; joined by ``-``. ``items.key`` is not used
   (as in Octobatch).
 
-Names are sanitized (space -> ``_``, ``/`` -> ``-``). ``repeat: N`` clones every base unit N
-times as ``<id>__repNNNN`` with ``_repetition_id`` and ``_repetition_seed``, interleaved (all
-base units for repetition 0, then all for 1, ...) so that ``max_units`` samples every item; the
-base stream is generated again for each repetition instead of being stored. Indexes are padded
-to 4 digits (fan-out children ``__fanNNN``: 3) and widen past that (``__rep10000``), exactly as
-Octobatch writes them, so ids of existing runs are reproduced.
+Names are sanitized (space -> ``_``, ``/`` -> ``-``); a name or id holding a control or
+format character (newline, tab, bidi override, zero-width space) is refused, naming the item.
+``repeat: N`` clones every base unit N times as ``<id>__repNNNN`` with ``_repetition_id`` and
+``_repetition_seed``, interleaved (all base units for repetition 0, then all for 1, ...) so that
+``max_units`` samples every item; the base stream is generated again for each repetition
+instead of being stored. Indexes are padded to 4 digits (fan-out children ``__fanNNN``: 3) and
+widen past that (``__rep10000``), exactly as Octobatch writes them, so ids of existing runs are
+reproduced.
 
 **Streaming.** :func:`iter_units` holds at most the permutation/cross-product lists (small by
 nature) and, for ``direct``, one compact 8-byte hash per id for duplicate detection: a
@@ -46,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import unicodedata
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -279,6 +282,8 @@ class _DirectPlan:
                 unit_id = value.replace(" ", "_").replace("/", "-")
             else:
                 unit_id = self._id_of(index, line, item)
+            if not unit_id.isprintable() and (bad := unprintable(unit_id)) is not None:
+                raise self._item_error(index, line, f"has the unit id {unit_id!r}, {bad}")
             if add_id is not None and not add_id(unit_id):
                 self._confirm_duplicate(unit_id, index, line)
             fields = {"unit_id": unit_id, **item}
@@ -515,7 +520,16 @@ def _names_of(
                 line=items_io.key_line(path, key_path),
                 key_path=key_path,
             )
-        names.append(sanitize(text))
+        name = sanitize(text)
+        if not name.isprintable() and (bad := unprintable(name)) is not None:
+            key_path = (*prefix, index)
+            raise _items_error(
+                path,
+                f"item {index} of {_list_label(prefix)} has the name {name!r}, {bad}",
+                line=items_io.key_line(path, key_path),
+                key_path=key_path,
+            )
+        names.append(name)
     return names
 
 
@@ -567,6 +581,29 @@ def _name_text(value: Any) -> str | None:
         return value or None
     if isinstance(value, int | float):
         return str(value)
+    return None
+
+
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_SPECIAL = {"\n": "a line feed", "\r": "a carriage return", "\t": "a tab"}
+
+
+def unprintable(name: str) -> str | None:
+    """Why ``name`` cannot be (part of) a unit id, or None.
+
+    Ids appear in terminals, file names, logs and spreadsheets: control characters (newlines,
+    tabs, NUL), format characters (bidi overrides and isolates, zero-width spaces) and line
+    separators are refused; other Unicode, non-breaking spaces included, is fine.
+    """
+    for char in name:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            code = f"U+{ord(char):04X}"
+            named = unicodedata.name(char, "")
+            if char in _SPECIAL or not named:
+                shown = f"{code} ({_SPECIAL.get(char, 'a control character')})"
+            else:
+                shown = f"{code} {named}"
+            return f"which holds {shown}; ids must be printable text"
     return None
 
 
