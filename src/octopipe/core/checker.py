@@ -178,7 +178,7 @@ class _Checker:
         path = ("prompts", "templates", step.name)
         context = known | set(self.p.raw) | {"config"} | set(self.p.config.prompts.global_context)
         try:
-            used = template_variables(self.p.template_dir, name)
+            used = template_variables(self.p.template_dir, name, self.p.folder)
         except RenderError as exc:
             self.problem(
                 path,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from octopipe.core.config_models import (
     Step,
     ValidationSpec,
 )
+from octopipe.core.containment import Escape, escapes_in, real_root, resolve_inside
 from octopipe.core.limits import check_file_size
 from octopipe.core.yamlpos import Positions, format_path, load_yaml_with_positions
 from octopipe.errors import ConfigError, ConfigProblem
@@ -120,8 +122,12 @@ def find_config_file(folder: Path) -> Path:
 
 def load_pipeline(folder: str | Path) -> Pipeline:
     """Parse and link-check a pipeline folder (or its config file). Raises ``ConfigError``."""
-    config_file = find_config_file(Path(folder)).resolve()
-    root = config_file.parent
+    found = find_config_file(Path(folder))
+    root = real_root(found.parent)
+    try:
+        config_file = resolve_inside(root, found, found.name)
+    except Escape as exc:
+        raise ConfigError.single(_display_name(found), exc.reason) from None
     rel = _display_name(config_file)
     check_file_size(config_file, rel)
     try:
@@ -293,17 +299,40 @@ class _LinkChecker:
         self._check_ignored_keys()
 
     def inside(
-        self, relative: str, path: Sequence[str | int], what: str, must_exist: bool = True
+        self,
+        relative: str,
+        path: Sequence[str | int],
+        what: str,
+        must_exist: bool = True,
+        folder: bool = False,
     ) -> Path | None:
-        """Resolve ``relative`` under the pipeline folder; refuse escapes and missing files."""
-        target = (self.root / relative).resolve()
-        if not target.is_relative_to(self.root):
+        """Resolve ``relative`` under the pipeline folder, following links; refuse escapes
+        (``../``, absolute paths, links pointing outside) and missing files."""
+        written = Path(os.path.normpath(self.root / relative))
+        if not written.is_relative_to(self.root):
             self.problem(path, f"{what} {relative!r} is outside the pipeline folder")
+            return None
+        try:
+            target = resolve_inside(self.root, written)
+        except Escape as exc:
+            self.problem(path, f"{what} {relative!r}: {exc.reason}")
             return None
         if must_exist and not target.exists():
             self.problem(path, f"{what} {relative!r} does not exist")
             return None
+        if must_exist and not folder and not target.is_file():
+            self.problem(path, f"{what} {relative!r} is not a file")
+            return None
         return target
+
+    def contained_folder(self, relative: str, path: Sequence[str | int], what: str) -> Path | None:
+        """Resolve a folder runs copy whole (templates, schemas); refuse links in it that
+        point outside the pipeline folder."""
+        folder = self.inside(relative, path, what, must_exist=False)
+        if folder is not None and folder.is_dir():
+            for escape in escapes_in(self.root, self.root / relative):
+                self.problem(path, f"{escape.reason}; a run copies this folder, so it is refused")
+        return folder
 
     @property
     def step_names(self) -> list[str]:
@@ -336,8 +365,8 @@ class _LinkChecker:
 
     def _check_templates(self) -> None:
         prompts = self.config.prompts
-        template_dir = self.inside(
-            prompts.template_dir, ("prompts", "template_dir"), "template folder", must_exist=False
+        template_dir = self.contained_folder(
+            prompts.template_dir, ("prompts", "template_dir"), "template folder"
         )
         for i, step in enumerate(self.config.pipeline.steps):
             if not isinstance(step, LLMStep):
@@ -360,6 +389,7 @@ class _LinkChecker:
 
     def _check_schemas(self) -> None:
         schemas = self.config.schemas
+        self.contained_folder(schemas.schema_dir, ("schemas", "schema_dir"), "schema folder")
         for step_name, name in schemas.files.items():
             where = ("schemas", "files", step_name)
             path = self.inside(str(Path(schemas.schema_dir) / name), where, "schema")
