@@ -13,7 +13,6 @@ Deeper checks (expressions, template variables, trial evaluation) live in ``core
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,8 +21,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ValidationError
 
 from octopipe.core.config_models import (
@@ -38,6 +35,7 @@ from octopipe.core.config_models import (
 )
 from octopipe.core.containment import Escape, escapes_in, real_root, resolve_inside
 from octopipe.core.limits import check_file_size
+from octopipe.core.schema_refs import SchemaProblems, load_schema
 from octopipe.core.yamlpos import Positions, format_path, load_yaml_with_positions
 from octopipe.errors import ConfigError, ConfigProblem
 
@@ -389,25 +387,22 @@ class _LinkChecker:
 
     def _check_schemas(self) -> None:
         schemas = self.config.schemas
-        self.contained_folder(schemas.schema_dir, ("schemas", "schema_dir"), "schema folder")
+        schema_dir = self.contained_folder(
+            schemas.schema_dir, ("schemas", "schema_dir"), "schema folder"
+        )
         for step_name, name in schemas.files.items():
             where = ("schemas", "files", step_name)
             path = self.inside(str(Path(schemas.schema_dir) / name), where, "schema")
-            if path is None or not self.size_ok(path):
+            if path is None or schema_dir is None or not self.size_ok(path):
                 continue
+            shown = str(Path(schemas.schema_dir) / name)
             try:
-                schema = json.loads(path.read_text(encoding="utf-8"))
-                Draft202012Validator.check_schema(schema)
-            except json.JSONDecodeError as exc:
-                self.problem(where, f"schema {name!r} is not JSON: line {exc.lineno}: {exc.msg}")
-                continue
-            except SchemaError as exc:
-                self.problem(where, f"schema {name!r} is not a valid JSON Schema: {exc.message}")
-                continue
-            if not isinstance(schema, dict):
-                self.problem(where, f"schema {name!r} must be a JSON object")
-                continue
-            self.schemas[step_name] = schema
+                self.schemas[step_name] = load_schema(schema_dir, path, shown)
+            except SchemaProblems as exc:
+                for key, message in exc.whole_file:
+                    at = f" (at {key})" if key else ""
+                    self.problem(where, f"schema {name!r} {message}{at}")
+                self.problems.extend(exc.references)
         for i, step in enumerate(self.config.pipeline.steps):
             if isinstance(step, LLMStep) and step.name not in schemas.files:
                 self.problem(
