@@ -302,7 +302,6 @@ class _LinkChecker:
         path: Sequence[str | int],
         what: str,
         must_exist: bool = True,
-        folder: bool = False,
     ) -> Path | None:
         """Resolve ``relative`` under the pipeline folder, following links; refuse escapes
         (``../``, absolute paths, links pointing outside) and missing files."""
@@ -318,7 +317,7 @@ class _LinkChecker:
         if must_exist and not target.exists():
             self.problem(path, f"{what} {relative!r} does not exist")
             return None
-        if must_exist and not folder and not target.is_file():
+        if must_exist and not target.is_file():
             self.problem(path, f"{what} {relative!r} is not a file")
             return None
         return target
