@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.rule import Rule
 
+from octopipe.cli.options import UNIT_COUNT
 from octopipe.cli.output import console, print_json
 from octopipe.core.config import load_pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep
@@ -20,8 +21,8 @@ from octopipe.errors import EXIT_FAILURE, EXIT_OK, UsageError
 
 @click.command()
 @click.argument("pipeline", type=click.Path(exists=True, path_type=Path))
-@click.option("--max-units", type=click.IntRange(min=1), help="Stop after N units.")
-@click.option("--repeat", type=click.IntRange(min=1), help="Override processing.repeat.")
+@click.option("--max-units", type=UNIT_COUNT, help="Stop after N units.")
+@click.option("--repeat", type=UNIT_COUNT, help="Override processing.repeat.")
 def units(pipeline: Path, max_units: int | None, repeat: int | None) -> int:
     """Stream the units a pipeline generates, one JSON object per line."""
     loaded = load_pipeline(pipeline)
@@ -48,7 +49,7 @@ def units(pipeline: Path, max_units: int | None, repeat: int | None) -> int:
     type=click.File("r"),
     help="An LLM answer (file, or - for stdin) to validate at --step, or at the first LLM step.",
 )
-@click.option("--repeat", type=click.IntRange(min=1), help="Override processing.repeat.")
+@click.option("--repeat", type=UNIT_COUNT, help="Override processing.repeat.")
 @click.option("--json", "as_json", is_flag=True, help="Print each step's result as JSON.")
 def try_unit(
     pipeline: Path,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import click
 
+from octopipe.core.limits import current_limits, unit_count_problem
 from octopipe.engine.paths import default_runs_dir
 
 runs_dir_option = click.option(
@@ -18,3 +20,24 @@ runs_dir_option = click.option(
 
 def runs_dir_or_default(value: Path | None) -> Path:
     return value if value is not None else default_runs_dir()
+
+
+class UnitCount(click.ParamType):
+    """A number of units (``--repeat``, ``--max-units``): a whole number from 1 to the unit
+    limit (``OCTOPIPE_MAX_UNITS``), checked before anything is created."""
+
+    name = "integer"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        number: int = click.INT.convert(cast(Any, value), param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not a positive whole number", param, ctx)
+        problem = unit_count_problem(number, current_limits())
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return number
+
+
+UNIT_COUNT = UnitCount()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from octopipe.cli.options import runs_dir_option, runs_dir_or_default
+from octopipe.cli.options import UNIT_COUNT, runs_dir_option, runs_dir_or_default
 from octopipe.cli.output import console, print_json
 from octopipe.cli.progress_view import ProgressView
 from octopipe.cli.status_cmds import _print_status
@@ -59,10 +59,8 @@ def _init_options(f):
             runs_dir_option,
             click.option("--provider", help="Provider for every LLM step (overrides the config)."),
             click.option("--model", help="Model for every LLM step (overrides the config)."),
-            click.option("--max-units", type=click.IntRange(min=1), help="Only the first N units."),
-            click.option(
-                "--repeat", type=click.IntRange(min=1), help="Override processing.repeat."
-            ),
+            click.option("--max-units", type=UNIT_COUNT, help="Only the first N units."),
+            click.option("--repeat", type=UNIT_COUNT, help="Override processing.repeat."),
         ]
     ):
         f = option(f)

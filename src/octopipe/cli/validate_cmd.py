@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from octopipe.cli.options import UNIT_COUNT
 from octopipe.cli.output import console, err_console, fail_json_or_text, print_json
 from octopipe.core.checker import CheckReport, check_pipeline
 from octopipe.core.config import Pipeline, load_pipeline
@@ -17,8 +18,8 @@ from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError
 @click.command()
 @click.argument("pipeline", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--max-units", type=click.IntRange(min=1), help="Count only the first N units.")
-@click.option("--repeat", type=click.IntRange(min=1), help="Override processing.repeat.")
+@click.option("--max-units", type=UNIT_COUNT, help="Count only the first N units.")
+@click.option("--repeat", type=UNIT_COUNT, help="Override processing.repeat.")
 def validate(pipeline: Path, as_json: bool, max_units: int | None, repeat: int | None) -> int:
     """Check a pipeline folder without spending anything.
 

@@ -12,6 +12,7 @@ field; otherwise it is a warning (the mock, not the pipeline, may be at fault).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +88,13 @@ class _Checker:
                 level,
             )
         )
+
+    def located(self, problem: ConfigProblem) -> ConfigProblem:
+        """A config problem raised without a line (by ``core/units.py``), with its line."""
+        if problem.file != "config.yaml" or problem.line is not None or not problem.key_path:
+            return problem
+        path = tuple(problem.key_path.split("."))
+        return dataclasses.replace(problem, file=self.file, line=self.p.positions.line_of(path))
 
     def check_names(
         self, names: Iterable[str], known: set[str], path: Sequence[str | int], what: str
@@ -170,7 +178,7 @@ class _Checker:
         path = ("prompts", "templates", step.name)
         context = known | set(self.p.raw) | {"config"} | set(self.p.config.prompts.global_context)
         try:
-            used = template_variables(self.p.template_dir, name)
+            used = template_variables(self.p.template_dir, name, self.p.folder)
         except RenderError as exc:
             self.problem(
                 path,
@@ -226,12 +234,14 @@ def check_pipeline(
             pipeline.config.processing, pipeline.items_path, max_units=max_units, repeat=repeat
         )
     except ConfigError as exc:
-        report.problems.extend(exc.problems)
+        report.problems.extend(checker.located(p) for p in exc.problems)
     if report.ok:
         from octopipe.core.trial import trial_run
 
         report.problems.extend(trial_run(pipeline, checker.file))
     report.steps = summarize_steps(pipeline, report.units)
+    # Several checks read the items file; each problem is reported once.
+    report.problems = list(dict.fromkeys(report.problems))
     return report
 
 

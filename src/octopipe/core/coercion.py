@@ -28,6 +28,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
 
 from octopipe.core.answer_parsing import loads_strict
+from octopipe.core.schema_refs import NO_REMOTE
 
 __all__ = ["CompiledSchema", "compile_schema"]
 
@@ -72,7 +73,9 @@ class CompiledSchema:
 
     def __init__(self, schema: dict[str, Any] | bool) -> None:
         self.schema = schema
-        self.validator: Validator = Draft202012Validator(schema)
+        # No reference is ever fetched: the pipeline's schemas arrive self-contained
+        # (core/schema_refs.py); anything else fails as an unresolvable reference.
+        self.validator: Validator = Draft202012Validator(schema, registry=NO_REMOTE)
         compiler = _Compiler(self, schema)
         self._root = compiler.node(schema)
         self.checkable = all(node.checkable for node in compiler.memo.values())

@@ -13,7 +13,7 @@ Deeper checks (expressions, template variables, trial evaluation) live in ``core
 from __future__ import annotations
 
 import difflib
-import json
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +21,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ValidationError
 
 from octopipe.core.config_models import (
@@ -35,6 +33,9 @@ from octopipe.core.config_models import (
     Step,
     ValidationSpec,
 )
+from octopipe.core.containment import Escape, escapes_in, real_root, resolve_inside
+from octopipe.core.limits import check_file_size
+from octopipe.core.schema_refs import SchemaProblems, load_schema
 from octopipe.core.yamlpos import Positions, format_path, load_yaml_with_positions
 from octopipe.errors import ConfigError, ConfigProblem
 
@@ -119,9 +120,14 @@ def find_config_file(folder: Path) -> Path:
 
 def load_pipeline(folder: str | Path) -> Pipeline:
     """Parse and link-check a pipeline folder (or its config file). Raises ``ConfigError``."""
-    config_file = find_config_file(Path(folder)).resolve()
-    root = config_file.parent
+    found = find_config_file(Path(folder))
+    root = real_root(found.parent)
+    try:
+        config_file = resolve_inside(root, found, found.name)
+    except Escape as exc:
+        raise ConfigError.single(_display_name(found), exc.reason) from None
     rel = _display_name(config_file)
+    check_file_size(config_file, rel)
     try:
         text = config_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -271,6 +277,15 @@ class _LinkChecker:
             )
         )
 
+    def size_ok(self, path: Path) -> bool:
+        """False (and a problem naming the file) when a pipeline file is over the size limit."""
+        try:
+            check_file_size(path, str(path.relative_to(self.root)))
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
+            return False
+        return True
+
     def check(self) -> None:
         self._check_step_names()
         self._check_section_keys()
@@ -282,17 +297,39 @@ class _LinkChecker:
         self._check_ignored_keys()
 
     def inside(
-        self, relative: str, path: Sequence[str | int], what: str, must_exist: bool = True
+        self,
+        relative: str,
+        path: Sequence[str | int],
+        what: str,
+        must_exist: bool = True,
     ) -> Path | None:
-        """Resolve ``relative`` under the pipeline folder; refuse escapes and missing files."""
-        target = (self.root / relative).resolve()
-        if not target.is_relative_to(self.root):
+        """Resolve ``relative`` under the pipeline folder, following links; refuse escapes
+        (``../``, absolute paths, links pointing outside) and missing files."""
+        written = Path(os.path.normpath(self.root / relative))
+        if not written.is_relative_to(self.root):
             self.problem(path, f"{what} {relative!r} is outside the pipeline folder")
+            return None
+        try:
+            target = resolve_inside(self.root, written)
+        except Escape as exc:
+            self.problem(path, f"{what} {relative!r}: {exc.reason}")
             return None
         if must_exist and not target.exists():
             self.problem(path, f"{what} {relative!r} does not exist")
             return None
+        if must_exist and not target.is_file():
+            self.problem(path, f"{what} {relative!r} is not a file")
+            return None
         return target
+
+    def contained_folder(self, relative: str, path: Sequence[str | int], what: str) -> Path | None:
+        """Resolve a folder runs copy whole (templates, schemas); refuse links in it that
+        point outside the pipeline folder."""
+        folder = self.inside(relative, path, what, must_exist=False)
+        if folder is not None and folder.is_dir():
+            for escape in escapes_in(self.root, self.root / relative):
+                self.problem(path, f"{escape.reason}; a run copies this folder, so it is refused")
+        return folder
 
     @property
     def step_names(self) -> list[str]:
@@ -325,8 +362,8 @@ class _LinkChecker:
 
     def _check_templates(self) -> None:
         prompts = self.config.prompts
-        template_dir = self.inside(
-            prompts.template_dir, ("prompts", "template_dir"), "template folder", must_exist=False
+        template_dir = self.contained_folder(
+            prompts.template_dir, ("prompts", "template_dir"), "template folder"
         )
         for i, step in enumerate(self.config.pipeline.steps):
             if not isinstance(step, LLMStep):
@@ -343,28 +380,28 @@ class _LinkChecker:
                     f"LLM step {step.name!r} has no template: add prompts.templates.{step.name}",
                 )
             elif template_dir is not None:
-                self.inside(str(Path(prompts.template_dir) / name), where, "template")
+                path = self.inside(str(Path(prompts.template_dir) / name), where, "template")
+                if path is not None:
+                    self.size_ok(path)
 
     def _check_schemas(self) -> None:
         schemas = self.config.schemas
+        schema_dir = self.contained_folder(
+            schemas.schema_dir, ("schemas", "schema_dir"), "schema folder"
+        )
         for step_name, name in schemas.files.items():
             where = ("schemas", "files", step_name)
             path = self.inside(str(Path(schemas.schema_dir) / name), where, "schema")
-            if path is None:
+            if path is None or schema_dir is None or not self.size_ok(path):
                 continue
+            shown = str(Path(schemas.schema_dir) / name)
             try:
-                schema = json.loads(path.read_text(encoding="utf-8"))
-                Draft202012Validator.check_schema(schema)
-            except json.JSONDecodeError as exc:
-                self.problem(where, f"schema {name!r} is not JSON: line {exc.lineno}: {exc.msg}")
-                continue
-            except SchemaError as exc:
-                self.problem(where, f"schema {name!r} is not a valid JSON Schema: {exc.message}")
-                continue
-            if not isinstance(schema, dict):
-                self.problem(where, f"schema {name!r} must be a JSON object")
-                continue
-            self.schemas[step_name] = schema
+                self.schemas[step_name] = load_schema(schema_dir, path, shown)
+            except SchemaProblems as exc:
+                for key, message in exc.whole_file:
+                    at = f" (at {key})" if key else ""
+                    self.problem(where, f"schema {name!r} {message}{at}")
+                self.problems.extend(exc.references)
         for i, step in enumerate(self.config.pipeline.steps):
             if isinstance(step, LLMStep) and step.name not in schemas.files:
                 self.problem(

@@ -14,7 +14,9 @@ by the file's suffix:
   a JSON number becomes an ``int`` (``-12``) or a ``float`` (``0.5``, ``1e3``), and a cell
   spelled exactly ``true``/``false`` becomes a ``bool``; every other cell stays the string it
   was, including empty cells, ``null``, ``007`` (leading zeros: a code, not a number),
-  ``+5``, `` 5`` and ``NaN``. Rows whose cell count differs from the header are refused;
+  ``+5``, `` 5`` and ``NaN``. Quoting is strict: a quote never closed (which would swallow
+  every later row into one cell) or text after a closing quote is refused, naming the row's
+  line. Rows whose cell count differs from the header are refused;
   rows that are blank or hold only empty cells (``,,,`` as spreadsheets export) are skipped.
 
 Every problem is a :class:`~octopipe.errors.ConfigError` naming the items file, the line where
@@ -32,11 +34,14 @@ import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-import yaml
-
-from octopipe.core.yamlpos import format_path, load_yaml_with_positions
+from octopipe.core.yamlpos import (
+    GuardedLoader,
+    format_path,
+    load_yaml_node,
+    load_yaml_with_positions,
+)
 from octopipe.errors import ConfigError
 
 ItemsFormat = Literal["yaml", "json", "jsonl", "csv"]
@@ -51,14 +56,15 @@ _FORMATS: dict[str, ItemsFormat] = {
 STREAMED_FORMATS: frozenset[ItemsFormat] = frozenset({"jsonl", "csv"})
 
 _JSON_DECODER = json.JSONDecoder()
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _ItemsLoader(_BaseLoader):
-    """Safe YAML loader (libyaml when available) that keeps timestamps as strings."""
+class _ItemsLoader(GuardedLoader):
+    """The guarded YAML loader (see ``core/yamlpos.py``), keeping timestamps as strings."""
 
 
-_ItemsLoader.add_constructor("tag:yaml.org,2002:timestamp", _ItemsLoader.construct_yaml_str)
+cast(Any, _ItemsLoader).add_constructor(
+    "tag:yaml.org,2002:timestamp", _ItemsLoader.construct_yaml_str
+)
 
 
 # --- public API -------------------------------------------------------------------------------
@@ -198,13 +204,9 @@ def _load_document(path: Path, fmt: ItemsFormat) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise _error(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from exc
-    try:
-        data = yaml.load(text, Loader=_ItemsLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        line = mark.line + 1 if mark is not None else None
-        raise _error(path, f"invalid YAML: {problem}", line=line) from exc
+        except RecursionError:
+            raise _error(path, "invalid JSON: the document is nested too deeply") from None
+    data, _ = load_yaml_node(text, str(path), _ItemsLoader)
     if data is None:
         raise _error(path, "the items file is empty")
     return data
@@ -269,6 +271,10 @@ def _stream_jsonl(path: Path) -> Iterator[tuple[int | None, Any]]:
                     raise _error(
                         path, f"line {line_no} is not valid JSON: {exc.msg}", line=line_no
                     ) from exc
+                except RecursionError:
+                    raise _error(
+                        path, f"line {line_no} is nested too deeply", line=line_no
+                    ) from None
                 seen_any = True
                 yield line_no, item
     except UnicodeDecodeError as exc:
@@ -330,7 +336,7 @@ def _csv_rows(path: Path, *, typed: bool) -> Iterator[tuple[int, dict[str, Any]]
     """(start line, row) per data row; raises on a bad header or a ragged row."""
     try:
         with path.open("r", encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
+            reader = csv.reader(handle, strict=True)
             header: list[str] | None = None
             header_line = 0
             before = 0
@@ -354,7 +360,7 @@ def _csv_rows(path: Path, *, typed: bool) -> Iterator[tuple[int, dict[str, Any]]
                     else:
                         yield start, dict(zip(header, row, strict=True))
             except csv.Error as exc:
-                raise _error(path, f"invalid CSV: {exc}", line=reader.line_num) from exc
+                raise _csv_error(path, exc, before + 1) from exc
             except UnicodeDecodeError as exc:
                 raise _error(
                     path, f"not valid UTF-8: {exc.reason}", line=reader.line_num + 1
@@ -363,6 +369,17 @@ def _csv_rows(path: Path, *, typed: bool) -> Iterator[tuple[int, dict[str, Any]]
                 raise _error(path, "the items file is empty")
     except OSError as exc:
         raise _error(path, f"cannot read items file: {exc.strerror or exc}") from exc
+
+
+def _csv_error(path: Path, exc: csv.Error, start: int) -> ConfigError:
+    if "unexpected end of data" in str(exc):
+        message = (
+            f'the row starting on line {start} opens a quoted cell (") that is never closed, '
+            "so it would swallow every line after it"
+        )
+    else:
+        message = f"{exc} (row starting on line {start})"
+    return _error(path, f"invalid CSV: {message}", line=start)
 
 
 def _csv_header(path: Path, row: list[str], line: int) -> list[str]:

@@ -12,7 +12,9 @@ Guarantees:
   ``*``/``**`` refuse results past :data:`MAX_SEQUENCE_LENGTH` elements or
   :data:`MAX_POWER_BITS` bits, so a template cannot exhaust memory.
 - **Strict.** ``StrictUndefined``: a missing variable is an error, never an empty string.
-- **Contained.** Templates load from ``template_dir`` only; ``{% include '../x' %}`` fails.
+- **Contained.** Templates load from ``template_dir`` only; ``{% include '../x' %}`` fails,
+  and so does any template (included, imported, extended) whose real path, after following
+  links, is outside ``root`` (the pipeline folder; see ``core/containment.py``).
 - **Verbatim.** No autoescape; the trailing newline is kept.
 - **One error type.** Every failure, at load or render time, is a ``RenderError`` with the
   template's name, a message (naming the undefined variable, the refused attribute, ...) and
@@ -38,6 +40,7 @@ from jinja2 import meta, nodes
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from octopipe.core.containment import ContainedTemplateLoader
 from octopipe.errors import RenderError
 
 MAX_SEQUENCE_LENGTH = 10_000_000
@@ -81,9 +84,9 @@ def _check_repetition(sequence: Any, times: Any) -> None:
         )
 
 
-def _environment(template_dir: Path) -> _PromptEnvironment:
+def _environment(template_dir: Path, root: Path | None = None) -> _PromptEnvironment:
     return _PromptEnvironment(
-        loader=jinja2.FileSystemLoader(os.fspath(template_dir)),
+        loader=ContainedTemplateLoader(template_dir, root),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -101,10 +104,11 @@ class PromptRenderer:
         *,
         config: Mapping[str, Any],
         global_context: Mapping[str, Any],
+        root: Path | None = None,
     ) -> None:
         self.template_name = template_name
         self._template_dir = Path(template_dir)
-        self._env = _environment(self._template_dir)
+        self._env = _environment(self._template_dir, root)
         base: dict[str, Any] = dict(config)
         base["config"] = config
         base.update(global_context)
@@ -124,15 +128,17 @@ class PromptRenderer:
             raise _as_render_error(exc, self.template_name, self._template_dir) from exc
 
 
-def template_variables(template_dir: Path, template_name: str) -> frozenset[str]:
+def template_variables(
+    template_dir: Path, template_name: str, root: Path | None = None
+) -> frozenset[str]:
     """Names the template (and the templates it includes or imports) reads from its context.
 
     Jinja's own globals (``range``, ``namespace``, ...) are left out, and so are names any of
     these templates assigns (``set``, ``for``, macro parameters), so that a variable set before
     an ``include`` is not reported: the result never names a variable the template defines.
-    Raises ``RenderError`` when a template is missing or has a syntax error.
+    Raises ``RenderError`` when a template is missing, outside ``root`` or has a syntax error.
     """
-    env = _environment(Path(template_dir))
+    env = _environment(Path(template_dir), root)
     read: set[str] = set()
     assigned: set[str] = set()
     for _, tree in _walk_templates(env, template_name, Path(template_dir)):
@@ -143,9 +149,11 @@ def template_variables(template_dir: Path, template_name: str) -> frozenset[str]
     return frozenset(read - assigned - set(env.globals))
 
 
-def template_syntax_error(template_dir: Path, template_name: str) -> RenderError | None:
+def template_syntax_error(
+    template_dir: Path, template_name: str, root: Path | None = None
+) -> RenderError | None:
     """The first load or syntax error of the template or of those it includes, else None."""
-    env = _environment(Path(template_dir))
+    env = _environment(Path(template_dir), root)
     try:
         for _ in _walk_templates(env, template_name, Path(template_dir)):
             pass

@@ -11,7 +11,8 @@ value validates against the schema for the keywords it understands:
 - strings: ``minLength``/``maxLength``, ``format`` (date, date-time, time, email, uri, uuid);
 - numbers: ``minimum``/``maximum``, ``exclusiveMinimum``/``exclusiveMaximum`` (draft 4
   booleans and later numbers), ``multipleOf``;
-- composition: local ``$ref`` (``#``, ``#/$defs/...``, ``#/definitions/...``), ``allOf`` (merged),
+- composition: local ``$ref`` (``#``, ``#/$defs/...``, ``#/definitions/...``; any other
+  reference stands for any value and is never fetched), ``allOf`` (merged),
   ``anyOf``/``oneOf`` (the first non-null branch).
 
 Not honoured: ``pattern``, ``not``, ``if``/``then``, ``dependentRequired``, and schemas that
@@ -26,8 +27,12 @@ import math
 import random
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 MAX_DEPTH = 8
+HARD_DEPTH = 64
+"""Past this depth a string is produced whatever the schema (a schema whose required
+properties recurse has no finite valid value)."""
 # fmt: off
 WORDS = (
     "amber", "basil", "cedar", "delta", "ember", "fjord", "grove", "harbor", "indigo", "juniper",
@@ -61,7 +66,8 @@ class _Generator:
         self.rng = rng
 
     def value(self, schema: Any, depth: int) -> Any:
-        if not isinstance(schema, Mapping):  # boolean schema: anything goes
+        if not isinstance(schema, Mapping) or depth > HARD_DEPTH:
+            # a boolean schema (anything goes), or required properties that nest without end
             return _string({}, self.rng)
         schema = self.resolve(schema)
         if "const" in schema:
@@ -88,9 +94,9 @@ class _Generator:
         """Follow a local ``$ref`` and merge ``allOf`` into one schema."""
         for _ in range(32):
             ref = schema.get("$ref")
-            if not isinstance(ref, str) or not ref.startswith("#"):
+            if not isinstance(ref, str):
                 break
-            target = self.root if ref == "#" else _pointer(self.root, ref)
+            target = _pointer(self.root, ref)
             schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
         if isinstance(schema.get("allOf"), list):
             merged = {k: v for k, v in schema.items() if k != "allOf"}
@@ -178,9 +184,21 @@ def _type_of(schema: Mapping[str, Any]) -> str:
 
 
 def _pointer(root: Mapping[str, Any], ref: str) -> Mapping[str, Any]:
+    """The target of a local ``#/json/pointer`` reference; ``{}`` (any value) for anything
+    else: an anchor, another document, a pointer to nothing. Nothing is ever fetched."""
+    if ref == "#":
+        return root
+    if not ref.startswith("#/"):
+        return {}
     node: Any = root
     for part in ref[2:].split("/"):
-        node = node[part.replace("~1", "/").replace("~0", "~")]
+        token = unquote(part).replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return {}
     return node if isinstance(node, Mapping) else {}
 
 

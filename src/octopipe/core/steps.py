@@ -89,6 +89,7 @@ class CompiledStep:
                     pipeline.template_name(step),
                     config=pipeline.raw,
                     global_context=pipeline.config.prompts.global_context,
+                    root=pipeline.folder,
                 )
                 self.validator = AnswerValidator(schema, spec, coerce=coerce)
                 if pipeline.config.processing.expressions:

@@ -13,12 +13,14 @@ Strategies (``processing.strategy``), with Octobatch's unit-id conventions:
   items' ``name_field``, then ``id``, then ``name``; joined by ``-``. ``items.key`` is not used
   (as in Octobatch).
 
-Names are sanitized (space -> ``_``, ``/`` -> ``-``). ``repeat: N`` clones every base unit N
-times as ``<id>__repNNNN`` with ``_repetition_id`` and ``_repetition_seed``, interleaved (all
-base units for repetition 0, then all for 1, ...) so that ``max_units`` samples every item; the
-base stream is generated again for each repetition instead of being stored. Indexes are padded
-to 4 digits (fan-out children ``__fanNNN``: 3) and widen past that (``__rep10000``), exactly as
-Octobatch writes them, so ids of existing runs are reproduced.
+Names are sanitized (space -> ``_``, ``/`` -> ``-``); a name or id holding a control or
+format character (newline, tab, bidi override, zero-width space) is refused, naming the item.
+``repeat: N`` clones every base unit N times as ``<id>__repNNNN`` with ``_repetition_id`` and
+``_repetition_seed``, interleaved (all base units for repetition 0, then all for 1, ...) so that
+``max_units`` samples every item; the base stream is generated again for each repetition
+instead of being stored. Indexes are padded to 4 digits (fan-out children ``__fanNNN``: 3) and
+widen past that (``__rep10000``), exactly as Octobatch writes them, so ids of existing runs are
+reproduced.
 
 **Streaming.** :func:`iter_units` holds at most the permutation/cross-product lists (small by
 nature) and, for ``direct``, one compact 8-byte hash per id for duplicate detection: a
@@ -46,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import unicodedata
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -54,6 +57,7 @@ from typing import Any, Protocol
 
 from octopipe.core import items as items_io
 from octopipe.core.config_models import PositionSpec, ProcessingSpec
+from octopipe.core.limits import Limits, current_limits, too_many_units
 from octopipe.core.yamlpos import format_path
 from octopipe.errors import ConfigError, UsageError
 
@@ -80,16 +84,23 @@ def iter_units(
     *,
     max_units: int | None = None,
     repeat: int | None = None,
+    limits: Limits | None = None,
 ) -> Iterator[Unit]:
     """Stream the units of a pipeline, in their final order.
 
     ``repeat`` overrides ``processing.repeat``; ``max_units`` truncates the final stream.
-    Problems with the items file as a whole are raised by this call; a bad item of a streamed
+    A pipeline making more units than ``limits.max_units`` (after ``max_units``) is refused
+    by this call, except for a streamed ``direct`` file without repeat, which is not counted
+    here (``count_units`` is the check before a run). Problems with the items file as a whole
+    are raised by this call; a bad item of a streamed
     ``direct`` file, or a duplicate id there, is raised when the iteration reaches it.
     """
     repeats = _repeats(processing, repeat)
     limit = _limit(max_units)
-    stream = _repeated(_plan(processing, items_path), repeats)
+    plan = _plan(processing, items_path)
+    if plan.count_is_cheap or repeats > 1:
+        _check_total(plan.count(), repeats, limit, repeat is not None, limits)
+    stream = _repeated(plan, repeats)
     return stream if limit is None else itertools.islice(stream, limit)
 
 
@@ -99,17 +110,21 @@ def count_units(
     *,
     max_units: int | None = None,
     repeat: int | None = None,
+    limits: Limits | None = None,
 ) -> int:
     """How many units :func:`iter_units` yields, computed without generating them.
 
     ``n``, ``nPk`` or the product of the list lengths, times the repeat, capped by
     ``max_units``. A streamed ``direct`` file is counted by lines (JSONL) or rows (CSV) without
-    typing its items, so per-item problems are left to :func:`iter_units`.
+    typing its items, so per-item problems are left to :func:`iter_units`. A count over
+    ``limits.max_units`` is refused (``ConfigError`` at ``processing.repeat`` or the items, or
+    ``UsageError`` when ``repeat`` was given).
     """
     repeats = _repeats(processing, repeat)
     limit = _limit(max_units)
-    total = _plan(processing, items_path).count() * repeats
-    return total if limit is None else min(total, limit)
+    return _check_total(
+        _plan(processing, items_path).count(), repeats, limit, repeat is not None, limits
+    )
 
 
 def fan_out_children(
@@ -153,6 +168,9 @@ def repetition_seed(base_id: str, repetition: int) -> int:
 
 
 class _Plan(Protocol):
+    count_is_cheap: bool
+    """Whether ``count`` is arithmetic (no pass over a streamed file)."""
+
     def count(self) -> int: ...
 
     def units(self, check_ids: bool) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -195,6 +213,21 @@ def _repeated_small(plan: _Plan, repeats: int) -> Iterator[Unit]:
             yield Unit(unit_id, fields)
 
 
+def _check_total(
+    base: int, repeats: int, max_units: int | None, repeat_given: bool, limits: Limits | None
+) -> int:
+    """The number of units made (capped by ``max_units``), refused past the unit limit."""
+    total = base * repeats
+    made = total if max_units is None else min(total, max_units)
+    problem = too_many_units(made, base, repeats, limits or current_limits())
+    if problem is None:
+        return made
+    if repeat_given:
+        raise UsageError(problem)
+    key = "processing.repeat" if repeats > 1 else "processing.items.source"
+    raise ConfigError.single("config.yaml", problem, key_path=key)
+
+
 def _repeats(processing: ProcessingSpec, repeat: int | None) -> int:
     repeats = processing.repeat if repeat is None else repeat
     if repeats < 1:
@@ -227,7 +260,8 @@ class _DirectPlan:
         self._key = key
         self._name_field = name_field
         self._items: list[Any] | None = None
-        if items_io.items_format(path) in items_io.STREAMED_FORMATS:
+        self.count_is_cheap = items_io.items_format(path) not in items_io.STREAMED_FORMATS
+        if not self.count_is_cheap:
             items_io.iter_items_with_lines(path, key)  # checks the file now, reads it later
         else:
             self._items = items_io.load_item_list(path, key)
@@ -248,6 +282,8 @@ class _DirectPlan:
                 unit_id = value.replace(" ", "_").replace("/", "-")
             else:
                 unit_id = self._id_of(index, line, item)
+            if not unit_id.isprintable() and (bad := unprintable(unit_id)) is not None:
+                raise self._item_error(index, line, f"has the unit id {unit_id!r}, {bad}")
             if add_id is not None and not add_id(unit_id):
                 self._confirm_duplicate(unit_id, index, line)
             fields = {"unit_id": unit_id, **item}
@@ -306,6 +342,8 @@ class _DirectPlan:
 
 class _CombinationPlan:
     """Units from index tuples over small in-memory lists, one list per position."""
+
+    count_is_cheap = True
 
     def __init__(
         self,
@@ -482,7 +520,16 @@ def _names_of(
                 line=items_io.key_line(path, key_path),
                 key_path=key_path,
             )
-        names.append(sanitize(text))
+        name = sanitize(text)
+        if not name.isprintable() and (bad := unprintable(name)) is not None:
+            key_path = (*prefix, index)
+            raise _items_error(
+                path,
+                f"item {index} of {_list_label(prefix)} has the name {name!r}, {bad}",
+                line=items_io.key_line(path, key_path),
+                key_path=key_path,
+            )
+        names.append(name)
     return names
 
 
@@ -534,6 +581,29 @@ def _name_text(value: Any) -> str | None:
         return value or None
     if isinstance(value, int | float):
         return str(value)
+    return None
+
+
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_SPECIAL = {"\n": "a line feed", "\r": "a carriage return", "\t": "a tab"}
+
+
+def unprintable(name: str) -> str | None:
+    """Why ``name`` cannot be (part of) a unit id, or None.
+
+    Ids appear in terminals, file names, logs and spreadsheets: control characters (newlines,
+    tabs, NUL), format characters (bidi overrides and isolates, zero-width spaces) and line
+    separators are refused; other Unicode, non-breaking spaces included, is fine.
+    """
+    for char in name:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            code = f"U+{ord(char):04X}"
+            named = unicodedata.name(char, "")
+            if char in _SPECIAL or not named:
+                shown = f"{code} ({_SPECIAL.get(char, 'a control character')})"
+            else:
+                shown = f"{code} {named}"
+            return f"which holds {shown}; ids must be printable text"
     return None
 
 

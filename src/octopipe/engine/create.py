@@ -8,6 +8,7 @@ the source pipeline folder again: everything comes from ``config/``.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import time
@@ -20,6 +21,7 @@ from typing import Any
 from octopipe.core.checker import CheckReport, check_pipeline
 from octopipe.core.config import Pipeline, load_pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, RunStep
+from octopipe.core.containment import Escape, copy_contained
 from octopipe.core.units import iter_units
 from octopipe.engine.fingerprint import record_fingerprint
 from octopipe.engine.paths import RunPaths, check_run_name
@@ -65,24 +67,28 @@ def default_run_name(pipeline: Pipeline) -> str:
 
 
 def snapshot(pipeline: Pipeline, target: Path) -> None:
-    """Copy what the run needs: config, items, templates, schemas, scripts (inside the folder)."""
+    """Copy what the run needs: config, items, templates, schemas, scripts.
+
+    Only real files inside the pipeline folder are copied: a link is followed only to an
+    inside target, and one pointing outside is a ``ConfigError`` naming it (the folder was
+    checked at load; this holds even if it changed since). Files keep the paths the config
+    names them by.
+    """
     target.mkdir(parents=True)
     root = pipeline.folder
     shutil.copy2(pipeline.config_file, target / "config.yaml")
     wanted = [pipeline.items_path, pipeline.template_dir, root / pipeline.config.schemas.schema_dir]
     scripts = [p.script for p in pipeline.config.post_process if p.script]
     scripts += [s.script for s in pipeline.steps if isinstance(s, RunStep) and s.script]
-    wanted += [root / s for s in scripts if (root / s).resolve().is_relative_to(root)]
+    wanted += [root / s for s in scripts]
     for source in wanted:
-        source = source.resolve()
-        if not source.exists() or not source.is_relative_to(root):
-            continue
-        dest = target / source.relative_to(root)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, dest, dirs_exist_ok=True)
-        else:
-            shutil.copy2(source, dest)
+        written = Path(os.path.normpath(source))
+        if not written.is_relative_to(root) or not os.path.lexists(written):
+            continue  # refused at load (``../``), or optional and absent
+        try:
+            copy_contained(root, written, target / written.relative_to(root))
+        except Escape as exc:
+            raise ConfigError.single(str(written), exc.reason) from None
 
 
 def create_run(
