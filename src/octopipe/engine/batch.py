@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import secrets
 import time
@@ -47,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from octopipe.core.config_models import MAX_POLL_INTERVAL_S
 from octopipe.core.costs import format_usd
 from octopipe.core.registry import Registry, load_registry
 from octopipe.core.states import BatchEvent, BatchState
@@ -114,7 +116,15 @@ class BatchOptions:
     interval, at most 60 s)."""
     price_as: dict[str, str] = field(default_factory=dict)
     poll_interval_s: float | None = None
-    """Overrides ``api.poll_interval_seconds``."""
+    """Overrides ``api.poll_interval_seconds``; more than 0, at most ``MAX_POLL_INTERVAL_S``."""
+
+    def __post_init__(self) -> None:
+        poll = self.poll_interval_s
+        if poll is not None and not (math.isfinite(poll) and 0 < poll <= MAX_POLL_INTERVAL_S):
+            raise UsageError(
+                f"a batch poll interval must be more than 0 and at most "
+                f"{MAX_POLL_INTERVAL_S:.0f} seconds, not {poll:g}"
+            )
 
 
 @dataclass
