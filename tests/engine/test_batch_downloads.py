@@ -36,7 +36,9 @@ from octopipe.core.costs import cost_usd
 from octopipe.core.registry import load_registry
 from octopipe.core.states import RunStatus, UnitStepState
 from octopipe.engine import providers_setup
+from octopipe.engine.batch_collect import DOWNLOAD_TRIES, Refetch, after_incomplete
 from octopipe.engine.paths import RunPaths
+from octopipe.errors import IncompleteResults
 from octopipe.providers.base import ProviderSettings
 from octopipe.providers.batch_base import BatchProvider, make_batch_provider
 from octopipe.providers.batch_gemini import GeminiBatchProvider
@@ -201,3 +203,47 @@ def test_a_line_absent_from_a_complete_download_is_still_dropped_and_retried(
     assert attempts_per_unit(paths) == {1: 5, 2: 1}  # the dropped one, asked again
     assert sorted(sent_per_unit(emulator).values()) == [1] * 5 + [2]
     assert "1 missing from the results (retried)" in paths.log.read_text()
+
+
+# --- the decision after an incomplete download, as a table ------------------------------------
+
+
+def _cut(certain: bool, signature: tuple[int, ...] = (100, 4)) -> IncompleteResults:
+    return IncompleteResults(
+        "the results of batch b are incomplete (...)",
+        provider="openai",
+        batch_id="b",
+        certain=certain,
+        signature=signature,
+    )
+
+
+@pytest.mark.parametrize(
+    ("certain", "tries", "previous", "poll_s", "expected"),
+    [
+        # cut for sure: fetch again, waiting twice as long each time, from min(1 s, poll)
+        (True, 1, None, 30.0, Refetch(delay_s=1.0)),
+        (True, 2, (100, 4), 30.0, Refetch(delay_s=2.0)),
+        (True, 5, (100, 4), 30.0, Refetch(delay_s=16.0)),
+        (True, 3, None, 0.05, Refetch(delay_s=0.2)),
+        (True, 2, (100, 4), 0.05, Refetch(delay_s=0.1)),  # the same cut again: still a cut
+        # only looked short: the same download twice means it is complete as it is
+        (False, 1, None, 30.0, Refetch(delay_s=1.0)),
+        (False, 2, (100, 4), 30.0, Refetch()),
+        (False, 2, (90, 3), 30.0, Refetch(delay_s=2.0)),
+    ],
+)
+def test_after_an_incomplete_download(
+    certain: bool, tries: int, previous: Any, poll_s: float, expected: Refetch
+) -> None:
+    assert after_incomplete(_cut(certain), tries, previous, poll_s) == expected
+
+
+@pytest.mark.parametrize("certain", [True, False])
+def test_after_too_many_incomplete_downloads_the_run_pauses(certain: bool) -> None:
+    decision = after_incomplete(_cut(certain, (7, 1)), DOWNLOAD_TRIES, (8, 2), 1.0)
+    assert decision.delay_s is None
+    assert decision.pause == (
+        f"openai: the results of batch b are incomplete (...), {DOWNLOAD_TRIES} downloads in a row; "
+        "no request was taken as missing, resume to fetch them again"
+    )

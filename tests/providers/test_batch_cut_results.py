@@ -9,12 +9,16 @@ provider really left out raises nothing: that request is simply missing.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import httpx2
 import pytest
 from batch_builders import GEMINI_FILE, collect_all, lines, wait_terminal
 from batch_builders import BatchOpener as Opener
 
 from octopipe.errors import IncompleteResults, TransientProviderError
-from octopipe.providers.batch_base import INTENT_KEY, BatchResultLine
+from octopipe.providers.batch_base import INTENT_KEY, BatchResultLine, Download, check_complete
 from octopipe.providers.emulator import EmulatorConfig, run_emulator
 
 # The vendors whose results are a file that can be cut (Gemini inline results are JSON).
@@ -105,3 +109,108 @@ async def test_openai_error_file_cut_is_reported_too(open_batch: Opener) -> None
     assert stats["batch_downloads_cut"] == 2  # the output file and the error file
     assert "file-" in cut.message
     assert len(first) == 2  # one complete line left in each file
+
+
+# --- the checks themselves, byte by byte ----------------------------------------------------
+
+LINE = b'{"custom_id": "a-1", "result": {"type": "expired"}}'
+
+
+def read(
+    body: bytes, *, chunk: int = 7, expected: int | None = None, headers: Any = None
+) -> Download:
+    download = Download("file f", expected_bytes=expected)
+    download.expect_length(headers or {})
+    got = [line for i in range(0, len(body), chunk) for line in download.feed(body[i : i + chunk])]
+    last = download.finish()
+    assert got + ([last] if last is not None else []) == [
+        line for line in body.split(b"\n") if line.strip() and _whole(line)
+    ]
+    return download
+
+
+def _whole(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def verdict(downloads: list[Download], expected_lines: int | None) -> tuple[bool, str] | None:
+    try:
+        check_complete("anthropic", "b-9", downloads, expected_lines)
+    except IncompleteResults as exc:
+        return exc.certain, exc.message
+    return None
+
+
+def test_a_whole_file_is_complete() -> None:
+    body = LINE + b"\n" + LINE + b"\n"
+    download = read(body, expected=len(body))
+    assert (download.bytes_read, download.lines, download.cut_line) == (len(body), 2, False)
+    assert verdict([download], 2) is None
+
+
+def test_a_last_line_cut_in_half_is_a_cut() -> None:
+    download = read(LINE + b"\n" + LINE[:20])
+    assert (download.lines, download.cut_line) == (2, True)
+    assert verdict([download], None) == (
+        True,
+        "anthropic: the results of batch b-9 are incomplete (file f: its last line is cut short)",
+    )
+
+
+def test_a_last_line_without_its_newline_that_reads_whole_is_kept() -> None:
+    download = read(LINE + b"\n" + LINE)
+    assert (download.lines, download.cut_line) == (2, False)
+    assert verdict([download], 2) is None
+
+
+def test_a_connection_that_broke_is_a_cut() -> None:
+    download = read(LINE + b"\n")
+    download.fail(httpx2.RemoteProtocolError("peer closed connection"))
+    certain, message = verdict([download], None) or (None, "")
+    assert certain is True
+    assert "the connection broke after 52 bytes (RemoteProtocolError)" in message
+
+
+def test_fewer_bytes_than_reported_looks_cut() -> None:
+    body = LINE + b"\n"
+    assert verdict([read(body, expected=len(body) * 2)], None) == (
+        False,
+        "anthropic: the results of batch b-9 are incomplete (file f: 52 of 104 bytes)",
+    )
+
+
+def test_the_content_length_is_the_size_when_none_is_reported() -> None:
+    body = LINE + b"\n"
+    assert read(body, headers={"content-length": "999"}).expected_bytes == 999
+    assert read(body, expected=52, headers={"content-length": "999"}).expected_bytes == 52
+    # a compressed body's Content-Length counts compressed bytes: no use
+    gzipped = {"content-length": "10", "content-encoding": "gzip"}
+    assert read(body, headers=gzipped).expected_bytes is None
+
+
+def test_fewer_lines_than_counted_looks_cut_only_without_a_size_to_check() -> None:
+    body = LINE + b"\n"
+    unsized = read(body)
+    assert verdict([unsized], 3) == (
+        False,
+        "anthropic: the results of batch b-9 are incomplete (1 of the 3 lines the provider counts)",
+    )
+    # the size checks out: the provider dropped lines, the download is whole
+    assert verdict([read(body, expected=len(body))], 3) is None
+    assert verdict([unsized], 1) is None
+
+
+def test_the_signature_tells_two_downloads_apart() -> None:
+    def signature(body: bytes) -> tuple[int, ...]:
+        try:
+            check_complete("openai", "b", [read(body)], 5)
+        except IncompleteResults as exc:
+            return exc.signature
+        raise AssertionError("not incomplete")
+
+    assert signature(LINE + b"\n") == signature(LINE + b"\n") == (52, 1)
+    assert signature(LINE + b"\n" + LINE + b"\n") == (104, 2)

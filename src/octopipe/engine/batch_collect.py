@@ -42,8 +42,8 @@ from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure
 
 COLLECT_SLICE = 2_000
 DOWNLOAD_TRIES = 6
-"""Incomplete downloads of one batch's results in a row before the run pauses."""
-REFETCH_MAX_S = 60.0  # longest wait between two downloads of the same results
+"""Incomplete downloads of one batch's results in a row before the run pauses (the waits
+between them double from min(1 s, poll interval): at most 31 s in all)."""
 NOT_RUN = frozenset({"cancelled", "expired"})
 LOST = "not found"  # provider_status of a batch the provider no longer knows
 # Line errors that say the account cannot be used (as in realtime, they pause the run).
@@ -90,7 +90,7 @@ def after_incomplete(
             pause=f"{exc.message}, {tries} downloads in a row; no request was taken as "
             "missing, resume to fetch them again"
         )
-    return Refetch(delay_s=min(min(1.0, poll_s) * 2 ** (tries - 1), REFETCH_MAX_S))
+    return Refetch(delay_s=min(1.0, poll_s) * 2 ** (tries - 1))
 
 
 @dataclass

@@ -337,7 +337,7 @@ def check_complete(
     got = sum(d.lines for d in downloads)
     unchecked = not downloads or any(d.expected_bytes is None for d in downloads)
     if expected_lines is not None and got < expected_lines and unchecked:
-        suspect.append(f"{got:,} lines where the provider counts {expected_lines:,}")
+        suspect.append(f"{got:,} of the {expected_lines:,} lines the provider counts")
     if suspect:
         raise IncompleteResults(
             f"{where} ({'; '.join(suspect)})",
