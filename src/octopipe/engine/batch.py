@@ -137,6 +137,7 @@ class _Timer:
     misses: int = 0  # reconcile lookups that did not find the intent's batch
     downloads: int = 0  # incomplete downloads of the batch's results in a row
     last_cut: tuple[int, ...] | None = None  # the signature of the last incomplete one
+    recorded: int = 0  # lines those incomplete downloads recorded
 
 
 class BatchExecutor(SubmitMixin):
@@ -472,9 +473,13 @@ class BatchExecutor(SubmitMixin):
         if row.state is BatchState.FAILED:  # resubmit, but not at once
             self._back_off(row.step_idx, None)
         self._trace("collect", row, t0, status=row.state.value, valid=tally.valid)
+        timer = self.timers.get(row.local_id)
+        earlier = (
+            f" (and {timer.recorded:,} from earlier downloads)" if timer and timer.recorded else ""
+        )
         self.ctx.log.write(
             "COLLECT",
-            f"batch {row.local_id} ({row.state.value}): {tally.line()}; "
+            f"batch {row.local_id} ({row.state.value}): {tally.line()}{earlier}; "
             f"cost {format_usd(final.actual_usd if final.actual_usd is not None else None)}",
         )
 
@@ -488,13 +493,14 @@ class BatchExecutor(SubmitMixin):
         if tally.stop_reason:  # a line said the account cannot be used
             self.ctx.log.write("PAUSE", f"{row.provider}: {tally.stop_reason}")
             self.ctx.request_stop(tally.stop_reason)
-        recorded = f"{tally.valid + tally.failed + tally.returned:,} lines recorded"
+        timer.recorded += tally.valid + tally.failed
+        recorded = f"{tally.valid + tally.failed:,} lines recorded"
         if decision.delay_s is not None:
             timer.due = time.monotonic() + decision.delay_s
             self.ctx.log.write(
                 "COLLECT",
                 f"batch {row.local_id}: {exc.message}; {recorded}, fetching them again in "
-                f"{decision.delay_s:.1f} s (download {timer.downloads + 1} of {DOWNLOAD_TRIES})",
+                f"{decision.delay_s:.2g} s (download {timer.downloads + 1} of {DOWNLOAD_TRIES})",
             )
             return False
         if decision.pause is not None:
