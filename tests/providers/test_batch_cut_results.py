@@ -214,3 +214,31 @@ def test_the_signature_tells_two_downloads_apart() -> None:
 
     assert signature(LINE + b"\n") == signature(LINE + b"\n") == (52, 1)
     assert signature(LINE + b"\n" + LINE + b"\n") == (104, 2)
+
+
+@pytest.mark.parametrize("vendor", ["openai", GEMINI_FILE])
+async def test_a_file_size_the_provider_will_not_tell_only_loses_that_check(
+    vendor: str, open_batch: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused size lookup is no reason to think the results are gone (a 404 on a download
+    resends the batch): the download is read and checked without the size."""
+    from octopipe.providers.emulator.batches import not_found
+    from octopipe.providers.emulator.vendors import gemini_files, openai_batch
+
+    async def refuse(self: Any, http: Any) -> Any:
+        return not_found(self.vendor, "file")
+
+    monkeypatch.setattr(openai_batch.OpenAIBatchRoutes, "file_info", refuse)
+    monkeypatch.setattr(gemini_files.GeminiFileRoutes, "get", refuse)
+    config = EmulatorConfig(batch_truncate_schedule=(False, True))
+    async with run_emulator(config) as emu:
+        provider = open_batch(emu, vendor)
+        whole = await provider.submit(lines(3, "w"), model="emu-model", metadata=META)
+        cut = await provider.submit(lines(3, "c"), model="emu-model", metadata=META)
+        await wait_terminal(provider, whole)
+        await wait_terminal(provider, cut)
+        results = await collect_all(provider, whole)
+        got, incomplete = await collect_until_cut(provider, cut)
+
+    assert sorted(r.custom_id for r in results) == ["w-u0", "w-u1", "w-u2"]
+    assert incomplete.certain and len(got) == 2  # the cut last line still gives it away

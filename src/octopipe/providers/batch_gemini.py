@@ -51,7 +51,7 @@ import httpx2
 from google.genai import _common, types
 from google.genai.batches import _InlinedRequest_to_mldev
 
-from octopipe.errors import BadRequest
+from octopipe.errors import BadRequest, ProviderError
 from octopipe.providers.base import LLMResponse, ProviderSettings
 from octopipe.providers.batch_base import (
     BatchHandle,
@@ -266,8 +266,14 @@ class GeminiBatchProvider:
         )
 
     async def _size(self, name: str) -> int | None:
-        """The size the Files API reports for a file, in bytes (``None`` if it says none)."""
-        info = await self._call(self._client.aio.files.get(name=name))
+        """The size the Files API reports for a file, in bytes; ``None`` when it reports none
+        or the lookup fails (the size is only a check: the download itself decides whether
+        the results are there)."""
+        try:
+            info = await self._call(self._client.aio.files.get(name=name))
+        except ProviderError as exc:
+            log.warning("no size for %s (%s): its download is checked without it", name, exc)
+            return None
         size = getattr(info, "size_bytes", None)
         return size if isinstance(size, int) and size > 0 else None
 

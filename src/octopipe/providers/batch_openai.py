@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -59,6 +60,7 @@ from octopipe.providers.errors_map import (
 )
 from octopipe.providers.openai_adapter import OpenAIProvider, openai_usage
 
+_log = logging.getLogger(__name__)
 CHAT_URL: Literal["/v1/chat/completions"] = "/v1/chat/completions"
 _STATES: dict[str, BatchState] = {
     "validating": "validating",
@@ -181,11 +183,15 @@ class OpenAIBatchProvider:
             yield result
 
     async def _size(self, file_id: str) -> int | None:
-        """The size OpenAI reports for a file, in bytes."""
+        """The size OpenAI reports for a file, in bytes; ``None`` when it reports none or the
+        lookup fails (the size is only a check: the download itself decides whether the
+        results are there)."""
         try:
             info = await self._client.files.retrieve(file_id)
         except openai.OpenAIError as exc:
-            raise self._mapped(exc) from None
+            reason = self._mapped(exc)  # redacted
+            _log.warning("no size for %s (%s): its download is checked without it", file_id, reason)
+            return None
         size = getattr(info, "bytes", None)
         return size if isinstance(size, int) and size > 0 else None
 
