@@ -245,6 +245,32 @@ class ProviderTimeout(TransientProviderError):
     """The request did not finish within its timeout."""
 
 
+class IncompleteResults(TransientProviderError):
+    """A batch's results arrived incomplete: a download was cut short, so the lines it lacks
+    are not known to be missing at the provider. Raised by ``collect`` after the lines it
+    could read; the caller fetches the results again before taking any request as dropped.
+
+    ``certain``: the download is known to be cut (a connection that broke, fewer bytes than
+    announced or reported for the file, a last line cut in half). Otherwise the results only
+    hold fewer lines than the provider's counts with no byte count to check them against:
+    a download that comes back the same (same ``signature``) is then complete as it is.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        batch_id: str,
+        certain: bool,
+        signature: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.batch_id = batch_id
+        self.certain = certain
+        self.signature = signature
+
+
 class BadRequest(ProviderError):
     """HTTP 400/404/413/422 for this request: fails the unit, not the run."""
 

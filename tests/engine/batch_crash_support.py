@@ -127,6 +127,7 @@ class BatchCrashResult:
     ledger_batches: Counter[str] = field(default_factory=Counter)
     cost_usd: float = 0.0
     emulator_cost_usd: float = 0.0
+    downloads_cut: int = 0
     seconds: float = 0.0
 
     @property
@@ -145,6 +146,7 @@ class BatchCrashResult:
             "ledger_batches": dict(self.ledger_batches),
             "cost_usd": round(self.cost_usd, 9),
             "emulator_usage_at_batch_prices_usd": round(self.emulator_cost_usd, 9),
+            "downloads_cut": self.downloads_cut,
             "seconds": round(self.seconds, 1),
             "problems": self.problems,
         }
@@ -163,8 +165,10 @@ class BatchHarness:
         poll_s: float = 0.3,
         max_window_s: float = 6.0,
         vendor: str = "openai",
+        truncate_rate: float = 0.0,
     ) -> None:
         self.vendor = vendor
+        self.truncate_rate = truncate_rate  # share of results downloads the emulator cuts
         self.work = work
         self.units = units
         self.kills = kills
@@ -200,7 +204,11 @@ class BatchHarness:
         pipeline = self._pipeline()
         run_dir = self.work / "runs" / "crash"
         paths = RunPaths(run_dir)
-        config = EmulatorConfig(answer_fn=SometimesWrong(), batch_delay_s=self.batch_delay_s)
+        config = EmulatorConfig(
+            answer_fn=SometimesWrong(),
+            batch_delay_s=self.batch_delay_s,
+            batch_truncate_rate=self.truncate_rate,
+        )
         with EmulatorThread(config) as emulator:
             env = offline_env(OCTOPIPE_EMULATOR_URL=emulator.emulator.root_url)
             created = subprocess.run(
@@ -304,6 +312,7 @@ class BatchHarness:
         if len(set(ledger_ids)) != len(ledger_ids):
             result.problems.append("a provider batch is recorded twice")
         result.emulator_cost_usd = emulator_cost(emulator)
+        result.downloads_cut = int(emulator.stats().get("batch_downloads_cut", 0))
         if abs(result.emulator_cost_usd - result.cost_usd) > 1e-9:
             result.problems.append(
                 f"ledger cost {result.cost_usd!r} != emulator usage at batch prices "

@@ -179,3 +179,29 @@ def batch_units_of(paths: RunPaths, local_id: str) -> list[str]:
             local_id,
         )
     ]
+
+
+# --- the emulator's account, shared with someone else ----------------------------------------
+
+_PREFIXES = {"openai": "batch_", "anthropic": "msgbatch_", "gemini": "gbatch"}
+
+
+def foreign_batches(emulator: EmulatorThread, vendor: str, count: int, size: int = 1) -> None:
+    """``count`` batches of another program on the same account, created now (newer than
+    anything submitted before), each of ``size`` requests with metadata that is not ours."""
+    store = emulator.emulator.core.batches
+    for i in range(count):
+        intent = f"someone-else-{i}"
+        store.create(
+            vendor,
+            "emu-model",
+            [f"other{i}-{k}" for k in range(size)],
+            ["a request of another program"] * size,
+            prefix=_PREFIXES[vendor],
+            metadata={"octopipe_intent": intent} if vendor == "openai" else {},
+            extra=(
+                {"display_name": f"octopipe?octopipe_intent={intent}", "line_metadata": [{}] * size}
+                if vendor == "gemini"
+                else {}
+            ),
+        )

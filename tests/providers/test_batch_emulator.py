@@ -136,6 +136,9 @@ def test_batch_delay_must_not_be_negative() -> None:
         ({"batch_line_faults": {"failed": 0.7, "dropped": 0.4}}, "add up"),
         ({"batch_line_faults": {"400": 1.5}}, r"\[0, 1\]"),
         ({"batch_submit_faults": ("429", "malformed")}, "unknown batch submit fault"),
+        ({"batch_truncate_downloads": 0}, "batch_truncate_downloads"),
+        ({"batch_truncate_rate": 1.5}, "batch_truncate_rate"),
+        ({"batch_truncate_style": "slow"}, "unknown batch_truncate_style"),
     ],
 )
 def test_bad_batch_fault_settings_are_refused(fields: dict[str, Any], message: str) -> None:
@@ -172,6 +175,32 @@ def test_line_fault_schedule_runs_across_jobs_then_stops() -> None:
     assert [job.truncated for job in (first, second, third)] == [True, False, False]
 
 
+def test_a_scheduled_job_has_its_first_downloads_cut_then_whole_ones() -> None:
+    plan = BatchFaultPlan(
+        EmulatorConfig(batch_truncate_schedule=(True, False), batch_truncate_downloads=2)
+    )
+    cut, whole = plan.for_new_job("j0", 3), plan.for_new_job("j1", 3)
+    assert [plan.cut_download(cut, "output", scheduled=True) for _ in range(4)] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert plan.cut_download(cut, "errors", scheduled=False) is False  # not that file
+    assert plan.cut_download(whole, "output", scheduled=True) is False
+
+
+def test_download_cuts_by_rate_replay_with_the_seed() -> None:
+    def cuts(seed: int) -> list[bool]:
+        plan = BatchFaultPlan(EmulatorConfig(batch_truncate_rate=0.5, seed=seed))
+        jobs = [plan.for_new_job(f"job-{seed}-{i}", 2) for i in range(20)]  # ids differ
+        return [plan.cut_download(job, "results", scheduled=True) for job in jobs]
+
+    assert cuts(1) == cuts(1)  # by creation order, not by the (random) job ids
+    assert cuts(1) != cuts(2)
+    assert 3 <= sum(cuts(1)) <= 17
+
+
 def test_truncate_cuts_the_last_line_in_half() -> None:
     data = b'{"a": 1}\n{"b": "0123456789"}\n'
     assert truncate(data) == b'{"a": 1}\n{"b": "01'
@@ -187,6 +216,9 @@ def test_cli_options_set_the_batch_faults() -> None:
             "--batch-line-schedule=failed,ok,400",
             "--batch-fail-jobs=2,4",
             "--batch-truncate-jobs=1",
+            "--batch-truncate-downloads=3",
+            "--batch-truncate-rate=0.05",
+            "--batch-truncate-style=abort",
             "--batch-submit-faults=429,ok",
         ]
     )
@@ -196,4 +228,6 @@ def test_cli_options_set_the_batch_faults() -> None:
     assert config.batch_line_fault_schedule == ("failed", "ok", "400")
     assert config.batch_fail_schedule == (False, True, False, True)
     assert config.batch_truncate_schedule == (True,)
+    assert (config.batch_truncate_downloads, config.batch_truncate_rate) == (3, 0.05)
+    assert config.batch_truncate_style == "abort"
     assert config.batch_submit_faults == ("429", "ok")

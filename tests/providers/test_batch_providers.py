@@ -64,10 +64,10 @@ async def test_find_locates_a_forgotten_batch_by_metadata(vendor: str, open_batc
         )
         del lost  # the process "crashed" before recording the handle
 
-        found = await provider.find(INTENT_KEY, "intent-b")
+        found = await provider.find(INTENT_KEY, "intent-b", since=0.0)
         assert len(found) == 1
         assert found[0].metadata == {INTENT_KEY: "intent-b", "run": "r1"}
-        assert await provider.find(INTENT_KEY, "intent-zzz") == []
+        assert await provider.find(INTENT_KEY, "intent-zzz", since=0.0) == []
 
         status = await wait_terminal(provider, found[0])
         assert status.state == "completed"
@@ -84,7 +84,7 @@ async def test_anthropic_find_refuses_rather_than_answering_nothing(open_batch: 
         provider = open_batch(emu, "anthropic")
         assert provider.can_find is False
         with pytest.raises(UsageError, match="persist the batch id"):
-            await provider.find(INTENT_KEY, "x")
+            await provider.find(INTENT_KEY, "x", since=0.0)
 
 
 @pytest.mark.parametrize("vendor", VENDORS)

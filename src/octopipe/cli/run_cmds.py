@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from octopipe.cli.progress_view import ProgressView
 from octopipe.cli.status_cmds import _print_status
 from octopipe.core.checker import check_pipeline
 from octopipe.core.config import CONFIG_NAMES, load_pipeline
+from octopipe.core.config_models import MAX_POLL_INTERVAL_S
 from octopipe.core.costs import Mode, format_usd
 from octopipe.core.pipeline_code import CodeListing, folder_code
 from octopipe.core.states import RunStatus
@@ -65,6 +67,17 @@ def _init_options(f):
     ):
         f = option(f)
     return f
+
+
+def _poll_interval(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """``--poll-interval``, refused before any run exists unless it would really poll (an
+    infinite, NaN, zero or negative interval never would; past a day, results sit uncollected)."""
+    if value is not None and not (math.isfinite(value) and 0 < value <= MAX_POLL_INTERVAL_S):
+        raise click.BadParameter(
+            f"must be a number of seconds between 0 (excluded) and {MAX_POLL_INTERVAL_S:.0f} "
+            f"(a day), not {value:g}"
+        )
+    return value
 
 
 def _options(
@@ -151,8 +164,10 @@ def init(
 )
 @click.option(
     "--poll-interval",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds between batch polls (default: api.poll_interval_seconds; 1 with fake).",
+    type=float,
+    callback=_poll_interval,
+    help="Seconds between batch polls, more than 0 and at most 86400 (default: "
+    "api.poll_interval_seconds; 1 with fake).",
 )
 @click.option(
     "--detach", is_flag=True, help="Run in the background and return at once (see `watch`)."

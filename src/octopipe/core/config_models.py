@@ -166,12 +166,20 @@ class BatchSpec(Model):
     fallback_to_realtime: bool = False
 
 
+MAX_POLL_INTERVAL_S = 86_400.0
+"""The longest batch poll interval accepted (``api.poll_interval_seconds``, ``--poll-interval``)."""
+
+
 class ApiSpec(Model):
     provider: str | None = None
     model: str | None = None
     max_inflight_batches: int = Field(default=10, ge=1)
-    poll_interval_seconds: float = Field(default=30, gt=0)
-    """Octobatch ignores it (CLI ``--interval``); here the batch poller uses it, with backoff."""
+    poll_interval_seconds: float = Field(
+        default=30, gt=0, le=MAX_POLL_INTERVAL_S, allow_inf_nan=False
+    )
+    """Octobatch ignores it (CLI ``--interval``); here the batch poller uses it, with backoff.
+    At most ``MAX_POLL_INTERVAL_S`` (a day): a batch polled less often than that would sit
+    finished and uncollected past the providers' result windows."""
     retry: RetrySpec = Field(default_factory=RetrySpec)
     realtime: RealtimeSpec = Field(default_factory=RealtimeSpec)
     subprocess_timeout_seconds: float = Field(default=600, gt=0)

@@ -17,15 +17,19 @@ The life of a batch (``core.states`` has the transitions):
    pause the run with the reason; a bad request fails the units; a timeout or 5xx leaves the
    intent to be *reconciled*.
 4. *Reconcile* (at start-up and after an uncertain submit): the provider's batch list is
-   searched for the intent's id in the batch metadata: found, the batch is adopted; not found,
-   the intent is abandoned and its units requeued. No orphan, no duplicate.
+   searched for the intent's id in the batch metadata, paging back to batches created before
+   the intent (less ``CLOCK_SLACK_S``), however many newer batches the account holds: found,
+   the batch is adopted; not found, the intent is abandoned and its units requeued. No
+   orphan, no duplicate.
 5. *Poll* every ``api.poll_interval_seconds``, stretching while nothing changes (up to
    ``POLL_STRETCH`` times), with jitter; a batch older than ``api.batch.deadline_hours`` is
    cancelled, and its unfinished units resubmitted (or run in realtime if
    ``api.batch.fallback_to_realtime``).
 6. *Collect* (``batch_collect``): results are stored before the batch is marked collected;
-   expired and cancelled batches keep their finished lines; missing lines are retried; units
-   that failed validation with budget left go into later batches of only those units.
+   a download that came back incomplete is fetched again (with backoff, a bounded number of
+   times, then the run pauses) before any line counts as missing; expired and cancelled
+   batches keep their finished lines; missing lines are retried; units that failed
+   validation with budget left go into later batches of only those units.
 
 Money: the cost cap (``--max-cost`` / ``api.realtime.cost_cap_usd``) counts what was spent plus
 the estimate of every batch still at the provider, and a batch that would cross it is not
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import secrets
 import time
@@ -43,16 +48,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from octopipe.core.config_models import MAX_POLL_INTERVAL_S
 from octopipe.core.costs import format_usd
 from octopipe.core.registry import Registry, load_registry
 from octopipe.core.states import BatchEvent, BatchState
-from octopipe.engine.batch_collect import LOST, BatchRecorder, Tally, run_tag
+from octopipe.engine.batch_collect import (
+    DOWNLOAD_TRIES,
+    LOST,
+    BatchRecorder,
+    Tally,
+    after_incomplete,
+    run_tag,
+)
 from octopipe.engine.batch_packing import CostModel, batch_limits
 from octopipe.engine.batch_submit import RECONCILE_AFTER_S, SubmitMixin
 from octopipe.engine.routes import StepRoute, resolve_routes
 from octopipe.engine.runlog import Trace
 from octopipe.engine.runner import LLMExecutor, RunContext
-from octopipe.errors import OctopipeError, ProviderError, UsageError
+from octopipe.errors import IncompleteResults, OctopipeError, ProviderError, UsageError
 from octopipe.providers.batch_base import (
     INTENT_KEY,
     BatchHandle,
@@ -75,6 +88,9 @@ POLL_STRETCH = 8  # a quiet batch is polled at most this many intervals apart
 POLL_MAX_S = 600.0
 JITTER = 0.1
 RECONCILE_MISSES = 1  # lookups that may miss before an intent is abandoned (then one more)
+CLOCK_SLACK_S = 3600.0
+"""The search for an intent's batch looks back this far before the intent was recorded: the
+provider stamps batches with its own clock, which may be behind ours."""
 HEARTBEAT_S = 30.0
 _TERMINAL_EVENTS = {
     "completed": BatchEvent.PROVIDER_DONE,
@@ -100,7 +116,15 @@ class BatchOptions:
     interval, at most 60 s)."""
     price_as: dict[str, str] = field(default_factory=dict)
     poll_interval_s: float | None = None
-    """Overrides ``api.poll_interval_seconds``."""
+    """Overrides ``api.poll_interval_seconds``; more than 0, at most ``MAX_POLL_INTERVAL_S``."""
+
+    def __post_init__(self) -> None:
+        poll = self.poll_interval_s
+        if poll is not None and not (math.isfinite(poll) and 0 < poll <= MAX_POLL_INTERVAL_S):
+            raise UsageError(
+                f"a batch poll interval must be more than 0 and at most "
+                f"{MAX_POLL_INTERVAL_S:.0f} seconds, not {poll:g}"
+            )
 
 
 @dataclass
@@ -111,6 +135,9 @@ class _Timer:
     last_status: str = ""
     cancel_sent: bool = False
     misses: int = 0  # reconcile lookups that did not find the intent's batch
+    downloads: int = 0  # incomplete downloads of the batch's results in a row
+    last_cut: tuple[int, ...] | None = None  # the signature of the last incomplete one
+    recorded: int = 0  # lines those incomplete downloads recorded
 
 
 class BatchExecutor(SubmitMixin):
@@ -276,7 +303,8 @@ class BatchExecutor(SubmitMixin):
     async def _reconcile(self, row: BatchRow) -> None:
         client = self._client(row.provider)
         try:
-            found = await client.find(INTENT_KEY, row.local_id)
+            since = _timestamp(row.created_at) - CLOCK_SLACK_S
+            found = await client.find(INTENT_KEY, row.local_id, since=since)
         except UsageError:
             found = await _match_unrecorded(client, row, self._known_ids())
         except ProviderError as exc:
@@ -411,6 +439,11 @@ class BatchExecutor(SubmitMixin):
                         recorder.record(row, buffer, tally)
                         buffer = []
                         await asyncio.sleep(0)
+            except IncompleteResults as exc:
+                recorder.record(row, buffer, tally)
+                if not self._take_as_complete(row, exc, tally):
+                    return  # the batch stays open: its other units are still in flight
+                buffer = []
             except ProviderError as exc:
                 if exc.fatal_for_run:  # the results are fine; our access is not
                     recorder.record(row, buffer, tally)
@@ -440,11 +473,46 @@ class BatchExecutor(SubmitMixin):
         if row.state is BatchState.FAILED:  # resubmit, but not at once
             self._back_off(row.step_idx, None)
         self._trace("collect", row, t0, status=row.state.value, valid=tally.valid)
+        timer = self.timers.get(row.local_id)
+        earlier = (
+            f" (and {timer.recorded:,} from earlier downloads)" if timer and timer.recorded else ""
+        )
         self.ctx.log.write(
             "COLLECT",
-            f"batch {row.local_id} ({row.state.value}): {tally.line()}; "
+            f"batch {row.local_id} ({row.state.value}): {tally.line()}{earlier}; "
             f"cost {format_usd(final.actual_usd if final.actual_usd is not None else None)}",
         )
+
+    def _take_as_complete(self, row: BatchRow, exc: IncompleteResults, tally: Tally) -> bool:
+        """After an incomplete download (``batch_collect.after_incomplete``): schedule the
+        next download or pause the run (False), or take the results as complete (True)."""
+        timer = self.timers.setdefault(row.local_id, _Timer(every=self.poll_s))
+        timer.downloads += 1
+        decision = after_incomplete(exc, timer.downloads, timer.last_cut, self.poll_s)
+        timer.last_cut = exc.signature
+        if tally.stop_reason:  # a line said the account cannot be used
+            self.ctx.log.write("PAUSE", f"{row.provider}: {tally.stop_reason}")
+            self.ctx.request_stop(tally.stop_reason)
+        timer.recorded += tally.valid + tally.failed
+        recorded = f"{tally.valid + tally.failed:,} lines recorded"
+        if decision.delay_s is not None:
+            timer.due = time.monotonic() + decision.delay_s
+            self.ctx.log.write(
+                "COLLECT",
+                f"batch {row.local_id}: {exc.message}; {recorded}, fetching them again in "
+                f"{decision.delay_s:.2g} s (download {timer.downloads + 1} of {DOWNLOAD_TRIES})",
+            )
+            return False
+        if decision.pause is not None:
+            reason = f"batch {row.local_id}: {decision.pause}"
+            self.ctx.log.write("PAUSE", reason)
+            self.ctx.request_stop(reason)
+            return False
+        self.ctx.log.write(
+            "COLLECT",
+            f"batch {row.local_id}: {exc.message}, the same twice: taken as complete",
+        )
+        return True
 
     # --- bookkeeping ----------------------------------------------------------------------------
 
@@ -545,20 +613,27 @@ def _route_of(ctx: RunContext, registry: Registry, row: BatchRow) -> StepRoute:
 async def _match_unrecorded(
     client: BatchProvider, row: BatchRow, known: set[str]
 ) -> list[BatchHandle]:
-    """For providers whose batches carry no metadata: a batch created after the intent, with
-    its number of requests, that the ledger does not know (see ``BatchProvider.recent``)."""
+    """For providers whose batches carry no metadata: the batch with the intent's number of
+    requests, unknown to the ledger, created nearest the intent (see ``BatchProvider.recent``;
+    every batch since the intent less ``CLOCK_SLACK_S`` is looked at)."""
     recent = getattr(client, "recent", None)
     if recent is None:
         return []
-    from datetime import datetime
-
-    since = datetime.fromisoformat(row.created_at.replace("Z", "+00:00")).timestamp() - 5
+    at = _timestamp(row.created_at)
     candidates = [
         h
-        for h, total in await recent(since)
+        for h, total in await recent(at - CLOCK_SLACK_S)
         if h.provider_batch_id not in known and total == row.n_units
     ]
-    return sorted(candidates, key=lambda h: h.created_at)[:1]
+    # the batch created nearest the intent: ours was created right after it was recorded
+    return sorted(candidates, key=lambda h: abs(h.created_at - at))[:1]
+
+
+def _timestamp(iso: str) -> float:
+    """A ledger timestamp (ISO 8601, UTC) as Unix seconds."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 __all__ = ["BatchExecutor", "BatchOptions", "LLMExecutor"]

@@ -16,13 +16,18 @@ Guarantees:
   text blocks. ``errored`` results are classified from ``error.type`` as in realtime;
   ``canceled`` / ``expired`` ones are ``not_run("cancelled" | "expired")``, and the
   requests that finished before the batch ended keep their answers. A line that cannot be read
-  (not JSON, cut short by an interrupted download, no ``custom_id``, an unknown result shape)
-  is skipped with a warning -- the SDK's own decoder would abort the whole stream on it -- so
-  its request is simply missing from the results and the caller retries it.
+  (not JSON, no ``custom_id``, an unknown result shape) is skipped with a warning -- the SDK's
+  own decoder would abort the whole stream on it -- so its request is simply missing from the
+  results and the caller retries it.
+- The download is checked as it is read (``batch_base.Download``) against its Content-Length
+  and the batch's ``request_counts`` (one result line per request once ended): a download
+  that broke off, ended inside a line, or holds fewer lines than counted with no length to
+  check raises ``IncompleteResults`` after every readable line was yielded.
 - **No ``find``**: Message Batches have no metadata and list entries carry nothing of the
   requests, so ``can_find`` is False and ``find`` raises ``UsageError``. The engine persists
   the batch id as soon as ``submit`` returns; after a crash in between it matches the intent
-  against ``recent(since)`` (batches created since the intent, by request count) instead.
+  against ``recent(since)`` (every batch created since then, following the list's
+  ``after_id`` cursor, with its request count) instead.
   ``BatchHandle.metadata`` holds the submitted metadata locally only.
 """
 
@@ -49,7 +54,9 @@ from octopipe.providers.batch_base import (
     BatchResultLine,
     BatchState,
     BatchStatus,
+    Download,
     as_dict,
+    check_complete,
     check_custom_ids,
     not_run,
     read_result_line,
@@ -146,20 +153,32 @@ class AnthropicBatchProvider:
         )
 
     async def collect(self, handle: BatchHandle) -> AsyncIterator[BatchResultLine]:
+        batch_id = handle.provider_batch_id
         try:
-            decoder = await self._client.messages.batches.results(handle.provider_batch_id)
+            batch = await self._client.messages.batches.retrieve(batch_id)
+            decoder = await self._client.messages.batches.results(batch_id)
         except anthropic.AnthropicError as exc:
             raise self._mapped(exc) from None
-        response = decoder.http_response
-        try:
-            async for raw in response.aiter_lines():
-                result = self._read_line(raw, handle.provider_batch_id)
-                if result is not None:
-                    yield result
         except httpx2.TransportError as exc:
             raise connection_error(self.name, exc) from None
+        response = decoder.http_response
+        download = Download(f"results of {batch_id}")
+        download.expect_length(response.headers)
+        try:
+            async for chunk in response.aiter_bytes():
+                for raw in download.feed(chunk):
+                    if (result := self._read_line(raw, batch_id)) is not None:
+                        yield result
+        except httpx2.TransportError as exc:
+            download.fail(exc)
         finally:
             await response.aclose()
+        last = download.finish()
+        if last is not None and (result := self._read_line(last, batch_id)) is not None:
+            yield result
+        c = batch.request_counts
+        expected = c.succeeded + c.errored + c.canceled + c.expired
+        check_complete(self.name, batch_id, [download], expected)
 
     async def cancel(self, handle: BatchHandle) -> None:
         try:
@@ -167,7 +186,7 @@ class AnthropicBatchProvider:
         except anthropic.AnthropicError as exc:
             raise self._mapped(exc) from None
 
-    async def find(self, metadata_key: str, value: str) -> list[BatchHandle]:
+    async def find(self, metadata_key: str, value: str, *, since: float) -> list[BatchHandle]:
         raise unsupported_find(self.name)
 
     async def recent(self, since: float) -> list[tuple[BatchHandle, int]]:
@@ -196,7 +215,7 @@ class AnthropicBatchProvider:
             exc, provider=self.name, secret=self._secret, timeout_s=self._timeout_s
         )
 
-    def _read_line(self, raw: str, batch_id: str) -> BatchResultLine | None:
+    def _read_line(self, raw: str | bytes, batch_id: str) -> BatchResultLine | None:
         """One line of the results, or ``None`` (logged) when unreadable."""
         return read_result_line(raw, batch_id, self._entry)
 

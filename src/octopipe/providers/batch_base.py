@@ -12,16 +12,25 @@ What this module guarantees:
   ``response=None`` and an ``error``; requests that never ran because the batch was cancelled
   or expired come back as ``not_run("cancelled" | "expired")`` where the vendor reports them,
   and the requests that finished before such a batch ended keep their answers (salvage).
-  ``collect()`` never raises on the *content* of a results file: a line it cannot read (not
-  JSON, cut by an interrupted download, no id) is skipped and logged, so that request is
-  simply missing, like a request the vendor dropped. The caller retries missing requests.
-- ``find(key, value)`` lists recent batches and returns those whose metadata has
-  ``key == value``: the engine writes an *intent* (with a unique key) before ``submit`` and,
-  after a crash between the vendor's answer and its own bookkeeping, uses ``find`` to adopt the
-  batch instead of creating a duplicate. ``can_find`` says whether the vendor keeps metadata
-  at all (Anthropic Message Batches do not: see ``batch_anthropic``); when it is ``False``,
-  ``find`` raises ``UsageError`` rather than answering "nothing found", so that absence of a
-  feature is never mistaken for absence of a batch.
+  A line it cannot read (not JSON, no id) is skipped and logged: that request is missing,
+  like a request the vendor dropped, and the caller retries it.
+- An *incomplete download* is never passed off as the batch's results: each results file is
+  read through a ``Download``, which counts its bytes and lines against what should arrive
+  (the size the provider reports for the file, else the response's Content-Length, and the
+  request counts it reports for the batch). After yielding every line it could read,
+  ``collect()`` raises ``errors.IncompleteResults`` when a download was cut (a connection that
+  broke, a last line cut in half: ``certain``) or looks cut (fewer bytes than reported, or
+  fewer lines than counted with no size to check). The caller fetches the results again
+  before it takes any request as missing.
+- ``find(key, value, since=t)`` pages through the vendor's batch list, newest first, back to
+  the first batch created before ``t`` (Unix seconds, the vendor's clock), and returns those
+  whose metadata has ``key == value``, however many newer batches the account holds: the
+  engine writes an *intent* (with a unique key) before ``submit`` and, after a crash between
+  the vendor's answer and its own bookkeeping, uses ``find`` to adopt the batch instead of
+  creating a duplicate. ``can_find`` says whether the vendor keeps metadata at all (Anthropic
+  Message Batches do not: see ``batch_anthropic``); when it is ``False``, ``find`` raises
+  ``UsageError`` rather than answering "nothing found", so that absence of a feature is never
+  mistaken for absence of a batch.
 
 ``custom_id`` constraint (the strictest of the three vendors, Anthropic's):
 ``^[a-zA-Z0-9_-]{1,64}$`` and unique within one batch. The engine passes short ids such as
@@ -38,7 +47,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from octopipe.errors import ProviderError, UsageError
+from octopipe.errors import IncompleteResults, ProviderError, UsageError
 from octopipe.providers.base import LLMRequest, LLMResponse
 
 BatchState = Literal[
@@ -134,7 +143,10 @@ class BatchProvider(Protocol):
 
     async def cancel(self, handle: BatchHandle) -> None: ...
 
-    async def find(self, metadata_key: str, value: str) -> list[BatchHandle]: ...
+    async def find(self, metadata_key: str, value: str, *, since: float) -> list[BatchHandle]:
+        """Batches created at or after ``since`` whose metadata has ``metadata_key == value``
+        (see the module doc)."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -213,11 +225,11 @@ def make_batch_provider(settings: Any) -> BatchProvider:
 
 
 def read_result_line(
-    raw: str, where: str, parse: Callable[[dict[str, Any]], BatchResultLine]
+    raw: str | bytes, where: str, parse: Callable[[dict[str, Any]], BatchResultLine]
 ) -> BatchResultLine | None:
     """One line of a JSONL results file through ``parse``, or ``None`` (logged) when the line is
-    blank or unreadable: cut short by an interrupted download, not JSON, no ``custom_id``, or a
-    shape ``parse`` rejects. Its request is then simply missing, and the engine retries it."""
+    blank or unreadable: not JSON, no ``custom_id``, or a shape ``parse`` rejects. Its request
+    is then simply missing, and the engine retries it."""
     if not raw.strip():
         return None
     try:
@@ -229,3 +241,108 @@ def read_result_line(
         # ValueError covers JSON and pydantic validation errors.
         _log.warning("skipped an unreadable result line of %s (%s): %.80r", where, exc, raw)
         return None
+
+
+# --- downloads of results files ---------------------------------------------------------------
+
+
+@dataclass
+class Download:
+    """One results file as it arrives, split into lines, checked against what should arrive.
+
+    Feed it the body's chunks (``feed``), then ``finish``; ``problem`` and ``suspect`` then
+    say whether the download was cut. ``expected_bytes`` is the size the provider reports for
+    the file (set it before reading), or the response's Content-Length (``expect_length``).
+    """
+
+    where: str
+    expected_bytes: int | None = None
+    bytes_read: int = 0
+    lines: int = 0
+    """Non-blank lines received (readable or not), the cut last line included."""
+    cut_line: bool = False
+    """The body ended inside a line: no newline and not readable as JSON."""
+    broken: str | None = None
+    """The connection broke before the body ended (the transport error's name)."""
+    _tail: bytes = b""
+
+    def expect_length(self, headers: Any) -> None:
+        """Take the Content-Length as the expected size when the provider reported none
+        (and the body is not compressed: then the header counts the compressed bytes)."""
+        length = str(headers.get("content-length") or "")
+        if self.expected_bytes is None and not headers.get("content-encoding") and length.isdigit():
+            self.expected_bytes = int(length)
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The complete lines ``chunk`` finishes (blank ones left out)."""
+        self.bytes_read += len(chunk)
+        *complete, self._tail = (self._tail + chunk).split(b"\n")
+        out = [line for line in complete if line.strip()]
+        self.lines += len(out)
+        return out
+
+    def finish(self) -> bytes | None:
+        """The last line when the body did not end with a newline and it reads as JSON; a
+        last line that does not is a line cut short (``cut_line``)."""
+        tail, self._tail = self._tail, b""
+        if not tail.strip():
+            return None
+        self.lines += 1
+        try:
+            json.loads(tail)
+        except ValueError:
+            self.cut_line = True
+            _log.warning("the results of %s end in a line cut short: %.80r", self.where, tail)
+            return None
+        return tail
+
+    def fail(self, exc: BaseException) -> None:
+        """The connection broke while the body was read."""
+        self.broken = type(exc).__name__
+
+    def problem(self) -> str | None:
+        """Why this download is certainly incomplete, or ``None``."""
+        parts = []
+        if self.broken is not None:
+            parts.append(f"the connection broke after {self.bytes_read:,} bytes ({self.broken})")
+        if self.cut_line:
+            parts.append("its last line is cut short")
+        return "; ".join(parts) or None
+
+    def suspect(self) -> str | None:
+        """Why this download looks incomplete though nothing proves it, or ``None``."""
+        if self.expected_bytes is not None and self.bytes_read < self.expected_bytes:
+            return f"{self.bytes_read:,} of {self.expected_bytes:,} bytes"
+        return None
+
+
+def check_complete(
+    provider: str, batch_id: str, downloads: Sequence[Download], expected_lines: int | None
+) -> None:
+    """Raise ``IncompleteResults`` when ``downloads`` (every results file of one batch, read
+    to the end) were or look cut; ``expected_lines`` is the number of result lines the
+    provider's counts promise, when it gives them."""
+    signature = tuple(n for d in downloads for n in (d.bytes_read, d.lines))
+    where = f"the results of batch {batch_id} are incomplete"
+    certain = [f"{d.where}: {p}" for d in downloads if (p := d.problem())]
+    if certain:
+        raise IncompleteResults(
+            f"{where} ({'; '.join(certain)})",
+            provider=provider,
+            batch_id=batch_id,
+            certain=True,
+            signature=signature,
+        )
+    suspect = [f"{d.where}: {p}" for d in downloads if (p := d.suspect())]
+    got = sum(d.lines for d in downloads)
+    unchecked = not downloads or any(d.expected_bytes is None for d in downloads)
+    if expected_lines is not None and got < expected_lines and unchecked:
+        suspect.append(f"{got:,} of the {expected_lines:,} lines the provider counts")
+    if suspect:
+        raise IncompleteResults(
+            f"{where} ({'; '.join(suspect)})",
+            provider=provider,
+            batch_id=batch_id,
+            certain=False,
+            signature=signature,
+        )

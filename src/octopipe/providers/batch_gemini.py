@@ -25,8 +25,13 @@ Guarantees:
   downloaded through ``client.aio.files.download`` into a spooled temporary file, then read
   line by line). Expired and cancelled jobs deliver no output at all (the API keeps no
   partial results), so nothing is yielded and every request counts as missing. A result that
-  cannot be read (a line not JSON or cut short by an interrupted download, no key, a response
-  that does not parse) is skipped with a warning, so its request is missing and retried.
+  cannot be read (a line not JSON, no key, a response that does not parse) is skipped with a
+  warning, so its request is missing and retried.
+- A results file is checked (``batch_base.Download``) against the ``sizeBytes`` that
+  ``files.get`` reports for it: a download that broke off, came short or ended inside a line
+  raises ``IncompleteResults`` after every readable line was yielded. (The SDK drops the
+  job's ``batchStats``, so there are no request counts to check; inline results arrive in the
+  job's own JSON, whole or not at all.)
 - Errors are mapped by ``errors_map.map_gemini_error``; per-request ``JobError`` codes
   (google.rpc numbers) are turned into HTTP statuses first.
 """
@@ -38,14 +43,15 @@ import io
 import json
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import httpx2
 from google.genai import _common, types
 from google.genai.batches import _InlinedRequest_to_mldev
 
-from octopipe.errors import BadRequest
+from octopipe.errors import BadRequest, ProviderError
 from octopipe.providers.base import LLMResponse, ProviderSettings
 from octopipe.providers.batch_base import (
     BatchHandle,
@@ -53,7 +59,9 @@ from octopipe.providers.batch_base import (
     BatchResultLine,
     BatchState,
     BatchStatus,
+    Download,
     as_dict,
+    check_complete,
     check_custom_ids,
     status_line_error,
 )
@@ -75,6 +83,7 @@ INLINE_MAX_BYTES = 20_000_000
 INPUT_MIME_TYPE = "jsonl"  # what Google's batch guide passes to files.upload
 # Results files are read from disk past this size rather than kept in memory.
 SPOOL_MAX_BYTES = 8 * 1024 * 1024
+CHUNK_BYTES = 256 * 1024  # a results file is read back in pieces of this size
 _STATES: dict[str, BatchState] = {
     "JOB_STATE_PENDING": "validating",
     "JOB_STATE_QUEUED": "validating",
@@ -111,11 +120,9 @@ class GeminiBatchProvider:
         self,
         settings: ProviderSettings,
         schema_field: SchemaField = "response_json_schema",
-        max_scan: int = 500,
         inline_max_bytes: int = INLINE_MAX_BYTES,
     ) -> None:
         self.name = settings.provider
-        self.max_scan = max_scan
         self.inline_max_bytes = inline_max_bytes
         self._secret = settings.api_key
         self._timeout_s = settings.timeout_s
@@ -197,30 +204,34 @@ class GeminiBatchProvider:
                 error.message if error is not None else None,
             )
         if job.dest.file_name:
+            name = job.dest.file_name
+            download = Download(f"file {name}", expected_bytes=await self._size(name))
             with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES) as spool:
-                await self._call(
-                    self._client.aio.files.download(file=job.dest.file_name, destination=spool)
-                )
+                await self._download(name, spool, download)
                 spool.seek(0)
-                for raw in _lines(spool):
-                    result = self._read_file_line(raw, batch_id)
-                    if result is not None:
-                        yield result
+                for chunk in iter(lambda: spool.read(CHUNK_BYTES), b""):
+                    for raw in download.feed(chunk):
+                        if (result := self._read_file_line(raw, batch_id)) is not None:
+                            yield result
+            last = download.finish()
+            if last is not None and (result := self._read_file_line(last, batch_id)):
+                yield result
+            check_complete(self.name, batch_id, [download], None)
 
     async def cancel(self, handle: BatchHandle) -> None:
         await self._call(self._client.aio.batches.cancel(name=handle.provider_batch_id))
 
-    async def find(self, metadata_key: str, value: str) -> list[BatchHandle]:
+    async def find(self, metadata_key: str, value: str, *, since: float) -> list[BatchHandle]:
         found: list[BatchHandle] = []
         pager = await self._call(self._client.aio.batches.list(config={"page_size": 100}))
-        scanned = 0
         try:
+            # the pager follows ``nextPageToken``; the list is newest first
             async for job in pager:
-                if decode_display_name(job.display_name).get(metadata_key) == value:
-                    found.append(self._handle(job))
-                scanned += 1
-                if scanned >= self.max_scan:
+                handle = self._handle(job)
+                if job.create_time is not None and handle.created_at < since:
                     break
+                if decode_display_name(job.display_name).get(metadata_key) == value:
+                    found.append(handle)
         except SDK_ERRORS as exc:
             raise self._mapped(exc) from None
         return found
@@ -253,6 +264,31 @@ class GeminiBatchProvider:
             created_at=created,
             metadata=decode_display_name(job.display_name),
         )
+
+    async def _size(self, name: str) -> int | None:
+        """The size the Files API reports for a file, in bytes; ``None`` when it reports none
+        or the lookup fails (the size is only a check: the download itself decides whether
+        the results are there)."""
+        try:
+            info = await self._call(self._client.aio.files.get(name=name))
+        except ProviderError as exc:
+            log.warning("no size for %s (%s): its download is checked without it", name, exc)
+            return None
+        size = getattr(info, "size_bytes", None)
+        return size if isinstance(size, int) and size > 0 else None
+
+    async def _download(self, name: str, spool: Any, download: Download) -> None:
+        """``name`` into ``spool``. A connection that breaks once the request reached the
+        server is a cut download (``download.fail``), not an error: what arrived is still read
+        (the SDK writes 1 MiB pieces, so a small file's part may be nothing at all)."""
+        try:
+            await self._client.aio.files.download(file=name, destination=spool)
+        except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
+            raise self._mapped(exc) from None
+        except httpx2.TransportError as exc:
+            download.fail(exc)
+        except SDK_ERRORS as exc:
+            raise self._mapped(exc) from None
 
     async def _upload(self, data: bytes) -> str:
         """Upload a batch input file; its resource name (``files/…``)."""
@@ -319,8 +355,3 @@ class GeminiBatchProvider:
 
 def _state_name(state: Any) -> str:
     return str(getattr(state, "value", state) or "")
-
-
-def _lines(stream: Any) -> Iterator[bytes]:
-    """The lines of a binary file object, read one at a time."""
-    yield from iter(stream.readline, b"")

@@ -12,20 +12,25 @@ Guarantees:
   an ``expired`` or ``cancelled`` one delivers the requests that finished (the output file)
   and ``not_run("expired" | "cancelled")`` for the ``batch_expired`` / ``batch_cancelled``
   lines of the error file; a ``failed`` one (rejected as a whole) has no files and yields
-  nothing. A line that cannot be read (not JSON, cut short by an interrupted download, no
-  ``custom_id``, a body that is no chat completion) is skipped with a warning: its request is
-  simply missing from the results, and the caller retries it.
-- SDK errors are mapped by ``errors_map.map_openai_error``, as in realtime; a connection lost
-  while streaming a file is a ``TransientProviderError``.
+  nothing. A line that cannot be read (not JSON, no ``custom_id``, a body that is no chat
+  completion) is skipped with a warning: its request is simply missing from the results, and
+  the caller retries it.
+- Each file is checked as it is read (``batch_base.Download``) against the ``bytes`` its
+  ``FileObject`` reports, and both files together against ``request_counts``; a download
+  that broke off or ended inside a line raises ``IncompleteResults`` once every readable line
+  was yielded (see ``batch_base``), so no cut line is ever taken as dropped.
+- SDK errors are mapped by ``errors_map.map_openai_error``, as in realtime.
 - States: ``cancelling`` is reported as ``in_progress`` (not terminal yet); a ``failed``
   batch's ``errors.data`` becomes ``BatchStatus.error``.
-- ``find`` pages through ``batches.list`` (newest first) up to ``max_scan`` batches.
+- ``find`` follows the ``after`` cursor of ``batches.list`` (newest first) back to the first
+  batch created before ``since``, whatever the number of newer batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -40,7 +45,9 @@ from octopipe.providers.batch_base import (
     BatchResultLine,
     BatchState,
     BatchStatus,
+    Download,
     as_dict,
+    check_complete,
     check_custom_ids,
     not_run,
     read_result_line,
@@ -53,6 +60,7 @@ from octopipe.providers.errors_map import (
 )
 from octopipe.providers.openai_adapter import OpenAIProvider, openai_usage
 
+_log = logging.getLogger(__name__)
 CHAT_URL: Literal["/v1/chat/completions"] = "/v1/chat/completions"
 _STATES: dict[str, BatchState] = {
     "validating": "validating",
@@ -75,9 +83,8 @@ class OpenAIBatchProvider:
 
     can_find = True
 
-    def __init__(self, settings: ProviderSettings, max_scan: int = 500) -> None:
+    def __init__(self, settings: ProviderSettings) -> None:
         self.name = settings.provider
-        self.max_scan = max_scan
         self._secret = settings.api_key
         self._timeout_s = settings.timeout_s
         self._builder = OpenAIProvider(settings)
@@ -138,19 +145,55 @@ class OpenAIBatchProvider:
 
     async def collect(self, handle: BatchHandle) -> AsyncIterator[BatchResultLine]:
         batch = await self._retrieve(handle)
+        downloads = []
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            try:
-                async with self._client.files.with_streaming_response.content(file_id) as resp:
-                    async for raw in resp.iter_lines():
-                        result = read_result_line(raw, file_id, self._result)
-                        if result is not None:
+            download = Download(f"file {file_id}", expected_bytes=await self._size(file_id))
+            downloads.append(download)
+            async for result in self._read_file(file_id, download):
+                yield result
+        counts = batch.request_counts
+        expected = (counts.completed + counts.failed) if counts else None
+        check_complete(self.name, handle.provider_batch_id, downloads, expected)
+
+    async def _read_file(self, file_id: str, download: Download) -> AsyncIterator[BatchResultLine]:
+        """The results on the lines of one file, read through ``download``. A connection that
+        fails before the response starts is an error; one that breaks off the body is a cut
+        download."""
+        started = False
+        try:
+            async with self._client.files.with_streaming_response.content(file_id) as resp:
+                started = True
+                download.expect_length(resp.headers)
+                async for chunk in resp.iter_bytes():
+                    for raw in download.feed(chunk):
+                        if (result := read_result_line(raw, file_id, self._result)) is not None:
                             yield result
-            except openai.OpenAIError as exc:
+        except (openai.APIConnectionError, httpx2.TransportError) as exc:
+            if not started:
+                if isinstance(exc, httpx2.TransportError):
+                    raise connection_error(self.name, exc) from None
                 raise self._mapped(exc) from None
-            except httpx2.TransportError as exc:
-                raise connection_error(self.name, exc) from None
+            download.fail(exc.__cause__ or exc)
+        except openai.OpenAIError as exc:
+            raise self._mapped(exc) from None
+        last = download.finish()
+        if last is not None and (result := read_result_line(last, file_id, self._result)):
+            yield result
+
+    async def _size(self, file_id: str) -> int | None:
+        """The size OpenAI reports for a file, in bytes; ``None`` when it reports none or the
+        lookup fails (the size is only a check: the download itself decides whether the
+        results are there)."""
+        try:
+            info = await self._client.files.retrieve(file_id)
+        except openai.OpenAIError as exc:
+            reason = self._mapped(exc)  # redacted
+            _log.warning("no size for %s (%s): its download is checked without it", file_id, reason)
+            return None
+        size = getattr(info, "bytes", None)
+        return size if isinstance(size, int) and size > 0 else None
 
     async def cancel(self, handle: BatchHandle) -> None:
         try:
@@ -158,16 +201,15 @@ class OpenAIBatchProvider:
         except openai.OpenAIError as exc:
             raise self._mapped(exc) from None
 
-    async def find(self, metadata_key: str, value: str) -> list[BatchHandle]:
+    async def find(self, metadata_key: str, value: str, *, since: float) -> list[BatchHandle]:
         found: list[BatchHandle] = []
-        scanned = 0
         try:
+            # the SDK's pages follow the ``after`` cursor; the list is newest first
             async for batch in self._client.batches.list(limit=100):
+                if float(batch.created_at) < since:
+                    break
                 if (batch.metadata or {}).get(metadata_key) == value:
                     found.append(_handle(self.name, batch))
-                scanned += 1
-                if scanned >= self.max_scan:
-                    break
         except openai.OpenAIError as exc:
             raise self._mapped(exc) from None
         return found

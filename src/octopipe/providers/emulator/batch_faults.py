@@ -8,7 +8,11 @@ Guarantees:
   with (``seed``, job id, line index), so the same job always meets the same faults whatever
   the order in which jobs are read.
 - A refused create call creates nothing, so it consumes no job-level schedule entry.
-- ``truncate`` cuts a JSONL payload in the middle of its last line.
+- ``truncate`` cuts a JSONL payload in the middle of its last line. Downloads are cut one by
+  one (``cut_download``): the first ``batch_truncate_downloads`` of a scheduled job's results,
+  and any download with probability ``batch_truncate_rate`` (drawn from (``seed``, the job's
+  creation ordinal, file, download number), so a seed replays the same cuts); the next
+  download of the same file may well arrive whole, as after a real interruption. The bytes a provider reports for a file are always the whole file's.
 
 How the vendors render each mode (the vendor modules in ``vendors/*_batch.py`` do it):
 
@@ -28,7 +32,8 @@ line 400      error file, status 400        ``errored``,                  ``erro
                                             ``invalid_request_error``
 line dropped  in neither file               absent from the results       absent from the
                                                                           responses / file
-truncated     output file cut               results JSONL cut             results file cut
+truncated     a download of the output      a download of the results     a download of the
+              (or error) file cut           JSONL cut                     results file cut
                                                                           (file-based jobs)
 ============  ============================  ============================  ======================
 """
@@ -37,8 +42,8 @@ from __future__ import annotations
 
 import random
 import threading
-from collections import deque
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
 from octopipe.providers.emulator.config import NO_FAULT, EmulatorConfig
 
@@ -52,11 +57,13 @@ class JobFaults:
     fails: bool = False
     """The job ends in the vendor's whole-batch failure instead of completing."""
     truncated: bool = False
-    """Downloads of the job's results are cut in the middle of their last line."""
+    """The first downloads of the job's results are cut in the middle of their last line."""
     may_expire: bool = True
     """``config.batch_expire_s`` applies to this job (see ``batch_expire_jobs``)."""
     lines: tuple[str | None, ...] = ()
     """Per request, in input order: a ``LINE_FAULT_KINDS`` kind or ``None``."""
+    ordinal: int = field(default=0, compare=False)
+    """The job's place in creation order (0 for the first): what download cuts are drawn by."""
 
     def line(self, index: int) -> str | None:
         return self.lines[index] if index < len(self.lines) else None
@@ -73,6 +80,9 @@ class BatchFaultPlan:
         self._truncate = config.batch_truncate_schedule
         self._expire = config.batch_expire_jobs
         self._submit: deque[str] = deque(config.batch_submit_faults)
+        self._cut_first = config.batch_truncate_downloads
+        self._cut_rate = config.batch_truncate_rate
+        self._downloads: Counter[tuple[int, str]] = Counter()
         self._jobs_created = 0
         self._lock = threading.Lock()
 
@@ -100,7 +110,23 @@ class BatchFaultPlan:
             truncated=_nth(self._truncate, ordinal),
             may_expire=_nth(self._expire, ordinal) if self._expire else True,
             lines=tuple(lines),
+            ordinal=ordinal,
         )
+
+    def cut_download(self, faults: JobFaults, file: str, *, scheduled: bool) -> bool:
+        """Whether this download of the job's results file ``file`` (``"output"``,
+        ``"errors"``, ``"results"``) is cut; counts the download. ``scheduled``: the job's
+        truncate schedule applies to this file (else only the rate)."""
+        key = (faults.ordinal, file)
+        with self._lock:
+            number = self._downloads[key]
+            self._downloads[key] += 1
+        if scheduled and faults.truncated and number < self._cut_first:
+            return True
+        if not self._cut_rate:
+            return False
+        draw = random.Random(f"{self._seed}:cut:{faults.ordinal}:{file}:{number}").random()
+        return draw < self._cut_rate
 
     def _draw(self, job_id: str, index: int) -> str | None:
         if not self._line_weights:

@@ -16,8 +16,10 @@ Guarantees:
   realtime vendor's ``success`` body; an unparseable line, a failing answer function or an
   injected line fault gives a per-request error (400 / 500 in the vendor's error body), the
   rest of the batch goes on. Every request of a failed job gets a 500.
-- ``BatchStats`` adds ``batches_created`` (per vendor) and ``batch_lines_dropped`` to the
-  emulator's counters, so a test can assert that no duplicate batch was created.
+- ``BatchStats`` adds ``batches_created`` (per vendor), ``batch_lines_dropped`` and
+  ``batch_downloads_cut`` to the emulator's counters, so a test can assert that no duplicate
+  batch was created. ``BatchRoutes.serve_results`` serves every results download, cut when
+  the fault plan says so.
 - ``BatchRoutes.gate`` applies the realtime pipeline's key check and fault plan to every
   batch API call (a scheduled ``"429"`` refuses the next batch call with the vendor's 429);
   batch-create calls first meet ``config.batch_submit_faults``. A refused create creates
@@ -41,7 +43,7 @@ from typing import Any
 from aiohttp import web
 
 from octopipe.providers.emulator.answers import EmulatorRequest, make_answer
-from octopipe.providers.emulator.batch_faults import DROPPED, BatchFaultPlan, JobFaults
+from octopipe.providers.emulator.batch_faults import DROPPED, BatchFaultPlan, JobFaults, truncate
 from octopipe.providers.emulator.config import STATUS_FAULTS, EmulatorConfig
 from octopipe.providers.emulator.faults import EmulatorStats, FaultPlan
 from octopipe.providers.emulator.vendors.base import InvalidRequest, Reply, UnknownEndpoint, Vendor
@@ -52,12 +54,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class BatchStats(EmulatorStats):
-    """``EmulatorStats`` plus batches created per vendor and result lines dropped."""
+    """``EmulatorStats`` plus batches created per vendor, result lines dropped and results
+    downloads cut."""
 
     def __init__(self) -> None:
         super().__init__()
         self._batches: Counter[str] = Counter()
         self._dropped = 0
+        self._cut = 0
         self._batch_lock = threading.Lock()
 
     def batch_created(self, vendor: str, dropped_lines: int = 0) -> None:
@@ -65,11 +69,16 @@ class BatchStats(EmulatorStats):
             self._batches[vendor] += 1
             self._dropped += dropped_lines
 
+    def download_cut(self) -> None:
+        with self._batch_lock:
+            self._cut += 1
+
     def snapshot(self) -> dict[str, Any]:
         snap = super().snapshot()
         with self._batch_lock:
             snap["batches_created"] = dict(self._batches)
             snap["batch_lines_dropped"] = self._dropped
+            snap["batch_downloads_cut"] = self._cut
         return snap
 
 
@@ -332,6 +341,35 @@ class BatchRoutes:
             return vendor.error(fault, model="", retry_after=retry_after, request_id=request_id)
         return None
 
+    async def serve_results(
+        self,
+        http: web.Request,
+        job: BatchJob,
+        file: str,
+        data: bytes,
+        *,
+        content_type: str,
+        scheduled: bool = True,
+    ) -> web.StreamResponse:
+        """A results file of ``job`` (``file``: which of its files), cut when the fault plan
+        says this download is (``BatchFaultPlan.cut_download``), in the configured style."""
+        plan = self.store.fault_plan
+        if not data or not plan.cut_download(job.faults, file, scheduled=scheduled):
+            return web.Response(body=data, content_type=content_type)
+        if isinstance(self.stats, BatchStats):
+            self.stats.download_cut()
+        cut = truncate(data)
+        if self.config.batch_truncate_style == "clean":
+            return web.Response(body=cut, content_type=content_type)
+        # "abort": announce the whole file, send part of it, drop the connection
+        response = web.StreamResponse(status=200, headers={"Content-Type": content_type})
+        response.content_length = len(data)
+        await response.prepare(http)
+        await response.write(cut)
+        if http.transport is not None:
+            http.transport.close()
+        return response
+
     def send(self, reply: Reply) -> web.Response:
         self.stats.response(reply.status)
         return web.json_response(dict(reply.body), status=reply.status, headers=dict(reply.headers))
@@ -340,7 +378,7 @@ class BatchRoutes:
         self,
         vendor: Vendor,
         endpoint: str,
-        handler: Callable[[web.Request], Awaitable[Reply | web.Response]],
+        handler: Callable[[web.Request], Awaitable[Reply | web.StreamResponse]],
         *,
         submit: bool = False,
     ) -> Handler:

@@ -25,6 +25,7 @@ from octopipe.providers.emulator.config import (
     FAULT_KINDS,
     LINE_FAULT_KINDS,
     SUBMIT_FAULT_KINDS,
+    TRUNCATE_STYLES,
     EmulatorConfig,
     parse_fault,
 )
@@ -108,6 +109,26 @@ def _add_batch_options(parser: argparse.ArgumentParser) -> None:
         help="ordinals of the batch jobs whose result downloads are cut in the last line",
     )
     add(
+        "--batch-truncate-downloads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="how many downloads of those jobs' results are cut before one is whole",
+    )
+    add(
+        "--batch-truncate-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability that any results download is cut",
+    )
+    add(
+        "--batch-truncate-style",
+        choices=TRUNCATE_STYLES,
+        default="clean",
+        help="clean: the body ends early; abort: the connection closes before Content-Length",
+    )
+    add(
         "--batch-submit-faults",
         default="",
         metavar="K1,K2,...",
@@ -138,6 +159,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         batch_line_fault_schedule=_csv(args.batch_line_schedule),
         batch_fail_schedule=_ordinals(args.batch_fail_jobs),
         batch_truncate_schedule=_ordinals(args.batch_truncate_jobs),
+        batch_truncate_downloads=args.batch_truncate_downloads,
+        batch_truncate_rate=args.batch_truncate_rate,
+        batch_truncate_style=args.batch_truncate_style,
         batch_submit_faults=_csv(args.batch_submit_faults),
     )
 

@@ -25,6 +25,8 @@ VENDORS = ("openai", "anthropic", "gemini")
 # Per-request faults inside a batch: "failed" is a per-line 500, "400" a per-line invalid
 # request, "dropped" a line silently missing from the results.
 LINE_FAULT_KINDS = ("failed", "400", "dropped")
+# How a cut results download ends (see ``EmulatorConfig.batch_truncate_style``).
+TRUNCATE_STYLES = ("clean", "abort")
 # Faults a batch-create call can meet (the realtime statuses, quota exhaustion, a hang).
 SUBMIT_FAULT_KINDS = (*STATUS_FAULTS, "quota", "hang")
 
@@ -80,8 +82,18 @@ class EmulatorConfig:
     """``True`` at position N: the Nth created batch job fails as a whole when it would have
     completed (jobs past the tuple do not)."""
     batch_truncate_schedule: tuple[bool, ...] = ()
-    """``True`` at position N: the result downloads of the Nth created batch job are cut in the
-    middle of their last line, like an interrupted download (every download of that job)."""
+    """``True`` at position N: the first ``batch_truncate_downloads`` downloads of the results
+    of the Nth created batch job are cut in the middle of their last line, like an interrupted
+    download; later downloads are whole. (OpenAI: the output file; the others: the results.)"""
+    batch_truncate_downloads: int = 1
+    """How many downloads of a scheduled job's results are cut before one arrives whole."""
+    batch_truncate_rate: float = 0.0
+    """Probability that any one results download (any job, any file) is cut, drawn from a
+    generator seeded with (``seed``, job id, file, download number)."""
+    batch_truncate_style: str = "clean"
+    """How a cut download ends: ``clean`` (the body simply stops, its Content-Length says so:
+    a proxy or a server that gave up) or ``abort`` (Content-Length announces the whole file and
+    the connection closes early, as when a network drops)."""
     batch_submit_faults: tuple[str, ...] = ()
     """Faults for the next batch-create calls only, in order (``"ok"`` for none), e.g.
     ``("429", "429", "ok")``; consumed before ``fault_schedule`` and ``faults``."""
@@ -112,6 +124,15 @@ class EmulatorConfig:
         probabilities = self.batch_line_faults.values()
         if any(not 0.0 <= p <= 1.0 for p in probabilities) or sum(probabilities) > 1.0 + 1e-9:
             raise ValueError("batch line fault probabilities must be in [0, 1] and add up to <= 1")
+        if self.batch_truncate_downloads < 1:
+            raise ValueError("batch_truncate_downloads must be at least 1")
+        if not 0.0 <= self.batch_truncate_rate <= 1.0:
+            raise ValueError("batch_truncate_rate must be between 0 and 1")
+        if self.batch_truncate_style not in TRUNCATE_STYLES:
+            raise ValueError(
+                f"unknown batch_truncate_style {self.batch_truncate_style!r}; "
+                f"known: {', '.join(TRUNCATE_STYLES)}"
+            )
         for kind in self.batch_submit_faults:
             if kind not in SUBMIT_FAULT_KINDS and kind != NO_FAULT:
                 raise ValueError(

@@ -2,8 +2,8 @@
 
 Routes (relative to the Anthropic mount; the SDK's base URL has no ``/v1``):
 ``POST /v1/messages/batches`` ``{"requests": [{"custom_id", "params"}]}``,
-``GET /v1/messages/batches/{id}``, ``GET /v1/messages/batches?limit=&after_id=`` (newest
-first), ``POST /v1/messages/batches/{id}/cancel`` and ``GET /v1/messages/batches/{id}/results``.
+``GET /v1/messages/batches/{id}``, ``GET /v1/messages/batches?limit=&after_id=&before_id=``
+(newest first, cursors as the real API's), ``POST /v1/messages/batches/{id}/cancel`` and ``GET /v1/messages/batches/{id}/results``.
 
 - ``processing_status`` is ``in_progress``, then ``ended``; a cancel gives ``ended`` at once
   (the real API passes through ``canceling``) with the requests that had not finished counted
@@ -25,7 +25,6 @@ from typing import Any
 
 from aiohttp import web
 
-from octopipe.providers.emulator.batch_faults import truncate
 from octopipe.providers.emulator.batches import (
     BatchJob,
     BatchRoutes,
@@ -88,18 +87,24 @@ class AnthropicBatchRoutes:
         return Reply(200, self._batch_object(job, http))
 
     async def list_batches(self, http: web.Request) -> Reply:
+        """Newest first, ``limit`` (1-1000, default 20) per page; ``after_id`` gives the page
+        just after that batch (older ones), ``before_id`` the page just before it (newer)."""
         jobs = self.store.listing(self.vendor_name)
-        after = http.query.get("after_id")
-        if after:
-            ids = [j.id for j in jobs]
-            jobs = jobs[ids.index(after) + 1 :] if after in ids else []
+        ids = [j.id for j in jobs]
         limit = max(1, min(1000, int(http.query.get("limit", "20") or 20)))
-        page = jobs[:limit]
+        after, before = http.query.get("after_id"), http.query.get("before_id")
+        if before:
+            newer = jobs[: ids.index(before)] if before in ids else []
+            page, more = newer[-limit:], len(newer) > limit
+        else:
+            if after:
+                jobs = jobs[ids.index(after) + 1 :] if after in ids else []
+            page, more = jobs[:limit], len(jobs) > limit
         return Reply(
             200,
             {
                 "data": [self._batch_object(j, http) for j in page],
-                "has_more": len(jobs) > limit,
+                "has_more": more,
                 "first_id": page[0].id if page else None,
                 "last_id": page[-1].id if page else None,
             },
@@ -118,7 +123,7 @@ class AnthropicBatchRoutes:
         self.store.cancel(job)
         return Reply(200, self._batch_object(job, http))
 
-    async def results(self, http: web.Request) -> Reply | web.Response:
+    async def results(self, http: web.Request) -> Reply | web.StreamResponse:
         job = self._job(http)
         if job is None:
             return not_found(self.vendor, "batch")
@@ -150,9 +155,9 @@ class AnthropicBatchRoutes:
             lines.append(json.dumps({"custom_id": outcome.key, "result": result}))
         lines.reverse()
         data = ("\n".join(lines) + "\n").encode() if lines else b""
-        if job.faults.truncated:
-            data = truncate(data)
-        return web.Response(body=data, content_type="application/binary")
+        return await self.shared.serve_results(
+            http, job, "results", data, content_type="application/binary"
+        )
 
     def _job(self, http: web.Request) -> BatchJob | None:
         return self.store.get(http.match_info["batch_id"], self.vendor_name)

@@ -8,7 +8,7 @@ Routes (relative to the Gemini mount; the SDK adds the API version):
   uploaded through ``gemini_files``);
 - ``GET /{v}/batches/{id}``, ``POST /{v}/batches/{id}:cancel`` (empty object),
   ``GET /{v}/batches?pageSize=&pageToken=`` (``{"operations", "nextPageToken"}``, newest
-  first); the Files routes of ``gemini_files``.
+  first, the token an opaque cursor); the Files routes of ``gemini_files``.
 
 Create, get and list answer with the long-running ``Operation``: ``{"name": "batches/…",
 "metadata": {"@type", "model", "displayName", "state": "BATCH_STATE_…", "createTime",
@@ -18,7 +18,7 @@ order*, ``{"response": GenerateContentResponse, "metadata"}`` or ``{"error": {co
 "metadata"}``, the request's ``metadata`` echoed back; a file-based job's ``output`` is
 ``{"responsesFile": "files/…"}``, a JSONL file of ``{"key", "response"}`` / ``{"key", "error":
 {code, message, status}}`` lines in reverse input order. Dropped lines are left out of both; a
-truncated job's results file is cut in its last line.
+cut download of a results file stops in its last line (its ``sizeBytes`` is the whole file's).
 
 A cancelled job (``BATCH_STATE_CANCELLED``) and an expired one (``BATCH_STATE_EXPIRED``, "no
 results to retrieve") have no output, whatever finished before they ended. A job scheduled to
@@ -31,12 +31,12 @@ with OpenAI's path (use the ``/gemini`` mount, which serves both versions).
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 from aiohttp import web
 
-from octopipe.providers.emulator.batch_faults import truncate
 from octopipe.providers.emulator.batches import (
     BatchJob,
     BatchRoutes,
@@ -69,7 +69,7 @@ class GeminiBatchRoutes:
         self.shared = shared
         self.store = shared.store
         self.vendor = GeminiVendor()
-        self.files = GeminiFileRoutes(shared, self.vendor, self.results_file)
+        self.files = GeminiFileRoutes(shared, self.vendor, self.results_file, self.send_results)
 
     def routes(self, *, root: bool = False) -> list[tuple[str, str, Handler]]:
         wrap = self.shared.wrap
@@ -132,13 +132,22 @@ class GeminiBatchRoutes:
         return Reply(200, self._operation(job))
 
     async def list_batches(self, http: web.Request) -> Reply:
+        """Newest first, ``pageSize`` (1-1000, default 50) per page. ``nextPageToken`` is an
+        opaque cursor (the last batch listed), so batches created while a client pages do not
+        shift the pages it has not read; a token that names no batch is refused (400)."""
         jobs = self.store.listing(self.vendor_name)
-        start = int(http.query.get("pageToken") or 0)
         size = max(1, min(1000, int(http.query.get("pageSize") or 50)))
-        page = jobs[start : start + size]
+        token = http.query.get("pageToken")
+        if token:
+            ids = [j.id for j in jobs]
+            after = _page_cursor(token)
+            if after not in ids:
+                raise InvalidRequest("invalid page token")
+            jobs = jobs[ids.index(after) + 1 :]
+        page = jobs[:size]
         body: dict[str, Any] = {"operations": [self._operation(j) for j in page]}
-        if start + size < len(jobs):
-            body["nextPageToken"] = str(start + size)
+        if len(jobs) > size:
+            body["nextPageToken"] = base64.urlsafe_b64encode(page[-1].id.encode()).decode()
         return Reply(200, body)
 
     async def get(self, http: web.Request) -> Reply:
@@ -155,10 +164,9 @@ class GeminiBatchRoutes:
         return Reply(200, {})
 
     def results_file(self, name: str) -> bytes | None:
-        """The bytes of a file-based job's results file ``files/<job id>-results``, cut when
-        the job's downloads are truncated; ``None`` when ``name`` is no such file (yet)."""
-        job_id = name.removeprefix("files/").removesuffix(RESULTS_SUFFIX)
-        job = self.store.get(job_id, self.vendor_name)
+        """The bytes of a file-based job's results file ``files/<job id>-results``; ``None``
+        when ``name`` is no such file (yet)."""
+        job = self._job_of_results(name)
         if job is None or "input_file" not in job.extra or self.store.state(job) != "completed":
             return None
         lines = [
@@ -167,8 +175,20 @@ class GeminiBatchRoutes:
             if outcome.reply is not None and not outcome.dropped
         ]
         lines.reverse()
-        data = ("\n".join(lines) + "\n").encode() if lines else b""
-        return truncate(data) if job.faults.truncated else data
+        return ("\n".join(lines) + "\n").encode() if lines else b""
+
+    async def send_results(self, http: web.Request, name: str, data: bytes) -> web.StreamResponse:
+        """A download of a results file, cut when the fault plan cuts it."""
+        job = self._job_of_results(name)
+        if job is None:
+            return web.Response(body=data, content_type="application/octet-stream")
+        return await self.shared.serve_results(
+            http, job, "results", data, content_type="application/octet-stream"
+        )
+
+    def _job_of_results(self, name: str) -> BatchJob | None:
+        job_id = name.removeprefix("files/").removesuffix(RESULTS_SUFFIX)
+        return self.store.get(job_id, self.vendor_name)
 
     def _operation(self, job: BatchJob) -> dict[str, Any]:
         state = self.store.state(job)
@@ -228,6 +248,14 @@ def _result(outcome: LineOutcome, *, rpc_status: bool) -> dict[str, Any]:
     if rpc_status:
         rendered["status"] = status
     return {"error": rendered}
+
+
+def _page_cursor(token: str) -> str | None:
+    """The batch id a page token stands for (``None`` when it is no token of ours)."""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _file_items(data: bytes) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ A cancelled batch goes straight to ``cancelled`` (no ``cancelling`` pause); like
 ``batch_cancelled`` / ``batch_expired`` line (``response: null``) per request that never ran.
 A job scheduled to fail ends ``failed`` with ``errors.data`` and no files. Dropped lines are in
 neither file; a truncated job's output file is served cut in its last line (see
-``emulator.batch_faults``).
+``emulator.batch_faults``), while its ``FileObject.bytes`` gives the whole file's size.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Any
 
 from aiohttp import web
 
-from octopipe.providers.emulator.batch_faults import truncate
 from octopipe.providers.emulator.batches import (
     BatchJob,
     BatchRoutes,
@@ -106,15 +105,23 @@ class OpenAIBatchRoutes:
             return not_found(self.vendor, f"file {file_id}")
         return Reply(200, self._file_object(file_id))
 
-    async def content(self, http: web.Request) -> Reply | web.Response:
+    async def content(self, http: web.Request) -> Reply | web.StreamResponse:
         file_id = http.match_info["file_id"]
         data = self._file_bytes(file_id)
         if data is None:
             return not_found(self.vendor, f"file {file_id}")
         job = self._job_of_file(file_id)
-        if job is not None and job.faults.truncated and file_id.endswith("-output"):
-            data = truncate(data)
-        return web.Response(body=data, content_type="application/octet-stream")
+        if job is None:  # an uploaded file
+            return web.Response(body=data, content_type="application/octet-stream")
+        kind = "output" if file_id.endswith("-output") else "errors"
+        return await self.shared.serve_results(
+            http,
+            job,
+            kind,
+            data,
+            content_type="application/octet-stream",
+            scheduled=kind == "output",
+        )
 
     def _file_object(self, file_id: str) -> dict[str, Any]:
         meta = self.store.files.get(file_id) or {}
