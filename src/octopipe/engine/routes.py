@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from octopipe.core.config_models import LLMStep
+from octopipe.core.costs import Mode, TokenCounts, cost_usd, format_usd
 from octopipe.core.registry import Registry
 from octopipe.core.steps import CompiledPipeline, CompiledStep
+from octopipe.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -71,3 +73,27 @@ def resolve_routes(
             )
         )
     return out
+
+
+def refuse_unpriced_cap(
+    routes: list[StepRoute | None],
+    registry: Registry,
+    mode: Mode,
+    cost_cap_usd: float | None,
+) -> None:
+    """A cost cap holds only if every LLM step's calls can be priced: with a cap set, a step
+    whose model has no known ``mode`` price is refused (``UsageError`` naming the step and
+    the model) before anything is sent. Without a cap, unknown prices are shown as unknown."""
+    if cost_cap_usd is None:
+        return
+    probe = TokenCounts(1000, 1000, 0)
+    for route in routes:
+        if route is None:
+            continue
+        if cost_usd(registry, route.price_provider, route.model, probe, mode) is None:
+            raise UsageError(
+                f"--max-cost {format_usd(cost_cap_usd)} cannot be held: step "
+                f"{route.cstep.name!r} uses {route.provider}/{route.model}, which has no known "
+                f"{mode} price in the registry (`octopipe models` lists the priced ones); "
+                "choose a priced model or run without a cost cap"
+            )
