@@ -117,7 +117,7 @@ def test_a_hung_request_times_out_and_the_unit_is_retried(tmp_path: Path, lane: 
     timed_out = [c["unit"] for c in trace_lines(paths) if c["status"] != 200]
     assert len(timed_out) == 1
     log = paths.log.read_text()
-    assert f"unit {timed_out[0]}: not charged; sent again when the provider answers" in log
+    assert f"unit {timed_out[0]}: not charged (0/3 attempts used); sent again later" in log
     assert "no answer within 1 s" in log
 
 

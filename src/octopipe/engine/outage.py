@@ -207,6 +207,10 @@ class ProviderHealth:
         self.last_failure_at = now
 
     def _probe_later(self, now: float) -> None:
+        """Back off when a failure comes after the last probe was due (a probe, or a call
+        sent since, failed); failures of calls sent before it change nothing."""
+        if self.probe_interval_s and now < self.next_probe_at:
+            return
         start = max(self.probe_start_s, 0.01)
         self.probe_interval_s = min(
             MAX_PROBE_INTERVAL_S, start if not self.probe_interval_s else self.probe_interval_s * 2

@@ -248,6 +248,13 @@ class RealtimeExecutor:
                 raise self._unrecorded_error()
         finally:
             self.digest.flush(time.monotonic(), force=True)
+            waiting = len(self.parked) + len(self.held)
+            if waiting:
+                self.ctx.log.write(
+                    "STOP",
+                    f"{waiting} unit(s) waiting for the provider go back to pending, "
+                    "no attempt used",
+                )
             self.parked.clear()
             self.held.clear()
             self.trace.close()
@@ -515,14 +522,14 @@ class RealtimeExecutor:
                 self._note(f, self._charge_text(f))
             elif verdict is Verdict.PARK:
                 self.parked.append((f.target, f.unit))
-                self._note(f, "not charged; sent again when the provider answers")
-            elif verdict is Verdict.HOLD:
+                used = f"{f.unit.budget_used}/{self.max_attempts}"
+                self._note(f, f"not charged ({used} attempts used); sent again later")
+            elif verdict is Verdict.HOLD:  # noted once charged, or released by a pause
                 self.held.append((f, health.successes))
-                self._note(f, "held: charged if the provider serves other calls")
             else:
                 self.unreleased.append(f)
                 self._note(f, "released, no attempt used (the run pauses)")
-                self.ctx.log.write("PAUSE", f"{f.target.provider}: {f.error.message}")
+                self.ctx.log.write("PAUSE", f.error.message)
                 self.ctx.request_stop(f.error.message, exit_code=EXIT_PROVIDER)
         self._charge_held()
 
@@ -588,7 +595,7 @@ class RealtimeExecutor:
             is_idle = not busy and not self._has_pending(target)
             reason = health.pause_reason(now, idle=is_idle)
             if reason is not None:
-                self.ctx.log.write("PAUSE", f"{target.provider}: {reason}")
+                self.ctx.log.write("PAUSE", reason)
                 self.ctx.request_stop(reason, exit_code=EXIT_PROVIDER)
                 return True
             if is_idle:
