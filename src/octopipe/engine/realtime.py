@@ -165,7 +165,8 @@ class RealtimeExecutor:
             self.options.model,
             self.options.price_as,
         )
-        refuse_unpriced_cap(routes, self.registry, "realtime", self.cost_cap)
+        priced = [(r.cstep.name, r.provider, r.model, r.price_provider) for r in routes if r]
+        refuse_unpriced_cap(priced, self.registry, "realtime", self.cost_cap)
         for route in routes:
             if route is None:
                 out.append(None)
