@@ -33,9 +33,19 @@ from typing import Any, cast
 
 from octopipe.core.costs import cost_usd, estimate_tokens, format_usd
 from octopipe.core.registry import Registry, load_registry
-from octopipe.core.steps import CompiledStep, StepFailure
+from octopipe.core.steps import StepFailure
 from octopipe.engine.outage import ErrorDigest, ProviderHealth, Verdict, error_label
 from octopipe.engine.pacing import Pacer
+from octopipe.engine.realtime_attempts import (
+    Finished,
+    StepTarget,
+    attempt_record,
+    check_failure,
+    internal_failure,
+    malformed_failure,
+    provider_failure,
+)
+from octopipe.engine.realtime_ledger import RealtimeRecorder
 from octopipe.engine.routes import refuse_unpriced_cap, resolve_routes
 from octopipe.engine.runlog import Trace
 from octopipe.engine.runner import RunContext
@@ -45,17 +55,13 @@ from octopipe.errors import (
     MalformedResponse,
     ProviderError,
     RateLimited,
-    StoreError,
     TransientProviderError,
-    UnstorableValue,
 )
 from octopipe.providers.base import DEADLINE_GRACE_S, LLMRequest, LLMResponse, RealtimeProvider
-from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Outcome, Stage, Success
+from octopipe.store.records import ClaimedUnit, Stage
 
 STOP_GRACE_S = 2.0
 """After Ctrl+C or ``pause``: how long answers already on their way are waited for."""
-RECORD_TRIES = 3
-"""Failed attempts at recording finished calls before the run stops on the ledger's error."""
 
 
 @dataclass(frozen=True)
@@ -73,34 +79,6 @@ class RealtimeOptions:
     base_url: str | None = None  # an OpenAI-compatible server (over ``api.base_url``)
     api_keys: dict[str, str] = field(default_factory=dict, repr=False)
     price_as: dict[str, str] = field(default_factory=dict)  # provider -> registry provider
-
-
-@dataclass
-class StepTarget:
-    """Where one LLM step's calls go and how they are paced, priced and watched."""
-
-    index: int
-    cstep: CompiledStep
-    provider: str
-    model: str
-    client: RealtimeProvider
-    pacer: Pacer
-    request_defaults: dict[str, Any]
-    price_provider: str
-    health: ProviderHealth = field(default_factory=ProviderHealth)
-
-
-@dataclass
-class Finished:
-    target: StepTarget
-    unit: ClaimedUnit
-    attempt: AttemptRecord
-    delta: dict[str, Any] | None = None
-    failure: StepFailure | None = None
-    error: ProviderError | None = None
-    """The provider error that ended the call, if one did (it decides what the unit pays)."""
-    answered: bool = False
-    """The provider answered (whatever the answer's worth): proof that it is up."""
 
 
 class RealtimeExecutor:
@@ -136,11 +114,7 @@ class RealtimeExecutor:
         self.done: list[Finished] = []
         self.parked: list[tuple[StepTarget, ClaimedUnit]] = []  # transient failure, uncharged
         self.held: list[tuple[Finished, int]] = []  # refused; provider successes at the time
-        self.unwritten: list[Finished] = []  # judged, waiting for the ledger
-        self.unreleased: list[Finished] = []  # fatal errors: units to return unused
-        self.write_failures = 0
-        self._next_write_at = 0.0
-        self._store_error: StoreError | None = None
+        self.recorder = RealtimeRecorder(ctx, self.max_attempts, self.auto_retry)
         self.digest = ErrorDigest(ctx.log.write)
         self.trace = Trace(ctx.paths.trace)
         self.targets = [t for t in self._targets(client_for) if t is not None]
@@ -208,7 +182,7 @@ class RealtimeExecutor:
         progressed = self._record_finished()
         now = time.monotonic()
         self.digest.flush(now)
-        if self.write_failures or self._check_limits() or self._check_health(now):
+        if self.recorder.failures or self._check_limits() or self._check_health(now):
             return progressed
         for target in self.targets:
             if self.only_steps is not None and target.index not in self.only_steps:
@@ -229,7 +203,8 @@ class RealtimeExecutor:
         return progressed
 
     def busy(self) -> bool:
-        return bool(self.tasks or self.done or self.parked or self.held or self.unwritten)
+        waiting = self.parked or self.held or self.recorder.waiting
+        return bool(self.tasks or self.done or waiting)
 
     async def stop(self) -> None:
         """Record what finished; wait for calls on the wire (a short grace after Ctrl+C or
@@ -243,10 +218,9 @@ class RealtimeExecutor:
         """
         try:
             await self._drain()
-            self._next_write_at = 0.0
-            self._record_finished()
-            if self.unwritten:
-                raise self._unrecorded_error()
+            self._record_finished(now=True)
+            if self.recorder.unwritten:
+                raise self.recorder.unrecorded_error()
         finally:
             self.digest.flush(time.monotonic(), force=True)
             waiting = len(self.parked) + len(self.held)
@@ -281,7 +255,7 @@ class RealtimeExecutor:
         while self.tasks and time.monotonic() - started < limit:
             await asyncio.wait(self.tasks, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
             self._cancel_unsent()  # a call that failed does not retry while stopping
-            if self.done and not self.write_failures:
+            if self.done and not self.recorder.failures:
                 self._record_finished()
             limit = min(limit, self._wait_limit())  # Ctrl+C while waiting shortens the wait
         left = list(self.tasks)
@@ -334,7 +308,7 @@ class RealtimeExecutor:
             return Finished(
                 target,
                 unit,
-                self._attempt_record(
+                attempt_record(
                     target, "failed", started, stage="render", errors=list(prompt.errors)
                 ),
                 failure=prompt,
@@ -345,23 +319,17 @@ class RealtimeExecutor:
         try:
             response = await self._call(target, request)
         except MalformedResponse as exc:
-            return self._malformed(target, unit, prompt, started, exc)
+            return malformed_failure(self.registry, target, unit, prompt, started, exc)
         except ProviderError as exc:
-            return self._provider_failure(target, unit, prompt, started, exc)
+            return provider_failure(target, unit, prompt, started, exc)
         cost = cost_usd(
             self.registry, target.price_provider, target.model, response.usage, "realtime"
         )
         try:
             result = target.cstep.check_answer(response.text, unit.record)
         except Exception as exc:  # the answer is paid for: keep it, fail the unit on it
-            failure = StepFailure("parse", f"checking the answer failed: {exc!r}"[:300])
-            errors = [{"type": type(exc).__name__, "message": failure.message}]
-            attempt = self._attempt_record(
-                target, "failed", started, response=response, request=prompt, cost=cost,
-                stage="parse", errors=errors,
-            )  # fmt: skip
-            return Finished(target, unit, attempt, failure=failure, answered=True)
-        attempt = self._attempt_record(
+            return check_failure(target, unit, prompt, started, response, cost, exc)
+        attempt = attempt_record(
             target,
             "valid" if result.ok else "failed",
             started,
@@ -416,93 +384,14 @@ class RealtimeExecutor:
         finally:
             self.sending.discard(task)
 
-    def _provider_failure(
-        self, target: StepTarget, unit: ClaimedUnit, prompt: str, started: str, exc: ProviderError
-    ) -> Finished:
-        errors = [{"type": type(exc).__name__, "status": exc.status, "message": exc.message}]
-        failure = StepFailure("provider", exc.message, tuple(errors), retryable=exc.retryable)
-        attempt = self._attempt_record(
-            target, "error", started, stage="provider", errors=errors, request=prompt
-        )
-        return Finished(target, unit, attempt, failure=failure, error=exc)
-
-    def _malformed(
-        self,
-        target: StepTarget,
-        unit: ClaimedUnit,
-        prompt: str,
-        started: str,
-        exc: MalformedResponse,
-    ) -> Finished:
-        """A billed answer the adapter could not read: a parse failure of the unit, with the
-        body as the raw response and the usage priced."""
-        errors = [{"type": type(exc).__name__, "message": exc.message}]
-        usage = exc.usage
-        cost = (
-            cost_usd(self.registry, target.price_provider, target.model, usage, "realtime")
-            if usage is not None
-            else 0.0
-        )
-        attempt = AttemptRecord(
-            outcome="failed",
-            mode="realtime",
-            provider=target.provider,
-            model=target.model,
-            stage="parse",
-            errors=errors,
-            request=prompt,
-            response=exc.raw,
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            cached_tokens=usage.cached_input_tokens if usage else 0,
-            cost_usd=cost,
-            started_at=started,
-            finished_at=_now_iso(),
-        )
-        failure = StepFailure("parse", exc.message, tuple(errors), retryable=True)
-        return Finished(target, unit, attempt, failure=failure, error=exc, answered=True)
-
     def _internal_failure(
         self, target: StepTarget, unit: ClaimedUnit, started: str, exc: BaseException
     ) -> Finished:
-        message = f"internal error {type(exc).__name__}: {exc}"[:300]
+        finished = internal_failure(target, unit, started, exc)
+        assert finished.failure is not None
+        message = finished.failure.message
         self.ctx.log.write("ERROR", f"{unit.unit_id} @ {target.cstep.name}: {message}")
-        error = AdapterError(message, provider=target.provider)
-        errors = [{"type": type(exc).__name__, "message": message}]
-        attempt = self._attempt_record(target, "error", started, stage="provider", errors=errors)
-        failure = StepFailure("provider", message, tuple(errors), retryable=True)
-        return Finished(target, unit, attempt, failure=failure, error=error)
-
-    def _attempt_record(
-        self,
-        target: StepTarget,
-        outcome: Outcome,
-        started: str,
-        *,
-        response: LLMResponse | None = None,
-        request: str | None = None,
-        cost: float | None = None,
-        stage: Stage | None = None,
-        errors: list[Any] | None = None,
-    ) -> AttemptRecord:
-        usage = response.usage if response is not None else None
-        return AttemptRecord(
-            outcome=outcome,
-            mode="realtime",
-            provider=target.provider,
-            model=target.model,
-            stage=stage,
-            errors=errors or [],
-            request=request,
-            response=response.text if response is not None else None,
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            cached_tokens=usage.cached_input_tokens if usage else 0,
-            cost_usd=cost if response is not None else 0.0,
-            latency_ms=round(response.latency_s * 1000) if response is not None else None,
-            started_at=started,
-            finished_at=_now_iso(),
-        )
+        return finished
 
     # --- deciding what a failure costs ------------------------------------------------------------
 
@@ -515,11 +404,11 @@ class RealtimeExecutor:
             if f.error is None:
                 if f.answered:
                     health.on_success(uid)
-                self.unwritten.append(f)
+                self.recorder.unwritten.append(f)
                 continue
             verdict = health.on_failure(uid, f.error, now)
             if verdict is Verdict.CHARGE:
-                self.unwritten.append(f)
+                self.recorder.unwritten.append(f)
                 self._note(f, self._charge_text(f))
             elif verdict is Verdict.PARK:
                 self.parked.append((f.target, f.unit))
@@ -528,7 +417,7 @@ class RealtimeExecutor:
             elif verdict is Verdict.HOLD:  # noted once charged, or released by a pause
                 self.held.append((f, health.successes))
             else:
-                self.unreleased.append(f)
+                self.recorder.unreleased.append(f)
                 self._note(f, "released, no attempt used (the run pauses)")
                 self.ctx.log.write("PAUSE", f.error.message)
                 self.ctx.request_stop(f.error.message, exit_code=EXIT_PROVIDER)
@@ -542,7 +431,7 @@ class RealtimeExecutor:
         for f, successes_then in self.held:
             health = f.target.health
             if health.successes > successes_then or (idle is not None and id(health) in idle):
-                self.unwritten.append(f)
+                self.recorder.unwritten.append(f)
                 self._note(f, self._charge_text(f))
             else:
                 keep.append((f, successes_then))
@@ -612,118 +501,20 @@ class RealtimeExecutor:
 
     # --- recording ---------------------------------------------------------------------------------
 
-    def _record_finished(self) -> bool:
-        """Judge what finished, then write it in one transaction. A write that fails keeps
-        everything queued (tried again shortly, ``RECORD_TRIES`` times in all)."""
+    def _record_finished(self, *, now: bool = False) -> bool:
+        """Judge what finished, then write it in one transaction (``RealtimeRecorder``)."""
         if self.done:
             finished, self.done = self.done, []
             self._judge(finished)
-        if not (self.unwritten or self.unreleased) or time.monotonic() < self._next_write_at:
+        written = self.recorder.flush(self.targets, now=now)
+        if written is None:
             return False
-        record, release = self.unwritten, self.unreleased
-        try:
-            self._write(record, release)
-        except StoreError as exc:
-            self._write_failed(exc)
-            return False
-        self.unwritten, self.unreleased = [], []
-        self.write_failures = 0
-        for item in (*record, *release):
+        for item in written:
             item.target.health.forget(item.unit.uid)
-        for item in record:
-            self.spent += item.attempt.cost_usd or 0.0
-            self.calls_priced += item.attempt.cost_usd is not None
+            if item.error is None or not item.error.fatal_for_run:
+                self.spent += item.attempt.cost_usd or 0.0
+                self.calls_priced += item.attempt.cost_usd is not None
         return True
-
-    def _write(self, record: list[Finished], release: list[Finished]) -> None:
-        with self.ctx.ledger.transaction():
-            for target in self.targets:
-                mine = [f for f in record if f.target is target]
-                if mine:
-                    self._record_step(target, mine)
-                freed = [f.unit.uid for f in release if f.target is target]
-                if freed:  # not the unit's fault: back to pending, no attempt used
-                    self.ctx.ledger.release_units(target.index, freed)
-
-    def _write_failed(self, exc: StoreError) -> None:
-        """Keep the finished calls and try again shortly; after ``RECORD_TRIES`` the run
-        stops with the ledger's error (``_unrecorded_error``)."""
-        self.write_failures += 1
-        self._store_error = exc
-        self._next_write_at = time.monotonic() + 0.25 * 2**self.write_failures
-        self.ctx.log.write(
-            "ERROR",
-            f"cannot record {len(self.unwritten)} finished call(s) in the ledger "
-            f"(try {self.write_failures}/{RECORD_TRIES}): {exc.message}",
-        )
-        if self.write_failures >= RECORD_TRIES:
-            raise self._unrecorded_error()
-
-    def _unrecorded_error(self) -> StoreError:
-        cost = sum(f.attempt.cost_usd or 0.0 for f in self.unwritten)
-        tokens = sum(f.attempt.input_tokens + f.attempt.output_tokens for f in self.unwritten)
-        cause = self._store_error
-        detail = cause.message if cause is not None else "the ledger refused the write"
-        return StoreError(
-            f"{len(self.unwritten)} finished call(s) could not be recorded in the ledger "
-            f"({tokens:,} tokens, {format_usd(cost)} of usage not counted; their units will "
-            f"be sent again on resume): {detail}"
-        )
-
-    def _record_step(self, target: StepTarget, items: list[Finished]) -> None:
-        ledger = self.ctx.ledger
-        successes = [
-            Success(f.unit.uid, f.delta or {}, f.attempt) for f in items if f.failure is None
-        ]
-        failures = []
-        for f in items:
-            if f.failure is None:
-                continue
-            used = f.unit.budget_used + 1
-            terminal = not f.failure.retryable or used >= self.max_attempts
-            failures.append(Failure(f.unit.uid, f.attempt, terminal))
-        if successes:
-            failures += self._record_successes(target, successes)
-        if failures:
-            ledger.record_failures(target.index, failures)
-        if self.auto_retry and failures:
-            ledger.requeue_failed(
-                step_idx=target.index, include_exhausted=False, reset_budget=False
-            )
-        if self.ctx.compiled.pipeline.config.schemas.log_validation_errors:
-            for f in items:
-                if f.failure is not None and f.failure.stage in ("parse", "schema", "rules"):
-                    self.ctx.log.write(
-                        "VALIDATE",
-                        f"{f.unit.unit_id} @ {target.cstep.name}: "
-                        f"{f.failure.stage}: {f.failure.message}",
-                    )
-
-    def _record_successes(self, target: StepTarget, successes: list[Success]) -> list[Failure]:
-        """Record valid answers; one whose output cannot be stored fails alone (returned)."""
-        ledger = self.ctx.ledger
-        try:
-            with ledger.transaction():
-                ledger.record_successes(target.index, successes)
-            return []
-        except UnstorableValue:
-            pass
-        failed = []
-        for success in successes:
-            try:
-                with ledger.transaction():
-                    ledger.record_successes(target.index, [success])
-            except UnstorableValue as exc:
-                attempt = AttemptRecord(
-                    **{
-                        **success.attempt.__dict__,
-                        "outcome": "failed",
-                        "stage": "parse",
-                        "errors": [{"message": exc.message}],
-                    }
-                )
-                failed.append(Failure(success.uid, attempt, terminal=True))
-        return failed
 
     def _check_limits(self) -> bool:
         calls = max(1, self.calls_priced)
