@@ -352,12 +352,12 @@ class RealtimeExecutor:
             except RateLimited as exc:
                 target.pacer.on_rate_limited(exc.retry_after)
                 self._trace(target, request, t0, status=429)
-                if attempt == self.retry.max_attempts:
-                    raise
+                if attempt == self.retry.max_attempts or target.health.is_open:
+                    raise  # with the circuit open, the probes retry (``outage``)
                 await asyncio.sleep(max(exc.retry_after or 0.0, delay))
             except TransientProviderError as exc:
                 self._trace(target, request, t0, status=exc.status or "transient")
-                if attempt == self.retry.max_attempts:
+                if attempt == self.retry.max_attempts or target.health.is_open:
                     raise
                 await asyncio.sleep(delay)
             except ProviderError as exc:  # bad request, auth, quota: traced like every call
