@@ -241,6 +241,10 @@ class TransientProviderError(ProviderError):
     retryable = True
 
 
+class ProviderUnreachable(TransientProviderError):
+    """No HTTP exchange took place: connection refused or reset, host not found."""
+
+
 class ProviderTimeout(TransientProviderError):
     """The request did not finish within its timeout."""
 
@@ -269,6 +273,29 @@ class IncompleteResults(TransientProviderError):
         self.batch_id = batch_id
         self.certain = certain
         self.signature = signature
+
+
+class MalformedResponse(ProviderError):
+    """The provider answered (HTTP 2xx) but not in the shape its API promises: a choice
+    without ``message``, no choices at all. The call may have been billed, so the adapter
+    keeps what it could read: ``raw`` (the answer's body as JSON text) and ``usage``. The
+    engine records it as a failed attempt of the unit at stage ``parse``."""
+
+    retryable = True
+
+    def __init__(
+        self, message: str, *, provider: str, raw: str | None = None, usage: Any = None
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.raw = raw
+        self.usage = usage
+
+
+class AdapterError(ProviderError):
+    """A provider adapter raised something outside its contract (a bug, an SDK surprise):
+    a failed attempt of that unit, retried within its budget."""
+
+    retryable = True
 
 
 class BadRequest(ProviderError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,3 +42,24 @@ class UnitCount(click.ParamType):
 
 
 UNIT_COUNT = UnitCount()
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A ``FloatRange`` that also refuses ``nan`` and ``inf``: they slip through a range check
+    (every comparison with NaN is false) and would mean "no limit" or "never"."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def positive_amount() -> FiniteFloatRange:
+    """A finite number above zero (an amount of money, seconds)."""
+    return FiniteFloatRange(min=0, min_open=True)
+
+
+def count(most: int) -> click.IntRange:
+    """A whole number from 1 to ``most`` (a sanity bound: SQLite and the event loop need one)."""
+    return click.IntRange(min=1, max=most)

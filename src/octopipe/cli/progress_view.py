@@ -91,6 +91,18 @@ class ProgressView:
             self.stream.write(f"[PROGRESS] {one_line(snapshot)}\n")
             self.stream.flush()
 
+    def alerts(self) -> AlertEcho:
+        """A stream for the run log that shows, above the live table, only the lines that
+        need attention (provider errors, pauses, stops, errors)."""
+        return AlertEcho(self)
+
+    def print_line(self, text: str) -> None:
+        if self.live is not None:
+            self.live.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
     def __enter__(self) -> ProgressView:
         if self.live is not None:
             self.live.start()
@@ -104,3 +116,22 @@ class ProgressView:
     ) -> None:
         if self.live is not None:
             self.live.stop()
+
+
+ALERT_TAGS = ("[PROVIDER]", "[PAUSE]", "[PAUSED]", "[STOP]", "[ERROR]", "[FAILED]", "[KILLED]")
+
+
+class AlertEcho:
+    """The run log's echo on a terminal: passes on the lines tagged ``ALERT_TAGS``."""
+
+    def __init__(self, view: ProgressView) -> None:
+        self.view = view
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if any(tag in line for tag in ALERT_TAGS):
+                self.view.print_line(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass

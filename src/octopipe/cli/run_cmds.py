@@ -7,12 +7,19 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO, cast
 
 import click
 
-from octopipe.cli.options import UNIT_COUNT, runs_dir_option, runs_dir_or_default
+from octopipe.cli.options import (
+    UNIT_COUNT,
+    count,
+    positive_amount,
+    runs_dir_option,
+    runs_dir_or_default,
+)
 from octopipe.cli.output import console, print_json
 from octopipe.cli.progress_view import ProgressView
 from octopipe.cli.status_cmds import _print_status
@@ -28,6 +35,7 @@ from octopipe.engine.create import CreatedRun, RunOptions, create_run
 from octopipe.engine.estimate import estimate_pipeline
 from octopipe.engine.fingerprint import verify_snapshot
 from octopipe.engine.paths import RunPaths, resolve_run
+from octopipe.engine.preflight import check_base_url, check_provider_settings
 from octopipe.engine.providers_setup import (
     check_answer_hook,
     check_provider,
@@ -46,6 +54,10 @@ if TYPE_CHECKING:
     from octopipe.providers.emulator.answers import AnswerFn
 
 HOOK_NAME = "emulator_answers.py"  # the name Octobatch's and our examples' hooks go by
+MAX_CONCURRENCY = 10_000
+MAX_RPM = 100_000_000
+MAX_TPM = 100_000_000_000
+MAX_ATTEMPTS = 1_000
 
 
 def _runs_dir(value: Path | None) -> Path:
@@ -148,18 +160,18 @@ def init(
 @_init_options
 @click.option("--realtime", "mode", flag_value="realtime", help="LLM steps in realtime.")
 @click.option("--batch", "mode", flag_value="batch", help="LLM steps through batch APIs.")
-@click.option("--concurrency", type=click.IntRange(min=1), help="Realtime calls in flight.")
-@click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute limit.")
-@click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute limit.")
+@click.option("--concurrency", type=count(MAX_CONCURRENCY), help="Realtime calls in flight.")
+@click.option("--rpm", type=count(MAX_RPM), help="Requests per minute limit.")
+@click.option("--tpm", type=count(MAX_TPM), help="Tokens per minute limit.")
 @click.option(
     "--max-cost",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Pause the run when its cost reaches this many USD.",
+    type=positive_amount(),
+    help="Pause the run when its cost reaches this many USD (refused if a model is unpriced).",
 )
 @click.option("--timeout", "timeout", help="Pause the run after this long (90s, 30m, 2h, 1h30m).")
 @click.option(
     "--max-attempts",
-    type=click.IntRange(min=1),
+    type=count(MAX_ATTEMPTS),
     help="LLM attempts per unit and step (default: validation_retry.max_attempts).",
 )
 @click.option(
@@ -168,6 +180,11 @@ def init(
     callback=_poll_interval,
     help="Seconds between batch polls, more than 0 and at most 86400 (default: "
     "api.poll_interval_seconds; 1 with fake).",
+)
+@click.option(
+    "--base-url",
+    help="Address of the OpenAI-compatible server (over api.base_url; kept with the run, so "
+    "a moved server is pointed at on resume).",
 )
 @click.option(
     "--detach", is_flag=True, help="Run in the background and return at once (see `watch`)."
@@ -209,6 +226,7 @@ def run(
     timeout: str | None,
     max_attempts: int | None,
     poll_interval: float | None,
+    base_url: str | None,
     detach: bool,
     answers: Path | None,
     generic_answers: bool,
@@ -230,7 +248,9 @@ def run(
     `--answers FILE`, and a run started with one asks for it again on every resume (or
     `--generic-answers`).
     """
-    timeout_s = parse_duration(timeout) if timeout else None  # bad input: before any run exists
+    # Bad input is refused before any run exists or changes.
+    timeout_s = parse_timeout(timeout) if timeout is not None else None
+    base_url = check_base_url(base_url) if base_url is not None else None
     check_provider(provider)
     answers = answers.resolve() if answers is not None else None
     hook: AnswerFn | None = None
@@ -239,22 +259,28 @@ def run(
         _check_answer_flags(provider, answers, generic_answers)
         hook = _load_hook(answers)  # a broken file is refused before the run exists
         mode = mode or "realtime"
-        _confirm_estimate(Path(target), mode, provider, model, max_units, repeat, yes, answers)  # type: ignore[arg-type]
-        created = create_run(
-            Path(target), base, _options(run_name, provider, model, max_units, repeat, mode)
-        )
+        settings = Settings(provider, model, base_url, max_cost)
+        _confirm_estimate(Path(target), mode, settings, max_units, repeat, yes, answers)  # type: ignore[arg-type]
+        init = _options(run_name, provider, model, max_units, repeat, mode)
+        if base_url is not None:
+            init = replace(init, extra={"base_url": base_url})
+        created = create_run(Path(target), base, init)
         _print_created(created)
         paths = created.paths
     else:
         paths = resolve_run(target, base)
         if not accept_snapshot:
             verify_snapshot(paths)  # before the snapshot is read (provider settings, hooks)
+        _check_resume(paths, run_info(paths), mode, Settings(provider, model, base_url, max_cost))
     stored = run_info(paths)
     if hook is None and answers is not None:
         _check_answer_flags(provider or stored.provider, answers, generic_answers)
         hook = _load_hook(answers)
     _settle_answers(paths, stored, provider or stored.provider, answers, generic_answers)
-    mode, max_cost = _settle_settings(paths, stored, mode, max_cost)
+    mode, max_cost = _settle_settings(
+        paths, stored, mode, max_cost, Settings(provider, model, base_url, max_cost)
+    )
+    base_url = base_url or stored.options.get("base_url")
     if detach:
         if is_held(paths.root):
             raise RunLocked(f"run {paths.name!r} is already being driven by another process")
@@ -268,6 +294,7 @@ def run(
             "--timeout": timeout,
             "--max-attempts": max_attempts,
             "--poll-interval": poll_interval,
+            "--base-url": base_url,
             "--runs-dir": runs_dir,
             "--answers": answers,
         }
@@ -284,13 +311,16 @@ def run(
         max_cost_usd=max_cost,
         timeout_s=timeout_s,
         max_attempts=max_attempts,
+        base_url=base_url,
     )
     live = sys.stderr.isatty() and not quiet
-    echo = None if (quiet or live) else sys.stderr
     with (
         llm_executor(mode, options, answers=hook, batch=batch) as factory,
         ProgressView(sys.stderr, live) as progress_view,
     ):
+        # On a terminal the live table replaces the log, except for what needs attention.
+        alerts = cast(TextIO, progress_view.alerts())  # write() and flush() are all it needs
+        echo = None if quiet else (alerts if live else sys.stderr)
         outcome = Runner(
             paths,
             echo=echo,
@@ -353,14 +383,47 @@ def _settle_answers(
         )
 
 
+@dataclass(frozen=True)
+class Settings:
+    """Provider settings given on the command line (``None``: not given)."""
+
+    provider: str | None
+    model: str | None
+    base_url: str | None
+    max_cost: float | None
+
+
+def _check_resume(paths: RunPaths, stored: RunInfo, mode: str | None, given: Settings) -> None:
+    """What ``check_provider_settings`` refuses, for a run about to resume with these flags
+    over what it recorded (its snapshot, not the source folder)."""
+    cap = given.max_cost if given.max_cost is not None else stored.options.get("max_cost_usd")
+    check_provider_settings(
+        load_pipeline(paths.config_dir),
+        mode=(mode or stored.mode),  # type: ignore[arg-type]
+        provider=given.provider or stored.provider,
+        model=given.model or stored.model,
+        base_url=given.base_url,
+        recorded_base_url=stored.options.get("base_url"),
+        max_cost_usd=None if cap is None else float(cap),
+    )
+
+
 def _settle_settings(
-    paths: RunPaths, stored: RunInfo, mode: str | None, max_cost: float | None
+    paths: RunPaths, stored: RunInfo, mode: str | None, max_cost: float | None, given: Settings
 ) -> tuple[str, float | None]:
-    """Record a mode switch or a new cost cap on the run; return the mode and the cap that
-    apply now (a cap set earlier holds until a new ``--max-cost`` changes it)."""
-    keep = {"max_cost_usd": max_cost} if max_cost is not None else None
-    if (mode is not None and mode != stored.mode) or keep:
-        update_settings(paths, mode=mode if mode != stored.mode else None, options=keep)
+    """Record a mode switch, a new cost cap, a new server address or a provider/model given on
+    resume; return the mode and the cap that apply now (a cap set earlier holds until a new
+    ``--max-cost`` changes it)."""
+    keep: dict[str, object] = {}
+    if max_cost is not None:
+        keep["max_cost_usd"] = max_cost
+    if given.base_url is not None and given.base_url != stored.options.get("base_url"):
+        keep["base_url"] = given.base_url
+    provider = given.provider if given.provider not in (None, stored.provider) else None
+    model = given.model if given.model not in (None, stored.model) else None
+    switch = mode if mode is not None and mode != stored.mode else None
+    if switch or keep or provider or model:
+        update_settings(paths, mode=switch, options=keep or None, provider=provider, model=model)
     if max_cost is None and stored.options.get("max_cost_usd") is not None:
         max_cost = float(stored.options["max_cost_usd"])
         console.print(
@@ -414,6 +477,15 @@ def _detach(paths: RunPaths, flags: Mapping[str, object], switches: list[str]) -
     return EXIT_OK
 
 
+def parse_timeout(text: str) -> float:
+    """``--timeout``: a duration longer than zero (``0`` is refused: it cannot mean "no
+    limit" silently, and a run paused before it starts is of no use)."""
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise UsageError(f"--timeout {text!r}: give a duration longer than 0 s, e.g. 90s or 30m")
+    return seconds
+
+
 def parse_duration(text: str) -> float:
     """``90`` or ``90s`` -> 90; ``30m``; ``2h``; ``1h30m`` -> seconds."""
     parts = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*", text)
@@ -426,14 +498,15 @@ def parse_duration(text: str) -> float:
 def _confirm_estimate(
     folder: Path,
     mode: Mode,
-    provider: str | None,
-    model: str | None,
+    given: Settings,
     max_units: int | None,
     repeat: int | None,
     yes: bool,
     answers: Path | None,
 ) -> None:
-    """Print units, calls, tokens and cost before anything is spent; ask unless --yes."""
+    """Check the settings, print units, calls, tokens and cost before anything is created or
+    spent; ask unless --yes."""
+    provider, model = given.provider, given.model
     pipeline = load_pipeline(folder)
     report = check_pipeline(pipeline, max_units=max_units, repeat=repeat)
     if not report.ok:
@@ -443,14 +516,22 @@ def _confirm_estimate(
     for line in estimate.lines():
         console.print(line, markup=False)
     _print_carried_code(folder, folder_code(folder, pipeline), answers, fake=name == "fake")
-    if not estimate.estimate.per_step:
-        return
     for load in estimate.estimate.per_step:
         if mode == "batch" and load.provider not in BATCH_PROVIDERS:
             raise UsageError(
                 f"step {load.step!r}: provider {load.provider!r} has no batch API; run it "
                 "with --realtime, or use openai, anthropic or gemini"
             )
+    check_provider_settings(
+        pipeline,
+        mode=mode,
+        provider=provider,
+        model=model,
+        base_url=given.base_url,
+        max_cost_usd=given.max_cost,
+    )
+    if not estimate.estimate.per_step:
+        return
     for provider_name in {line.provider for line in estimate.estimate.per_step} - {"fake"}:
         resolve_api_key(provider_name)  # fail before creating the run, not after
     if name == "fake":

@@ -155,6 +155,10 @@ class RealtimeSpec(Model):
     """Octobatch documents it and ignores it. Here: when false, units that fail validation in
     realtime are not retried automatically; they wait for ``octopipe retry``."""
     concurrency: int | None = Field(default=None, gt=0)
+    pause_after_outage_seconds: float = Field(default=60, gt=0, allow_inf_nan=False)
+    """Ours: how long every call may fail (refused connections, timeouts, 5xx) before the run
+    pauses with the reason. Meanwhile no new unit is sent, one waiting unit probes the
+    provider at growing intervals, and no unit is charged an attempt for the outage."""
 
 
 class BatchSpec(Model):

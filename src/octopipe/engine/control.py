@@ -361,11 +361,18 @@ def step_index(ledger: Ledger, name: str) -> int:
 
 
 def update_settings(
-    paths: RunPaths, *, mode: str | None = None, options: dict[str, Any] | None = None
+    paths: RunPaths,
+    *,
+    mode: str | None = None,
+    options: dict[str, Any] | None = None,
+    provider: str | None = None,
+    model: str | None = None,
 ) -> None:
     """Record, on a run with no live runner, that its LLM steps now go ``batch`` or
-    ``realtime`` (batches already submitted are collected either way) and/or run options to
-    keep for later resumes (``max_cost_usd``). A live runner: pause it first."""
+    ``realtime`` (batches already submitted are collected either way), run options to keep
+    for later resumes (``max_cost_usd``, ``base_url``) and/or the provider and model given on
+    resume (shown by ``info`` and ``status``, used by later resumes). A live runner: pause it
+    first."""
     lock = RunLock(paths.root)
     if not lock.try_acquire():
         raise UsageError(
@@ -374,16 +381,25 @@ def update_settings(
         )
     try:
         ledger = Ledger.open(paths.ledger)
+        named = {k: v for k, v in (("provider", provider), ("model", model)) if v is not None}
         try:
             old = ledger.run_info().mode
-            ledger.update_run(mode=mode, options=options)
+            ledger.update_run(
+                mode=mode, options={**(options or {}), **named}, provider=provider, model=model
+            )
             if mode is not None and mode != old:
                 ledger.log_event("info", "MODE", f"mode {old} -> {mode}")
+            if named:
+                ledger.log_event("info", "SETTINGS", _pairs(named), named)
         finally:
             ledger.close()
         if mode is not None and mode != old:
             _log(paths, "mode", f"{old} -> {mode}")
-        if options:
-            _log(paths, "options", ", ".join(f"{k}={v}" for k, v in sorted(options.items())))
+        if options or named:
+            _log(paths, "options", _pairs({**(options or {}), **named}))
     finally:
         lock.release()
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items()))

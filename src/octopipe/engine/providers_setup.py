@@ -160,17 +160,18 @@ def _factory(
 
     def make(ctx: RunContext) -> LLMExecutor:
         api = ctx.compiled.pipeline.config.api
+        base_url = options.base_url or api.base_url  # --base-url (kept with the run) wins
         clients: dict[str, RealtimeProvider] = {}
 
         def client_for(name: str) -> RealtimeProvider:
             if name not in clients:
                 clients[name] = make_provider(
-                    _settings(name, vendor, emulator, api.base_url, api.request_timeout_seconds)
+                    _settings(name, vendor, emulator, base_url, api.request_timeout_seconds)
                 )
             return clients[name]
 
         def batch_client_for(name: str) -> BatchProvider:
-            settings = _settings(name, vendor, emulator, api.base_url, api.request_timeout_seconds)
+            settings = _settings(name, vendor, emulator, base_url, api.request_timeout_seconds)
             return make_batch_provider(settings)
 
         if mode == "batch":

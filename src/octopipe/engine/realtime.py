@@ -7,9 +7,19 @@ units are claimed up to the concurrency limit and their calls started. A unit's 
 pending the moment it is valid, so units stream through the steps with no barrier.
 
 Provider errors are handled by type (see ``errors.py``): rate limits and transient errors are
-retried within the call with backoff (``api.retry``), honouring ``Retry-After``; a bad request
-fails that unit; auth and quota errors pause the run. Answers failing parse, schema or rules
-are retried as new attempts of only those units, up to ``validation_retry.max_attempts``.
+retried within the call with backoff (``api.retry``), honouring ``Retry-After``. What a call
+that still failed costs its unit is decided by ``outage.ProviderHealth``: an outage (refused
+connections, 5xx for everyone) or a refusal every unit gets (a wrong model name) pauses the
+run with the reason instead of spending units' attempts; auth and quota errors pause it at
+once. Answers failing parse, schema or rules are retried as new attempts of only those units,
+up to ``validation_retry.max_attempts``. Provider errors are logged, summarised per kind.
+
+Nothing escapes: a call task never raises (an adapter's surprise becomes a classified
+failure of that unit), and finished calls stay queued until the ledger has recorded them; if
+it cannot (disk full), the run stops with that error after a few tries rather than drop a
+paid answer silently. Stopping waits a short grace for calls on the wire (``STOP_GRACE_S``
+after Ctrl+C or ``pause``; the request timeout otherwise) and abandons the rest: their units
+go back to pending.
 """
 
 from __future__ import annotations
@@ -23,18 +33,35 @@ from typing import Any, cast
 
 from octopipe.core.costs import cost_usd, estimate_tokens, format_usd
 from octopipe.core.registry import Registry, load_registry
-from octopipe.core.steps import CompiledStep, StepFailure
+from octopipe.core.steps import StepFailure
+from octopipe.engine.outage import ErrorDigest, ProviderHealth, Verdict, error_label
 from octopipe.engine.pacing import Pacer
-from octopipe.engine.routes import resolve_routes
+from octopipe.engine.realtime_attempts import (
+    Finished,
+    StepTarget,
+    attempt_record,
+    check_failure,
+    internal_failure,
+    malformed_failure,
+    provider_failure,
+)
+from octopipe.engine.realtime_ledger import RealtimeRecorder
+from octopipe.engine.routes import refuse_unpriced_cap, resolve_routes
 from octopipe.engine.runlog import Trace
 from octopipe.engine.runner import RunContext
 from octopipe.errors import (
+    EXIT_PROVIDER,
+    AdapterError,
+    MalformedResponse,
     ProviderError,
     RateLimited,
     TransientProviderError,
 )
-from octopipe.providers.base import LLMRequest, LLMResponse, RealtimeProvider
-from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Outcome, Stage, Success
+from octopipe.providers.base import DEADLINE_GRACE_S, LLMRequest, LLMResponse, RealtimeProvider
+from octopipe.store.records import ClaimedUnit, Stage
+
+STOP_GRACE_S = 2.0
+"""After Ctrl+C or ``pause``: how long answers already on their way are waited for."""
 
 
 @dataclass(frozen=True)
@@ -49,33 +76,9 @@ class RealtimeOptions:
     max_cost_usd: float | None = None
     timeout_s: float | None = None
     max_attempts: int | None = None
-    base_urls: dict[str, str] = field(default_factory=dict)  # provider -> base URL (emulator)
+    base_url: str | None = None  # an OpenAI-compatible server (over ``api.base_url``)
     api_keys: dict[str, str] = field(default_factory=dict, repr=False)
     price_as: dict[str, str] = field(default_factory=dict)  # provider -> registry provider
-
-
-@dataclass
-class StepTarget:
-    """Where one LLM step's calls go and how they are paced and priced."""
-
-    index: int
-    cstep: CompiledStep
-    provider: str
-    model: str
-    client: RealtimeProvider
-    pacer: Pacer
-    request_defaults: dict[str, Any]
-    price_provider: str
-
-
-@dataclass
-class Finished:
-    target: StepTarget
-    unit: ClaimedUnit
-    attempt: AttemptRecord
-    delta: dict[str, Any] | None = None
-    failure: StepFailure | None = None
-    stop_reason: str | None = None
 
 
 class RealtimeExecutor:
@@ -97,6 +100,7 @@ class RealtimeExecutor:
         self.max_attempts = options.max_attempts or config.processing.validation_retry.max_attempts
         self.retry = config.api.retry
         self.auto_retry = config.api.realtime.auto_retry
+        self.outage_grace_s = config.api.realtime.pause_after_outage_seconds
         self.cost_cap = options.max_cost_usd or config.api.realtime.cost_cap_usd
         explicit = options.concurrency or config.api.realtime.concurrency
         # Money spent or committed by the other executor of a combined run (open batches at
@@ -105,9 +109,13 @@ class RealtimeExecutor:
         self.base_spent = ctx.ledger.cost_totals().known_usd
         self.spent = self.base_spent
         self.calls_priced = 0
-        self.tasks: set[asyncio.Task[Finished]] = set()
+        self.tasks: dict[asyncio.Task[Finished], tuple[StepTarget, ClaimedUnit]] = {}
         self.sending: set[asyncio.Task[Any]] = set()  # tasks with a request on the wire
         self.done: list[Finished] = []
+        self.parked: list[tuple[StepTarget, ClaimedUnit]] = []  # transient failure, uncharged
+        self.held: list[tuple[Finished, int]] = []  # refused; provider successes at the time
+        self.recorder = RealtimeRecorder(ctx, self.max_attempts, self.auto_retry)
+        self.digest = ErrorDigest(ctx.log.write)
         self.trace = Trace(ctx.paths.trace)
         self.targets = [t for t in self._targets(client_for) if t is not None]
         self.concurrency = explicit or default_concurrency(
@@ -122,6 +130,7 @@ class RealtimeExecutor:
     def _targets(self, client_for: Callable[[str], RealtimeProvider]) -> list[StepTarget | None]:
         api = self.ctx.compiled.pipeline.config.api
         pacers: dict[tuple[str, str], Pacer] = {}
+        healths: dict[tuple[str, str, str | None], ProviderHealth] = {}
         out: list[StepTarget | None] = []
         routes = resolve_routes(
             self.ctx.compiled,
@@ -130,6 +139,8 @@ class RealtimeExecutor:
             self.options.model,
             self.options.price_as,
         )
+        priced = [(r.cstep.name, r.provider, r.model, r.price_provider) for r in routes if r]
+        refuse_unpriced_cap(priced, self.registry, "realtime", self.cost_cap)
         for route in routes:
             if route is None:
                 out.append(None)
@@ -141,16 +152,26 @@ class RealtimeExecutor:
                     rpm=self.options.rpm or api.rpm or limits.rpm,
                     tpm=self.options.tpm or api.tpm or limits.tpm,
                 )
+            client = client_for(route.provider)
+            endpoint = getattr(client, "endpoint", None)
+            watched = (route.provider, route.model, endpoint)
+            if watched not in healths:
+                healths[watched] = ProviderHealth(
+                    grace_s=self.outage_grace_s,
+                    probe_start_s=self.retry.initial_delay_seconds,
+                    endpoint=endpoint,
+                )
             out.append(
                 StepTarget(
                     route.index,
                     route.cstep,
                     route.provider,
                     route.model,
-                    client_for(route.provider),
+                    client,
                     pacers[key],
                     route.request_defaults,
                     route.price_provider,
+                    healths[watched],
                 )
             )
         return out
@@ -159,14 +180,19 @@ class RealtimeExecutor:
 
     async def pump(self) -> bool:
         progressed = self._record_finished()
-        if self._check_limits():
+        now = time.monotonic()
+        self.digest.flush(now)
+        if self.recorder.failures or self._check_limits() or self._check_health(now):
             return progressed
         for target in self.targets:
             if self.only_steps is not None and target.index not in self.only_steps:
                 continue
-            free = self.concurrency - len(self.tasks)
-            if free <= 0 or self.ctx.stop_requested():
+            if self.ctx.stop_requested():
                 break
+            progressed |= self._send_parked(target, now)
+            free = self.concurrency - len(self.tasks)
+            if free <= 0 or target.health.is_open:
+                continue
             claimed = self.ctx.ledger.claim_pending(target.index, free)
             for unit in claimed:
                 self._start(target, unit)
@@ -177,48 +203,112 @@ class RealtimeExecutor:
         return progressed
 
     def busy(self) -> bool:
-        return bool(self.tasks) or bool(self.done)
+        waiting = self.parked or self.held or self.recorder.waiting
+        return bool(self.tasks or self.done or waiting)
 
     async def stop(self) -> None:
-        """Let calls in flight finish (bounded by their timeouts) and record them; close the
-        provider clients while their event loop still runs.
+        """Record what finished; wait for calls on the wire (a short grace after Ctrl+C or
+        ``pause``, their own timeout otherwise), abandon the rest (their units stay claimed
+        and the runner returns them to pending); close the provider clients while their
+        event loop still runs.
 
-        On a pause (Ctrl+C, cost cap, time limit, auth error), requests not yet sent -- waiting
-        for a pacer slot or for a retry -- are cancelled: their units stay claimed and the
-        runner returns them to pending. Only requests already on the wire are waited for.
+        Requests not yet sent -- waiting for a pacer slot or for a retry -- are cancelled at
+        once; so are units parked or held for a provider problem: they go back to pending
+        with no attempt used.
         """
-        while self.tasks:
-            if self.ctx.stop_requested():
-                for task in self.tasks - self.sending:
-                    task.cancel()
+        try:
+            await self._drain()
+            self._record_finished(now=True)
+            if self.recorder.unwritten:
+                raise self.recorder.unrecorded_error()
+        finally:
+            self.digest.flush(time.monotonic(), force=True)
+            waiting = len(self.parked) + len(self.held)
+            if waiting:
+                self.ctx.log.write(
+                    "STOP",
+                    f"{waiting} unit(s) waiting for the provider go back to pending, "
+                    "no attempt used",
+                )
+            self.parked.clear()
+            self.held.clear()
+            self.trace.close()
+            clients = {id(t.client): t.client for t in self.targets}
+            for client in clients.values():
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    async def _drain(self) -> None:
+        if not self.tasks:
+            return
+        limit = self._wait_limit()
+        self._cancel_unsent()
+        await asyncio.sleep(0)
+        if self.sending:
+            self.ctx.log.write(
+                "STOP",
+                f"waiting up to {limit:.0f} s for {len(self.sending)} call(s) in flight; "
+                "answers arriving by then are recorded, the rest are abandoned and their "
+                "units go back to pending",
+            )
+        started = time.monotonic()
+        while self.tasks and time.monotonic() - started < limit:
             await asyncio.wait(self.tasks, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
-        self._record_finished()
-        self.trace.close()
-        clients = {id(t.client): t.client for t in self.targets}
-        for client in clients.values():
-            with contextlib.suppress(Exception):
-                await client.aclose()
+            self._cancel_unsent()  # a call that failed does not retry while stopping
+            if self.done and not self.recorder.failures:
+                self._record_finished()
+            limit = min(limit, self._wait_limit())  # Ctrl+C while waiting shortens the wait
+        left = list(self.tasks)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=1.0)
+            self.ctx.log.write(
+                "STOP", f"abandoned {len(left)} call(s) still in flight; their units are pending"
+            )
+
+    def _cancel_unsent(self) -> None:
+        for task in set(self.tasks) - self.sending:
+            task.cancel()
+
+    def _wait_limit(self) -> float:
+        if self.ctx.stop_urgent():
+            return STOP_GRACE_S
+        timeouts = [float(t.request_defaults.get("timeout_s", 120.0)) for t in self.targets]
+        return max(timeouts, default=120.0) + DEADLINE_GRACE_S
 
     # --- one call ----------------------------------------------------------------------------------
 
     def _start(self, target: StepTarget, unit: ClaimedUnit) -> None:
         task = asyncio.create_task(self._attempt(target, unit))
-        self.tasks.add(task)
+        self.tasks[task] = (target, unit)
         task.add_done_callback(self._collect)
 
     def _collect(self, task: asyncio.Task[Finished]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled():
+        """Done-callback of a call task: never raises, never loses the unit."""
+        target, unit = self.tasks.pop(task, (None, None))
+        if target is None or unit is None or task.cancelled():
+            return  # abandoned on stop: the unit stays claimed; the runner releases it
+        exc = task.exception()
+        if exc is None:
             self.done.append(task.result())
+        else:  # _attempt catches everything; this is the last line of defence
+            self.done.append(self._internal_failure(target, unit, _now_iso(), exc))
 
     async def _attempt(self, target: StepTarget, unit: ClaimedUnit) -> Finished:
         started = _now_iso()
+        try:
+            return await self._attempt_call(target, unit, started)
+        except Exception as exc:  # a bug here must fail the unit, not vanish in a callback
+            return self._internal_failure(target, unit, started, exc)
+
+    async def _attempt_call(self, target: StepTarget, unit: ClaimedUnit, started: str) -> Finished:
         prompt = target.cstep.try_render(unit.unit_id, unit.record)
         if isinstance(prompt, StepFailure):
             return Finished(
                 target,
                 unit,
-                self._attempt_record(
+                attempt_record(
                     target, "failed", started, stage="render", errors=list(prompt.errors)
                 ),
                 failure=prompt,
@@ -228,13 +318,18 @@ class RealtimeExecutor:
         )
         try:
             response = await self._call(target, request)
+        except MalformedResponse as exc:
+            return malformed_failure(self.registry, target, unit, prompt, started, exc)
         except ProviderError as exc:
-            return self._provider_failure(target, unit, prompt, started, exc)
-        result = target.cstep.check_answer(response.text, unit.record)
+            return provider_failure(target, unit, prompt, started, exc)
         cost = cost_usd(
             self.registry, target.price_provider, target.model, response.usage, "realtime"
         )
-        attempt = self._attempt_record(
+        try:
+            result = target.cstep.check_answer(response.text, unit.record)
+        except Exception as exc:  # the answer is paid for: keep it, fail the unit on it
+            return check_failure(target, unit, prompt, started, response, cost, exc)
+        attempt = attempt_record(
             target,
             "valid" if result.ok else "failed",
             started,
@@ -244,7 +339,7 @@ class RealtimeExecutor:
             stage=cast(Stage, result.failure.stage) if result.failure else None,
             errors=list(result.failure.errors) if result.failure else list(result.warnings),
         )
-        return Finished(target, unit, attempt, result.delta, result.failure)
+        return Finished(target, unit, attempt, result.delta, result.failure, answered=True)
 
     async def _call(self, target: StepTarget, request: LLMRequest) -> LLMResponse:
         """One request with in-call retries for rate limits and transient errors."""
@@ -257,12 +352,12 @@ class RealtimeExecutor:
             except RateLimited as exc:
                 target.pacer.on_rate_limited(exc.retry_after)
                 self._trace(target, request, t0, status=429)
-                if attempt == self.retry.max_attempts:
-                    raise
+                if attempt == self.retry.max_attempts or target.health.is_open:
+                    raise  # with the circuit open, the probes retry (``outage``)
                 await asyncio.sleep(max(exc.retry_after or 0.0, delay))
             except TransientProviderError as exc:
                 self._trace(target, request, t0, status=exc.status or "transient")
-                if attempt == self.retry.max_attempts:
+                if attempt == self.retry.max_attempts or target.health.is_open:
                     raise
                 await asyncio.sleep(delay)
             except ProviderError as exc:  # bad request, auth, quota: traced like every call
@@ -281,107 +376,145 @@ class RealtimeExecutor:
             self.sending.add(task)
         try:
             return await target.client.complete(request)
+        except (ProviderError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # an adapter broke its contract: classify, do not crash
+            message = f"adapter error {type(exc).__name__}: {exc}"[:300]
+            raise AdapterError(message, provider=target.provider) from exc
         finally:
             self.sending.discard(task)
 
-    def _provider_failure(
-        self, target: StepTarget, unit: ClaimedUnit, prompt: str, started: str, exc: ProviderError
+    def _internal_failure(
+        self, target: StepTarget, unit: ClaimedUnit, started: str, exc: BaseException
     ) -> Finished:
-        errors = [{"type": type(exc).__name__, "status": exc.status, "message": exc.message}]
-        failure = StepFailure(
-            "provider",
-            exc.message,
-            tuple(errors),
-            retryable=isinstance(exc, TransientProviderError | RateLimited),
-        )
-        attempt = self._attempt_record(
-            target, "error", started, stage="provider", errors=errors, request=prompt
-        )
-        stop = exc.message if exc.fatal_for_run else None
-        return Finished(target, unit, attempt, failure=failure, stop_reason=stop)
+        finished = internal_failure(target, unit, started, exc)
+        assert finished.failure is not None
+        message = finished.failure.message
+        self.ctx.log.write("ERROR", f"{unit.unit_id} @ {target.cstep.name}: {message}")
+        return finished
 
-    def _attempt_record(
-        self,
-        target: StepTarget,
-        outcome: Outcome,
-        started: str,
-        *,
-        response: LLMResponse | None = None,
-        request: str | None = None,
-        cost: float | None = None,
-        stage: Stage | None = None,
-        errors: list[Any] | None = None,
-    ) -> AttemptRecord:
-        usage = response.usage if response is not None else None
-        return AttemptRecord(
-            outcome=outcome,
-            mode="realtime",
-            provider=target.provider,
-            model=target.model,
-            stage=stage,
-            errors=errors or [],
-            request=request,
-            response=response.text if response is not None else None,
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            cached_tokens=usage.cached_input_tokens if usage else 0,
-            cost_usd=cost if response is not None else 0.0,
-            latency_ms=round(response.latency_s * 1000) if response is not None else None,
-            started_at=started,
-            finished_at=_now_iso(),
-        )
+    # --- deciding what a failure costs ------------------------------------------------------------
+
+    def _judge(self, finished: list[Finished]) -> None:
+        """Queue finished calls for the ledger, or park, hold or release their units (see
+        ``outage``): what a failed call costs its unit depends on how the provider fares."""
+        now = time.monotonic()
+        for f in finished:
+            health, uid = f.target.health, f.unit.uid
+            if f.error is None:
+                if f.answered:
+                    health.on_success(uid)
+                self.recorder.unwritten.append(f)
+                continue
+            verdict = health.on_failure(uid, f.error, now)
+            if verdict is Verdict.CHARGE:
+                self.recorder.unwritten.append(f)
+                self._note(f, self._charge_text(f))
+            elif verdict is Verdict.PARK:
+                self.parked.append((f.target, f.unit))
+                used = f"{f.unit.budget_used}/{self.max_attempts}"
+                self._note(f, f"not charged ({used} attempts used); sent again later")
+            elif verdict is Verdict.HOLD:  # noted once charged, or released by a pause
+                self.held.append((f, health.successes))
+            else:
+                self.recorder.unreleased.append(f)
+                self._note(f, "released, no attempt used (the run pauses)")
+                self.ctx.log.write("PAUSE", f.error.message)
+                self.ctx.request_stop(f.error.message, exit_code=EXIT_PROVIDER)
+        self._charge_held()
+
+    def _charge_held(self, idle: set[int] | None = None) -> None:
+        """Charge the refusals whose provider has answered other calls since (their request
+        was at fault), or whose provider has nothing else to do (``idle``: ids of healths)
+        and is not pausing the run for them."""
+        keep: list[tuple[Finished, int]] = []
+        for f, successes_then in self.held:
+            health = f.target.health
+            if health.successes > successes_then or (idle is not None and id(health) in idle):
+                self.recorder.unwritten.append(f)
+                self._note(f, self._charge_text(f))
+            else:
+                keep.append((f, successes_then))
+        self.held = keep
+
+    def _charge_text(self, f: Finished) -> str:
+        assert f.failure is not None
+        used = f.unit.budget_used + 1
+        if not f.failure.retryable:
+            return f"attempt {used}/{self.max_attempts} charged, now exhausted (not retryable)"
+        if used >= self.max_attempts:
+            return f"attempt {used}/{self.max_attempts} charged, now exhausted"
+        return f"attempt {used}/{self.max_attempts} charged, retried later"
+
+    def _note(self, f: Finished, outcome: str) -> None:
+        assert f.error is not None
+        label = f"{f.target.cstep.name}: {error_label(f.error)}"
+        self.digest.note(label, f.unit.unit_id, outcome, time.monotonic())
+
+    def _send_parked(self, target: StepTarget, now: float) -> bool:
+        """Send again the parked units of ``target`` that may go (see ``ProviderHealth``)."""
+        if not self.parked:
+            return False
+        health = target.health
+        in_flight = sum(1 for t, _ in self.tasks.values() if t.health is health)
+        keep: list[tuple[StepTarget, ClaimedUnit]] = []
+        sent = False
+        for t, unit in self.parked:
+            if (
+                t is target
+                and len(self.tasks) < self.concurrency
+                and health.may_send_parked(unit.uid, now, in_flight=in_flight)
+            ):
+                self._start(t, unit)
+                in_flight += 1
+                sent = True
+            else:
+                keep.append((t, unit))
+        self.parked = keep
+        return sent
+
+    def _check_health(self, now: float) -> bool:
+        """Pause the run when a provider is down or refuses everyone (``ProviderHealth``);
+        charge held refusals of a provider that has nothing else to do."""
+        idle: set[int] = set()
+        for target in self.targets:
+            health = target.health
+            if health.streak_kind is None:
+                continue
+            busy = any(t.health is health for t, _ in (*self.tasks.values(), *self.parked))
+            is_idle = not busy and not self._has_pending(target)
+            reason = health.pause_reason(now, idle=is_idle)
+            if reason is not None:
+                self.ctx.log.write("PAUSE", reason)
+                self.ctx.request_stop(reason, exit_code=EXIT_PROVIDER)
+                return True
+            if is_idle:
+                idle.add(id(health))
+        if self.held and idle:
+            self._charge_held(idle)
+        return False
+
+    def _has_pending(self, target: StepTarget) -> bool:
+        if self.only_steps is not None and target.index not in self.only_steps:
+            return False
+        return self.ctx.ledger.pending_count(target.index, 1) > 0
 
     # --- recording ---------------------------------------------------------------------------------
 
-    def _record_finished(self) -> bool:
-        if not self.done:
+    def _record_finished(self, *, now: bool = False) -> bool:
+        """Judge what finished, then write it in one transaction (``RealtimeRecorder``)."""
+        if self.done:
+            finished, self.done = self.done, []
+            self._judge(finished)
+        written = self.recorder.flush(self.targets, now=now)
+        if written is None:
             return False
-        finished, self.done = self.done, []
-        ledger = self.ctx.ledger
-        with ledger.transaction():
-            for target in self.targets:
-                mine = [f for f in finished if f.target is target]
-                if mine:
-                    self._record_step(target, mine)
-        for item in finished:
-            self.spent += item.attempt.cost_usd or 0.0
-            self.calls_priced += item.attempt.cost_usd is not None
-            if item.stop_reason:
-                self.ctx.log.write("PAUSE", f"{item.target.provider}: {item.stop_reason}")
-                self.ctx.request_stop(item.stop_reason)
+        for item in written:
+            item.target.health.forget(item.unit.uid)
+            if item.error is None or not item.error.fatal_for_run:
+                self.spent += item.attempt.cost_usd or 0.0
+                self.calls_priced += item.attempt.cost_usd is not None
         return True
-
-    def _record_step(self, target: StepTarget, items: list[Finished]) -> None:
-        ledger = self.ctx.ledger
-        successes = [
-            Success(f.unit.uid, f.delta or {}, f.attempt) for f in items if f.failure is None
-        ]
-        failures = []
-        for f in items:
-            if f.failure is None or f.stop_reason:
-                continue
-            used = f.unit.budget_used + 1
-            terminal = not f.failure.retryable or used >= self.max_attempts
-            failures.append(Failure(f.unit.uid, f.attempt, terminal))
-        if successes:
-            ledger.record_successes(target.index, successes)
-        if failures:
-            ledger.record_failures(target.index, failures)
-        stopped = [f for f in items if f.stop_reason]
-        if stopped:  # not the unit's fault: it goes back to pending, no attempt used
-            ledger.release_units(target.index, [f.unit.uid for f in stopped])
-        if self.auto_retry and failures:
-            ledger.requeue_failed(
-                step_idx=target.index, include_exhausted=False, reset_budget=False
-            )
-        if self.ctx.compiled.pipeline.config.schemas.log_validation_errors:
-            for f in items:
-                if f.failure is not None and f.failure.stage in ("parse", "schema", "rules"):
-                    self.ctx.log.write(
-                        "VALIDATE",
-                        f"{f.unit.unit_id} @ {target.cstep.name}: "
-                        f"{f.failure.stage}: {f.failure.message}",
-                    )
 
     def _check_limits(self) -> bool:
         calls = max(1, self.calls_priced)

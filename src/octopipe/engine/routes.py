@@ -7,12 +7,15 @@ unit's prompt, schema and limits do not depend on the mode it runs in.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from octopipe.core.config_models import LLMStep
+from octopipe.core.costs import Mode, TokenCounts, cost_usd, format_usd
 from octopipe.core.registry import Registry
 from octopipe.core.steps import CompiledPipeline, CompiledStep
+from octopipe.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,26 @@ def resolve_routes(
             )
         )
     return out
+
+
+def refuse_unpriced_cap(
+    steps: Iterable[tuple[str, str, str, str]],
+    registry: Registry,
+    mode: Mode,
+    cost_cap_usd: float | None,
+) -> None:
+    """A cost cap holds only if every LLM step's calls can be priced. ``steps`` are
+    ``(step, provider, model, price provider)``; with a cap set, a step whose model has no
+    known ``mode`` price is refused (``UsageError`` naming the step and the model) before
+    anything is sent. Without a cap, unknown prices are shown as unknown."""
+    if cost_cap_usd is None:
+        return
+    probe = TokenCounts(1000, 1000, 0)
+    for step, provider, model, price_provider in steps:
+        if cost_usd(registry, price_provider, model, probe, mode) is None:
+            raise UsageError(
+                f"--max-cost {format_usd(cost_cap_usd)} cannot be held: step {step!r} uses "
+                f"{provider}/{model}, which has no known {mode} price in the registry "
+                "(`octopipe models` lists the priced ones); choose a priced model or run "
+                "without a cost cap"
+            )

@@ -14,6 +14,7 @@ the ledger is still consistent (every change is a transaction) and the next star
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Callable
@@ -35,7 +36,14 @@ from octopipe.engine.progress import (
     snapshot_steps,
 )
 from octopipe.engine.runlog import RunLog
-from octopipe.errors import EXIT_INTERRUPTED, RunLocked, UnstorableValue, UsageError
+from octopipe.errors import (
+    EXIT_INTERRUPTED,
+    OctopipeError,
+    RunLocked,
+    StoreError,
+    UnstorableValue,
+    UsageError,
+)
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
 from octopipe.store.records import AttemptRecord, Failure, Success
@@ -69,7 +77,12 @@ class RunContext:
     compiled: CompiledPipeline
     log: RunLog
     stop_requested: Callable[[], bool]
-    request_stop: Callable[[str], None]
+    request_stop: Callable[..., None]
+    """``request_stop(reason, exit_code=None)``: pause the run; ``exit_code`` is the code
+    ``octopipe run`` ends with (``EXIT_PROVIDER`` for a provider that refuses or is down)."""
+    stop_urgent: Callable[[], bool] = lambda: False
+    """True once the user asked to stop (Ctrl+C, ``pause``): in-flight calls get a short
+    grace instead of their full timeout."""
 
 
 @dataclass
@@ -101,8 +114,10 @@ class Runner:
         self._last_progress = 0.0
         self._every = PROGRESS_EVERY_S
         self._stop_reason: str | None = None
+        self._stop_code: int | None = None
         self._kill = False
         self._interrupts = 0
+        self._urgent = False
 
     # --- entry point --------------------------------------------------------------------------
 
@@ -129,15 +144,19 @@ class Runner:
                 signal.signal(sig, handler)
             lock.release()
 
-    def request_stop(self, reason: str, kill: bool = False) -> None:
-        self._stop_reason = self._stop_reason or reason
+    def request_stop(
+        self, reason: str, kill: bool = False, *, exit_code: int | None = None, urgent: bool = False
+    ) -> None:
+        if self._stop_reason is None:
+            self._stop_reason, self._stop_code = reason, exit_code
         self._kill = self._kill or kill
+        self._urgent = self._urgent or urgent
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._interrupts += 1
         if self._interrupts > 1:
             raise KeyboardInterrupt  # second Ctrl+C: leave now; the ledger stays consistent
-        self.request_stop(f"interrupted ({signal.Signals(signum).name})")
+        self.request_stop(f"interrupted ({signal.Signals(signum).name})", urgent=True)
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -157,7 +176,13 @@ class Runner:
         # The executor (provider clients, API keys) is built before the run is marked running:
         # a missing key leaves the run as it was, not "running" with no runner.
         context = RunContext(
-            self.paths, ledger, compiled, log, lambda: bool(self._stop_reason), self.request_stop
+            self.paths,
+            ledger,
+            compiled,
+            log,
+            lambda: bool(self._stop_reason),
+            self.request_stop,
+            lambda: self._urgent,
         )
         executor = self.executor_factory(context) if self.executor_factory else None
         _reject_stale_stops(ledger)
@@ -173,8 +198,12 @@ class Runner:
             f"run {info.name} ({pipeline.name}), {len(compiled)} steps"
             + (f"; {released} in-flight units returned to pending" if released else ""),
         )
-        await self._loop(ledger, log, compiled, executor)
-        return await self._finish(ledger, log, executor)
+        try:
+            await self._loop(ledger, log, compiled, executor)
+            return await self._finish(ledger, log, executor)
+        except Exception as exc:
+            await self._die(ledger, log, executor, exc)
+            raise
 
     async def _loop(
         self, ledger: Ledger, log: RunLog, compiled: CompiledPipeline, executor: LLMExecutor | None
@@ -218,7 +247,7 @@ class Runner:
             event = RunEvent.KILL if self._kill else RunEvent.PAUSE
             status = ledger.set_run_status(event, self._stop_reason)
             log.write("KILLED" if self._kill else "PAUSED", self._stop_reason)
-            code = EXIT_INTERRUPTED if self._interrupts else 0
+            code = EXIT_INTERRUPTED if self._interrupts else (self._stop_code or 0)
             return RunOutcome(status, self._stop_reason, ledger.counts(), code)
         # Export first, then say complete: a crash in between leaves a running run that the
         # next start finishes, never a "complete" run without its outputs.
@@ -229,6 +258,31 @@ class Runner:
         counts = ledger.counts()
         log.write("COMPLETE", _summary(ledger, counts))
         return RunOutcome(status, None, counts, 0)
+
+    async def _die(
+        self, ledger: Ledger, log: RunLog, executor: LLMExecutor | None, exc: Exception
+    ) -> None:
+        """The runner stops on an error it cannot handle: leave the reason in ``run.log``,
+        the event log and the run's status (``paused`` when the ledger refused a write, so
+        freeing space and resuming is the way on; ``failed`` otherwise), each step on its own
+        so a full disk loses as little as possible. The caller re-raises ``exc``."""
+        detail = exc.message if isinstance(exc, OctopipeError) else f"{type(exc).__name__}: {exc}"
+        reason = f"stopped by an error: {detail}"
+        self.request_stop(reason, urgent=True)
+        with contextlib.suppress(Exception):
+            log.write("ERROR", reason)
+        if executor is not None:
+            with contextlib.suppress(Exception):
+                await executor.stop()
+        with contextlib.suppress(Exception):
+            ledger.log_event("error", "ERROR", reason, {"type": type(exc).__name__})
+        with contextlib.suppress(Exception):
+            ledger.release_in_flight()
+        with contextlib.suppress(Exception):
+            if ledger.run_info().status is RunStatus.RUNNING:
+                event = RunEvent.PAUSE if isinstance(exc, StoreError) else RunEvent.FAIL
+                ledger.set_run_status(event, reason)
+                log.write("PAUSED" if event is RunEvent.PAUSE else "FAILED", reason)
 
     def _report_progress(
         self, ledger: Ledger, executor: LLMExecutor | None, force: bool = False
@@ -251,7 +305,7 @@ class Runner:
             ledger.mark_command(command.id, outcome.event, outcome.message)
             log.write("COMMAND", f"{command.kind}: {outcome.message}")
             if outcome.stop is not None:
-                self.request_stop(outcome.stop, kill=command.kind == "kill")
+                self.request_stop(outcome.stop, kill=command.kind == "kill", urgent=True)
 
 
 async def _yield_to_waiting_writer(paths: RunPaths, limit_s: float = 2.0) -> None:

@@ -37,6 +37,8 @@ from octopipe.providers.base import (
     LLMResponse,
     ProviderSettings,
     Usage,
+    malformed,
+    read_answer,
 )
 from octopipe.providers.errors_map import map_anthropic_error
 
@@ -59,6 +61,7 @@ class AnthropicProvider:
             timeout=settings.timeout_s,
             max_retries=settings.max_retries_sdk,
         )
+        self.endpoint = str(self._client.base_url)
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         started = time.perf_counter()
@@ -71,14 +74,21 @@ class AnthropicProvider:
             raise map_anthropic_error(
                 exc, provider=self.name, secret=self._secret, timeout_s=request.timeout_s
             ) from None
-        return LLMResponse(
-            text=answer_text(message.content, tool_name(request)),
-            usage=anthropic_usage(message.usage),
-            finish_reason=message.stop_reason,
-            model=message.model or request.model,
-            request_id=getattr(message, "_request_id", None) or message.id,
-            latency_s=time.perf_counter() - started,
-        )
+        latency_s = time.perf_counter() - started
+
+        def convert(answer: Any) -> LLMResponse:
+            if getattr(answer, "content", None) is None:  # the API promises a list, maybe empty
+                raise malformed(self.name, "a message without content", answer, _usage_of(answer))
+            return LLMResponse(
+                text=answer_text(answer.content, tool_name(request)),
+                usage=anthropic_usage(answer.usage),
+                finish_reason=answer.stop_reason,
+                model=answer.model or request.model,
+                request_id=getattr(answer, "_request_id", None) or answer.id,
+                latency_s=latency_s,
+            )
+
+        return read_answer(self.name, message, convert, _usage_of)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -108,6 +118,10 @@ class AnthropicProvider:
             "input_schema": request.schema,
         }
         return {"tools": [tool], "tool_choice": {"type": "tool", "name": name}}
+
+
+def _usage_of(message: Any) -> Usage:
+    return anthropic_usage(getattr(message, "usage", None))
 
 
 def tool_name(request: LLMRequest) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from octopipe.errors import MissingApiKey, UsageError
+from octopipe.errors import MalformedResponse, MissingApiKey, UsageError
 
 PROVIDER_NAMES = ("openai", "openai-compatible", "anthropic", "gemini")
 
@@ -97,6 +97,39 @@ class LLMResponse:
     model: str
     request_id: str | None
     latency_s: float
+
+
+MAX_RAW_CHARS = 100_000
+
+
+def malformed(provider: str, what: str, answer: Any, usage: Usage | None) -> MalformedResponse:
+    """The error for an answer that lacks what its API promises: ``what`` says what is
+    missing; the answer's body is kept (as JSON when the SDK object can dump itself)."""
+    try:
+        raw = answer.model_dump_json(exclude_unset=True)
+    except Exception:  # an SDK object that cannot dump itself: keep its repr
+        raw = repr(answer)
+    return MalformedResponse(
+        f"malformed answer: {what}", provider=provider, raw=raw[:MAX_RAW_CHARS], usage=usage
+    )
+
+
+def read_answer(provider: str, answer: Any, convert: Any, usage: Any) -> LLMResponse:
+    """``convert(answer)``, with any surprise in the answer's shape (a field missing, of the
+    wrong type) turned into ``MalformedResponse`` that keeps the body and, when it can be
+    read, the usage (a malformed answer may still have been billed)."""
+    try:
+        return convert(answer)
+    except MalformedResponse:
+        raise
+    except Exception as exc:
+        try:
+            read_usage = usage(answer)
+        except Exception:
+            read_usage = None
+        raise malformed(
+            provider, f"{type(exc).__name__}: {exc}"[:300], answer, read_usage
+        ) from None
 
 
 @runtime_checkable

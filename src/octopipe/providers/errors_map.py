@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ from octopipe.errors import (
     BadRequest,
     ProviderError,
     ProviderTimeout,
+    ProviderUnreachable,
     QuotaExhausted,
     RateLimited,
     TransientProviderError,
@@ -158,9 +160,27 @@ def timeout_error(provider: str, timeout_s: float) -> ProviderTimeout:
     return ProviderTimeout(f"no answer within {timeout_s:g} s", provider=provider)
 
 
-def connection_error(provider: str, exc: BaseException) -> TransientProviderError:
+CONNECTION_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
+    (ConnectionRefusedError, "connection refused"),
+    (ConnectionResetError, "connection reset"),
+    (ConnectionAbortedError, "connection aborted"),
+    (socket.gaierror, "host not found"),
+)
+
+
+def connection_error(provider: str, exc: BaseException) -> ProviderUnreachable:
+    """``connection refused`` / ``reset`` / ``host not found`` when the exception chain holds
+    that OS error (read by type), else ``connection failed (<SDK error>)``."""
     cause = exc.__cause__ or exc.__context__ or exc
-    return TransientProviderError(f"connection failed ({type(cause).__name__})", provider=provider)
+    link: BaseException | None = exc
+    for _ in range(8):  # the SDKs wrap the OS error three or four levels deep
+        if link is None:
+            break
+        for kind, label in CONNECTION_CAUSES:
+            if isinstance(link, kind):
+                return ProviderUnreachable(label, provider=provider)
+        link = link.__cause__ or link.__context__
+    return ProviderUnreachable(f"connection failed ({type(cause).__name__})", provider=provider)
 
 
 # --- OpenAI (and OpenAI-compatible servers) ----------------------------------------------------

@@ -41,6 +41,7 @@ from octopipe.providers.base import (
     LLMResponse,
     ProviderSettings,
     Usage,
+    read_answer,
 )
 from octopipe.providers.errors_map import map_gemini_error, redact
 
@@ -82,6 +83,7 @@ class GeminiProvider:
             httpx_async_client=self._http,
         )
         self._client = genai.Client(api_key=settings.api_key, vertexai=False, http_options=options)
+        self.endpoint = settings.base_url or "https://generativelanguage.googleapis.com"
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         started = time.perf_counter()
@@ -97,7 +99,13 @@ class GeminiProvider:
         except ValueError as exc:  # the SDK refused the request before sending it
             message = redact(str(exc), self._secret)[:300]
             raise BadRequest(f"request refused by the SDK: {message}", provider=self.name) from None
-        return self._to_response(response, request, time.perf_counter() - started)
+        latency_s = time.perf_counter() - started
+        return read_answer(
+            self.name,
+            response,
+            lambda answer: self._to_response(answer, request, latency_s),
+            lambda answer: gemini_usage(answer.usage_metadata),
+        )
 
     @property
     def client(self) -> genai.Client:

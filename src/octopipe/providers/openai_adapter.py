@@ -14,6 +14,8 @@ Guarantees:
   ``/v1``.
 - Every SDK exception is mapped by ``errors_map.map_openai_error``; the API key is redacted
   from messages.
+- An answer without choices, a choice without ``message`` or any other surprise in its shape
+  raises ``MalformedResponse`` carrying the body and the usage (never a raw ``AttributeError``).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from typing import Any
 
 import openai
 
-from octopipe.errors import TransientProviderError
 from octopipe.providers.base import (
     DEADLINE_GRACE_S,
     LLMRequest,
     LLMResponse,
     ProviderSettings,
     Usage,
+    malformed,
+    read_answer,
 )
 from octopipe.providers.errors_map import map_openai_error
 
@@ -50,6 +53,7 @@ class OpenAIProvider:
             timeout=settings.timeout_s,
             max_retries=settings.max_retries_sdk,
         )
+        self.endpoint = str(self._client.base_url)
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         started = time.perf_counter()
@@ -92,17 +96,31 @@ class OpenAIProvider:
         return params
 
     def _to_response(self, completion: Any, request: LLMRequest, latency_s: float) -> LLMResponse:
-        if not completion.choices:
-            raise TransientProviderError("the response has no choices", provider=self.name)
-        choice = completion.choices[0]
-        return LLMResponse(
-            text=choice.message.content or "",
-            usage=openai_usage(completion.usage),
-            finish_reason=choice.finish_reason,
-            model=completion.model or request.model,
-            request_id=getattr(completion, "_request_id", None) or completion.id,
-            latency_s=latency_s,
-        )
+        def convert(answer: Any) -> LLMResponse:
+            choices = answer.choices
+            if not choices:
+                raise malformed(self.name, "no choices", answer, _usage_of(answer))
+            choice = choices[0]
+            message = getattr(choice, "message", None)
+            if message is None:
+                raise malformed(self.name, "a choice without message", answer, _usage_of(answer))
+            text = message.content
+            if text is not None and not isinstance(text, str):
+                raise malformed(self.name, "message content is not text", answer, _usage_of(answer))
+            return LLMResponse(
+                text=text or "",
+                usage=openai_usage(answer.usage),
+                finish_reason=choice.finish_reason,
+                model=answer.model or request.model,
+                request_id=getattr(answer, "_request_id", None) or answer.id,
+                latency_s=latency_s,
+            )
+
+        return read_answer(self.name, completion, convert, _usage_of)
+
+
+def _usage_of(completion: Any) -> Usage:
+    return openai_usage(getattr(completion, "usage", None))
 
 
 def openai_usage(usage: Any) -> Usage:

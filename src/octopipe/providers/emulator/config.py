@@ -17,9 +17,12 @@ from octopipe.providers.emulator.answers import AnswerFn
 
 # Status faults answer with the vendor's error body for that status. "429" is an injected
 # rate limit (with Retry-After), "quota" the vendor's quota/billing-exhausted error, "hang"
-# holds the connection until the client gives up, "malformed" answers 200 with broken JSON.
+# holds the connection until the client gives up, "malformed" answers 200 with broken JSON
+# in the answer's text, "shapeless" answers 200 (usage included: billed) without the part the
+# API promises (OpenAI: a choice without ``message``; Anthropic: no ``content``; Gemini: a
+# candidate without ``content``).
 STATUS_FAULTS = ("400", "401", "403", "429", "500", "503", "529")
-FAULT_KINDS = (*STATUS_FAULTS, "quota", "hang", "malformed")
+FAULT_KINDS = (*STATUS_FAULTS, "quota", "hang", "malformed", "shapeless")
 NO_FAULT = "ok"
 VENDORS = ("openai", "anthropic", "gemini")
 # Per-request faults inside a batch: "failed" is a per-line 500, "400" a per-line invalid

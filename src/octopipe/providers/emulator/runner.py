@@ -105,7 +105,10 @@ class EmulatorThread:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
+        """Stop serving (at once for hung requests); stopping a stopped emulator is a no-op."""
+        if self._thread is None:
+            return
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(START_TIMEOUT_S)

@@ -137,7 +137,10 @@ class EmulatorCore:
         if fault in STATUS_FAULTS or fault == "quota":
             retry_after = config.retry_after_s if fault == "429" else None
             return vendor.error(fault, model=model, retry_after=retry_after, request_id=request_id)
-        return self._answer(vendor, request, request_id, malformed=fault == "malformed")
+        reply = self._answer(vendor, request, request_id, malformed=fault == "malformed")
+        if fault == "shapeless" and reply.status == 200:
+            return Reply(200, vendor.without_answer(reply.body), reply.headers)
+        return reply
 
     def _answer(
         self, vendor: Vendor, request: EmulatorRequest, request_id: str, *, malformed: bool

@@ -85,6 +85,9 @@ class AnthropicVendor:
         }
         return Reply(200, body, {"request-id": request_id})
 
+    def without_answer(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in body.items() if k != "content"}
+
     def error(self, kind: str, *, model: str, retry_after: float | None, request_id: str) -> Reply:
         status, error_type, message = ERRORS[kind]
         error: dict[str, Any] = {"type": error_type, "message": message}

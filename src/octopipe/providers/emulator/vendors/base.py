@@ -59,6 +59,11 @@ class Vendor(Protocol):
         """``kind`` is a status fault (``"429"``, ``"500"`` ...) or ``"quota"``."""
         ...
 
+    def without_answer(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A success body with the answer's container removed, usage kept (the
+        ``shapeless`` fault)."""
+        ...
+
 
 def require(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     value = body.get(key)

@@ -108,6 +108,13 @@ class GeminiVendor:
         }
         return Reply(200, body)
 
+    def without_answer(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        candidates = [
+            {k: v for k, v in candidate.items() if k != "content"}
+            for candidate in body["candidates"]
+        ]
+        return {**body, "candidates": candidates}
+
     def error(self, kind: str, *, model: str, retry_after: float | None, request_id: str) -> Reply:
         status, rpc_status, message = ERRORS[kind]
         error = {"code": status, "message": message, "status": rpc_status}

@@ -103,6 +103,12 @@ class OpenAIVendor:
         }
         return Reply(200, body, {"x-request-id": request_id})
 
+    def without_answer(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        choices = [
+            {k: v for k, v in choice.items() if k != "message"} for choice in body["choices"]
+        ]
+        return {**body, "choices": choices}
+
     def error(self, kind: str, *, model: str, retry_after: float | None, request_id: str) -> Reply:
         status, error_type, code, message = ERRORS[kind]
         headers = {"x-request-id": request_id}

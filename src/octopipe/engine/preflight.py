@@ -1,0 +1,121 @@
+"""Checks of a run's provider settings made before anything is created, started or sent.
+
+``octopipe run`` calls ``check_provider_settings`` before it creates a run from a pipeline
+(so a mistake leaves no pending run behind) and before it resumes one (so it leaves the run
+as it was). What is checked, step by step, with the provider and model each LLM step resolves
+to (CLI flag > step > ``api`` > registry default):
+
+- an ``openai-compatible`` step has a server address: ``--base-url``, the one recorded with
+  the run, ``api.base_url``, or ``OPENAI_BASE_URL``;
+- ``--base-url`` is a plain ``http(s)://host[:port]/path`` (credentials belong in
+  ``OPENAI_COMPATIBLE_API_KEY``, never in a URL that is recorded with the run), and some step
+  uses ``openai-compatible``;
+- with a cost cap (``--max-cost`` or ``api.realtime.cost_cap_usd``), every step's model has
+  a known price in the run's mode: a cap that cannot be counted is refused, never ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from octopipe.core.config import Pipeline
+from octopipe.core.config_models import LLMStep
+from octopipe.core.costs import Mode
+from octopipe.core.registry import load_registry
+from octopipe.engine.providers_setup import split_fake
+from octopipe.engine.routes import refuse_unpriced_cap
+from octopipe.errors import UsageError
+
+COMPATIBLE = "openai-compatible"
+
+
+@dataclass(frozen=True)
+class StepProvider:
+    step: str
+    provider: str
+    model: str
+
+
+def step_providers(
+    pipeline: Pipeline, provider: str | None, model: str | None
+) -> list[StepProvider]:
+    """The provider and model of every LLM step, resolved as the executors resolve them."""
+    registry = load_registry()
+    name, _ = split_fake(provider)
+    api = pipeline.config.api
+    out = []
+    for step in pipeline.steps:
+        if isinstance(step, LLMStep):
+            resolved = registry.resolve(
+                name, model, step.provider, step.model, api.provider, api.model
+            )
+            out.append(StepProvider(step.name, resolved.provider, resolved.model))
+    return out
+
+
+def check_base_url(url: str) -> str:
+    """``url`` if it is a usable server address; ``UsageError`` saying why not otherwise."""
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+        parts.port  # noqa: B018 -- raises ValueError on a bad port
+    except ValueError as exc:
+        raise UsageError(f"--base-url {url!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in text):
+        raise UsageError(
+            f"--base-url {url!r} is not an http(s) address; for example http://127.0.0.1:8000/v1"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise UsageError(
+            "--base-url must not carry credentials (they would be recorded with the run); "
+            "put the key in OPENAI_COMPATIBLE_API_KEY"
+        )
+    return text
+
+
+def check_provider_settings(
+    pipeline: Pipeline,
+    *,
+    mode: Mode,
+    provider: str | None,
+    model: str | None,
+    base_url: str | None,
+    max_cost_usd: float | None,
+    recorded_base_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> list[StepProvider]:
+    """Refuse settings that cannot work (see the module doc); returns the steps' providers.
+    ``base_url`` is ``--base-url``; ``recorded_base_url`` the one kept with the run."""
+    environ = os.environ if env is None else env
+    steps = step_providers(pipeline, provider, model)
+    compatible = [s for s in steps if s.provider == COMPATIBLE]
+    if base_url is not None and not compatible:
+        used = ", ".join(sorted({s.provider for s in steps})) or "no LLM step"
+        raise UsageError(
+            f"--base-url is the address of an {COMPATIBLE} server, and no step of this run "
+            f"uses that provider (they use: {used})"
+        )
+    known = (
+        base_url
+        or recorded_base_url
+        or pipeline.config.api.base_url
+        or environ.get("OPENAI_BASE_URL", "").strip()
+    )
+    if compatible and not known:
+        raise UsageError(
+            f"step {compatible[0].step!r} uses provider {COMPATIBLE!r}, which needs the "
+            "server's address: set api.base_url in the config, pass --base-url URL or set "
+            "OPENAI_BASE_URL (for example http://127.0.0.1:8000/v1)"
+        )
+    cap = max_cost_usd or pipeline.config.api.realtime.cost_cap_usd
+    refuse_unpriced_cap(
+        [(s.step, s.provider, s.model, s.provider) for s in steps], load_registry(), mode, cap
+    )
+    return steps
+
+
+__all__ = ["StepProvider", "check_base_url", "check_provider_settings", "step_providers"]
