@@ -94,7 +94,10 @@ def info_json(run: str, runs: Path, cwd: Path) -> dict[str, Any]:
         (["--tpm", "nan"], "'--tpm': 'nan' is not a valid integer"),
         (["--concurrency", "99999999999999999999"], "'--concurrency': 99999999999999999999"),
         (["--max-attempts", "0"], "'--max-attempts': 0 is not in the range 1<=x<=1000"),
-        (["--poll-interval", "inf"], "'--poll-interval': 'inf' is not a finite number"),
+        (
+            ["--poll-interval", "inf"],
+            "'--poll-interval': must be a number of seconds between 0 (excluded) and 86400",
+        ),
         (["--base-url", "ftp://host/v1"], "--base-url 'ftp://host/v1' is not an http(s) address"),
         (["--base-url", "http://me:pw@host/v1"], "--base-url must not carry credentials"),
     ],

@@ -267,7 +267,7 @@ def test_the_server_stopped_mid_run_pauses_it_and_run_name_resumes(tmp_path: Pat
     assert view["status"] == "paused"
     assert view["reason"].startswith(f"provider unreachable: openai: connection refused {where}")
     report = next(s for s in view["steps"] if s["name"] == "report")
-    assert report["exhausted"] == report["failed"] == report["in_flight"] == 0
+    assert report["retrying"] == report["failed"] == report["in_flight"] == 0
     assert 5 <= report["valid"] < units
     _assert_no_unit_charged(paths)
 
