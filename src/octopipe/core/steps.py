@@ -15,11 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from octopipe.core.budget import Budget, activate
 from octopipe.core.config import Pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, Step
 from octopipe.core.expressions import ExpressionProgram, UnitRandom, unit_random
 from octopipe.core.fields import HIDDEN_FIELDS, visible
 from octopipe.core.prompts import PromptRenderer
+from octopipe.core.storable import unstorable_fields
 from octopipe.core.units import Unit, fan_out_children
 from octopipe.core.validation import AnswerValidator, Outcome
 from octopipe.errors import ExpressionError, RenderError
@@ -106,11 +108,21 @@ class CompiledStep:
 
     # --- expression steps -------------------------------------------------------------------
 
-    def run_expression(self, unit_id: str, record: Mapping[str, Any]) -> StepResult:
+    def run_expression(
+        self, unit_id: str, record: Mapping[str, Any], budget: Budget | None = None
+    ) -> StepResult:
+        """The step's expressions and rules for one unit, within ``budget`` (a fresh one by
+        default). Raises only ``EvaluationCancelled``, when the budget is cancelled."""
+        with activate(budget or Budget()) as active:
+            return self._run_expression(unit_id, record, active)
+
+    def _run_expression(
+        self, unit_id: str, record: Mapping[str, Any], budget: Budget
+    ) -> StepResult:
         assert isinstance(self.step, ExpressionStep) and self.program is not None
         try:
             rng = unit_random(unit_id, self.name) if self.uses_random else _NO_RANDOM
-            result = self.program.run(record, rng)
+            result = self.program.run(record, rng, budget)
         except ExpressionError as exc:
             return StepResult(
                 failure=StepFailure(
@@ -136,6 +148,16 @@ class CompiledStep:
                 ),
             )
         delta = dict(result.values)
+        unstorable = unstorable_fields(delta)
+        if unstorable:
+            return StepResult(
+                info=info,
+                failure=StepFailure(
+                    "expression",
+                    "; ".join(unstorable),
+                    tuple({"message": problem} for problem in unstorable),
+                ),
+            )
         if self.validator is None:
             return StepResult(delta=delta, info=info)
         outcome = self.validator.validate_record(delta, record)
@@ -153,23 +175,28 @@ class CompiledStep:
 
     # --- LLM steps ----------------------------------------------------------------------------
 
-    def render(self, unit_id: str, record: Mapping[str, Any]) -> str:
-        """The prompt for this unit. Raises ``RenderError`` (a unit-level failure)."""
+    def render(self, unit_id: str, record: Mapping[str, Any], budget: Budget | None = None) -> str:
+        """The prompt for this unit, within ``budget`` (a fresh one by default). Raises
+        ``RenderError`` (a unit-level failure)."""
         assert self.renderer is not None
-        fields: Mapping[str, Any] = record
-        if self.unit_expressions is not None:
-            try:
-                extra = self.unit_expressions.run(record, unit_random(unit_id, self.name)).values
-            except ExpressionError as exc:
-                raise RenderError(
-                    self.renderer.template_name, f"processing.expressions: {exc.message}"
-                ) from exc
-            fields = {**record, **extra}
-        return self.renderer.render(fields)
+        with activate(budget or Budget()) as active:
+            fields: Mapping[str, Any] = record
+            if self.unit_expressions is not None:
+                rng = unit_random(unit_id, self.name)
+                try:
+                    extra = self.unit_expressions.run(record, rng, active).values
+                except ExpressionError as exc:
+                    raise RenderError(
+                        self.renderer.template_name, f"processing.expressions: {exc.message}"
+                    ) from exc
+                fields = {**record, **extra}
+            return self.renderer.render(fields, active)
 
-    def try_render(self, unit_id: str, record: Mapping[str, Any]) -> str | StepFailure:
+    def try_render(
+        self, unit_id: str, record: Mapping[str, Any], budget: Budget | None = None
+    ) -> str | StepFailure:
         try:
-            return self.render(unit_id, record)
+            return self.render(unit_id, record, budget)
         except RenderError as exc:
             return StepFailure(
                 "render",
@@ -177,10 +204,14 @@ class CompiledStep:
                 ({"template": exc.template, "line": exc.line, "message": exc.detail},),
             )
 
-    def check_answer(self, raw_text: str, record: Mapping[str, Any]) -> StepResult:
-        """Parse, repair, schema-check and rule-check an LLM answer for this unit."""
+    def check_answer(
+        self, raw_text: str, record: Mapping[str, Any], budget: Budget | None = None
+    ) -> StepResult:
+        """Parse, repair, schema-check and rule-check an LLM answer for this unit, the rules
+        within ``budget`` (a fresh one by default)."""
         assert self.validator is not None
-        outcome = self.validator.validate_answer(raw_text, record)
+        with activate(budget or Budget()):
+            outcome = self.validator.validate_answer(raw_text, record)
         if not outcome.ok:
             return StepResult(failure=outcome_failure(outcome))
         warnings = tuple(w.to_dict() for w in outcome.warnings)
