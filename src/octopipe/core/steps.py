@@ -57,10 +57,18 @@ class StepResult:
         return self.failure is None
 
 
+_MESSAGE_PARTS = 10
+
+
 def outcome_failure(outcome: Outcome) -> StepFailure:
+    """The failure of an answer or record: every violation in ``errors``, and a message that
+    lists them (the first ten, then how many more)."""
     errors = tuple(v.to_dict() for v in outcome.violations)
-    first = outcome.violations[0].message if outcome.violations else "invalid answer"
-    return StepFailure(outcome.stage or "rules", first, errors, retryable=True)
+    failing = [v.message for v in outcome.violations if v.level == "error"]
+    message = "; ".join(failing[:_MESSAGE_PARTS]) or "invalid answer"
+    if len(failing) > _MESSAGE_PARTS:
+        message += f"; and {len(failing) - _MESSAGE_PARTS} more"
+    return StepFailure(outcome.stage or "rules", message, errors, retryable=True)
 
 
 class CompiledStep:
