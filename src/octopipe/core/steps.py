@@ -18,7 +18,7 @@ from typing import Any
 from octopipe.core.budget import Budget, activate
 from octopipe.core.config import Pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, Step
-from octopipe.core.expressions import ExpressionProgram, UnitRandom, unit_random
+from octopipe.core.expressions import ExpressionProgram, ProgramResult, UnitRandom, unit_random
 from octopipe.core.fields import HIDDEN_FIELDS, visible
 from octopipe.core.prompts import PromptRenderer
 from octopipe.core.storable import unstorable_fields
@@ -167,7 +167,7 @@ class CompiledStep:
                 ),
             )
         if self.validator is None:
-            return StepResult(delta=delta, info=info)
+            return StepResult(delta=self._with_metadata(delta, result), info=info)
         outcome = self.validator.validate_record(delta, record)
         if not outcome.ok:
             failure = outcome_failure(outcome)
@@ -179,7 +179,19 @@ class CompiledStep:
                 ),
             )
         warnings = tuple(w.to_dict() for w in outcome.warnings)
-        return StepResult(delta=dict(outcome.output or delta), warnings=warnings, info=info)
+        return StepResult(
+            delta=self._with_metadata(dict(outcome.output or delta), result),
+            warnings=warnings,
+            info=info,
+        )
+
+    def _with_metadata(self, delta: dict[str, Any], result: ProgramResult) -> dict[str, Any]:
+        """``delta`` with Octobatch's ``_metadata`` (``expression_step``, ``iterations``,
+        ``timeout``) when the loop reached ``max_iterations``: recorded on the unit."""
+        if not result.hit_max_iterations:
+            return delta
+        metadata = {"expression_step": self.name, "iterations": result.iterations, "timeout": True}
+        return {**delta, "_metadata": metadata}
 
     # --- LLM steps ----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ class StepStatus:
     valid: int = 0
     failed: int = 0  # waiting for another attempt
     exhausted: int = 0  # terminal failures
+    max_iterations: int = 0  # units whose loop reached the step's max_iterations
 
     @property
     def total(self) -> int:
@@ -89,12 +90,16 @@ def run_status(paths: RunPaths, archived: bool = False) -> RunStatusView:
 def _view(ledger: Ledger, paths: RunPaths, archived: bool) -> RunStatusView:
     info = ledger.run_info()
     counts = ledger.counts()
+    hits = ledger.max_iteration_hits()
     steps = []
     for index, step in enumerate(ledger.steps):
         by_state = counts.get(index, {})
         steps.append(
             StepStatus(
-                step.name, step.scope, **{s.value: by_state.get(s, 0) for s in UnitStepState}
+                step.name,
+                step.scope,
+                **{s.value: by_state.get(s, 0) for s in UnitStepState},
+                max_iterations=hits.get(index, 0),
             )
         )
     live = is_held(paths.root)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
+from octopipe.core.budget import Budget
 from octopipe.core.config import load_pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep
 from octopipe.core.states import CommandEvent, RunEvent, RunStatus, UnitStepState
@@ -35,12 +36,22 @@ from octopipe.engine.progress import (
     snapshot_steps,
 )
 from octopipe.engine.runlog import RunLog
-from octopipe.errors import EXIT_INTERRUPTED, RunLocked, UnstorableValue, UsageError
+from octopipe.errors import (
+    EXIT_INTERRUPTED,
+    EvaluationCancelled,
+    RunLocked,
+    StoreError,
+    UnstorableValue,
+    UsageError,
+)
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
-from octopipe.store.records import AttemptRecord, Failure, Success
+from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Success
 
 LOCAL_CHUNK = 1_000
+LOCAL_SLICE_S = 0.5
+"""A chunk of a local step computes for about this long at most before it is recorded, so
+the runner applies commands and notices signals between slices."""
 IDLE_SLEEP_S = 0.2
 
 
@@ -101,6 +112,7 @@ class Runner:
         self._stop_reason: str | None = None
         self._kill = False
         self._interrupts = 0
+        self._max_iterations: dict[str, int] = {}
 
     # --- entry point --------------------------------------------------------------------------
 
@@ -182,7 +194,13 @@ class Runner:
             progressed = False
             for index, cstep in enumerate(compiled.steps):
                 if not cstep.is_llm and not self._stop_reason:
-                    progressed |= run_local_chunk(ledger, index, cstep, LOCAL_CHUNK) > 0
+                    chunk = run_local_chunk(
+                        ledger, index, cstep, LOCAL_CHUNK, stop_requested=self._stopping
+                    )
+                    progressed |= chunk.done > 0
+                    if chunk.hit_max_iterations:
+                        self._note_max_iterations(log, cstep, chunk.hit_max_iterations)
+                    await _yield_to_waiting_writer(self.paths)
                     await asyncio.sleep(0)
             if executor is not None:
                 progressed |= await executor.pump()
@@ -226,6 +244,23 @@ class Runner:
         log.write("COMPLETE", _summary(ledger, counts))
         return RunOutcome(status, None, counts, 0)
 
+    def _stopping(self) -> bool:
+        return self._stop_reason is not None
+
+    def _note_max_iterations(self, log: RunLog, cstep: CompiledStep, hits: int) -> None:
+        """One line per chunk of a step (never one per unit): units that reached
+        ``max_iterations`` went on with ``_metadata.timeout`` set, or failed when the step
+        says ``fail_on_max_iterations``."""
+        step = cstep.step
+        assert isinstance(step, ExpressionStep)
+        self._max_iterations[cstep.name] = self._max_iterations.get(cstep.name, 0) + hits
+        outcome = "failed" if step.fail_on_max_iterations else "went on"
+        log.write(
+            "MAX_ITERATIONS",
+            f"step {cstep.name}: {hits} unit(s) reached max_iterations ({step.max_iterations}) "
+            f"and {outcome}; {self._max_iterations[cstep.name]} in this session",
+        )
+
     def _report_progress(
         self, ledger: Ledger, executor: LLMExecutor | None, force: bool = False
     ) -> None:
@@ -259,24 +294,78 @@ async def _yield_to_waiting_writer(paths: RunPaths, limit_s: float = 2.0) -> Non
         waited += 0.01
 
 
-def run_local_chunk(ledger: Ledger, index: int, cstep: CompiledStep, limit: int) -> int:
-    """Claim, compute and record up to ``limit`` units of a local step in one transaction."""
+@dataclass
+class ChunkOutcome:
+    """What one chunk of a local step did: units recorded, and how many of them reached the
+    step's ``max_iterations``."""
+
+    done: int = 0
+    hit_max_iterations: int = 0
+
+
+def run_local_chunk(
+    ledger: Ledger,
+    index: int,
+    cstep: CompiledStep,
+    limit: int,
+    *,
+    stop_requested: Callable[[], bool] | None = None,
+    slice_s: float = LOCAL_SLICE_S,
+) -> ChunkOutcome:
+    """Compute up to ``limit`` pending units of a local step, for at most about ``slice_s``
+    seconds, then claim and record them in one transaction.
+
+    Nothing is written while the units compute, so other processes can queue commands
+    meanwhile; a crash leaves each unit either untouched (pending) or done. When
+    ``stop_requested()`` turns true the chunk stops at once, even inside a unit's expressions
+    (its budget is cancelled): that unit stays pending, the ones computed before it are
+    recorded.
+    """
+    pending = ledger.peek_pending(index, limit)
+    if not pending:
+        return ChunkOutcome()
+    results: list[tuple[ClaimedUnit, StepResult]] = []
+    deadline = time.monotonic() + slice_s
+    for unit in pending:
+        if results and (time.monotonic() > deadline or (stop_requested and stop_requested())):
+            break
+        try:
+            results.append((unit, _compute(cstep, unit, stop_requested)))
+        except EvaluationCancelled:
+            break
+    if results:
+        _record_chunk(ledger, index, results, isinstance(cstep.step, FanOutStep))
+    hits = sum(1 for _, result in results if result.info.get("hit_max_iterations"))
+    return ChunkOutcome(len(results), hits)
+
+
+def _compute(
+    cstep: CompiledStep, unit: ClaimedUnit, stop_requested: Callable[[], bool] | None
+) -> StepResult:
+    if isinstance(cstep.step, FanOutStep):
+        return cstep.fan_out(unit.unit_id, unit.record)
+    assert isinstance(cstep.step, ExpressionStep)
+    return cstep.run_expression(unit.unit_id, unit.record, Budget(cancelled=stop_requested))
+
+
+def _record_chunk(
+    ledger: Ledger, index: int, results: list[tuple[ClaimedUnit, StepResult]], fan_out: bool
+) -> None:
+    """Claim the computed units (still the oldest pending: the runner is the one writer) and
+    record them, in one transaction."""
     with ledger.transaction():
-        claimed = ledger.claim_pending(index, limit)
-        if not claimed:
-            return 0
+        claimed = ledger.claim_pending(index, len(results))
+        if [u.uid for u in claimed] != [u.uid for u, _ in results]:
+            raise StoreError(
+                f"the pending units of step {index} changed while they were computed; "
+                "is another process writing this run?"
+            )
         successes: list[Success] = []
         failures: list[Failure] = []
-        for unit in claimed:
-            if isinstance(cstep.step, FanOutStep):
-                result = cstep.fan_out(unit.unit_id, unit.record)
-                if result.ok:
-                    ledger.add_children(unit.uid, index, list(result.children))
-                    continue
-            else:
-                assert isinstance(cstep.step, ExpressionStep)
-                result = cstep.run_expression(unit.unit_id, unit.record)
-            if result.ok:
+        for unit, result in results:
+            if result.ok and fan_out:
+                ledger.add_children(unit.uid, index, list(result.children))
+            elif result.ok:
                 successes.append(Success(unit.uid, result.delta or {}, _local_attempt(result)))
             else:
                 failures.append(Failure(unit.uid, _failure_attempt(result), terminal=True))
@@ -284,7 +373,14 @@ def run_local_chunk(ledger: Ledger, index: int, cstep: CompiledStep, limit: int)
             _record_successes(ledger, index, successes)
         if failures:
             ledger.record_failures(index, failures)
-        return len(claimed)
+        hits = [u.unit_id for u, r in results if r.info.get("hit_max_iterations")]
+        if hits:
+            ledger.log_event(
+                "warning",
+                "MAX_ITERATIONS",
+                f"{len(hits)} unit(s) reached max_iterations at step {index}",
+                {"step": index, "units": len(hits), "first": hits[0]},
+            )
 
 
 def _record_successes(ledger: Ledger, index: int, successes: list[Success]) -> None:
