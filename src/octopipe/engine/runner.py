@@ -1,14 +1,18 @@
 """The runner: the one process that drives a run, holding its lock, until every unit is terminal.
 
-Decide, then act: each pass of the loop applies queued commands, runs a chunk of every local
-step that has pending units (expression and fan-out steps: claimed, computed and recorded in
-one transaction, so a crash at any instant leaves each unit either untouched or done), and lets
-the LLM executor (realtime or batch, plugged in by the caller) start and collect its work.
-Units flow step to step as soon as they are valid; there is no barrier between steps.
+Decide, then act: each pass of the loop applies queued commands, runs a slice of every local
+step that has pending units (expression and fan-out steps: read, computed for at most
+``LOCAL_SLICE_S`` with no write lock held, then claimed and recorded in one transaction, so a
+crash at any instant leaves each unit either untouched or done and other processes can queue
+commands meanwhile), and lets the LLM executor (realtime or batch, plugged in by the caller)
+start and collect its work. Units flow step to step as soon as they are valid; there is no
+barrier between steps.
 
-Stopping: Ctrl+C / SIGTERM / a queued ``pause`` set a flag; the loop finishes its current chunk,
-returns in-flight units to pending and marks the run ``paused``. A second Ctrl+C exits at once;
-the ledger is still consistent (every change is a transaction) and the next start resumes.
+Stopping: Ctrl+C / SIGTERM / a queued ``pause`` set a flag; the flag cancels the expression
+budget of the unit being computed (it stays pending; those computed before it are recorded),
+the loop returns in-flight units to pending and marks the run ``paused``. A second Ctrl+C exits
+at once; the ledger is still consistent (every change is a transaction) and the next start
+resumes.
 """
 
 from __future__ import annotations
