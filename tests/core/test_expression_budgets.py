@@ -122,7 +122,7 @@ def test_nested_work_runs_out_of_budget(source: str) -> None:
         compile_expression(source).evaluate(
             {"xs": list(range(1000))}, Budget(Limits(max_work=10**6))
         )
-    assert time.perf_counter() - started < 3.0
+    assert time.perf_counter() - started < 15.0  # about 10**6 small steps: bounded, not hours
 
 
 def test_the_work_limit_counts_every_step() -> None:

@@ -35,6 +35,7 @@ from octopipe.core.answer_parsing import (
     parse_text,
     unwrap_response,
 )
+from octopipe.core.budget import active as active_budget
 from octopipe.core.coercion import CompiledSchema
 from octopipe.core.config_models import RuleSpec, ValidationSpec
 from octopipe.core.expressions import Expression, compile_expression, make_namespace
@@ -233,6 +234,8 @@ class AnswerValidator:
                 violation = rule.apply(namespace, record)
                 if violation is not None:
                     (errors if violation.level == "error" else warnings).append(violation)
+                    if violation.raised and _budget_spent():
+                        break  # the unit's budget is used up: every later rule would fail too
         return tuple(errors), tuple(warnings)
 
 
@@ -285,6 +288,11 @@ class _CompiledRule:
             return self._computed.evaluate(namespace)
         except ExpressionError:
             return _UNRESOLVED
+
+
+def _budget_spent() -> bool:
+    budget = active_budget()
+    return budget is not None and budget.spent_on is not None
 
 
 def _left_of_first_comparison(source: str) -> str | None:
