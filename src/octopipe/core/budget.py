@@ -42,7 +42,10 @@ MAX_WORK = 20_000_000
 MAX_SECONDS = 2.0
 """CPU seconds one budget allows."""
 CHECK_EVERY = 32
-"""Python-level steps between two checks of the clock and of cancellation."""
+"""Python-level steps taken at C speed between two accountings of the budget."""
+CLOCK_EVERY = 256
+"""Steps between two readings of the clock and of cancellation (a unit that takes fewer steps
+never reads the clock: reading the thread's CPU time is a system call)."""
 
 
 class ResourceLimitExceeded(ArithmeticError):
@@ -71,7 +74,7 @@ class Budget:
     `EvaluationCancelled` once ``cancelled()`` turns true.
     """
 
-    __slots__ = ("_cancelled", "_deadline", "_left", "_next_check", "limits", "spent_on", "tick")
+    __slots__ = ("_cancelled", "_deadline", "_left", "_next_check", "_tick", "limits", "spent_on")
 
     def __init__(
         self, limits: Limits = DEFAULT_LIMITS, *, cancelled: Callable[[], bool] | None = None
@@ -79,14 +82,20 @@ class Budget:
         self.limits = limits
         self._cancelled = cancelled
         self._left = limits.max_work
-        self._next_check = self._left - CHECK_EVERY
+        self._next_check = self._left - CLOCK_EVERY
         self._deadline: float | None = None  # set at the first check: no clock read per unit
         self.spent_on: str | None = None
         """Why the budget ran out (None while it has not)."""
-        self.tick: Callable[[], bool] = self._ticker()
+        self._tick: Callable[[], bool] | None = None
 
-    def _ticker(self) -> Callable[[], bool]:
-        return itertools.chain.from_iterable(self._refills()).__next__
+    @property
+    def tick(self) -> Callable[[], bool]:
+        """The step counter: a C-level iterator step; every `CHECK_EVERY` calls it accounts
+        for them (made on first use, and anew after the budget ran out)."""
+        tick = self._tick
+        if tick is None:
+            tick = self._tick = itertools.chain.from_iterable(self._refills()).__next__
+        return tick
 
     def _refills(self) -> Iterator[Iterator[bool]]:
         while True:
@@ -103,7 +112,7 @@ class Budget:
         if self.spent_on is not None:
             self._fail(self.spent_on)
         if self._cancelled is not None and self._cancelled():
-            self.tick = self._ticker()
+            self._tick = None
             raise EvaluationCancelled("the evaluation was stopped: the run is pausing")
         if self._left < 0:
             if steps > self.limits.max_work // 10:
@@ -119,11 +128,11 @@ class Budget:
                 f"the expressions of this unit used more than {self.limits.max_seconds:g} s "
                 "of CPU time"
             )
-        self._next_check = self._left - CHECK_EVERY
+        self._next_check = self._left - CLOCK_EVERY
 
     def _fail(self, reason: str) -> None:
         self.spent_on = reason
-        self.tick = self._ticker()  # the old ticker died with the exception; later calls fail too
+        self._tick = None  # the old ticker died with the exception; later calls fail too
         raise ResourceLimitExceeded(reason)
 
 
@@ -143,6 +152,12 @@ def current() -> Budget:
     checked, but the charge is not kept."""
     budget = _CURRENT.budget
     return Budget() if budget is None else budget
+
+
+def charge_current(steps: int) -> None:
+    """Charge ``steps`` to the current budget (what a ``loop_until`` loop calls every
+    ``CLOCK_EVERY`` passes)."""
+    current().charge(steps)
 
 
 def active() -> Budget | None:
@@ -240,6 +255,19 @@ def text_size(value: Any, limit: int = MAX_LENGTH) -> int:
         return limit + 1
 
 
+def _flat_size(items: list[Any] | tuple[Any, ...]) -> int | None:
+    """The text size of a sequence of only small integers or only strings, at C speed; None
+    for anything else."""
+    kinds = set(map(type, items))
+    if not kinds:
+        return 2
+    if kinds == {int} and min(items) > -_BIG_INT and max(items) < _BIG_INT:
+        return 2 + 22 * len(items)
+    if kinds == {str}:
+        return 2 + 4 * len(items) + sum(map(len, items))
+    return None
+
+
 def _size(item: Any, memo: dict[int, int], limit: int) -> int:
     kind = type(item)
     if kind is str or kind is bytes:
@@ -251,6 +279,13 @@ def _size(item: Any, memo: dict[int, int], limit: int) -> int:
     known = memo.get(id(item))
     if known is not None:
         return known
+    if kind is list or kind is tuple:
+        flat = _flat_size(item)
+        if flat is not None:
+            memo[id(item)] = flat
+            if flat > limit:
+                raise _TooLarge
+            return flat
     total = 2
     if kind is dict:
         children: Any = itertools.chain.from_iterable(item.items())

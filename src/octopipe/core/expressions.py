@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 from octopipe.core import safe_ast
 from octopipe.core.bounded import BOUNDED_BUILTINS, bounded_isinstance, copy_type_methods
-from octopipe.core.budget import Budget, activate, active, check_length, current
+from octopipe.core.budget import CLOCK_EVERY, Budget, activate, active, check_length, current
 from octopipe.errors import ExpressionError, UnsafeExpressionError
 
 __all__ = [
@@ -125,6 +125,8 @@ class Expression:
     names: frozenset[str]
     """Free names read, excluding safe builtins and names bound by comprehensions/lambdas."""
     code: CodeType = field(repr=False, compare=False)
+    ticks: bool = field(default=True, repr=False, compare=False)
+    """Whether the code takes budget steps (has a comprehension or a lambda)."""
 
     def evaluate(self, namespace: Mapping[str, Any], budget: Budget | None = None) -> Any:
         """Evaluate against `namespace` (its fields never modified) within ``budget`` (by
@@ -137,10 +139,12 @@ class Expression:
         current_budget = active()
         try:
             if budget is None and current_budget is not None:
-                scope[safe_ast.TICK] = current_budget.tick
+                if self.ticks:
+                    scope[safe_ast.TICK] = current_budget.tick
                 return eval(self.code, scope)
             budget = budget or Budget()
-            scope[safe_ast.TICK] = budget.tick
+            if self.ticks:
+                scope[safe_ast.TICK] = budget.tick
             with activate(budget):
                 return eval(self.code, scope)
         except Exception as exc:
@@ -155,7 +159,8 @@ def compile_expression(source: str, *, variable: str | None = None) -> Expressio
     """
     names, tree = _checked_tree(source, variable)
     code = _compile(tree, source, variable, f"<{variable or 'expression'}>", "eval")
-    return Expression(source=source, variable=variable, names=names, code=code)
+    ticks = any(safe_ast.TICK in n for n in _code_names(code))
+    return Expression(source=source, variable=variable, names=names, code=code, ticks=ticks)
 
 
 def _checked_tree(source: str, variable: str | None) -> tuple[frozenset[str], ast.Expression]:
@@ -304,6 +309,7 @@ class ExpressionProgram:
     _lines: dict[int, tuple[Expression, bool]] = field(init=False, repr=False, compare=False)
     _outputs: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _copies_fields: bool = field(init=False, repr=False, compare=False)
+    _ticks: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_iterations < 1:
@@ -315,6 +321,7 @@ class ExpressionProgram:
         object.__setattr__(self, "_lines", lines)
         object.__setattr__(self, "_outputs", outputs)
         object.__setattr__(self, "_copies_fields", any("shuffle" in n for n in _code_names(code)))
+        object.__setattr__(self, "_ticks", any(safe_ast.TICK in n for n in _code_names(code)))
 
     @property
     def uses_random(self) -> bool:
@@ -355,7 +362,8 @@ class ExpressionProgram:
         ns.update(_RESERVED)
         current_budget = active()
         budget = budget or current_budget or Budget()
-        ns[safe_ast.TICK] = budget.tick
+        if self._ticks:
+            ns[safe_ast.TICK] = budget.tick
         try:
             if budget is current_budget:
                 values, iterations, hit_max = FunctionType(self._code, ns)(ns)
@@ -441,8 +449,8 @@ def _build_program(
         stop_at = ast.Compare(counter, [ast.GtE()], [ast.Constant(program.max_iterations)])
         hit = ast.Assign([ast.Name(_HIT_MAX, ast.Store())], ast.Constant(True))
         block += [
-            located(ast.Expr(_call_name(safe_ast.TICK)), program.loop_until),  # a step per pass
             ast.AugAssign(ast.Name(_ITERATIONS, ast.Store()), ast.Add(), ast.Constant(1)),
+            located(_charge_every(CLOCK_EVERY), program.loop_until),  # a step per pass
             located(ast.If(until, [ast.Break()], []), program.loop_until),
             ast.If(stop_at, [hit, ast.Break()], []),
         ]
@@ -469,8 +477,13 @@ def _build_program(
     return next(c for c in module.co_consts if isinstance(c, CodeType)), lines
 
 
-def _call_name(name: str) -> ast.Call:
-    return ast.Call(_name(name), [], [])
+def _charge_every(passes: int) -> ast.stmt:
+    """``if not iterations % passes: charge(passes)``, with ``passes`` a power of two: the loop
+    pays its steps in lumps instead of a call per pass."""
+    masked = ast.BinOp(_name(_ITERATIONS), ast.BitAnd(), ast.Constant(passes - 1))
+    due = ast.Compare(masked, [ast.Eq()], [ast.Constant(0)])
+    charge = ast.Call(_name(safe_ast.CHARGE_HELPER), [ast.Constant(passes)], [])
+    return ast.If(due, [ast.Expr(charge)], [])
 
 
 def _name(name: str, ctx: ast.expr_context | None = None) -> ast.Name:

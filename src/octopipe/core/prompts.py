@@ -351,7 +351,6 @@ class PromptRenderer:
                         raise ResourceLimitExceeded(
                             f"the prompt would be longer than {MAX_PROMPT_LENGTH:,} characters"
                         )
-                    active.tick()
                     pieces.append(piece)
                 return "".join(pieces)
         except Exception as exc:

@@ -47,7 +47,7 @@ from octopipe.core.bounded import (
     guarded_spec,
     guarded_text,
 )
-from octopipe.core.budget import ResourceLimitExceeded, check_format_spec
+from octopipe.core.budget import ResourceLimitExceeded, charge_current, check_format_spec
 
 __all__ = [
     "ALLOWED_ATTRIBUTES",
@@ -68,6 +68,7 @@ MOD_HELPER = "__octopipe_mod__"
 TEXT_HELPER = "__octopipe_text__"
 SPEC_HELPER = "__octopipe_spec__"
 ATTRIBUTE_HELPER = "__octopipe_attr__"
+CHARGE_HELPER = "__octopipe_charge__"
 TICK = "__octopipe_tick__"
 """Name of the current budget's ``tick`` in an evaluation's globals (see `core/budget.py`)."""
 
@@ -80,6 +81,7 @@ HELPERS: dict[str, Callable[..., Any]] = {
     TEXT_HELPER: guarded_text,
     SPEC_HELPER: guarded_spec,
     ATTRIBUTE_HELPER: guarded_attribute,
+    CHARGE_HELPER: charge_current,
 }
 """The helpers the rewritten tree calls, by the name it calls them."""
 
@@ -332,15 +334,61 @@ def _is_number(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and type(node.value) in (int, float)
 
 
+_RANDOM_NUMBERS = frozenset({"randint", "random", "uniform", "gauss"})
+
+
+def _is_random_number(node: ast.AST) -> bool:
+    """``random.randint(...)`` and the like (numbers), or ``random.choice`` of a display of
+    literals (one of them). ``.choice`` succeeds only on a `UnitRandom`, whatever ``random`` is
+    bound to, so the result is one of the literals."""
+    if not (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "random"
+    ):
+        return False
+    if node.func.attr in _RANDOM_NUMBERS:
+        return True
+    return (
+        node.func.attr == "choice"
+        and len(node.args) == 1
+        and not node.keywords
+        and isinstance(node.args[0], ast.List | ast.Tuple)
+        and all(_is_literal(e) or _is_signed_number(e) for e in node.args[0].elts)
+    )
+
+
+def _is_signed_number(node: ast.AST) -> bool:
+    """``-1`` (a unary minus on a number literal, as Python parses it)."""
+    return (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, ast.USub | ast.UAdd)
+        and _is_number(node.operand)
+    )
+
+
+def _is_small_display(node: ast.AST) -> bool:
+    if isinstance(node, ast.List | ast.Tuple):
+        return len(node.elts) <= 16 and not any(isinstance(e, ast.Starred) for e in node.elts)
+    return isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) <= 256
+
+
 def _is_literal(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and type(node.value) in _FOLDABLE
 
 
 def _plainly_arithmetic(op: ast.operator, left: ast.expr, right: ast.expr) -> bool:
-    """Whether a number literal operand means the operation cannot build a large value: ``x +
-    1`` is a number or a TypeError; ``x * 1.5`` too; ``7 % x`` cannot format text."""
+    """Whether an operand means the operation cannot build a large value at once: ``x + 1`` is
+    a number or a TypeError; ``x * 1.5`` too; ``7 % x`` cannot format text."""
+    if isinstance(op, ast.Add | ast.Mult) and any(_is_signed_number(n) for n in (left, right)):
+        return isinstance(op, ast.Add)  # x + -1: a number or a TypeError; x * -2 may repeat
     if isinstance(op, ast.Add):
-        return _is_number(left) or _is_number(right)
+        # ``trail + [square]``: a display or a literal operand adds only its own few elements
+        # each time, so the value grows at most linearly with the steps taken (each charged).
+        return any(
+            _is_number(n) or _is_small_display(n) or _is_random_number(n) for n in (left, right)
+        )
     if isinstance(op, ast.Mult):
         return any(isinstance(n, ast.Constant) and type(n.value) is float for n in (left, right))
     if isinstance(op, ast.Mod):
