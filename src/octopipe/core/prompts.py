@@ -342,7 +342,7 @@ class PromptRenderer:
         """The prompt for one unit, within ``budget`` (by default the current one, or a fresh
         one); any failure is a ``RenderError``."""
         try:
-            with activate(budget or active_budget() or Budget()) as active:
+            with activate(budget or active_budget() or Budget()):
                 pieces: list[str] = []
                 length = 0
                 for piece in self._template.generate(fields):
