@@ -113,6 +113,15 @@ class UnsafeExpressionError(ExpressionError):
     """An expression uses a construct the safe evaluator refuses (imports, dunders, ...)."""
 
 
+class EvaluationCancelled(BaseException):
+    """An expression or template evaluation was stopped because the run is pausing.
+
+    Not the unit's fault, so never recorded as a failure: the unit goes back to pending. A
+    ``BaseException`` (like ``KeyboardInterrupt``) so that no handler meant for unit errors
+    catches it.
+    """
+
+
 class RenderError(OctopipeError):
     """A prompt template failed to render for one unit."""
 

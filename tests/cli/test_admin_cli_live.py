@@ -1,16 +1,15 @@
 """Changing a run that a live runner (a real second process) is driving: the command is queued
 in the ledger, the runner applies it, ``pause`` stops it; ``logs -f`` follows it to the end.
 
-A runner busy with local steps holds SQLite's write lock almost without a break, so a CLI
-queueing a command must be let in: ``engine.control.writer_intent`` signals it and the runner
-is expected to check ``engine.control.writer_waiting`` between passes. The ``real`` case runs
-``octopipe run`` as it is (skipped until runner.py has that check); the ``yielding`` case runs it with that check added at the start of
-each pass (what runner.py is asked to do), so the CLI side is tested either way.
+A runner busy with local steps computes them without holding SQLite's write lock (it claims
+and records each slice in one short transaction) and leaves the ledger to a CLI that signals,
+through ``engine.control.writer_intent``, that it waits to queue a command. The ``real`` case
+runs ``octopipe run`` as it is; the ``yielding`` case adds an extra wait before each pass, so
+the CLI side is tested with a runner that yields more than it must, too.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import subprocess
 import sys
@@ -24,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from admin_builders import make_run, slow_pipeline
 from test_admin_cli import octopipe
 
-from octopipe.engine import runner as runner_module
 from octopipe.store.lock import is_held
 
 MAIN = "from octopipe.cli import main; main()"
@@ -46,7 +44,6 @@ runner.Runner._apply_commands = patched
 from octopipe.cli import main
 main()
 """
-RUNNER_YIELDS = "writer_waiting" in inspect.getsource(runner_module)
 
 
 def _spawn(*args: object, code: str = MAIN) -> subprocess.Popen[str]:
@@ -68,15 +65,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 @pytest.mark.parametrize(
     "runner_code",
     [
-        pytest.param(
-            MAIN,
-            id="real",
-            marks=pytest.mark.skipif(
-                not RUNNER_YIELDS,
-                reason="runner.py does not yet leave the ledger to a waiting writer "
-                "(engine.control.writer_waiting): a busy local-step runner starves the queue",
-            ),
-        ),
+        pytest.param(MAIN, id="real"),
         pytest.param(YIELDING_MAIN, id="yielding"),
     ],
 )

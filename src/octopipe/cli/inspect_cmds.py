@@ -46,7 +46,7 @@ def units(pipeline: Path, max_units: int | None, repeat: int | None) -> int:
 )
 @click.option(
     "--response",
-    type=click.File("r"),
+    type=click.File("rb"),
     help="An LLM answer (file, or - for stdin) to validate at --step, or at the first LLM step.",
 )
 @click.option("--repeat", type=UNIT_COUNT, help="Override processing.repeat.")
@@ -65,7 +65,7 @@ def try_unit(
     compiled = CompiledPipeline(loaded)
     if stop_step is not None and stop_step not in [s.name for s in compiled.steps]:
         raise UsageError(f"no unit step named {stop_step!r} in {loaded.name}")
-    answer_text = response.read() if response is not None else None
+    answer_text = _read_answer(response) if response is not None else None
     answer_step = stop_step or next((s.name for s in compiled.steps if s.is_llm), None)
     current_id, record = _find_unit(loaded, unit_id, repeat)
     results: list[dict[str, Any]] = []
@@ -113,6 +113,19 @@ def try_unit(
     else:
         _print_steps(results)
     return EXIT_OK if ok else EXIT_FAILURE
+
+
+def _read_answer(response: Any) -> str:
+    """The text of ``--response FILE``; a file that is not UTF-8 text is a usage error."""
+    name = getattr(response, "name", "the answer")
+    data = response.read()
+    try:
+        return str(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"--response {name}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); an LLM answer is text"
+        ) from None
 
 
 def _find_unit(pipeline: Any, unit_id: str, repeat: int | None) -> tuple[str, dict[str, Any]]:

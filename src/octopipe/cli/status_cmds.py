@@ -64,6 +64,12 @@ def _print_status(view: RunStatusView) -> None:
             f"{step.failed:,}",
         )
     console.print(table)
+    for step in view.steps:
+        if step.max_iterations:
+            console.print(
+                f"[yellow]{step.name}: {step.max_iterations:,} unit(s) reached max_iterations"
+                "[/yellow]"
+            )
     unknown = (
         f" ({view.unknown_cost_attempts:,} calls of unknown cost)"
         if view.unknown_cost_attempts

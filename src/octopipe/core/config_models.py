@@ -67,7 +67,7 @@ class ExpressionStep(StepBase):
     max_iterations: int = Field(default=1000, gt=0)
     fail_on_max_iterations: bool = False
     """Ours: when true, a unit whose loop hits ``max_iterations`` fails (stage ``expression``);
-    otherwise it goes on with ``_metadata.hit_max_iterations`` set, as in Octobatch."""
+    otherwise it goes on with ``_metadata.timeout`` set, as in Octobatch."""
 
     @field_validator("init", "expressions", mode="before")
     @classmethod

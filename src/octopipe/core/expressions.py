@@ -11,10 +11,12 @@ it from SHA-256 of the unit id and the step name, so draws are identical across 
 machines, and two steps of one unit get unrelated streams. The module does no I/O and reads no
 clock.
 
-Limits that are not guarded (see `core/safe_ast.py`): CPU time and memory. Only integer ``**``,
-``pow()`` and ``<<`` are capped; ``"x" * 10**9``, ``list(range(10**9))`` or a loop that squares
-a number each iteration can still exhaust memory or run long, so the engine should bound a
-worker's time and memory if it runs untrusted pipelines unattended.
+Every evaluation runs under a `Budget` (``core/budget.py``): values too large to build are
+refused before they are built, and a unit whose expressions take too many steps or too much CPU
+time fails with ``ResourceLimitExceeded`` (an `ExpressionError` naming the expression). One
+budget covers one unit at one step: pass it to `ExpressionProgram.run` and
+`Expression.evaluate`, or let each call make its own (or use the one made current by
+``budget.activate``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from types import CodeType, FunctionType
 from typing import Any, TypeVar
 
 from octopipe.core import safe_ast
+from octopipe.core.bounded import BOUNDED_BUILTINS, bounded_isinstance, copy_type_methods
+from octopipe.core.budget import CLOCK_EVERY, Budget, activate, active, check_length, current
 from octopipe.errors import ExpressionError, UnsafeExpressionError
 
 __all__ = [
@@ -80,22 +84,21 @@ _SAFE_BUILTINS: dict[str, Any] = {
     **{f.__name__: f for f in (max, min, next, range, reversed, round, sorted, sum, zip)},
     **{f.__name__: f for f in (chr, ord, hex, bin)},
     **{t.__name__: t for t in (bool, int, float, str, list, tuple, dict, set, frozenset)},
-    "pow": safe_ast.guarded_pow,
+    # Builtins that could build or walk huge values check sizes and charge the budget first.
+    **BOUNDED_BUILTINS,
+    "isinstance": bounded_isinstance,
     # asteval, which Octobatch used, offers the math module's names as builtins; pipelines
     # written for it may call sqrt() or floor(). factorial/comb are left out: unbounded cost.
     **{name: getattr(math, name) for name in _MATH_NAMES},
 }
+copy_type_methods(safe_ast.ALLOWED_ATTRIBUTES)
 SAFE_BUILTIN_NAMES: frozenset[str] = frozenset(_SAFE_BUILTINS)
 """Names every expression can read besides its namespace (``True``/``False``/``None`` are
 literals)."""
 
 # Added to every evaluation namespace, overriding unit fields of the same name. User code cannot
 # name these: the checker refuses names starting with "__".
-_RESERVED: dict[str, Any] = {
-    "__builtins__": _SAFE_BUILTINS,
-    safe_ast.POW_HELPER: safe_ast.guarded_pow,
-    safe_ast.LSHIFT_HELPER: safe_ast.guarded_lshift,
-}
+_RESERVED: dict[str, Any] = {"__builtins__": _SAFE_BUILTINS, **safe_ast.HELPERS}
 
 HIDDEN_FIELDS = frozenset({"_metadata", "_raw_text"})
 """Unit fields an expression step does not see."""
@@ -122,16 +125,28 @@ class Expression:
     names: frozenset[str]
     """Free names read, excluding safe builtins and names bound by comprehensions/lambdas."""
     code: CodeType = field(repr=False, compare=False)
+    ticks: bool = field(default=True, repr=False, compare=False)
+    """Whether the code takes budget steps (has a comprehension or a lambda)."""
 
-    def evaluate(self, namespace: Mapping[str, Any]) -> Any:
-        """Evaluate against `namespace` (never modified); any failure is an `ExpressionError`."""
+    def evaluate(self, namespace: Mapping[str, Any], budget: Budget | None = None) -> Any:
+        """Evaluate against `namespace` (its fields never modified) within ``budget`` (by
+        default the current one, or a fresh one); any failure is an `ExpressionError`."""
         scope: dict[str, Any]
         if type(namespace) is dict and namespace.get("__builtins__") is _SAFE_BUILTINS:
             scope = namespace
         else:
             scope = {**namespace, **_RESERVED}
+        current_budget = active()
         try:
-            return eval(self.code, scope)
+            if budget is None and current_budget is not None:
+                if self.ticks:
+                    scope[safe_ast.TICK] = current_budget.tick
+                return eval(self.code, scope)
+            budget = budget or Budget()
+            if self.ticks:
+                scope[safe_ast.TICK] = budget.tick
+            with activate(budget):
+                return eval(self.code, scope)
         except Exception as exc:
             raise _evaluation_error(self.source, self.variable, exc) from exc
 
@@ -144,7 +159,8 @@ def compile_expression(source: str, *, variable: str | None = None) -> Expressio
     """
     names, tree = _checked_tree(source, variable)
     code = _compile(tree, source, variable, f"<{variable or 'expression'}>", "eval")
-    return Expression(source=source, variable=variable, names=names, code=code)
+    ticks = any(safe_ast.TICK in n for n in _code_names(code))
+    return Expression(source=source, variable=variable, names=names, code=code, ticks=ticks)
 
 
 def _checked_tree(source: str, variable: str | None) -> tuple[frozenset[str], ast.Expression]:
@@ -217,9 +233,14 @@ class UnitRandom:
         return self._rng.uniform(a, b)
 
     def sample(self, population: Sequence[T], k: int) -> list[T]:
+        if isinstance(k, int) and k > 64:
+            check_length(k, f"random.sample(..., {k:,})")
+            current().charge(k)
         return self._rng.sample(population, k)
 
     def shuffle(self, x: MutableSequence[Any]) -> None:
+        if len(x) > 64:
+            current().charge(len(x))
         self._rng.shuffle(x)
 
     def gauss(self, mu: float = 0.0, sigma: float = 1.0) -> float:
@@ -288,6 +309,7 @@ class ExpressionProgram:
     _lines: dict[int, tuple[Expression, bool]] = field(init=False, repr=False, compare=False)
     _outputs: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _copies_fields: bool = field(init=False, repr=False, compare=False)
+    _ticks: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_iterations < 1:
@@ -299,6 +321,7 @@ class ExpressionProgram:
         object.__setattr__(self, "_lines", lines)
         object.__setattr__(self, "_outputs", outputs)
         object.__setattr__(self, "_copies_fields", any("shuffle" in n for n in _code_names(code)))
+        object.__setattr__(self, "_ticks", any(safe_ast.TICK in n for n in _code_names(code)))
 
     @property
     def uses_random(self) -> bool:
@@ -327,15 +350,26 @@ class ExpressionProgram:
             max_iterations=max_iterations,
         )
 
-    def run(self, fields: Mapping[str, Any], rng: UnitRandom) -> ProgramResult:
-        """Run for one unit; an exception raises `ExpressionError` naming variable and source."""
+    def run(
+        self, fields: Mapping[str, Any], rng: UnitRandom, budget: Budget | None = None
+    ) -> ProgramResult:
+        """Run for one unit within ``budget`` (by default the current one, or a fresh one);
+        an exception raises `ExpressionError` naming variable and source."""
         ns = {key: value for key, value in fields.items() if key not in HIDDEN_FIELDS}
         if self._copies_fields:
             ns = copy.deepcopy(ns)
         ns["random"] = rng
         ns.update(_RESERVED)
+        current_budget = active()
+        budget = budget or current_budget or Budget()
+        if self._ticks:
+            ns[safe_ast.TICK] = budget.tick
         try:
-            values, iterations, hit_max = FunctionType(self._code, ns)(ns)
+            if budget is current_budget:
+                values, iterations, hit_max = FunctionType(self._code, ns)(ns)
+            else:
+                with activate(budget):
+                    values, iterations, hit_max = FunctionType(self._code, ns)(ns)
         except Exception as exc:
             raise self._error(exc) from exc
         if self.loop_until is None:
@@ -416,6 +450,7 @@ def _build_program(
         hit = ast.Assign([ast.Name(_HIT_MAX, ast.Store())], ast.Constant(True))
         block += [
             ast.AugAssign(ast.Name(_ITERATIONS, ast.Store()), ast.Add(), ast.Constant(1)),
+            located(_charge_every(CLOCK_EVERY), program.loop_until),  # a step per pass
             located(ast.If(until, [ast.Break()], []), program.loop_until),
             ast.If(stop_at, [hit, ast.Break()], []),
         ]
@@ -440,6 +475,15 @@ def _build_program(
     _set_line(step, len(lines) + 1, only_missing=True)
     module = _compile(step, "<expression step>", None, "<expression step>", "exec")
     return next(c for c in module.co_consts if isinstance(c, CodeType)), lines
+
+
+def _charge_every(passes: int) -> ast.stmt:
+    """``if not iterations % passes: charge(passes)``, with ``passes`` a power of two: the loop
+    pays its steps in lumps instead of a call per pass."""
+    masked = ast.BinOp(_name(_ITERATIONS), ast.BitAnd(), ast.Constant(passes - 1))
+    due = ast.Compare(masked, [ast.Eq()], [ast.Constant(0)])
+    charge = ast.Call(_name(safe_ast.CHARGE_HELPER), [ast.Constant(passes)], [])
+    return ast.If(due, [ast.Expr(charge)], [])
 
 
 def _name(name: str, ctx: ast.expr_context | None = None) -> ast.Name:

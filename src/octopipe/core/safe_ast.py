@@ -1,8 +1,9 @@
-"""The static half of the safe expression evaluator: an AST allow-list and two guards.
+"""The static half of the safe expression evaluator: an AST allow-list and the bounding rewrite.
 
 `analyse(tree, builtin_names)` walks a parsed ``eval``-mode tree and either refuses it
 (raising `Refused` with a user-facing reason) or returns the free names it reads and a
-rewritten tree in which ``**`` and ``<<`` call guarded helpers.
+rewritten tree in which size-multiplying operations call guarded helpers and every
+Python-level repetition takes a step of the unit's budget (see `_GuardArithmetic`).
 
 What the check guarantees, given a namespace holding only plain data, the safe builtins and a
 `UnitRandom`:
@@ -19,10 +20,13 @@ What the check guarantees, given a namespace holding only plain data, the safe b
 - comprehension targets are plain names (``for x.a in ...`` would assign an attribute);
 - lambdas take only plain positional parameters (no defaults, ``*args`` or ``**kwargs``).
 
-Integer ``**`` and ``<<`` with results over `MAX_INT_BITS` bits raise `ResourceLimitExceeded`,
-at compile time when both operands are literals. CPU time and memory are otherwise not
-bounded: ``"x" * 10**9``, ``list(range(10**9))``, ``sum(range(10**12))`` or ``x = x * x`` in a
-long loop can exhaust memory or run for a long time.
+Bounds (``core/budget.py``, ``core/bounded.py``): a value too large to build (``"x" * 10**9``,
+``range(10**12)``, ``10**10**10``, ``f"{x:>1000000000}"``) raises `ResourceLimitExceeded` before
+it is built, at compile time when the operands are literals; a unit that takes too many steps
+or too much CPU time raises it at its next step. What is not bounded: one operation over
+values already within the limits (``x in big_list`` with ``big_list`` of 10,000,000 elements)
+runs to its end, and comparing two values that share their parts (``a == b`` where each is
+built by repeated ``[x, x]``) takes time exponential in their nesting.
 """
 
 from __future__ import annotations
@@ -31,43 +35,59 @@ import ast
 from collections.abc import Callable, Set
 from typing import Any
 
-MAX_INT_BITS = 100_000
-"""Largest integer, in bits, that ``**``, ``pow()`` and ``<<`` may produce (about 30,000 digits)."""
+from octopipe.core.bounded import (
+    GUARDED_METHODS,
+    MAX_INT_BITS,
+    guarded_add,
+    guarded_attribute,
+    guarded_lshift,
+    guarded_mod,
+    guarded_mul,
+    guarded_pow,
+    guarded_spec,
+    guarded_text,
+)
+from octopipe.core.budget import ResourceLimitExceeded, charge_current, check_format_spec
+
+__all__ = [
+    "ALLOWED_ATTRIBUTES",
+    "HELPERS",
+    "MAX_INT_BITS",
+    "TICK",
+    "Refused",
+    "ResourceLimitExceeded",
+    "analyse",
+    "check_identifier",
+]
 
 POW_HELPER = "__octopipe_pow__"
 LSHIFT_HELPER = "__octopipe_lshift__"
+MUL_HELPER = "__octopipe_mul__"
+ADD_HELPER = "__octopipe_add__"
+MOD_HELPER = "__octopipe_mod__"
+TEXT_HELPER = "__octopipe_text__"
+SPEC_HELPER = "__octopipe_spec__"
+ATTRIBUTE_HELPER = "__octopipe_attr__"
+CHARGE_HELPER = "__octopipe_charge__"
+TICK = "__octopipe_tick__"
+"""Name of the current budget's ``tick`` in an evaluation's globals (see `core/budget.py`)."""
+
+HELPERS: dict[str, Callable[..., Any]] = {
+    POW_HELPER: guarded_pow,
+    LSHIFT_HELPER: guarded_lshift,
+    MUL_HELPER: guarded_mul,
+    ADD_HELPER: guarded_add,
+    MOD_HELPER: guarded_mod,
+    TEXT_HELPER: guarded_text,
+    SPEC_HELPER: guarded_spec,
+    ATTRIBUTE_HELPER: guarded_attribute,
+    CHARGE_HELPER: charge_current,
+}
+"""The helpers the rewritten tree calls, by the name it calls them."""
 
 
 class Refused(Exception):
     """The expression uses a construct the evaluator does not allow."""
-
-
-class ResourceLimitExceeded(ArithmeticError):
-    """An integer operation would produce a result larger than `MAX_INT_BITS`."""
-
-
-def guarded_pow(base: Any, exp: Any, mod: Any = None) -> Any:
-    """``pow()`` and ``**``, refusing integer results over `MAX_INT_BITS` bits."""
-    if mod is not None:
-        return pow(base, exp, mod)  # modular exponentiation stays small
-    if isinstance(base, int) and isinstance(exp, int) and exp > 0:
-        bits = abs(base).bit_length()
-        if bits > 1 and (bits - 1) * exp > MAX_INT_BITS:
-            raise ResourceLimitExceeded(f"the result of ** would exceed {MAX_INT_BITS} bits")
-    return base**exp
-
-
-def guarded_lshift(value: Any, shift: Any) -> Any:
-    """``<<``, refusing integer results over `MAX_INT_BITS` bits."""
-    if (
-        isinstance(value, int)
-        and isinstance(shift, int)
-        and value
-        and shift > 0
-        and value.bit_length() + shift > MAX_INT_BITS
-    ):
-        raise ResourceLimitExceeded(f"the result of << would exceed {MAX_INT_BITS} bits")
-    return value << shift
 
 
 _ATTRIBUTE_GROUPS = {
@@ -235,11 +255,28 @@ def _target_names(target: ast.AST) -> frozenset[str]:
 _GUARDS: dict[type[ast.operator], tuple[str, Callable[[Any, Any], Any]]] = {
     ast.Pow: (POW_HELPER, guarded_pow),
     ast.LShift: (LSHIFT_HELPER, guarded_lshift),
+    ast.Mult: (MUL_HELPER, guarded_mul),
+    ast.Add: (ADD_HELPER, guarded_add),
+    ast.Mod: (MOD_HELPER, guarded_mod),
 }
+_FOLDABLE = (int, float, str, bytes)
+
+
+def _call(helper: str, *args: ast.expr) -> ast.Call:
+    return ast.Call(func=ast.Name(helper, ast.Load()), args=list(args), keywords=[])
 
 
 class _GuardArithmetic(ast.NodeTransformer):
-    """Rewrite ``a ** b`` and ``a << b`` into guarded helper calls; fold literal operands."""
+    """Rewrite the checked tree so that nothing it runs is unbounded (see `core/bounded.py`):
+
+    - ``**``, ``<<``, ``*``, ``+`` and ``%`` call guarded helpers, except where an operand
+      is a number literal that makes the operation plainly arithmetic (``n + 1``); with two
+      literal operands the result is computed now, so a literal too large fails to compile;
+    - f-string fields check the size of their text; literal format specs are checked now,
+      computed ones when they are built;
+    - reading ``.join``/``.replace``/``.center``/... yields a size-checked method;
+    - every comprehension element and every lambda call takes one step of the budget.
+    """
 
     def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
         self.generic_visit(node)
@@ -248,7 +285,7 @@ class _GuardArithmetic(ast.NodeTransformer):
             return node
         helper, function = guard
         left, right = node.left, node.right
-        if _is_number(left) and _is_number(right):
+        if _is_literal(left) and _is_literal(right):
             assert isinstance(left, ast.Constant) and isinstance(right, ast.Constant)
             try:
                 value = function(left.value, right.value)
@@ -258,9 +295,102 @@ class _GuardArithmetic(ast.NodeTransformer):
                 pass
             else:
                 return ast.copy_location(ast.Constant(value), node)
-        call = ast.Call(func=ast.Name(helper, ast.Load()), args=[left, right], keywords=[])
-        return ast.copy_location(call, node)
+        if _plainly_arithmetic(node.op, left, right):
+            return node
+        return ast.copy_location(_call(helper, left, right), node)
+
+    def visit_FormattedValue(self, node: ast.FormattedValue) -> ast.AST:
+        self.generic_visit(node)
+        if not _is_number(node.value):
+            node.value = _call(TEXT_HELPER, node.value)
+        spec = node.format_spec
+        if isinstance(spec, ast.JoinedStr):
+            if all(isinstance(v, ast.Constant) for v in spec.values):
+                check_format_spec("".join(str(v.value) for v in spec.values))  # type: ignore[attr-defined]
+            else:
+                computed = ast.FormattedValue(_call(SPEC_HELPER, spec), -1, None)
+                node.format_spec = ast.JoinedStr([computed])
+        return node
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        self.generic_visit(node)
+        if node.attr in GUARDED_METHODS:
+            call = _call(ATTRIBUTE_HELPER, node.value, ast.Constant(node.attr))
+            return ast.copy_location(call, node)
+        return node
+
+    def visit_comprehension(self, node: ast.comprehension) -> ast.AST:
+        self.generic_visit(node)
+        node.ifs.insert(0, _call(TICK))
+        return node
+
+    def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
+        self.generic_visit(node)
+        node.body = ast.BoolOp(ast.And(), [_call(TICK), node.body])
+        return node
 
 
 def _is_number(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and type(node.value) in (int, float)
+
+
+_RANDOM_NUMBERS = frozenset({"randint", "random", "uniform", "gauss"})
+
+
+def _is_random_number(node: ast.AST) -> bool:
+    """``random.randint(...)`` and the like (numbers), or ``random.choice`` of a display of
+    literals (one of them). ``.choice`` succeeds only on a `UnitRandom`, whatever ``random`` is
+    bound to, so the result is one of the literals."""
+    if not (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "random"
+    ):
+        return False
+    if node.func.attr in _RANDOM_NUMBERS:
+        return True
+    return (
+        node.func.attr == "choice"
+        and len(node.args) == 1
+        and not node.keywords
+        and isinstance(node.args[0], ast.List | ast.Tuple)
+        and all(_is_literal(e) or _is_signed_number(e) for e in node.args[0].elts)
+    )
+
+
+def _is_signed_number(node: ast.AST) -> bool:
+    """``-1`` (a unary minus on a number literal, as Python parses it)."""
+    return (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, ast.USub | ast.UAdd)
+        and _is_number(node.operand)
+    )
+
+
+def _is_small_display(node: ast.AST) -> bool:
+    if isinstance(node, ast.List | ast.Tuple):
+        return len(node.elts) <= 16 and not any(isinstance(e, ast.Starred) for e in node.elts)
+    return isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) <= 256
+
+
+def _is_literal(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) in _FOLDABLE
+
+
+def _plainly_arithmetic(op: ast.operator, left: ast.expr, right: ast.expr) -> bool:
+    """Whether an operand means the operation cannot build a large value at once: ``x + 1`` is
+    a number or a TypeError; ``x * 1.5`` too; ``7 % x`` cannot format text."""
+    if isinstance(op, ast.Add | ast.Mult) and any(_is_signed_number(n) for n in (left, right)):
+        return isinstance(op, ast.Add)  # x + -1: a number or a TypeError; x * -2 may repeat
+    if isinstance(op, ast.Add):
+        # ``trail + [square]``: a display or a literal operand adds only its own few elements
+        # each time, so the value grows at most linearly with the steps taken (each charged).
+        return any(
+            _is_number(n) or _is_small_display(n) or _is_random_number(n) for n in (left, right)
+        )
+    if isinstance(op, ast.Mult):
+        return any(isinstance(n, ast.Constant) and type(n.value) is float for n in (left, right))
+    if isinstance(op, ast.Mod):
+        return _is_number(left)
+    return False

@@ -15,11 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from octopipe.core.budget import Budget, activate
 from octopipe.core.config import Pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, Step
-from octopipe.core.expressions import ExpressionProgram, UnitRandom, unit_random
+from octopipe.core.expressions import ExpressionProgram, ProgramResult, UnitRandom, unit_random
 from octopipe.core.fields import HIDDEN_FIELDS, visible
 from octopipe.core.prompts import PromptRenderer
+from octopipe.core.storable import unstorable_fields
 from octopipe.core.units import Unit, fan_out_children
 from octopipe.core.validation import AnswerValidator, Outcome
 from octopipe.errors import ExpressionError, RenderError
@@ -55,10 +57,18 @@ class StepResult:
         return self.failure is None
 
 
+_MESSAGE_PARTS = 10
+
+
 def outcome_failure(outcome: Outcome) -> StepFailure:
+    """The failure of an answer or record: every violation in ``errors``, and a message that
+    lists them (the first ten, then how many more)."""
     errors = tuple(v.to_dict() for v in outcome.violations)
-    first = outcome.violations[0].message if outcome.violations else "invalid answer"
-    return StepFailure(outcome.stage or "rules", first, errors, retryable=True)
+    failing = [v.message for v in outcome.violations if v.level == "error"]
+    message = "; ".join(failing[:_MESSAGE_PARTS]) or "invalid answer"
+    if len(failing) > _MESSAGE_PARTS:
+        message += f"; and {len(failing) - _MESSAGE_PARTS} more"
+    return StepFailure(outcome.stage or "rules", message, errors, retryable=True)
 
 
 class CompiledStep:
@@ -107,11 +117,21 @@ class CompiledStep:
 
     # --- expression steps -------------------------------------------------------------------
 
-    def run_expression(self, unit_id: str, record: Mapping[str, Any]) -> StepResult:
+    def run_expression(
+        self, unit_id: str, record: Mapping[str, Any], budget: Budget | None = None
+    ) -> StepResult:
+        """The step's expressions and rules for one unit, within ``budget`` (a fresh one by
+        default). Raises only ``EvaluationCancelled``, when the budget is cancelled."""
+        with activate(budget or Budget()) as active:
+            return self._run_expression(unit_id, record, active)
+
+    def _run_expression(
+        self, unit_id: str, record: Mapping[str, Any], budget: Budget
+    ) -> StepResult:
         assert isinstance(self.step, ExpressionStep) and self.program is not None
         try:
             rng = unit_random(unit_id, self.name) if self.uses_random else _NO_RANDOM
-            result = self.program.run(record, rng)
+            result = self.program.run(record, rng, budget)
         except ExpressionError as exc:
             return StepResult(
                 failure=StepFailure(
@@ -137,8 +157,18 @@ class CompiledStep:
                 ),
             )
         delta = dict(result.values)
+        unstorable = unstorable_fields(delta)
+        if unstorable:
+            return StepResult(
+                info=info,
+                failure=StepFailure(
+                    "expression",
+                    "; ".join(unstorable),
+                    tuple({"message": problem} for problem in unstorable),
+                ),
+            )
         if self.validator is None:
-            return StepResult(delta=delta, info=info)
+            return StepResult(delta=self._with_metadata(delta, result), info=info)
         outcome = self.validator.validate_record(delta, record)
         if not outcome.ok:
             failure = outcome_failure(outcome)
@@ -150,27 +180,44 @@ class CompiledStep:
                 ),
             )
         warnings = tuple(w.to_dict() for w in outcome.warnings)
-        return StepResult(delta=dict(outcome.output or delta), warnings=warnings, info=info)
+        return StepResult(
+            delta=self._with_metadata(dict(outcome.output or delta), result),
+            warnings=warnings,
+            info=info,
+        )
+
+    def _with_metadata(self, delta: dict[str, Any], result: ProgramResult) -> dict[str, Any]:
+        """``delta`` with Octobatch's ``_metadata`` (``expression_step``, ``iterations``,
+        ``timeout``) when the loop reached ``max_iterations``: recorded on the unit."""
+        if not result.hit_max_iterations:
+            return delta
+        metadata = {"expression_step": self.name, "iterations": result.iterations, "timeout": True}
+        return {**delta, "_metadata": metadata}
 
     # --- LLM steps ----------------------------------------------------------------------------
 
-    def render(self, unit_id: str, record: Mapping[str, Any]) -> str:
-        """The prompt for this unit. Raises ``RenderError`` (a unit-level failure)."""
+    def render(self, unit_id: str, record: Mapping[str, Any], budget: Budget | None = None) -> str:
+        """The prompt for this unit, within ``budget`` (a fresh one by default). Raises
+        ``RenderError`` (a unit-level failure)."""
         assert self.renderer is not None
-        fields: Mapping[str, Any] = record
-        if self.unit_expressions is not None:
-            try:
-                extra = self.unit_expressions.run(record, unit_random(unit_id, self.name)).values
-            except ExpressionError as exc:
-                raise RenderError(
-                    self.renderer.template_name, f"processing.expressions: {exc.message}"
-                ) from exc
-            fields = {**record, **extra}
-        return self.renderer.render(fields)
+        with activate(budget or Budget()) as active:
+            fields: Mapping[str, Any] = record
+            if self.unit_expressions is not None:
+                rng = unit_random(unit_id, self.name)
+                try:
+                    extra = self.unit_expressions.run(record, rng, active).values
+                except ExpressionError as exc:
+                    raise RenderError(
+                        self.renderer.template_name, f"processing.expressions: {exc.message}"
+                    ) from exc
+                fields = {**record, **extra}
+            return self.renderer.render(fields, active)
 
-    def try_render(self, unit_id: str, record: Mapping[str, Any]) -> str | StepFailure:
+    def try_render(
+        self, unit_id: str, record: Mapping[str, Any], budget: Budget | None = None
+    ) -> str | StepFailure:
         try:
-            return self.render(unit_id, record)
+            return self.render(unit_id, record, budget)
         except RenderError as exc:
             return StepFailure(
                 "render",
@@ -178,10 +225,14 @@ class CompiledStep:
                 ({"template": exc.template, "line": exc.line, "message": exc.detail},),
             )
 
-    def check_answer(self, raw_text: str, record: Mapping[str, Any]) -> StepResult:
-        """Parse, repair, schema-check and rule-check an LLM answer for this unit."""
+    def check_answer(
+        self, raw_text: str, record: Mapping[str, Any], budget: Budget | None = None
+    ) -> StepResult:
+        """Parse, repair, schema-check and rule-check an LLM answer for this unit, the rules
+        within ``budget`` (a fresh one by default)."""
         assert self.validator is not None
-        outcome = self.validator.validate_answer(raw_text, record)
+        with activate(budget or Budget()):
+            outcome = self.validator.validate_answer(raw_text, record)
         if not outcome.ok:
             return StepResult(failure=outcome_failure(outcome))
         warnings = tuple(w.to_dict() for w in outcome.warnings)

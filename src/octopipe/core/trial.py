@@ -1,6 +1,7 @@
 """Trial run of the first unit through the local steps, for ``octopipe validate``.
 
-LLM steps get a schema-shaped mock answer. A failure is reported as an error only when it
+LLM steps get a schema-shaped mock answer. The whole trial runs within one expression budget
+(``core/budget.py``), so ``validate`` ends in bounded time whatever the pipeline computes. A failure is reported as an error only when it
 cannot be an artefact of the mock (the failing expression reads no mocked field); otherwise as
 a warning. Fan-out ratios seen on the trial unit feed the call estimates.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from octopipe.core.budget import Budget
 from octopipe.core.config import Pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep
 from octopipe.core.expressions import compile_expression
@@ -47,23 +49,24 @@ def trial_run(pipeline: Pipeline, file: str) -> list[ConfigProblem]:
         return [ConfigProblem(file, None, "processing.items", "the pipeline produces no units")]
     unit_id, record = first
     mocked: set[str] = set()
+    budget = Budget()  # the whole trial is bounded like one unit's step
     for cstep in compiled.steps:
         step = cstep.step
         index = pipeline.steps.index(step)
         if isinstance(step, LLMStep):
-            prompt = cstep.try_render(unit_id, record)
+            prompt = cstep.try_render(unit_id, record, budget)
             if isinstance(prompt, StepFailure):
                 _report(problems, pipeline, file, index, prompt, mocked, step)
                 break
             answer = _mock(pipeline, step.name, unit_id)
-            result = cstep.check_answer(json.dumps(answer), record)
+            result = cstep.check_answer(json.dumps(answer), record, budget)
             if result.failure is not None and _raised(result.failure):
                 _report(problems, pipeline, file, index, result.failure, mocked | set(answer), step)
             mocked |= set(answer)
             record = {**record, **answer, **(result.delta or {})}
             continue
         if isinstance(step, ExpressionStep):
-            result = cstep.run_expression(unit_id, record)
+            result = cstep.run_expression(unit_id, record, budget)
         elif isinstance(step, FanOutStep):
             result = cstep.fan_out(unit_id, record)
         else:

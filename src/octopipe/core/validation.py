@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import re
+import reprlib
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from octopipe.core.answer_parsing import (
     parse_text,
     unwrap_response,
 )
+from octopipe.core.budget import active as active_budget
 from octopipe.core.coercion import CompiledSchema
 from octopipe.core.config_models import RuleSpec, ValidationSpec
 from octopipe.core.expressions import Expression, compile_expression, make_namespace
@@ -232,6 +234,8 @@ class AnswerValidator:
                 violation = rule.apply(namespace, record)
                 if violation is not None:
                     (errors if violation.level == "error" else warnings).append(violation)
+                    if violation.raised and _budget_spent():
+                        break  # the unit's budget is used up: every later rule would fail too
         return tuple(errors), tuple(warnings)
 
 
@@ -286,6 +290,11 @@ class _CompiledRule:
             return _UNRESOLVED
 
 
+def _budget_spent() -> bool:
+    budget = active_budget()
+    return budget is not None and budget.spent_on is not None
+
+
 def _left_of_first_comparison(source: str) -> str | None:
     """Source of the left operand of the first comparison in an expression, or None."""
     text = source.strip()
@@ -309,7 +318,10 @@ class _Template:
 
     Only plain names are resolved — ``{x.attr}``, ``{x[0]}`` and unknown names stay in the
     message as written — so a message can never reach attributes of a value. Conversions
-    (``!r``) and format specs (``:.2f``) apply; a spec that does not fit the value is ignored.
+    (``!r``) and format specs (``:.2f``) apply; a spec that does not fit the value, or whose
+    width or precision passes the message limit, is ignored. Each value is shortened before
+    it is formatted and the message is clipped to `_MAX_MESSAGE` characters: a message is
+    stored with every failure, so it must stay small whatever the answer holds.
     """
 
     __slots__ = ("_names", "_parts", "_text")
@@ -344,17 +356,45 @@ class _Template:
             if value is _UNRESOLVED or "{" in spec:
                 out.append(_placeholder(field, spec, conversion))
                 continue
-            if conversion == "r":
-                value = repr(value)
-            elif conversion == "a":
-                value = ascii(value)
-            elif conversion == "s":
-                value = str(value)
+            value = _short_value(value, conversion)
+            if not _spec_fits(spec):
+                spec = ""
             try:
                 out.append(format(value, spec))
             except (ValueError, TypeError):
                 out.append(str(value))
-        return "".join(out)
+            if sum(map(len, out)) > _MAX_MESSAGE:
+                break
+        return _clip("".join(out))
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = _MAX_MESSAGE
+_SPEC_NUMBER = re.compile(r"\d+")
+
+
+def _short_value(value: Any, conversion: str | None) -> Any:
+    """``value`` after its conversion, shortened to about a message's length: a long string
+    is cut, a large structure abbreviated (``[1, 2, 3, 4, 5, 6, ...]``) without being printed
+    whole. Numbers stay numbers, so ``:.2f`` applies."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1_000:
+        return f"<an integer of {value.bit_length()} bits>"
+    if conversion == "r":
+        return _SHORT.repr(value)
+    if conversion == "a":
+        return _SHORT.repr(value).encode("ascii", "backslashreplace").decode("ascii")
+    if isinstance(value, str):
+        return value[:_MAX_MESSAGE]
+    if isinstance(value, int | float) and conversion is None:
+        return value
+    if isinstance(value, list | tuple | dict | set | frozenset):
+        return _SHORT.repr(value)
+    return str(value)[:_MAX_MESSAGE]
+
+
+def _spec_fits(spec: str) -> bool:
+    """Whether a format spec's width and precision stay within a message's length."""
+    return all(len(n) < 6 and int(n) <= _MAX_MESSAGE for n in _SPEC_NUMBER.findall(spec))
 
 
 def _placeholder(field: str, spec: str, conversion: str | None) -> str:
@@ -443,9 +483,22 @@ def _schema_violations(schema: CompiledSchema, output: dict[str, Any]) -> tuple[
         return (Violation("schema", "schema_depth", "", "the answer is nested too deeply"),)
     errors.sort(key=lambda e: _path_key(e.absolute_path))
     return tuple(
-        Violation("schema", f"schema_{e.validator}", _dotted(e.absolute_path), _clip(e.message))
+        Violation(
+            "schema",
+            f"schema_{e.validator}",
+            _dotted(e.absolute_path),
+            _clip(f"{answer_path(_dotted(e.absolute_path))}: {e.message}"),
+        )
         for e in errors
     )
+
+
+def answer_path(path: str) -> str:
+    """The JSON path of a field of the answer as a message shows it: ``answer.items[2].score``
+    (``answer`` alone for the whole answer)."""
+    if not path:
+        return "answer"
+    return f"answer{path}" if path.startswith("[") else f"answer.{path}"
 
 
 def _path_key(path: Any) -> tuple[tuple[int, int, str], ...]:

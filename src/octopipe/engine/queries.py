@@ -38,13 +38,16 @@ class StepStatus:
     valid: int = 0
     retrying: int = 0  # failed an attempt, another one is due (ledger state "failed")
     failed: int = 0  # no attempt left (ledger state "exhausted")
+    max_iterations: int = 0  # units whose loop reached the step's max_iterations
 
     @property
     def total(self) -> int:
         return self.pending + self.in_flight + self.valid + self.retrying + self.failed
 
     @classmethod
-    def from_counts(cls, name: str, scope: str, by_state: dict[UnitStepState, int]) -> StepStatus:
+    def from_counts(
+        cls, name: str, scope: str, by_state: dict[UnitStepState, int], max_iterations: int = 0
+    ) -> StepStatus:
         return cls(
             name,
             scope,
@@ -53,6 +56,7 @@ class StepStatus:
             valid=by_state.get(UnitStepState.VALID, 0),
             retrying=by_state.get(UnitStepState.FAILED, 0),
             failed=by_state.get(UnitStepState.EXHAUSTED, 0),
+            max_iterations=max_iterations,
         )
 
 
@@ -138,8 +142,9 @@ def run_status(paths: RunPaths, archived: bool = False) -> RunStatusView:
 def _view(ledger: Ledger, paths: RunPaths, archived: bool) -> RunStatusView:
     info = ledger.run_info()
     counts = ledger.counts()
+    hits = ledger.max_iteration_hits()
     steps = [
-        StepStatus.from_counts(step.name, step.scope, counts.get(index, {}))
+        StepStatus.from_counts(step.name, step.scope, counts.get(index, {}), hits.get(index, 0))
         for index, step in enumerate(ledger.steps)
     ]
     live = is_held(paths.root)

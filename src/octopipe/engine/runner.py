@@ -1,14 +1,18 @@
 """The runner: the one process that drives a run, holding its lock, until every unit is terminal.
 
-Decide, then act: each pass of the loop applies queued commands, runs a chunk of every local
-step that has pending units (expression and fan-out steps: claimed, computed and recorded in
-one transaction, so a crash at any instant leaves each unit either untouched or done), and lets
-the LLM executor (realtime or batch, plugged in by the caller) start and collect its work.
-Units flow step to step as soon as they are valid; there is no barrier between steps.
+Decide, then act: each pass of the loop applies queued commands, runs a slice of every local
+step that has pending units (expression and fan-out steps: read, computed for at most
+``LOCAL_SLICE_S`` with no write lock held, then claimed and recorded in one transaction, so a
+crash at any instant leaves each unit either untouched or done and other processes can queue
+commands meanwhile), and lets the LLM executor (realtime or batch, plugged in by the caller)
+start and collect its work. Units flow step to step as soon as they are valid; there is no
+barrier between steps.
 
-Stopping: Ctrl+C / SIGTERM / a queued ``pause`` set a flag; the loop finishes its current chunk,
-returns in-flight units to pending and marks the run ``paused``. A second Ctrl+C exits at once;
-the ledger is still consistent (every change is a transaction) and the next start resumes.
+Stopping: Ctrl+C / SIGTERM / a queued ``pause`` set a flag; the flag cancels the expression
+budget of the unit being computed (it stays pending; those computed before it are recorded),
+the loop returns in-flight units to pending and marks the run ``paused``. A second Ctrl+C exits
+at once; the ledger is still consistent (every change is a transaction) and the next start
+resumes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
+from octopipe.core.budget import Budget
 from octopipe.core.config_models import ExpressionStep, FanOutStep
 from octopipe.core.states import CommandEvent, RunEvent, RunStatus, UnitStepState
 from octopipe.core.steps import CompiledPipeline, CompiledStep, StepResult
@@ -38,6 +43,7 @@ from octopipe.engine.progress import (
 from octopipe.engine.runlog import RunLog
 from octopipe.errors import (
     EXIT_INTERRUPTED,
+    EvaluationCancelled,
     OctopipeError,
     RunLocked,
     StoreError,
@@ -46,9 +52,12 @@ from octopipe.errors import (
 )
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
-from octopipe.store.records import AttemptRecord, Failure, Success
+from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Success
 
 LOCAL_CHUNK = 1_000
+LOCAL_SLICE_S = 0.5
+"""A chunk of a local step computes for about this long at most before it is recorded, so
+the runner applies commands and notices signals between slices."""
 IDLE_SLEEP_S = 0.2
 
 
@@ -118,6 +127,7 @@ class Runner:
         self._kill = False
         self._interrupts = 0
         self._urgent = False
+        self._max_iterations: dict[str, int] = {}
 
     # --- entry point --------------------------------------------------------------------------
 
@@ -215,7 +225,13 @@ class Runner:
             progressed = False
             for index, cstep in enumerate(compiled.steps):
                 if not cstep.is_llm and not self._stop_reason:
-                    progressed |= run_local_chunk(ledger, index, cstep, LOCAL_CHUNK) > 0
+                    chunk = run_local_chunk(
+                        ledger, index, cstep, LOCAL_CHUNK, stop_requested=self._stopping
+                    )
+                    progressed |= chunk.done > 0
+                    if chunk.hit_max_iterations:
+                        self._note_max_iterations(log, cstep, chunk.hit_max_iterations)
+                    await _yield_to_waiting_writer(self.paths)
                     await asyncio.sleep(0)
             if executor is not None:
                 progressed |= await executor.pump()
@@ -284,6 +300,23 @@ class Runner:
                 ledger.set_run_status(event, reason)
                 log.write("PAUSED" if event is RunEvent.PAUSE else "FAILED", reason)
 
+    def _stopping(self) -> bool:
+        return self._stop_reason is not None
+
+    def _note_max_iterations(self, log: RunLog, cstep: CompiledStep, hits: int) -> None:
+        """One line per chunk of a step (never one per unit): units that reached
+        ``max_iterations`` went on with ``_metadata.timeout`` set, or failed when the step
+        says ``fail_on_max_iterations``."""
+        step = cstep.step
+        assert isinstance(step, ExpressionStep)
+        self._max_iterations[cstep.name] = self._max_iterations.get(cstep.name, 0) + hits
+        outcome = "failed" if step.fail_on_max_iterations else "went on"
+        log.write(
+            "MAX_ITERATIONS",
+            f"step {cstep.name}: {hits} unit(s) reached max_iterations ({step.max_iterations}) "
+            f"and {outcome}; {self._max_iterations[cstep.name]} in this session",
+        )
+
     def _report_progress(
         self, ledger: Ledger, executor: LLMExecutor | None, force: bool = False
     ) -> None:
@@ -317,24 +350,78 @@ async def _yield_to_waiting_writer(paths: RunPaths, limit_s: float = 2.0) -> Non
         waited += 0.01
 
 
-def run_local_chunk(ledger: Ledger, index: int, cstep: CompiledStep, limit: int) -> int:
-    """Claim, compute and record up to ``limit`` units of a local step in one transaction."""
+@dataclass
+class ChunkOutcome:
+    """What one chunk of a local step did: units recorded, and how many of them reached the
+    step's ``max_iterations``."""
+
+    done: int = 0
+    hit_max_iterations: int = 0
+
+
+def run_local_chunk(
+    ledger: Ledger,
+    index: int,
+    cstep: CompiledStep,
+    limit: int,
+    *,
+    stop_requested: Callable[[], bool] | None = None,
+    slice_s: float = LOCAL_SLICE_S,
+) -> ChunkOutcome:
+    """Compute up to ``limit`` pending units of a local step, for at most about ``slice_s``
+    seconds, then claim and record them in one transaction.
+
+    Nothing is written while the units compute, so other processes can queue commands
+    meanwhile; a crash leaves each unit either untouched (pending) or done. When
+    ``stop_requested()`` turns true the chunk stops at once, even inside a unit's expressions
+    (its budget is cancelled): that unit stays pending, the ones computed before it are
+    recorded.
+    """
+    pending = ledger.peek_pending(index, limit)
+    if not pending:
+        return ChunkOutcome()
+    results: list[tuple[ClaimedUnit, StepResult]] = []
+    deadline = time.monotonic() + slice_s
+    for unit in pending:
+        if results and (time.monotonic() > deadline or (stop_requested and stop_requested())):
+            break
+        try:
+            results.append((unit, _compute(cstep, unit, stop_requested)))
+        except EvaluationCancelled:
+            break
+    if results:
+        _record_chunk(ledger, index, results, isinstance(cstep.step, FanOutStep))
+    hits = sum(1 for _, result in results if result.info.get("hit_max_iterations"))
+    return ChunkOutcome(len(results), hits)
+
+
+def _compute(
+    cstep: CompiledStep, unit: ClaimedUnit, stop_requested: Callable[[], bool] | None
+) -> StepResult:
+    if isinstance(cstep.step, FanOutStep):
+        return cstep.fan_out(unit.unit_id, unit.record)
+    assert isinstance(cstep.step, ExpressionStep)
+    return cstep.run_expression(unit.unit_id, unit.record, Budget(cancelled=stop_requested))
+
+
+def _record_chunk(
+    ledger: Ledger, index: int, results: list[tuple[ClaimedUnit, StepResult]], fan_out: bool
+) -> None:
+    """Claim the computed units (still the oldest pending: the runner is the one writer) and
+    record them, in one transaction."""
     with ledger.transaction():
-        claimed = ledger.claim_pending(index, limit)
-        if not claimed:
-            return 0
+        claimed = ledger.claim_pending(index, len(results))
+        if [u.uid for u in claimed] != [u.uid for u, _ in results]:
+            raise StoreError(
+                f"the pending units of step {index} changed while they were computed; "
+                "is another process writing this run?"
+            )
         successes: list[Success] = []
         failures: list[Failure] = []
-        for unit in claimed:
-            if isinstance(cstep.step, FanOutStep):
-                result = cstep.fan_out(unit.unit_id, unit.record)
-                if result.ok:
-                    ledger.add_children(unit.uid, index, list(result.children))
-                    continue
-            else:
-                assert isinstance(cstep.step, ExpressionStep)
-                result = cstep.run_expression(unit.unit_id, unit.record)
-            if result.ok:
+        for unit, result in results:
+            if result.ok and fan_out:
+                ledger.add_children(unit.uid, index, list(result.children))
+            elif result.ok:
                 successes.append(Success(unit.uid, result.delta or {}, _local_attempt(result)))
             else:
                 failures.append(Failure(unit.uid, _failure_attempt(result), terminal=True))
@@ -342,7 +429,14 @@ def run_local_chunk(ledger: Ledger, index: int, cstep: CompiledStep, limit: int)
             _record_successes(ledger, index, successes)
         if failures:
             ledger.record_failures(index, failures)
-        return len(claimed)
+        hits = [u.unit_id for u, r in results if r.info.get("hit_max_iterations")]
+        if hits:
+            ledger.log_event(
+                "warning",
+                "MAX_ITERATIONS",
+                f"{len(hits)} unit(s) reached max_iterations at step {index}",
+                {"step": index, "units": len(hits), "first": hits[0]},
+            )
 
 
 def _record_successes(ledger: Ledger, index: int, successes: list[Success]) -> None:

@@ -406,6 +406,17 @@ class Ledger(UnitLifecycle):
         ]
 
     @guarded
+    def max_iteration_hits(self) -> dict[int, int]:
+        """Units that reached their step's ``max_iterations``, by step index: the sum of the
+        ``MAX_ITERATIONS`` events the runner records with each chunk (a unit computed again,
+        after ``retry``, counts again)."""
+        rows = self._db.execute(
+            """SELECT json_extract(data_json, '$.step'), SUM(json_extract(data_json, '$.units'))
+               FROM events WHERE tag = 'MAX_ITERATIONS' GROUP BY 1"""
+        ).fetchall()
+        return {int(step): int(units) for step, units in rows if step is not None}
+
+    @guarded
     def enqueue_command(self, kind: str, args: Json | None = None) -> int:
         """Queue a command for the live runner (the one write allowed without the lock)."""
         with self.transaction():

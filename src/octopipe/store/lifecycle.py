@@ -113,6 +113,27 @@ class UnitLifecycle(LedgerCore):
         ]
 
     @guarded
+    def peek_pending(self, step_idx: int, limit: int) -> list[ClaimedUnit]:
+        """The units :meth:`claim_pending` would claim (oldest first, with their input
+        records), read without changing anything: a caller that computes for a while before
+        claiming them holds no write lock meanwhile. It must be the run's one writer, so that
+        the same units are still pending when it claims them."""
+        self._step(step_idx)
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        with self._snapshot():
+            rows = self._db.execute(
+                """SELECT uid, attempts, attempts_base FROM unit_steps INDEXED BY unit_steps_state
+                   WHERE step_idx = ? AND state = ? ORDER BY uid LIMIT ?""",
+                (step_idx, _PENDING, limit),
+            ).fetchall()
+            inputs = reads.records(self._db, [r[0] for r in rows], before=step_idx)
+        return [
+            ClaimedUnit(uid, *inputs[uid], attempt_no=attempts + 1, budget_used=attempts - base)
+            for uid, attempts, base in rows
+        ]
+
+    @guarded
     def in_flight_units(self, step_idx: int, uids: Sequence[int]) -> list[ClaimedUnit]:
         """The units among ``uids`` still ``in_flight`` at a step, with their input records,
         without changing anything: what a batch's results are checked against. Units already
