@@ -389,6 +389,7 @@ def test_quota_or_auth_errors_on_submit_pause_the_run_with_the_reason(
     result = drive_batch(paths, emulator_config=config)
 
     assert result.outcome.status is RunStatus.PAUSED
+    assert result.outcome.exit_code == 6  # the README's code for auth/quota, as in realtime
     reason = result.outcome.reason or ""
     assert (
         ("quota" in reason.lower())

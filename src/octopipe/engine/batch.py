@@ -353,7 +353,7 @@ class BatchExecutor(SubmitMixin):
                 self._lost(row)
                 return
             if exc.fatal_for_run:
-                self.ctx.request_stop(exc.message)
+                self.ctx.request_stop(exc.message, exit_code=exc.exit_code)
                 return
             timer.every = min(timer.every * 2, POLL_MAX_S)
             timer.due = time.monotonic() + timer.every
@@ -448,7 +448,7 @@ class BatchExecutor(SubmitMixin):
                 if exc.fatal_for_run:  # the results are fine; our access is not
                     recorder.record(row, buffer, tally)
                     self.ctx.log.write("PAUSE", f"{row.provider}: {exc.message}")
-                    self.ctx.request_stop(exc.message)
+                    self.ctx.request_stop(exc.message, exit_code=exc.exit_code)
                     return
                 if exc.status != 404:
                     self.ctx.log.write(
@@ -535,7 +535,7 @@ class BatchExecutor(SubmitMixin):
                 timer.every = min(max(timer.every, self.poll_s) * 2, POLL_MAX_S)
                 timer.due = time.monotonic() + timer.every  # try again later, not at once
             elif isinstance(exc, OctopipeError):  # no key, auth, quota, a provider not set up
-                self.ctx.request_stop(str(exc))
+                self.ctx.request_stop(str(exc), exit_code=exc.exit_code)
             else:
                 raise exc
         return bool(done)

@@ -29,7 +29,7 @@ from octopipe.engine.batch_collect import custom_id
 from octopipe.engine.batch_packing import BatchLimits, CostModel, pack, request_bytes
 from octopipe.engine.routes import StepRoute
 from octopipe.engine.runner import RunContext
-from octopipe.errors import BadRequest, ProviderError, RateLimited
+from octopipe.errors import EXIT_PROVIDER, BadRequest, ProviderError, RateLimited
 from octopipe.providers.base import LLMRequest
 from octopipe.providers.batch_base import INTENT_KEY, BatchProvider, BatchRequestLine
 from octopipe.store.codec import utc_now
@@ -157,14 +157,14 @@ class SubmitMixin:
             reason = f"{route.provider} refused a batch for step {route.cstep.name}: {exc.message}"
             self._abandon(row, exc.message)
             self.ctx.log.write("PAUSE", reason)
-            self.ctx.request_stop(reason)
+            self.ctx.request_stop(reason, exit_code=EXIT_PROVIDER)
             return
         except ProviderError as exc:
             self._trace("submit", row, t0, status=exc.status or type(exc).__name__)
             if exc.fatal_for_run:
                 self._abandon(row, exc.message)
                 self.ctx.log.write("PAUSE", f"{route.provider}: {exc.message}")
-                self.ctx.request_stop(exc.message)
+                self.ctx.request_stop(exc.message, exit_code=exc.exit_code)
                 return
             # A timeout or 5xx: the batch may or may not exist. Look for it a little later.
             self.ctx.log.write(
