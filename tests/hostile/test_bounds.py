@@ -46,7 +46,7 @@ def test_a_huge_expression_fails_its_unit_alone_in_validate_and_run(
     )
     assert ran.code in (0, 1), ran
     view = status_of(sandbox, "h")
-    assert view["steps"][0]["valid"] == 2 and view["steps"][0]["exhausted"] == 1, view["steps"]
+    assert view["steps"][0]["valid"] == 2 and view["steps"][0]["failed"] == 1, view["steps"]
     assert view["steps"][1]["valid"] == 2, view["steps"]
     [failure] = failures_of(sandbox, "h", "score")
     assert failure["unit_id"] == "b"
@@ -112,7 +112,7 @@ def test_a_template_that_builds_too_much_fails_to_render_alone(
         "run", sandbox.pipeline, "--provider", "fake", "--yes", "--run", "t", timeout=BOUND_S
     )
     view = status_of(sandbox, "t")
-    assert view["steps"][1]["valid"] == 2 and view["steps"][1]["exhausted"] == 1, view["steps"]
+    assert view["steps"][1]["valid"] == 2 and view["steps"][1]["failed"] == 1, view["steps"]
     [failure] = failures_of(sandbox, "t", "judge")
     assert failure["unit_id"] == "c" and '"stage": "render"' in json.dumps(failure)
     assert expected in json.dumps(failure)
@@ -130,7 +130,7 @@ def test_a_rule_message_cannot_blow_up_the_ledger(sandbox: Sandbox) -> None:
         "run", sandbox.pipeline, "--provider", "fake", "--yes", "--run", "m", timeout=BOUND_S
     )
     view = status_of(sandbox, "m")
-    assert view["steps"][1]["exhausted"] == 3, view["steps"]
+    assert view["steps"][1]["failed"] == 3, view["steps"]
     run_dir = sandbox.runs / "m"
     stored = sum(p.stat().st_size for p in run_dir.iterdir() if p.name.startswith("ledger"))
     assert stored < 5_000_000, stored
