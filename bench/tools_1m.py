@@ -43,6 +43,11 @@ def fill(ledger: Path) -> None:
                             ELSE 'valid' END, 1,
                CASE WHEN uid % 100 > 1 THEN '{"label":"x"}' END, 'T'
         FROM units WHERE uid % 100 != 2""")
+    # one attempt per unit that reached the LLM step, as a real run leaves them (verify's
+    # deep checks read every one)
+    db.execute("""INSERT INTO attempts(uid, step_idx, attempt_no, mode, outcome, errors_json)
+        SELECT uid, 1, 1, 'realtime', CASE WHEN state = 'valid' THEN 'valid' ELSE 'failed' END, '[]'
+        FROM unit_steps WHERE step_idx = 1 AND state != 'in_flight'""")
     db.commit()
     db.close()
 
@@ -68,6 +73,7 @@ def main() -> None:
         for name, argv in (
             ("status", ["status", "big", "--json"]),
             ("verify", ["verify", "big", "--json"]),
+            ("verify_quick", ["verify", "big", "--quick", "--json"]),
             ("ps", ["ps", "--json"]),
         ):
             best = min(timed(*argv, "--runs-dir", str(runs))[0] for _ in range(3))

@@ -138,11 +138,12 @@ def test_a_corrupt_row_is_named_by_verify_and_export(tmp_path: Path, runs_dir: P
     finally:
         ledger.close()
 
-    code, out, _ = octopipe("verify", "d", "--runs-dir", runs_dir)
+    code, out, _ = octopipe("verify", "d", "--runs-dir", runs_dir, "--deep")
     assert code == 1, out
     assert "corrupt at label (1): a stored value cannot be read\n    item002\n" in out
-    code, out, _ = octopipe("verify", "d", "--runs-dir", runs_dir, "--quick")
-    assert code == 0, out  # the accounting alone is whole: --quick reads no stored value
+    code, out, _ = octopipe("verify", "d", "--runs-dir", runs_dir)
+    assert code == 0, out  # the accounting alone is whole: plain verify reads no stored value
+    assert "--deep also reads every stored value" in out
     code, out, err = octopipe("export", "d", "--runs-dir", runs_dir)
     assert code == 4, (out, err)
     assert err.strip().splitlines() == [err.strip()]  # one line

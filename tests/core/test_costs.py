@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import octopipe
+from octopipe.core.amounts import format_usd
 from octopipe.core.costs import (
     Estimate,
     StepLoad,
@@ -15,7 +16,6 @@ from octopipe.core.costs import (
     effective_rates,
     estimate_run,
     estimate_tokens,
-    format_usd,
     price_summary,
     raw_usage_includes_cached,
 )

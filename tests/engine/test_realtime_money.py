@@ -25,8 +25,8 @@ from realtime_support import (
     walk_answer,
 )
 
+from octopipe.core.amounts import format_usd
 from octopipe.core.costs import cost_usd as price
-from octopipe.core.costs import format_usd
 from octopipe.core.registry import load_registry
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.queries import run_status

@@ -89,11 +89,11 @@ def test_verify_names_miscounted_and_stranded_units_and_repair_fixes_them(
          " WHERE step_idx = 1 AND uid = ?", (b,))  # fmt: skip
     _sql(sandbox, "r", "UPDATE unit_steps SET state = 'in_flight' WHERE step_idx = 1 AND uid = ?",
          (c,))  # fmt: skip
-    found = sandbox.octopipe("verify", "r")
+    found = sandbox.octopipe("verify", "r", "--deep")
     assert found.code == 1, found
     assert "miscounted at judge (1): attempt counter behind the stored attempts\n    b" in found.out
     assert "stranded at judge (1): in flight, no live runner\n    c" in found.out
-    data = json.loads(sandbox.octopipe("verify", "r", "--json").out)
+    data = json.loads(sandbox.octopipe("verify", "r", "--json", "--deep").out)
     judge = data["steps"][1]
     assert (judge["miscounted"], judge["stranded"], data["ok"]) == (["b"], ["c"], False)
 
@@ -101,7 +101,7 @@ def test_verify_names_miscounted_and_stranded_units_and_repair_fixes_them(
     assert repaired.code == 0, repaired
     assert "raised the attempt counter of 1 unit(s)" in repaired.out
     assert "returned 1 stranded in-flight unit(s) to pending" in repaired.out
-    assert sandbox.octopipe("verify", "r").code == 0
+    assert sandbox.octopipe("verify", "r", "--deep").code == 0
     resumed = _run(sandbox, "r")
     assert resumed.code == 0 and "UNIQUE" not in resumed.text, resumed
     assert sandbox.octopipe("verify", "r").code == 0

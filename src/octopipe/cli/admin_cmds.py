@@ -188,31 +188,34 @@ def info(run: str, runs_dir: Path | None, as_json: bool) -> int:
 @click.argument("run", metavar="RUN")
 @runs_dir_option
 @click.option(
-    "--quick",
+    "--deep",
     is_flag=True,
-    help="Check the accounting only: skip reading every attempt and stored value (no "
-    "miscounted or corrupt check; several times faster on big runs).",
+    help="Also read every attempt and stored value: attempt counters behind their attempts "
+    "(miscounted) and values that cannot be read (corrupt). About 3x slower on big runs.",
 )
 @json_option
-def verify(run: str, runs_dir: Path | None, quick: bool, as_json: bool) -> int:
+def verify(run: str, runs_dir: Path | None, deep: bool, as_json: bool) -> int:
     """Check that every unit is accounted for at every step.
 
     For each step: units expected (the previous step's valid units, or generated/fan-out
     units) against valid, retrying, failed, pending and in flight, and EVERY unit id that is
-    missing, duplicated (in two live batches), orphaned, miscounted (its attempt counter is
-    behind its stored attempts), stranded (in flight with no live runner) or corrupt (a stored
-    value that cannot be read). Exit 0 when the run is whole, 1 when anything is out of place.
+    missing, duplicated (in two live batches), orphaned or stranded (in flight with no live
+    runner); with --deep also miscounted (its attempt counter is behind its stored attempts)
+    and corrupt (a stored value that cannot be read). Exit 0 when the run is whole, 1 when
+    anything is out of place.
     """
     paths = _paths(run, runs_dir)
     ledger = Ledger.open(paths.ledger, readonly=True)
     try:
-        report = ledger.verify(runner_live=is_held(paths.root), deep=not quick)
+        report = ledger.verify(runner_live=is_held(paths.root), deep=deep)
     finally:
         ledger.close()
     if as_json:
-        print_json({"run": paths.name, **report.to_dict()})
+        print_json({"run": paths.name, "deep": deep, **report.to_dict()})
     else:
         _print_verify(paths.name, report)
+        if not deep:
+            click.echo("(--deep also reads every stored value: attempt counters, corrupt rows)")
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 

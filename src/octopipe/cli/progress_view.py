@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from octopipe.core.costs import format_usd
+from octopipe.core.amounts import format_usd
 from octopipe.engine.progress import ProgressSnapshot
 
 LINE_EVERY_S = 15.0

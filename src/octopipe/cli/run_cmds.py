@@ -23,10 +23,11 @@ from octopipe.cli.options import (
 from octopipe.cli.output import console, print_json
 from octopipe.cli.progress_view import ProgressView
 from octopipe.cli.status_cmds import _print_status
+from octopipe.core.amounts import format_usd
 from octopipe.core.checker import check_pipeline
 from octopipe.core.config import CONFIG_NAMES, load_pipeline
 from octopipe.core.config_models import MAX_POLL_INTERVAL_S
-from octopipe.core.costs import Mode, format_usd
+from octopipe.core.costs import Mode
 from octopipe.core.pipeline_code import CodeListing, folder_code
 from octopipe.core.states import RunStatus
 from octopipe.engine.batch import BATCH_PROVIDERS, BatchOptions

@@ -1,7 +1,7 @@
 """``status`` and ``ps``: read-only views of runs. Kept light: no pipeline parsing imported.
 
 Words and money are shown the same way everywhere: ``retrying`` (another attempt is due) and
-``failed`` (no attempt left), as in ``--json``; amounts through ``core.costs.format_usd``
+``failed`` (no attempt left), as in ``--json``; amounts through ``core.amounts.format_usd``
 (significant digits below a dollar, so $0.0018 is not shown as $0.00), and a cost that is not
 known (a model without a price) says ``unknown`` instead of a number.
 """
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from octopipe.cli.options import runs_dir_option, runs_dir_or_default
 from octopipe.cli.output import console, err_console, print_json
-from octopipe.core.costs import format_usd
+from octopipe.core.amounts import format_usd
 from octopipe.engine.paths import resolve_run
 from octopipe.engine.queries import RunStatusView, list_runs, run_status
 from octopipe.errors import EXIT_FAILURE, EXIT_OK

@@ -367,28 +367,6 @@ def estimate_tokens(text: str) -> int:
 # --- presentation -----------------------------------------------------------------------------
 
 
-def format_usd(value: float | None) -> str:
-    """``None`` -> ``"unknown"``; dollars and cents from $1 (``$1,856.20``); below $1, three
-    significant digits and at least cents (``$0.42``, ``$0.125``, ``$0.0042``);
-    ``<$0.000001`` for dust."""
-    if value is None:
-        return "unknown"
-    sign, amount = ("-", -value) if value < 0 else ("", value)
-    if amount == 0:
-        return "$0.00"
-    if amount >= 1:
-        return f"{sign}${amount:,.2f}"
-    if amount < 1e-6:
-        return f"{sign}<$0.000001"
-    decimals = max(2, 2 - math.floor(math.log10(amount)))
-    text = f"{amount:.{decimals}f}"
-    if float(text) >= 1:  # 0.999 rounds up to 1.0
-        return f"{sign}${amount:,.2f}"
-    whole, _, cents = text.partition(".")
-    cents = cents.rstrip("0").ljust(2, "0")  # $0.050 -> $0.05, but $0.10 stays
-    return f"{sign}${whole}.{cents}"
-
-
 def price_summary(info: PricedModel) -> dict[str, Any]:
     """A model's effective prices as plain data (for ``octopipe models --json``): realtime
     and batch rates (batch derived when not explicit), and the long-context tier."""

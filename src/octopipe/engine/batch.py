@@ -48,8 +48,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from octopipe.core.amounts import format_usd
 from octopipe.core.config_models import MAX_POLL_INTERVAL_S
-from octopipe.core.costs import format_usd
 from octopipe.core.registry import Registry, load_registry
 from octopipe.core.states import BatchEvent, BatchState
 from octopipe.engine.batch_collect import (

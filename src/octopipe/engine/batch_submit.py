@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from octopipe.core.costs import format_usd
+from octopipe.core.amounts import format_usd
 from octopipe.core.states import BatchEvent
 from octopipe.core.steps import StepFailure
 from octopipe.engine.batch_collect import custom_id

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from octopipe.core.amounts import format_usd
 from octopipe.core.checker import CheckReport
 from octopipe.core.config import Pipeline
 from octopipe.core.config_models import LLMStep
-from octopipe.core.costs import Estimate, Mode, StepLoad, estimate_run, format_usd
+from octopipe.core.costs import Estimate, Mode, StepLoad, estimate_run
 from octopipe.core.registry import load_registry
 from octopipe.core.trial import sample_loads
 

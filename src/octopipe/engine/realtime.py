@@ -31,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from octopipe.core.costs import cost_usd, estimate_tokens, format_usd
+from octopipe.core.amounts import format_usd
+from octopipe.core.costs import cost_usd, estimate_tokens
 from octopipe.core.registry import Registry, load_registry
 from octopipe.core.steps import StepFailure
 from octopipe.engine.outage import ErrorDigest, ProviderHealth, Verdict, error_label

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from octopipe.core.costs import format_usd
+from octopipe.core.amounts import format_usd
 from octopipe.engine.realtime_attempts import Finished, StepTarget
 from octopipe.engine.runner import RunContext
 from octopipe.errors import StoreError, UnstorableValue

@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from octopipe.core.amounts import format_usd
 from octopipe.core.config_models import LLMStep
-from octopipe.core.costs import Mode, TokenCounts, cost_usd, format_usd
+from octopipe.core.costs import Mode, TokenCounts, cost_usd
 from octopipe.core.registry import Registry
 from octopipe.core.steps import CompiledPipeline, CompiledStep
 from octopipe.errors import UsageError

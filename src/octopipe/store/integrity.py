@@ -22,7 +22,7 @@ Beyond the sets, a row must agree with its history and its values must be readab
   that is not an object.
 
 Those two read every attempt and every stored value: the costly part of ``verify`` (several
-times the set checks on a big run). ``deep=False`` skips them (``verify --quick``).
+times the set checks on a big run). ``deep=False`` skips them (plain ``verify``; ``verify --deep`` runs them).
 
 Speed: each set is read in uid order from an index (``units_origin``, ``unit_steps_state``,
 and the ``(step_idx, uid)`` primary key), so SQLite computes the differences as ordered merges
