@@ -25,6 +25,8 @@ def demo(name: str) -> Path:
             pytest.fail(f"CI needs Octobatch's demos at {DEMOS} (../shared beside the checkout)")
         pytest.skip(f"Octobatch's demos are not at {DEMOS}")
     return folder
+
+
 EXAMPLE_NAMES = ("random_walk", "card_game", "persona_panel")
 
 

@@ -13,6 +13,7 @@ from octopipe.core.config import load_pipeline
 from octopipe.core.scripts import output_problem, resolve_script
 from octopipe.errors import ConfigError
 
+
 def test_the_conventions(tmp_path: Path) -> None:
     (tmp_path / "post.py").write_text("")
     (tmp_path / "pipelines" / "Here").mkdir(parents=True)
