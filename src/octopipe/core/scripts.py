@@ -36,7 +36,15 @@ PIPELINES_PREFIX = "pipelines"
 
 ScriptKind = Literal["analysis", "extract", "folder"]
 
-RESERVED = ("config", "ledger.db", "run.log", "trace.jsonl", "runner.out", "chunks")
+RESERVED = (
+    "config",
+    "ledger.db",
+    "run.log",
+    "trace.jsonl",
+    "runner.out",
+    "chunks",
+    "MANIFEST.json",
+)
 """Top-level names of a run folder that octopipe owns: no post-processing output or extraction
 folder may be one of them or lie inside one (``chunks/`` is the derived Octobatch view,
 rewritten before scripts run; gzip may compress its files)."""
@@ -133,7 +141,7 @@ def output_problem(written: str, *, folder: bool = False) -> str | None:
     if norm == ".":
         return "is the run folder itself"
     first = norm.split("/")[0]
-    if first in RESERVED or first.startswith("."):
+    if first in RESERVED or first.startswith((".", "ledger.db")):
         return f"is inside {first!r}, which octopipe keeps in the run folder"
     if folder and norm == "outputs":
         return "is the whole outputs folder (give a folder inside it, e.g. outputs/units)"

@@ -11,12 +11,20 @@ version it was computed from, so a stale output is known without reading the rec
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sqlite3
+from array import array
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from octopipe.core.states import UnitStepState
 from octopipe.errors import StoreError
+from octopipe.store import reads
 from octopipe.store.base import LedgerCore, guarded
-from octopipe.store.codec import dumps
-from octopipe.store.records import PostKind, PostOutcome, PostRunRow
+from octopipe.store.codec import dumps, get_blob
+from octopipe.store.records import Json, PostKind, PostOutcome, PostRunRow
+
+PAGE = 2_000
 
 _COLUMNS = """id, position, action, name, kind, command_json, output, results_version,
               started_at, finished_at, outcome, exit_code, detail"""
@@ -122,3 +130,94 @@ def _row(r: Sequence[object]) -> PostRunRow:
         exit_code=None if r[11] is None else int(r[11]),  # type: ignore[call-overload]
         detail=None if r[12] is None else str(r[12]),
     )
+
+
+# --- what the Octobatch-compatible view reads --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    """One attempt of a unit at a step that did not give a valid result."""
+
+    uid: int
+    unit_id: str
+    attempt_no: int
+    stage: str | None
+    errors: list[Any]
+    raw_response: str | None
+    input: Json  # the step's input record
+
+
+class ViewReads(LedgerCore):
+    """Streams in unit order for ``engine/octobatch_view.py`` (page by page, never the whole
+    run in memory)."""
+
+    @guarded
+    def unit_uids(self) -> array[int]:
+        """Every unit's uid in order (8 bytes a unit): a unit's rank is its index here."""
+        uids: array[int] = array("q")
+        after = 0
+        while rows := self._db.execute(
+            "SELECT uid FROM units WHERE uid > ? ORDER BY uid LIMIT ?", (after, PAGE)
+        ).fetchall():
+            uids.extend(r[0] for r in rows)
+            after = rows[-1][0]
+        return uids
+
+    def iter_units(self) -> Iterator[tuple[int, str, Json]]:
+        """``(uid, unit_id, fields)`` of every unit (its input at its origin step)."""
+        after = 0
+        while rows := self._read(_units_page, after):
+            yield from rows
+            after = rows[-1][0]
+
+    def iter_valid_with_uid(self, step_idx: int) -> Iterator[tuple[int, str, Json]]:
+        """``(uid, unit_id, record)`` of every unit valid at a step, in uid order."""
+        self._step(step_idx)
+        after = 0
+        while page := self._read(reads.page, step_idx, (UnitStepState.VALID.value,), after, PAGE):
+            inputs = self._read(reads.records, page, before=step_idx + 1)
+            yield from ((uid, *inputs[uid]) for uid in page)
+            after = page[-1]
+
+    def iter_failed_attempts(self, step_idx: int) -> Iterator[FailedAttempt]:
+        """Every attempt at a step that was not valid, in (uid, attempt) order."""
+        self._step(step_idx)
+        after = (0, 0)
+        while rows := self._read(_failed_page, step_idx, after):
+            inputs = self._read(reads.records, sorted({r[0] for r in rows}), before=step_idx)
+            for uid, attempt_no, stage, errors, response in rows:
+                unit_id, record = inputs[uid]
+                yield FailedAttempt(
+                    uid,
+                    unit_id,
+                    attempt_no,
+                    stage,
+                    reads.unit_json(self._db, errors, uid, "errors", step_idx) or [],
+                    response,
+                    record,
+                )
+            after = (rows[-1][0], rows[-1][1])
+
+
+def _units_page(conn: sqlite3.Connection, after: int) -> list[tuple[int, str, Json]]:
+    rows = conn.execute(
+        "SELECT uid, unit_id, fields_json FROM units WHERE uid > ? ORDER BY uid LIMIT ?",
+        (after, PAGE),
+    ).fetchall()
+    return [(uid, unit_id, reads.unit_json(conn, f, uid, "fields")) for uid, unit_id, f in rows]
+
+
+def _failed_page(
+    conn: sqlite3.Connection, step_idx: int, after: tuple[int, int]
+) -> list[tuple[int, int, str | None, str, str | None]]:
+    rows = conn.execute(
+        """SELECT uid, attempt_no, stage, errors_json, response_blob FROM attempts
+           WHERE step_idx = ? AND outcome != 'valid' AND (uid, attempt_no) > (?, ?)
+           ORDER BY uid, attempt_no LIMIT ?""",
+        (step_idx, after[0], after[1], PAGE),
+    ).fetchall()
+    return [
+        (uid, no, stage, errors, None if blob is None else get_blob(conn, blob))
+        for uid, no, stage, errors, blob in rows
+    ]
