@@ -100,8 +100,8 @@ def print_post_states(run: str, states: list[dict[str, Any]]) -> None:
         state = s["state"]
         if s["stale"]:
             state += f" (stale: the results changed since; `octopipe post {run}` re-runs it)"
-        where = s["output"] or ""
-        detail = s["detail"] if state != "ok" or not where else ""
+        where = s["output"] if s["state"] in ("ok", "failed") and s["output"] else ""
+        detail = s["detail"] if s["state"] != "ok" or not where else ""
         text = "  ".join(x for x in (where, detail or "") if x)
         console.print(f"  {s['name']:<{width}}  {s['kind']:<10}  {state}  {text}", markup=False)
 
@@ -116,7 +116,8 @@ def print_post_report(paths: RunPaths, report: PostReport) -> None:
     console.print(f"post-processing: {counts}", markup=False)
     width = max(len(a.action.name) for a in report.actions)
     for a in report.actions:
-        where = f"{paths.root / a.output}" if a.output else ""
+        written = a.output and a.outcome in ("ok", "failed") and (paths.root / a.output).exists()
+        where = f"{paths.root / a.output}" if written and a.output else ""
         detail = a.detail if a.outcome != "ok" or not where else ""
         text = "  ".join(x for x in (where, detail or "") if x)
         console.print(f"  {a.action.name:<{width}}  {a.outcome:<8}  {text}", markup=False)
