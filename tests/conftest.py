@@ -27,7 +27,7 @@ def demo(name: str) -> Path:
     return folder
 
 
-EXAMPLE_NAMES = ("random_walk", "card_game", "persona_panel")
+EXAMPLE_NAMES = ("random_walk", "card_game", "persona_panel", "dice_league")
 
 
 @pytest.fixture

@@ -199,3 +199,14 @@ def test_a_valid_extraction_step_loads(tmp_path: Path) -> None:
     )
     step = load_pipeline(folder).run_steps[0]
     assert step.output_dir == "outputs/walks" and step.compression == "gzip"
+
+
+def test_a_custom_stat_reading_a_name_it_is_not_given_is_refused(tmp_path: Path) -> None:
+    folder = pipeline_with(
+        tmp_path,
+        "post_process:\n  - script: scripts/analyze_results.py\n"
+        "    args: [--group-by, ending, --numeric-field, moves, --custom-stat, 'PerMove=mean/moves']\n",
+    )
+    [(key, message)] = problems(folder)
+    assert key == "post_process[0].args"
+    assert "--custom-stat PerMove reads 'moves'" in message and "min_val" in message

@@ -38,10 +38,16 @@ CASES = [
     ("NPCDialog", "--realtime", "fake:gemini", ["--allow-scripts"]),
     ("NPCDialog", "--batch", "fake:anthropic", ["--allow-scripts"]),
 ]
-HOOK_OF = {"DrunkenSailor": "drunken_sailor.py", "Blackjack": "blackjack.py", "NPCDialog": "npc_dialog.py"}
+HOOK_OF = {
+    "DrunkenSailor": "drunken_sailor.py",
+    "Blackjack": "blackjack.py",
+    "NPCDialog": "npc_dialog.py",
+}
 
 
-def octopipe(cwd: Path, *args: str, timeout: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+def octopipe(
+    cwd: Path, *args: str, timeout: float = RUN_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOPIPE_")}
     env["HOME"] = str(cwd)
     return subprocess.run(
@@ -225,9 +231,16 @@ def check_blackjack(folder: Path, facts: LedgerFacts) -> None:
         assert cells[-1] == (f"{nets[strategy]:+d}" if nets[strategy] else "0")
     best = max(nets.values())
     assert re.search(rf"Top group by net: .+ \({best:+d}\)", comparison)
-    check_counts((outputs / "difficulty_analysis.txt").read_text(), records, "strategy_name", "difficulty")
+    check_counts(
+        (outputs / "difficulty_analysis.txt").read_text(), records, "strategy_name", "difficulty"
+    )
     csv_lines = (outputs / "results.csv").read_text().splitlines()
-    assert csv_lines[0].split(",") == ["Group", "Total", *sorted({r["result"] for r in records}), "Net"]
+    assert csv_lines[0].split(",") == [
+        "Group",
+        "Total",
+        *sorted({r["result"] for r in records}),
+        "Net",
+    ]
     for line in csv_lines[1:]:
         if line:
             group, total, *_, net = line.split(",")
@@ -250,8 +263,12 @@ def check_drunken_sailor(folder: Path, facts: LedgerFacts) -> None:
     assert len(records) == 100
     for r in records:  # the hook read the walk: the analysis is about the real walks
         assert r["final_position"] == r["position"]
-    check_counts((outputs / "outcome_distribution.txt").read_text(), records, "scenario_name", "outcome")
-    check_means((outputs / "steps_by_scenario.txt").read_text(), records, "scenario_name", "steps_taken")
+    check_counts(
+        (outputs / "outcome_distribution.txt").read_text(), records, "scenario_name", "outcome"
+    )
+    check_means(
+        (outputs / "steps_by_scenario.txt").read_text(), records, "scenario_name", "steps_taken"
+    )
     check_means((outputs / "steps_by_outcome.txt").read_text(), records, "outcome", "steps_taken")
 
 
@@ -260,8 +277,15 @@ def check_npc_dialog(folder: Path, facts: LedgerFacts) -> None:
     records = facts.records("score_consistency")
     assert len(records) == 60
     check_counts((outputs / "tone_distribution.txt").read_text(), records, "npc_name", "final_tone")
-    check_means((outputs / "personality_scores.txt").read_text(), records, "npc_name", "personality_consistency")
-    check_means((outputs / "mood_scores.txt").read_text(), records, "npc_name", "mood_responsiveness")
+    check_means(
+        (outputs / "personality_scores.txt").read_text(),
+        records,
+        "npc_name",
+        "personality_consistency",
+    )
+    check_means(
+        (outputs / "mood_scores.txt").read_text(), records, "npc_name", "mood_responsiveness"
+    )
     retries = facts.failed_attempts()
     assert retries, "the hook gets some answers wrong on first sight"
     text = (outputs / "retry_analysis.txt").read_text()
@@ -271,11 +295,17 @@ def check_npc_dialog(folder: Path, facts: LedgerFacts) -> None:
         found = re.fullmatch(r"(\S+)\s+(\d+)", line)
         if found:
             printed[found.group(1)] = int(found.group(2))
-    assert printed == dict(retries)  # NPCDialog's own script, reading the view, counted the ledger's
+    assert printed == dict(
+        retries
+    )  # NPCDialog's own script, reading the view, counted the ledger's
     assert (outputs / "results.csv").read_text().splitlines()[0].startswith("Group,Total,")
 
 
-CHECKS = {"Blackjack": check_blackjack, "DrunkenSailor": check_drunken_sailor, "NPCDialog": check_npc_dialog}
+CHECKS = {
+    "Blackjack": check_blackjack,
+    "DrunkenSailor": check_drunken_sailor,
+    "NPCDialog": check_npc_dialog,
+}
 
 
 def test_npc_dialogs_script_is_skipped_without_allow_scripts(tmp_path: Path) -> None:

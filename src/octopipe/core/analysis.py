@@ -50,6 +50,10 @@ from octopipe.errors import AnalysisArgsError, AnalysisEmpty, OctopipeError
 
 Format = Literal["table", "csv"]
 STAT_COLUMNS = ("Count", "Mean", "Median", "StdDev", "Min", "Max")
+CUSTOM_STAT_NAMES = frozenset(
+    ("data", "count", "mean", "median", "stdev", "variance", "min_val", "max_val", "sum_val")
+)
+"""What a ``--custom-stat`` expression may read (besides the safe builtins)."""
 STAT_WIDTH = 8
 ERRORS_SHOWN = 5
 SCRIPT_NAME = "analyze_results.py"

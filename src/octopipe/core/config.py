@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from octopipe.core.analysis import parse_analysis_args
+from octopipe.core.analysis import CUSTOM_STAT_NAMES, parse_analysis_args
 from octopipe.core.config_models import (
     STEP_SCOPES,
     ExpressionStep,
@@ -481,6 +481,13 @@ class _LinkChecker:
         for stat in spec.custom_stats:
             if stat.problem:
                 self.problem((*base, "args"), f"--custom-stat {stat.name}: {stat.problem}")
+            elif stat.expression is not None and stat.expression.names - CUSTOM_STAT_NAMES:
+                unknown = ", ".join(map(repr, sorted(stat.expression.names - CUSTOM_STAT_NAMES)))
+                self.problem(
+                    (*base, "args"),
+                    f"--custom-stat {stat.name} reads {unknown}; a custom stat sees "
+                    f"{', '.join(sorted(CUSTOM_STAT_NAMES))}",
+                )
         for note in spec.notes:
             self.problem((*base, "args"), note.removeprefix("Warning: "), level="warning")
 

@@ -505,7 +505,9 @@ class _Runner:
         self._log_streams(action, outcome, printed=stdout_to is None)
         if outcome.stopped is not None and self.cancelled():
             raise _Interrupted
-        detail = None if outcome.ok else outcome.describe()
+        detail = outcome.describe() if not outcome.ok else None
+        if outcome.ok and stdout_to is None:
+            detail = "its output is in run.log"
         return outcome.ok, outcome.exit_code, detail, action.output
 
     def _log_streams(self, action: Action, outcome: ScriptOutcome, *, printed: bool) -> None:

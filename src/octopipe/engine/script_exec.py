@@ -103,10 +103,11 @@ def run_script(
     stdout_to: Path | None = None,
     cancelled: Callable[[], bool] = lambda: False,
     env: Mapping[str, str] | None = None,
-    max_stdout: int = MAX_STDOUT_BYTES,
+    max_stdout: int | None = None,
 ) -> ScriptOutcome:
     """Run ``argv`` to its end or its limit (see the module notes); never raises for what the
     script does. ``KeyboardInterrupt`` stops the script and propagates."""
+    max_stdout = MAX_STDOUT_BYTES if max_stdout is None else max_stdout
     started = time.monotonic()
     sink: IO[bytes] | None = None
     temp: str | None = None
