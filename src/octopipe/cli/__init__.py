@@ -45,6 +45,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "unarchive",
         )
     },
+    "post": ("post_cmd", "post"),
+    "analyze": ("post_cmd", "analyze"),
     "logs": ("logs_cmd", "logs"),
     "watch": ("logs_cmd", "watch"),
     "models": ("models_cmd", "models"),

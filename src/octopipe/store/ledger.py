@@ -45,6 +45,7 @@ from octopipe.store.base import guarded
 from octopipe.store.codec import Clock, dumps, get_blob, loads, put_blob, utc_now
 from octopipe.store.connection import connect, store_error
 from octopipe.store.lifecycle import UnitLifecycle
+from octopipe.store.post_runs import PostRuns, ViewReads
 from octopipe.store.records import (
     AttemptRow,
     BatchRow,
@@ -67,7 +68,7 @@ _VALID = UnitStepState.VALID.value
 _UNIT_SCOPES = ("chunk", "expression", "fan_out")
 
 
-class Ledger(UnitLifecycle):
+class Ledger(UnitLifecycle, PostRuns, ViewReads):
     """One run's ledger. Build with :meth:`create`, :meth:`open` or :meth:`in_memory`."""
 
     # --- construction ---------------------------------------------------------------------

@@ -161,9 +161,30 @@ CREATE TABLE commands (
 CREATE INDEX commands_pending ON commands(state, id);
 """
 
+_POST_RUNS = """
+CREATE TABLE post_runs (
+    id              INTEGER PRIMARY KEY,
+    position        INTEGER NOT NULL,   -- order of the action in the pipeline's plan
+    action          TEXT NOT NULL,      -- the config key: post_process[3], pipeline.steps[5]
+    name            TEXT NOT NULL,
+    kind            TEXT NOT NULL
+                    CHECK (kind IN ('analysis','script','gzip','run_script','extract')),
+    command_json    TEXT NOT NULL DEFAULT '[]',  -- what runs (argv) or what it does
+    output          TEXT,               -- the file or folder written, relative to the run
+    results_version INTEGER NOT NULL,   -- meta.results_version it was computed from
+    started_at      TEXT NOT NULL,
+    finished_at     TEXT,
+    outcome         TEXT NOT NULL CHECK (outcome IN ('running','ok','failed','skipped')),
+    exit_code       INTEGER,
+    detail          TEXT
+);
+CREATE INDEX post_runs_action ON post_runs(action, id);
+"""
+
 # Append only. The name is what a store records; never rename or reorder a released entry.
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_initial", _INITIAL),
+    ("0002_post_runs", _POST_RUNS),
 ]
 
 _BOOTSTRAP = """
