@@ -45,6 +45,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "unarchive",
         )
     },
+    "report": ("report_cmds", "report"),
+    "compare": ("report_cmds", "compare"),
     "logs": ("logs_cmd", "logs"),
     "watch": ("logs_cmd", "watch"),
     "models": ("models_cmd", "models"),
