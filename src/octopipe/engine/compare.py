@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from octopipe.engine.paths import RunPaths
-from octopipe.engine.report import RunReport, run_report
+from octopipe.engine.report import RunReport, run_report, significant
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,7 @@ def run_summary(report: RunReport, steps: Sequence[str]) -> dict[str, Any]:
         "output_tokens": total.output_tokens,
         "cost": total.cost.to_dict(),
         "retry_cost": retries.usage.cost.to_dict(),
-        "cost_per_valid_unit": None
-        if report.cost_per_valid_unit is None
-        else round(report.cost_per_valid_unit, 8),
+        "cost_per_valid_unit": significant(report.cost_per_valid_unit),
         "elapsed_s": None if report.elapsed_s is None else round(report.elapsed_s, 3),
     }
 

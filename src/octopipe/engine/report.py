@@ -65,8 +65,8 @@ class Money:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "usd": None if self.usd is None else round(self.usd, 8),
-            "known_usd": round(self.known_usd, 8),
+            "usd": significant(self.usd),
+            "known_usd": significant(self.known_usd),
             "unknown_cost_calls": self.unknown,
         }
 
@@ -248,7 +248,7 @@ class RunReport:
 
     @property
     def models(self) -> list[str]:
-        return list(dict.fromkeys(m for s in self.steps for m in s.models))
+        return sorted({m for s in self.steps for m in s.models})
 
     @property
     def first(self) -> Usage:
@@ -310,13 +310,13 @@ class RunReport:
             "retrying": self.retrying,
             "failed": self.failed,
             "units_done": self.units_done,
-            "units_per_s": _round(self.units_per_s, 3),
-            "calls_per_s": _round(self.calls_per_s, 3),
+            "units_per_s": significant(self.units_per_s, 6),
+            "calls_per_s": significant(self.calls_per_s, 6),
             "first_attempts": self.first.to_dict(),
             "retries": self.retries.to_dict(),
             "total": self.usage.to_dict(),
             "retry_cost_share": _round(self.retry_cost_share, 4),
-            "cost_per_valid_unit": _round(self.cost_per_valid_unit, 8),
+            "cost_per_valid_unit": significant(self.cost_per_valid_unit),
             "max_iterations": self.max_iterations,
             "failures_by": self.failures_by,
             "steps": [step_dict(s) for s in self.steps],
@@ -343,7 +343,7 @@ def step_dict(step: StepReport) -> dict[str, Any]:
         "first_attempts": step.first.to_dict(),
         "retries": step.retries.to_dict(),
         "total": step.usage.to_dict(),
-        "cost_per_valid_unit": _round(step.cost_per_valid_unit, 8),
+        "cost_per_valid_unit": significant(step.cost_per_valid_unit),
         "models": step.models,
         "max_iterations": step.max_iterations,
         "fan_out": None
@@ -394,6 +394,12 @@ def _per(cost: Money, units: int) -> float | None:
 
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def significant(value: float | None, digits: int = 12) -> float | None:
+    """``value`` to ``digits`` significant digits: sums of small prices lose their float
+    noise (0.30000000000000004), never their precision ($0.0000193 stays as it is)."""
+    return None if value is None else float(f"{value:.{digits}g}")
 
 
 # --- building ----------------------------------------------------------------------------------
