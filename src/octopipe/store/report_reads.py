@@ -72,28 +72,32 @@ class ValueGroup(NamedTuple):
     units: int
 
 
+ATTEMPT_GROUPS = """
+    SELECT step_idx, outcome, attempt_no, mode, provider, model, COUNT(*),
+           TOTAL(input_tokens), TOTAL(output_tokens), TOTAL(cached_tokens),
+           TOTAL(cost_usd), COUNT(cost_usd)
+    FROM attempts
+    GROUP BY step_idx, outcome, attempt_no, mode, provider, model
+"""
+UNITS_RETRIED = """
+    SELECT COUNT(DISTINCT uid) FROM attempts
+    WHERE step_idx = :k AND outcome IN ('valid', 'failed', 'error') AND attempt_no > 1
+"""
+STAGE_COUNTS = """
+    SELECT state, last_stage, COUNT(*) FROM unit_steps INDEXED BY unit_steps_state
+    WHERE step_idx = :k AND state IN (:failed, :exhausted) GROUP BY state, last_stage
+"""
+
+
 def attempt_groups(conn: sqlite3.Connection) -> list[AttemptGroup]:
-    return [
-        AttemptGroup(*row)
-        for row in conn.execute(
-            """SELECT step_idx, outcome, attempt_no, mode, provider, model, COUNT(*),
-                      TOTAL(input_tokens), TOTAL(output_tokens), TOTAL(cached_tokens),
-                      TOTAL(cost_usd), COUNT(cost_usd)
-               FROM attempts
-               GROUP BY step_idx, outcome, attempt_no, mode, provider, model"""
-        )
-    ]
+    return [AttemptGroup(*row) for row in conn.execute(ATTEMPT_GROUPS)]
 
 
 def units_retried(conn: sqlite3.Connection, n_steps: int) -> dict[int, int]:
     """Units with an attempt numbered above 1, per step (three index ranges each)."""
     out = {}
     for k in range(n_steps):
-        (n,) = conn.execute(
-            """SELECT COUNT(DISTINCT uid) FROM attempts
-               WHERE step_idx = ? AND outcome IN ('valid', 'failed', 'error') AND attempt_no > 1""",
-            (k,),
-        ).fetchone()
+        (n,) = conn.execute(UNITS_RETRIED, {"k": k}).fetchone()
         if n:
             out[k] = int(n)
     return out
@@ -104,9 +108,7 @@ def stage_counts(conn: sqlite3.Connection, step_idx: int) -> list[tuple[str, str
     return [
         (state, stage, int(n))
         for state, stage, n in conn.execute(
-            """SELECT state, last_stage, COUNT(*) FROM unit_steps INDEXED BY unit_steps_state
-               WHERE step_idx = ? AND state IN (?, ?) GROUP BY state, last_stage""",
-            (step_idx, _FAILED, _EXHAUSTED),
+            STAGE_COUNTS, {"k": step_idx, "failed": _FAILED, "exhausted": _EXHAUSTED}
         )
     ]
 
@@ -128,13 +130,13 @@ _ERROR_TEXTS = """
         FROM {table} WHERE step_idx = :k AND {where})
     WHERE rn <= :samples ORDER BY stage, errors, uid
 """
-_NOW_FAILING = _ERROR_TEXTS.format(
+NOW_FAILING = _ERROR_TEXTS.format(
     stage="last_stage",
     errors="last_error",
     table="unit_steps INDEXED BY unit_steps_state",
     where="state IN (:failed, :exhausted)",
 )
-_FAILED_ATTEMPTS = _ERROR_TEXTS.format(
+FAILED_ATTEMPTS = _ERROR_TEXTS.format(
     stage="stage", errors="errors_json", table="attempts", where="outcome IN ('failed', 'error')"
 )
 
@@ -146,7 +148,7 @@ def error_texts(
     verdict; ``count`` = units), or of every failed attempt (``count`` = attempts); with the
     lowest ``SAMPLES`` uids of each, and their errors parsed (``None`` when unreadable)."""
     rows = conn.execute(
-        _FAILED_ATTEMPTS if attempts else _NOW_FAILING,
+        FAILED_ATTEMPTS if attempts else NOW_FAILING,
         {"k": step_idx, "failed": _FAILED, "exhausted": _EXHAUSTED, "samples": SAMPLES},
     ).fetchall()
     names = _unit_ids(conn, sorted({r[3] for r in rows}))
