@@ -24,6 +24,7 @@ from octopipe.core.error_text import MAX_KEY, error_key, error_keys
         ("id 123e4567-e89b-12d3-a456-426614174000 gone", "id <id> gone"),
         ("timed out after 30.5s (limit 429ms)", "timed out after <n>s (limit <n>ms)"),
         ("openai: overloaded (HTTP 503)", "openai: overloaded (HTTP <n>)"),
+        ("no route to 127.0.0.1:8080 (v1.2.3)", "no route to <n>:<n> (v1.2.3)"),
         ("gpt-4o-mini refused", "gpt-4o-mini refused"),  # a model name is not a number
         ("unit item003__rep0002 failed", "unit <id> failed"),
         ("too   many\n spaces", "too many spaces"),

@@ -14,8 +14,8 @@ entry has a message (a fan-out failure names just the field).
    or an item held, not what went wrong;
 2. identifiers -- UUIDs, long hex strings, words of 8 or more characters mixing letters and
    digits (``req_01HX9Z``, ``batch_6745a1``) -- become ``<id>``;
-3. numbers (integers, decimals, exponents, a sign) become ``<n>``, a unit right after one is
-   kept (``30.5s`` -> ``<n>s``);
+3. numbers (integers, decimals, exponents, a sign; dotted like versions and addresses)
+   become ``<n>``, a unit right after one is kept (``30.5s`` -> ``<n>s``);
 4. runs of whitespace become one space, and the key is cut at ``MAX_KEY`` characters.
 
 Pure and deterministic: the same message gives the same key on every machine.
@@ -39,7 +39,7 @@ _UUID = re.compile(
 _HEX = re.compile(r"\b(?=[0-9a-fA-F]*[0-9])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b")
 _MIXED = re.compile(r"\b(?=\w*\d)(?=\w*[A-Za-z])\w{8,}\b")
 _MEASURE = re.compile(r"(?<![\w.\-])\d+(?:\.\d+)?(?=[a-zA-Z%µ]{1,3}\b)")
-_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w)")
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)*(?:[eE][-+]?\d+)?(?!\w)")
 _SPACE = re.compile(r"\s+")
 
 
