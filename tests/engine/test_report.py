@@ -325,3 +325,39 @@ def test_a_run_made_before_the_report_index_reads_the_same(run: RunPaths) -> Non
     names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")]
     db.close()
     assert "attempts_by_step" in names
+
+
+def _set_running(run: RunPaths, updated_at: str) -> None:
+    db = sqlite3.connect(run.ledger)
+    db.execute(
+        "UPDATE run SET status = 'running', finished_at = NULL, updated_at = ?", (updated_at,)
+    )
+    db.commit()
+    db.close()
+
+
+def test_a_live_run_is_timed_to_now(run: RunPaths) -> None:
+    from datetime import UTC, datetime
+
+    from octopipe.store.lock import RunLock
+
+    _set_running(run, "2025-03-01T10:05:00.000Z")
+    lock = RunLock(run.root)
+    assert lock.try_acquire()
+    try:
+        now = datetime(2025, 3, 1, 10, 20, tzinfo=UTC)
+        report = run_report(run, now=now).to_dict()
+    finally:
+        lock.release()
+    assert report["status"] == "running" and report["finished_at"] is None
+    assert report["elapsed_s"] == 1200.0  # 10:00 to now, 10:20
+    assert report["units_per_s"] == pytest.approx(report["units_done"] / 1200.0)
+
+
+def test_a_detached_run_is_timed_to_its_last_status_change(run: RunPaths) -> None:
+    from datetime import UTC, datetime
+
+    _set_running(run, "2025-03-01T10:05:00.000Z")
+    report = run_report(run, now=datetime(2025, 3, 2, tzinfo=UTC)).to_dict()
+    assert report["status"] == "detached"
+    assert report["elapsed_s"] == 300.0  # 10:00 to 10:05, not to now

@@ -13,12 +13,6 @@ import click
 
 from octopipe.cli.options import runs_dir_option, runs_dir_or_default
 from octopipe.cli.output import console, print_json
-from octopipe.cli.report_view import (
-    comparison_markdown,
-    print_comparison,
-    print_report,
-    report_markdown,
-)
 from octopipe.engine.compare import compare_runs
 from octopipe.engine.paths import resolve_run
 from octopipe.engine.report import TOP_ERRORS, run_report
@@ -78,7 +72,10 @@ def report(
     )
     if as_json:
         print_json(result.to_dict())
-    elif as_markdown:
+        return EXIT_OK
+    from octopipe.cli.report_view import print_report, report_markdown  # tables: not for --json
+
+    if as_markdown:
         click.echo(report_markdown(result), nl=False)
     else:
         print_report(result, console)
@@ -99,7 +96,10 @@ def compare(runs: tuple[str, ...], runs_dir: Path | None, as_json: bool, as_mark
     result = compare_runs([resolve_run(name, folder) for name in runs])
     if as_json:
         print_json(result.to_dict())
-    elif as_markdown:
+        return EXIT_OK
+    from octopipe.cli.report_view import comparison_markdown, print_comparison
+
+    if as_markdown:
         click.echo(comparison_markdown(result), nl=False)
     else:
         print_comparison(result, console)
