@@ -162,13 +162,14 @@ def test_report_json_says_what_the_hook_made_happen(runs: Runs, run: str) -> Non
             "samples": ["bad01", "bad06"],
         }
     ]
-    # bad: 3 failed attempts each; flaky: 1 each
+    # bad: 3 failed attempts each; flaky: 1 each. Samples: the first and last unit of each
+    # message ("score 1 ...": bad01, bad06; "score 2 ...": flaky02, flaky08), lowest first
     assert grade["attempt_errors"] == [
         {
             "stage": "rules",
             "message": "score <n> is below <n>",
             "attempts": 9,
-            "samples": ["bad01", "flaky02", "flaky05"],
+            "samples": ["bad01", "flaky02", "bad06"],
         }
     ]
     assert grade["retries"]["units"] == 5 and grade["retries"]["extra_attempts"] == 7

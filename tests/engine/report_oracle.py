@@ -116,7 +116,7 @@ def _step(
             "children_per_parent": None if not valid else round(children / valid, 4),
         }
     now_failing = [
-        (uid, unit_id, stage, _json(errors))
+        (uid, unit_id, stage, errors)
         for uid, unit_id, stage, errors in db.execute(
             """SELECT s.uid, u.unit_id, s.last_stage, s.last_error FROM unit_steps s
                JOIN units u ON u.uid = s.uid
@@ -125,7 +125,7 @@ def _step(
         )
     ]
     failed_attempts = [
-        (uid, unit_id, stage, _json(errors))
+        (uid, unit_id, stage, errors)
         for uid, unit_id, stage, errors in db.execute(
             """SELECT a.uid, u.unit_id, a.stage, a.errors_json FROM attempts a
                JOIN units u ON u.uid = a.uid
@@ -226,28 +226,38 @@ def _per(cost: dict[str, Any], valid: int) -> float | None:
 
 
 def _groups(
-    rows: list[tuple[int, str, str | None, Any]], top: int, count: str
+    rows: list[tuple[int, str, str | None, str | None]], top: int, count: str
 ) -> tuple[list[dict[str, Any]], int]:
+    """Rows (uid, unit id, stage, stored errors) by error key; samples: the first and last
+    unit of each stored variant (stage, text) of a key, the lowest three."""
     counts: Counter[tuple[str | None, str]] = Counter()
-    units: dict[tuple[str | None, str], dict[int, str]] = defaultdict(dict)
-    for uid, unit_id, stage, errors in rows:
+    variants: dict[tuple[str | None, str], dict[tuple[str | None, str | None], list[int]]] = (
+        defaultdict(dict)
+    )
+    names = {}
+    for uid, unit_id, stage, text in rows:
+        names[uid] = unit_id
+        errors = _json(text)
         if errors == "unreadable":
             keys = ["(stored errors are not valid JSON: `octopipe verify` names the row)"]
         else:
             keys = error_keys(errors) or ["(no error message recorded)"]
         for key in keys:
             counts[(stage, key)] += 1
-            units[(stage, key)][uid] = unit_id
+            variants[(stage, key)].setdefault((stage, text), []).append(uid)
     order = sorted(counts, key=lambda g: (-counts[g], g[1], g[0] or ""))
-    return [
-        {
-            "stage": stage,
-            "message": message,
-            count: counts[(stage, message)],
-            "samples": [units[(stage, message)][u] for u in sorted(units[(stage, message)])[:3]],
-        }
-        for stage, message in order[:top]
-    ], len(order)
+    out = []
+    for group in order[:top]:
+        ends = {u for uids in variants[group].values() for u in (min(uids), max(uids))}
+        out.append(
+            {
+                "stage": group[0],
+                "message": group[1],
+                count: counts[group],
+                "samples": [names[u] for u in sorted(ends)[:3]],
+            }
+        )
+    return out, len(order)
 
 
 def _values(db: sqlite3.Connection, k: int, field: str) -> list[dict[str, Any]]:

@@ -20,8 +20,8 @@ attempt and will get another, ``failed`` units with no attempt left. Definitions
   ``known_usd`` is what the priced calls cost.
 * ``errors``: the units failing now (retrying or failed), grouped by the key of each of their
   last errors (``core.error_text``); ``attempt_errors``: every failed attempt, retried or
-  not, grouped the same way (counts attempts). Both sorted by count, with the lowest-uid
-  sample units.
+  not, grouped the same way (counts attempts). Both sorted by count; sample units are the
+  first and last (by uid) of each stored variant of the message, up to three, lowest first.
 * ``elapsed_s``: from the run's start to its end (to now for a live run, to its last status
   change otherwise); ``units_per_s`` counts units done (valid at the last step, or failed
   at a step); ``calls_per_s`` LLM calls.
@@ -43,6 +43,7 @@ from octopipe.store.lock import is_held
 from octopipe.store.report_reads import AttemptGroup, ErrorText, ReportReads, ValueGroup
 
 TOP_ERRORS = 10
+SAMPLES = 3
 LLM_MODES = ("batch", "realtime")
 
 
@@ -557,8 +558,9 @@ def _stages(report: StepReport, rows: list[tuple[str, str | None, int]]) -> None
 
 def merge_errors(texts: list[ErrorText], top: int) -> tuple[list[ErrorSummary], int]:
     """Failures grouped by stored errors -> groups by error key: a failure counts once in
-    each group its errors have a key of; samples are the lowest uids of each group. Returns
-    the ``top`` largest groups and how many there are in all."""
+    each group its errors have a key of. Samples: the first and last unit (by uid) of each
+    stored variant of the group, the lowest ``SAMPLES``. Returns the ``top`` largest groups
+    and how many there are in all."""
     counts: dict[tuple[str | None, str], int] = {}
     samples: dict[tuple[str | None, str], set[tuple[int, str]]] = {}
     for text in texts:
@@ -573,7 +575,7 @@ def merge_errors(texts: list[ErrorText], top: int) -> tuple[list[ErrorSummary], 
             stage,
             message,
             counts[(stage, message)],
-            tuple(unit_id for _, unit_id in sorted(samples[(stage, message)])[:3]),
+            tuple(unit_id for _, unit_id in sorted(samples[(stage, message)])[:SAMPLES]),
         )
         for stage, message in order[:top]
     ]

@@ -12,7 +12,7 @@ over units in Python, so a report on a million units costs about what ``status``
 * ``stage_counts``: units retrying / failed at a step by the stage of their last verdict
   (the ``unit_steps_state`` index range of those two states).
 * ``error_texts``: a step's failures grouped by their stored errors as they are (text), with
-  a count and the lowest uids of each; ``engine/report.py`` turns the texts into error keys
+  a count and the first and last uid of each; ``engine/report.py`` turns the texts into error keys
   (``core.error_text``). Two sources: the units failing *now* (their last verdict, which
   ``revalidate`` may have rewritten) and every failed *attempt* (history, including attempts
   that a later retry made good).
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 _FAILED = UnitStepState.FAILED.value
 _EXHAUSTED = UnitStepState.EXHAUSTED.value
 _VALID = UnitStepState.VALID.value
-SAMPLES = 3
 
 
 class AttemptGroup(NamedTuple):
@@ -63,7 +62,7 @@ class ErrorText(NamedTuple):
     text: str | None  # the errors as stored (JSON text)
     errors: Any  # parsed; None when the stored text is not JSON
     n: int  # units (failing now) or attempts (history) with exactly these errors
-    samples: list[tuple[int, str]]  # (uid, unit id) of the lowest uids, lowest first
+    samples: list[tuple[int, str]]  # (uid, unit id) of its first and last unit
 
 
 class ValueGroup(NamedTuple):
@@ -123,12 +122,9 @@ def children_of(conn: sqlite3.Connection, step_idx: int) -> int:
 
 
 _ERROR_TEXTS = """
-    SELECT stage, errors, n, uid FROM (
-        SELECT {stage} AS stage, {errors} AS errors, uid,
-               COUNT(*) OVER (PARTITION BY {stage}, {errors}) AS n,
-               ROW_NUMBER() OVER (PARTITION BY {stage}, {errors} ORDER BY uid) AS rn
-        FROM {table} WHERE step_idx = :k AND {where})
-    WHERE rn <= :samples ORDER BY stage, errors, uid
+    SELECT {stage}, {errors}, COUNT(*), MIN(uid), MAX(uid)
+    FROM {table} WHERE step_idx = :k AND {where}
+    GROUP BY {stage}, {errors}
 """
 NOW_FAILING = _ERROR_TEXTS.format(
     stage="last_stage",
@@ -145,20 +141,19 @@ def error_texts(
     conn: sqlite3.Connection, step_idx: int, *, attempts: bool = False
 ) -> list[ErrorText]:
     """The failures of a step by (stage, stored errors): of the units failing now (their last
-    verdict; ``count`` = units), or of every failed attempt (``count`` = attempts); with the
-    lowest ``SAMPLES`` uids of each, and their errors parsed (``None`` when unreadable)."""
+    verdict; ``n`` = units), or of every failed attempt (``n`` = attempts); with the first
+    and the last uid of each, and the errors parsed (``None`` when unreadable)."""
     rows = conn.execute(
         FAILED_ATTEMPTS if attempts else NOW_FAILING,
-        {"k": step_idx, "failed": _FAILED, "exhausted": _EXHAUSTED, "samples": SAMPLES},
+        {"k": step_idx, "failed": _FAILED, "exhausted": _EXHAUSTED},
     ).fetchall()
-    names = _unit_ids(conn, sorted({r[3] for r in rows}))
-    out: list[ErrorText] = []
-    for stage, text, n, uid in rows:
-        if out and out[-1].stage == stage and out[-1].text == text:
-            out[-1].samples.append((uid, names[uid]))
-            continue
-        out.append(ErrorText(stage, text, _parsed(text), int(n), [(uid, names[uid])]))
-    return out
+    names = _unit_ids(conn, sorted({uid for r in rows for uid in r[3:]}))
+    return [
+        ErrorText(
+            stage, text, _parsed(text), int(n), sorted({(u, names[u]) for u in (first, last)})
+        )
+        for stage, text, n, first, last in rows
+    ]
 
 
 def _parsed(text: str | None) -> Any:
