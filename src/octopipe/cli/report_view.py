@@ -286,8 +286,8 @@ def _costs(report: RunReport) -> Table:
         f"{retries.extra_attempts:,}",
         f"{total.input_tokens:,}",
         f"{total.output_tokens:,}",
-        money(total.cost),
-        money(retries.usage.cost),
+        step_money(total, total.cost),
+        step_money(retries.usage, retries.usage.cost),
         per_valid(report.cost_per_valid_unit, total, report.valid),
         "",
     )
@@ -580,8 +580,11 @@ def _compare_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
             "tokens in / out",
             (f"{r.usage.input_tokens:,} / {r.usage.output_tokens:,}" for r in reports),
         ),
-        row("cost", (money(r.usage.cost) for r in reports)),
-        row("retry cost", (money(r.retries.usage.cost) for r in reports)),
+        row("cost", (step_money(r.usage, r.usage.cost) for r in reports)),
+        row(
+            "retry cost",
+            (step_money(r.retries.usage, r.retries.usage.cost) for r in reports),
+        ),
         row(
             "cost / valid unit",
             (per_valid(r.cost_per_valid_unit, r.usage, r.valid) for r in reports),
