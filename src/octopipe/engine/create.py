@@ -124,7 +124,9 @@ def create_run(
         snapshot(pipeline, paths.config_dir)
         paths.outputs.mkdir()
         snap = load_pipeline(paths.config_dir)  # the run's own copy from now on
-        units = _write_ledger(snap, paths, name, options, progress, source=pipeline.folder)
+        units = _write_ledger(
+            snap, paths, name, options, progress, source=pipeline.folder, title=pipeline.name
+        )
         try:
             staging.rename(final)
         except OSError as exc:
@@ -159,10 +161,12 @@ def _write_ledger(
     options: RunOptions,
     progress: Callable[[int], None] | None,
     source: Path | None = None,
+    title: str | None = None,
 ) -> int:
     meta = RunMeta(
         name=name,
-        pipeline_name=pipeline.name,
+        # The snapshot's folder is always config/: the name comes from the folder the user named.
+        pipeline_name=title or pipeline.name,
         mode=options.mode,  # type: ignore[arg-type]
         provider=options.provider,
         model=options.model,
