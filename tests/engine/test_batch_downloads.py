@@ -40,8 +40,9 @@ from octopipe.engine.batch_collect import DOWNLOAD_TRIES, Refetch, after_incompl
 from octopipe.engine.paths import RunPaths
 from octopipe.errors import IncompleteResults
 from octopipe.providers.base import ProviderSettings
-from octopipe.providers.batch_base import BatchProvider, make_batch_provider
+from octopipe.providers.batch_base import BatchProvider
 from octopipe.providers.batch_gemini import GeminiBatchProvider
+from octopipe.providers.catalog import make_batch_provider
 from octopipe.providers.emulator import EmulatorConfig, EmulatorThread
 
 

@@ -21,7 +21,8 @@ from octopipe.errors import (
     RateLimited,
     TransientProviderError,
 )
-from octopipe.providers.base import ProviderSettings, RealtimeProvider, make_provider
+from octopipe.providers.base import ProviderSettings, RealtimeProvider
+from octopipe.providers.catalog import make_provider
 from octopipe.providers.emulator import Emulator, EmulatorConfig, run_emulator
 
 NATIVE_SCHEMA_FIELD = {
