@@ -35,6 +35,7 @@ from realtime_support import (
 from octopipe.core.costs import cost_usd
 from octopipe.core.registry import load_registry
 from octopipe.core.states import RunStatus, UnitStepState
+from octopipe.emulator import EmulatorConfig, EmulatorThread
 from octopipe.engine import providers_setup
 from octopipe.engine.batch_collect import DOWNLOAD_TRIES, Refetch, after_incomplete
 from octopipe.engine.paths import RunPaths
@@ -43,7 +44,6 @@ from octopipe.providers.base import ProviderSettings
 from octopipe.providers.batch_base import BatchProvider
 from octopipe.providers.batch_gemini import GeminiBatchProvider
 from octopipe.providers.catalog import make_batch_provider
-from octopipe.providers.emulator import EmulatorConfig, EmulatorThread
 
 
 @pytest.fixture(autouse=True)

@@ -30,8 +30,8 @@ from realtime_support import (
 )
 
 from octopipe.core.states import RunStatus, UnitStepState
+from octopipe.emulator import EmulatorConfig, EmulatorRequest, EmulatorThread
 from octopipe.engine.queries import run_status
-from octopipe.providers.emulator import EmulatorConfig, EmulatorRequest, EmulatorThread
 
 
 def small_walk(tmp: Path, repeat: int = 24, chunk: int = 10, **keys: Any) -> Path:

@@ -10,11 +10,11 @@ from batch_builders import BatchOpener as Opener
 from batch_builders import collect_all, lines, wait_terminal
 from provider_builders import make_request
 
+from octopipe.emulator import Emulator, EmulatorConfig, EmulatorRequest, run_emulator
 from octopipe.errors import RateLimited, UsageError
 from octopipe.providers.base import ProviderSettings
 from octopipe.providers.batch_base import INTENT_KEY, BatchRequestLine
 from octopipe.providers.catalog import catalog, make_batch_provider
-from octopipe.providers.emulator import Emulator, EmulatorConfig, EmulatorRequest, run_emulator
 
 VENDORS = ("openai", "anthropic", "gemini")
 FINDABLE = ("openai", "gemini")

@@ -54,7 +54,7 @@ from octopipe.store.lock import is_held
 from octopipe.store.records import RunInfo
 
 if TYPE_CHECKING:
-    from octopipe.providers.emulator.answers import AnswerFn
+    from octopipe.emulator.answers import AnswerFn
 
 HOOK_NAME = "emulator_answers.py"  # the name Octobatch's and our examples' hooks go by
 MAX_CONCURRENCY = 10_000
@@ -387,7 +387,7 @@ def _load_hook(answers: Path | None) -> AnswerFn | None:
     """Import the answer hook the user named (this runs its code, once)."""
     if answers is None:
         return None
-    from octopipe.providers.emulator.answers import load_answer_hook
+    from octopipe.emulator.answers import load_answer_hook
 
     return load_answer_hook(answers)
 

@@ -32,7 +32,7 @@ from octopipe.providers.catalog import (
 )
 
 if TYPE_CHECKING:  # the emulator (aiohttp) is imported only when a fake run starts
-    from octopipe.providers.emulator.answers import AnswerFn
+    from octopipe.emulator.answers import AnswerFn
 
 EMULATOR_URL_ENV = "OCTOPIPE_EMULATOR_URL"
 
@@ -111,7 +111,7 @@ def llm_executor(
         if remote:
             emulator = RemoteEmulator(remote)
         else:
-            from octopipe.providers.emulator import EmulatorConfig, EmulatorThread
+            from octopipe.emulator import EmulatorConfig, EmulatorThread
 
             config = emulator_config or EmulatorConfig()
             if answers is not None:
@@ -131,7 +131,7 @@ class RemoteEmulator:
         self.root_url = root_url.rstrip("/")
 
     def base_url_for(self, vendor: str) -> str:
-        from octopipe.providers.emulator.server import MOUNTS, SDK_SUFFIX, vendor_name
+        from octopipe.emulator.server import MOUNTS, SDK_SUFFIX, vendor_name
 
         name = vendor_name(vendor)
         return self.root_url + MOUNTS[name] + SDK_SUFFIX[name]
