@@ -15,9 +15,30 @@ FORBIDDEN = {
         "octopipe.engine",
         "octopipe.cli",
         "octopipe.tui",
+        "octopipe.emulator",
     ),
-    "store": ("octopipe.providers", "octopipe.engine", "octopipe.cli", "octopipe.tui"),
-    "providers": ("octopipe.store", "octopipe.engine", "octopipe.cli", "octopipe.tui"),
+    "store": (
+        "octopipe.providers",
+        "octopipe.engine",
+        "octopipe.cli",
+        "octopipe.tui",
+        "octopipe.emulator",
+    ),
+    "providers": (
+        "octopipe.store",
+        "octopipe.engine",
+        "octopipe.cli",
+        "octopipe.tui",
+        "octopipe.emulator",
+    ),
+    # the emulator is an application of its own: core and errors only
+    "emulator": (
+        "octopipe.providers",
+        "octopipe.store",
+        "octopipe.engine",
+        "octopipe.cli",
+        "octopipe.tui",
+    ),
     "engine": ("octopipe.cli", "octopipe.tui"),
     "cli": ("textual", "octopipe.tui"),
 }
@@ -59,6 +80,22 @@ def test_layer_imports_only_what_it_may(package: str) -> None:
         if any(name == f or name.startswith(f + ".") for f in FORBIDDEN[package])
     }
     assert not bad, sorted(bad)
+
+
+EMULATOR_USERS = ("engine/providers_setup.py", "cli/")
+
+
+def test_only_the_engines_provider_setup_and_the_cli_import_the_emulator() -> None:
+    users = {
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if not path.is_relative_to(SRC / "emulator")
+        and any(
+            n == "octopipe.emulator" or n.startswith("octopipe.emulator.") for n in imports_of(path)
+        )
+    }
+    assert users, "the check sees no importer at all"
+    assert sorted(u for u in users if not u.startswith(EMULATOR_USERS)) == []
 
 
 def test_core_does_no_network_or_processes() -> None:

@@ -32,8 +32,8 @@ from realtime_support import (
     walk_answer,
 )
 
+from octopipe.emulator import EmulatorConfig, EmulatorThread
 from octopipe.engine.paths import RunPaths
-from octopipe.providers.emulator import EmulatorConfig, EmulatorThread
 
 pytestmark = pytest.mark.timeout(120)
 

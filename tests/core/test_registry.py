@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from octopipe.core.config import KNOWN_PROVIDERS
 from octopipe.core.costs import effective_rates
 from octopipe.core.registry import Registry, Resolved, load_registry, parse_registry
 from octopipe.errors import UsageError
-from octopipe.providers.base import API_KEY_VARIABLES
 
 # A small registry of our own, so the precedence table does not move when the packaged defaults
 # or prices change.
@@ -311,10 +309,6 @@ def test_packaged_registry_loads_once() -> None:
     assert load_registry() is load_registry()
 
 
-def test_packaged_registry_lists_every_known_provider() -> None:
-    assert set(load_registry().providers()) == set(KNOWN_PROVIDERS)
-
-
 def test_packaged_default_models_are_listed_and_priced() -> None:
     registry = load_registry()
     for provider in registry.providers():
@@ -359,12 +353,6 @@ def test_packaged_batch_limits_match_the_vendor_documents() -> None:
     assert registry.limits("gemini").batch_inline_max_bytes == 20_000_000
 
 
-def test_packaged_key_variables_match_the_adapters() -> None:
-    registry = load_registry()
-    for provider, variables in API_KEY_VARIABLES.items():
-        assert registry.api_key_env(provider) == variables, provider
-
-
 def test_packaged_octobatch_default_models_are_priced() -> None:
     """Octobatch pipelines that name its old defaults still get a known cost."""
     registry = load_registry()
@@ -383,3 +371,17 @@ def test_registry_source_mentions_no_price_field() -> None:
     source = Path(module.__file__).read_text(encoding="utf-8")
     assert "per_million" not in source
     assert ".input" not in source and ".output" not in source
+
+
+# --- plugin providers (known by name only) -----------------------------------------------------
+
+
+def test_a_plugin_provider_is_known_by_name_and_has_no_models(small: Registry) -> None:
+    plugged = Registry(small.data, plugins=("plug", "openai"))
+    assert plugged.providers() == (*small.providers(), "plug")
+    assert plugged.resolve("plug", "their-model") == Resolved("plug", "their-model")
+    assert plugged.model("plug", "their-model") is None  # its cost is unknown, never guessed
+    assert plugged.limits("plug", "their-model").rpm is None
+    assert plugged.provider("openai") == small.provider("openai")  # the file's entry is kept
+    with pytest.raises(UsageError, match="provider 'plug' has no default model"):
+        plugged.resolve("plug")

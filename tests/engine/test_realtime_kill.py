@@ -35,10 +35,10 @@ from octopipe.core.config import load_pipeline
 from octopipe.core.costs import cost_usd
 from octopipe.core.registry import load_registry
 from octopipe.core.steps import CompiledPipeline
+from octopipe.emulator import EmulatorConfig, EmulatorRequest
+from octopipe.emulator.answers import make_answer
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.realtime import RealtimeOptions
-from octopipe.providers.emulator import EmulatorConfig, EmulatorRequest
-from octopipe.providers.emulator.answers import make_answer
 from octopipe.store.ledger import Ledger
 
 UNITS = 60

@@ -5,7 +5,8 @@ checks the links a YAML schema cannot express: each LLM step has a template, eve
 ``prompts.templates`` / ``schemas.files`` / ``validation`` names a step, referenced files exist
 and stay inside the pipeline folder, schema files are valid JSON Schema. All problems found are
 raised together as one ``ConfigError``; each names the file, the line and the key path, with a
-"did you mean" where a known name is close.
+"did you mean" where a known name is close. A provider name must be one the model registry
+knows (``core/registry.py``: the packaged ones and the installed plugins' names).
 
 Deeper checks (expressions, template variables, trial evaluation) live in ``core/checker.py``.
 """
@@ -37,6 +38,7 @@ from octopipe.core.config_models import (
 from octopipe.core.containment import Escape, escapes_in, real_root, resolve_inside
 from octopipe.core.expressions import compile_expression
 from octopipe.core.limits import check_file_size
+from octopipe.core.registry import load_registry
 from octopipe.core.schema_refs import SchemaProblems, load_schema
 from octopipe.core.scripts import (
     ScriptRef,
@@ -50,7 +52,6 @@ from octopipe.core.yamlpos import Positions, format_path, load_yaml_with_positio
 from octopipe.errors import AnalysisArgsError, ConfigError, ConfigProblem, ExpressionError
 
 CONFIG_NAMES = ("config.yaml", "config.yml")
-KNOWN_PROVIDERS = ("openai", "anthropic", "gemini", "openai-compatible", "fake")
 _STEP_MODELS: dict[str, type[BaseModel]] = {
     "chunk": LLMStep,
     "expression": ExpressionStep,
@@ -432,12 +433,13 @@ class _LinkChecker:
         for i, step in enumerate(self.config.pipeline.steps):
             if isinstance(step, LLMStep):
                 entries.append((("pipeline", "steps", i, "provider"), step.provider))
+        known = load_registry().providers()  # the registry's and the installed plugins'
         for path, provider in entries:
-            if provider is not None and provider not in KNOWN_PROVIDERS:
+            if provider is not None and provider not in known:
                 self.problem(
                     path,
-                    f"unknown provider {provider!r}; expected one of {', '.join(KNOWN_PROVIDERS)}",
-                    _close(provider, KNOWN_PROVIDERS),
+                    f"unknown provider {provider!r}; expected one of {', '.join(known)}",
+                    _close(provider, known),
                 )
 
     def _check_scripts(self) -> None:

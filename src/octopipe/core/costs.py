@@ -22,7 +22,8 @@ Cached prompt tokens. Each vendor reports prompt-cache hits differently:
 The provider adapters normalise this (``providers.base.Usage``: ``input_tokens`` counts every
 prompt token, ``cached_input_tokens`` the part served from cache), so `cost_usd` assumes
 ``cached_included=True`` by default. To price a vendor's raw numbers, pass
-``cached_included=raw_usage_includes_cached(vendor)``. Cached tokens are billed at the model's
+``cached_included=`` the provider spec's ``raw_input_includes_cached``
+(``providers/catalog.py``). Cached tokens are billed at the model's
 ``cached_input`` rate (or the input rate when the registry gives none: never less than the
 vendor charges); the rest of the prompt at the input rate. Anthropic cache *writes* are billed
 at the input rate here (the vendor charges 1.25x); octopipe does not request cache writes.
@@ -35,7 +36,7 @@ rates, chosen per request from its prompt size (cached tokens included).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol, cast, runtime_checkable
 
@@ -47,14 +48,6 @@ MODES: tuple[Mode, ...] = ("realtime", "batch")
 PRICES_KEY = "per_million_usd"
 """The registry key under which a model's prices (USD per million tokens) are given."""
 TOKENS_PER_PRICE_UNIT = 1_000_000
-
-RAW_INPUT_INCLUDES_CACHED: Mapping[str, bool] = {
-    "openai": True,
-    "openai-compatible": True,
-    "gemini": True,
-    "anthropic": False,
-}
-"""Per vendor: does the vendor's own prompt/input token count include cache hits?"""
 
 CHARS_PER_TOKEN = 4
 
@@ -174,15 +167,6 @@ def cached_tokens_of(usage: TokenUsage) -> int:
         if value is not None:
             return int(value)
     return 0
-
-
-def raw_usage_includes_cached(vendor: str) -> bool:
-    """Whether ``vendor``'s own input-token count includes cache hits (see module doc)."""
-    try:
-        return RAW_INPUT_INCLUDES_CACHED[vendor]
-    except KeyError:
-        known = ", ".join(RAW_INPUT_INCLUDES_CACHED)
-        raise ValueError(f"no cached-token rule for vendor {vendor!r}; known: {known}") from None
 
 
 # --- rates and cost ---------------------------------------------------------------------------

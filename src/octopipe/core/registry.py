@@ -17,14 +17,24 @@ over to a provider chosen above it (``--provider anthropic`` does not inherit th
 - A provider that *mirrors* vendors (``fake``, the local emulator) takes the model from any
   level, so ``--provider fake`` rehearses the pipeline with the models it names, priced as
   those vendors price them.
+
+Plugin providers. A provider added by an installed package (the entry-point group
+``octopipe.providers``, ``PLUGIN_GROUP``; see docs/PLUGINS.md) is known here by name only:
+`load_registry` reads the entry points' *names* from the installed packages' metadata and
+imports none of their code (that is ``providers/catalog.py``'s job, when the provider is used).
+Such a provider lists no models and has no default model or limits: a step using it names its
+model, and the cost of that model is unknown. Config validation (``core/config.py``) takes its
+list of provider names from here, so a pipeline may name an installed plugin.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal, NamedTuple
 
 import yaml
@@ -35,6 +45,8 @@ from octopipe.errors import UsageError
 
 REGISTRY_PACKAGE = "octopipe"  # not octopipe.providers: the core must not import that package
 REGISTRY_FILE = ("providers", "registry.yaml")
+PLUGIN_GROUP = "octopipe.providers"
+"""The entry-point group through which installed packages add providers."""
 
 
 class _Frozen(BaseModel):
@@ -164,11 +176,16 @@ class Resolved(NamedTuple):
 class Registry:
     """The parsed registry. Build with `load_registry` (packaged file) or `parse_registry`."""
 
-    def __init__(self, data: RegistryFile) -> None:
+    def __init__(self, data: RegistryFile, plugins: Iterable[str] = ()) -> None:
+        """``plugins``: names of plugin providers (see the module doc); a name the file
+        already lists keeps the file's entry."""
         self.data = data
+        self._entries = dict(data.providers)
+        for name in plugins:
+            self._entries.setdefault(name, ProviderEntry(default_model=None))
         self._models: dict[str, dict[str, ModelInfo]] = {}
         self._own: dict[str, tuple[ModelInfo, ...]] = {}
-        for name, entry in data.providers.items():
+        for name, entry in self._entries.items():
             infos = tuple(_model_info(name, entry, m_id, m) for m_id, m in entry.models.items())
             self._own[name] = infos
             self._models[name] = {a: info for info in infos for a in (info.name, *info.aliases)}
@@ -178,15 +195,15 @@ class Registry:
         return self.data.default_provider
 
     def providers(self) -> tuple[str, ...]:
-        """Provider names, in the file's order."""
-        return tuple(self.data.providers)
+        """Provider names, in the file's order, then the plugins'."""
+        return tuple(self._entries)
 
     def provider(self, name: str) -> ProviderEntry:
         """The provider's entry; `UsageError` naming the known ones when there is none."""
         try:
-            return self.data.providers[name]
+            return self._entries[name]
         except KeyError:
-            known = ", ".join(self.data.providers)
+            known = ", ".join(self._entries)
             raise UsageError(f"unknown provider {name!r}; expected one of {known}") from None
 
     def models(self, provider: str) -> tuple[ModelInfo, ...]:
@@ -197,7 +214,7 @@ class Registry:
     def model(self, provider: str, model: str) -> ModelInfo | None:
         """The registry entry of ``model`` (an id or alias) at ``provider``; ``None`` when the
         provider or the model is unknown: its price is then unknown, never guessed."""
-        entry = self.data.providers.get(provider)
+        entry = self._entries.get(provider)
         if entry is None:
             return None
         for name in (provider, *entry.mirrors):
@@ -300,7 +317,18 @@ def parse_registry(text: str) -> Registry:
 
 @functools.cache
 def load_registry() -> Registry:
-    """The registry shipped with the package, parsed once per process."""
+    """The registry shipped with the package, with the installed plugin providers' names,
+    parsed once per process."""
     folder, name = REGISTRY_FILE
     resource = resources.files(REGISTRY_PACKAGE).joinpath(folder).joinpath(name)
-    return parse_registry(resource.read_text(encoding="utf-8"))
+    data = RegistryFile.model_validate(yaml.safe_load(resource.read_text(encoding="utf-8")))
+    return Registry(data, (ep.name for ep in plugin_entry_points()))
+
+
+def plugin_entry_points() -> tuple[EntryPoint, ...]:
+    """The installed ``octopipe.providers`` entry points, first of each name (metadata only:
+    nothing is imported)."""
+    found: dict[str, EntryPoint] = {}
+    for entry in entry_points(group=PLUGIN_GROUP):
+        found.setdefault(entry.name, entry)
+    return tuple(found.values())

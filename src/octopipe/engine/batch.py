@@ -72,6 +72,7 @@ from octopipe.providers.batch_base import (
     BatchProvider,
     BatchStatus,
 )
+from octopipe.providers.catalog import catalog
 from octopipe.store.records import BatchRow
 
 LIVE = (
@@ -82,7 +83,6 @@ LIVE = (
     BatchState.CANCELLED,
     BatchState.FAILED,
 )
-BATCH_PROVIDERS = frozenset({"openai", "anthropic", "gemini", "fake"})
 ENDED = (BatchState.COMPLETED, BatchState.EXPIRED, BatchState.CANCELLED, BatchState.FAILED)
 POLL_STRETCH = 8  # a quiet batch is polled at most this many intervals apart
 POLL_MAX_S = 600.0
@@ -169,10 +169,10 @@ class BatchExecutor(SubmitMixin):
         self.routes = {r.index: r for r in routes if r is not None}
         if options.submit:
             for route in self.routes.values():
-                if route.provider not in BATCH_PROVIDERS:
+                if not catalog().has_batch(route.provider):
                     raise UsageError(
                         f"step {route.cstep.name!r}: provider {route.provider!r} has no batch "
-                        "API; run it with --realtime, or use openai, anthropic or gemini"
+                        f"API; run it with --realtime, or use {catalog().batch_names()}"
                     )
         self.limits = {
             i: batch_limits(
@@ -302,15 +302,17 @@ class BatchExecutor(SubmitMixin):
 
     async def _reconcile(self, row: BatchRow) -> None:
         client = self._client(row.provider)
-        try:
-            since = _timestamp(row.created_at) - CLOCK_SLACK_S
-            found = await client.find(INTENT_KEY, row.local_id, since=since)
-        except UsageError:
+        finder = client.finder()
+        if finder is None:  # its batches carry no metadata (the spec's can_find)
             found = await _match_unrecorded(client, row, self._known_ids())
-        except ProviderError as exc:
-            self.timers[row.local_id] = _Timer(due=time.monotonic() + RECONCILE_AFTER_S)
-            self.ctx.log.write("RECONCILE", f"batch {row.local_id}: {exc.message}; will retry")
-            return
+        else:
+            try:
+                since = _timestamp(row.created_at) - CLOCK_SLACK_S
+                found = await finder.find(INTENT_KEY, row.local_id, since=since)
+            except ProviderError as exc:
+                self.timers[row.local_id] = _Timer(due=time.monotonic() + RECONCILE_AFTER_S)
+                self.ctx.log.write("RECONCILE", f"batch {row.local_id}: {exc.message}; will retry")
+                return
         timer = self.timers.setdefault(row.local_id, _Timer(every=self.poll_s))
         if not found and timer.misses < RECONCILE_MISSES:
             # A provider's list may lag behind a batch just created: look again before

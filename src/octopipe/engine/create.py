@@ -20,17 +20,15 @@ from typing import Any
 
 from octopipe.core.checker import CheckReport, check_pipeline
 from octopipe.core.config import Pipeline, load_pipeline
-from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, RunStep
+from octopipe.core.config_models import RunStep
 from octopipe.core.containment import Escape, copy_contained
 from octopipe.core.scripts import resolve_script
 from octopipe.core.units import iter_units
-from octopipe.engine.fingerprint import record_fingerprint
+from octopipe.engine.fingerprint import record_fingerprint, step_defs
 from octopipe.engine.paths import RunPaths, check_run_name
 from octopipe.errors import CannotWrite, ConfigError, UsageError
 from octopipe.store.ledger import Ledger
-from octopipe.store.records import RunMeta, StepDef
-
-SCOPES = {LLMStep: "chunk", ExpressionStep: "expression", FanOutStep: "fan_out"}
+from octopipe.store.records import RunMeta
 
 
 @dataclass(frozen=True)
@@ -148,10 +146,6 @@ def _remove_stale_staging(runs_dir: Path) -> None:
         with contextlib.suppress(OSError):
             if folder.is_dir() and now - folder.stat().st_mtime > STALE_AFTER_S:
                 shutil.rmtree(folder, ignore_errors=True)
-
-
-def step_defs(pipeline: Pipeline) -> list[StepDef]:
-    return [StepDef(s.name, SCOPES[type(s)]) for s in pipeline.unit_steps]  # type: ignore[arg-type]
 
 
 def _write_ledger(

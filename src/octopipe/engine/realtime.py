@@ -78,7 +78,6 @@ class RealtimeOptions:
     timeout_s: float | None = None
     max_attempts: int | None = None
     base_url: str | None = None  # an OpenAI-compatible server (over ``api.base_url``)
-    api_keys: dict[str, str] = field(default_factory=dict, repr=False)
     price_as: dict[str, str] = field(default_factory=dict)  # provider -> registry provider
 
 
