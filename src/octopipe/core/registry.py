@@ -1,9 +1,14 @@
-"""The model registry shipped with the package: providers, models, prices and limits.
+"""The model registry shipped with the package: providers, models, limits -- and where prices
+come from.
 
 ``providers/registry.yaml`` is parsed once (`load_registry`, cached) into frozen models that
-refuse unknown keys. This module answers *which* provider and model a step uses, which API-key
-variables a provider reads, and its limits; the prices it carries are read and multiplied only
-by ``core/costs.py`` (whose `PriceTable` is the schema of a model's price mapping).
+refuse unknown keys. It holds only what the price database lacks: batch limits, default rate
+limits, the vendors' batch discounts, aliases; each model row names its ``source`` and the date
+it was ``checked``. This module answers *which* provider and model a step uses, which API-key
+variables a provider reads, its limits, and -- `Registry.rates` -- a model's rates in a tier at
+a time: a price file's (`with_prices`) first, then the maintained database
+(``core/price_db.py``), then for batch the standard rate x the vendor's batch discount when the
+database has no batch price that day. Rates are multiplied only by ``core/costs.py``.
 
 Resolution (SPEC §4): CLI flag > step > ``api`` section > registry default, for the provider
 and the model. A model belongs to the level that names the provider or a higher one: a model
@@ -23,14 +28,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from octopipe.core.costs import PRICES_KEY, PriceTable
+from octopipe.core import price_db
+from octopipe.core.costs import Tier, TieredRates
+from octopipe.core.price_file import PriceOverrides
 from octopipe.errors import UsageError
 
 REGISTRY_PACKAGE = "octopipe"  # not octopipe.providers: the core must not import that package
@@ -61,12 +68,11 @@ class LimitsEntry(_Frozen):
 
 class ModelEntry(_Frozen):
     aliases: tuple[str, ...] = ()
-    prices: PriceTable = Field(validation_alias=PRICES_KEY)
     batch_discount: float | None = Field(default=None, gt=0, le=1)
     """Overrides the provider's discount for this model."""
     limits: LimitsEntry = Field(default_factory=LimitsEntry)
     checked: date
-    """When the price was last compared with the vendor's list price."""
+    """When this row (limits, aliases) was last compared with ``source``."""
     source: str
     note: str | None = None
 
@@ -130,13 +136,12 @@ def _check_provider(name: str, entry: ProviderEntry, providers: dict[str, Provid
 
 
 class ModelInfo(_Frozen):
-    """One priced model, as the registry lists it under its vendor."""
+    """One model, as the registry lists it under its vendor."""
 
     name: str
     vendor: str
-    """The provider whose price list holds it (for ``fake``, the mirrored vendor)."""
+    """The provider whose list holds it (for ``fake``, the mirrored vendor)."""
     aliases: tuple[str, ...]
-    prices: PriceTable
     batch_discount: float | None
     """The model's own discount, else its vendor's (`costs` derives batch prices with it)."""
     limits: LimitsEntry
@@ -164,8 +169,9 @@ class Resolved(NamedTuple):
 class Registry:
     """The parsed registry. Build with `load_registry` (packaged file) or `parse_registry`."""
 
-    def __init__(self, data: RegistryFile) -> None:
+    def __init__(self, data: RegistryFile, prices: PriceOverrides | None = None) -> None:
         self.data = data
+        self.overrides = prices or PriceOverrides()
         self._models: dict[str, dict[str, ModelInfo]] = {}
         self._own: dict[str, tuple[ModelInfo, ...]] = {}
         for name, entry in data.providers.items():
@@ -205,6 +211,54 @@ class Registry:
             if info is not None:
                 return info
         return None
+
+    def with_prices(self, prices: PriceOverrides) -> Registry:
+        """This registry with ``prices`` (a price file's) in front of the database."""
+        return Registry(self.data, self.overrides.layered_over(prices))
+
+    def price_vendors(self, provider: str) -> tuple[str, ...]:
+        """Whose prices a call at ``provider`` is billed at: itself, or for ``fake`` the
+        vendors it mirrors (first that knows the model wins)."""
+        entry = self.data.providers.get(provider)
+        if entry is None:
+            return ()
+        return entry.mirrors or (provider,)
+
+    def rates(
+        self, provider: str, model: str, tier: Tier, at: datetime | None = None
+    ) -> TieredRates | None:
+        """``model``'s rates at ``provider`` in ``tier`` at ``at`` (``None``: now), or ``None``
+        when no source prices it (see the module doc). A price file's entry for a model
+        replaces the database's for every tier: a tier it does not give is unknown."""
+        for vendor in self.price_vendors(provider):
+            info = self.model(vendor, model)
+            names = (model,) if info is None else (model, info.name)
+            for name in names:
+                own = self.overrides.find(vendor, name)
+                if own is not None:
+                    return own.tiers.get(tier)
+            for name in names:
+                found = price_db.rates_at(vendor, name, tier, at)
+                if found is not None:
+                    return found
+                if tier == "batch":
+                    derived = self._derived_batch(vendor, name, at)
+                    if derived is not None:
+                        return derived
+                if price_db.database_model_id(vendor, name) is not None:
+                    return None  # the database knows the model: this tier is not offered
+        return None
+
+    def _derived_batch(self, vendor: str, model: str, at: datetime | None) -> TieredRates | None:
+        info = self.model(vendor, model)
+        discount = info.batch_discount if info is not None else self.batch_discount(vendor)
+        if discount is None:
+            return None
+        standard = price_db.rates_at(vendor, model, "standard", at)
+        if standard is None:
+            return None
+        source = f"{standard.source} x batch_discount {discount:g} ({REGISTRY_FILE[1]})"
+        return standard.scaled(discount, source)
 
     def default_model(self, provider: str) -> str | None:
         return self.provider(provider).default_model
@@ -284,7 +338,6 @@ def _model_info(vendor: str, entry: ProviderEntry, model_id: str, model: ModelEn
         name=model_id,
         vendor=vendor,
         aliases=model.aliases,
-        prices=model.prices,
         batch_discount=discount,
         limits=model.limits,
         checked=model.checked,

@@ -14,8 +14,8 @@ from octopipe.core.checker import CheckReport
 from octopipe.core.config import Pipeline
 from octopipe.core.config_models import LLMStep
 from octopipe.core.costs import Estimate, Mode, StepLoad, estimate_run
-from octopipe.core.registry import load_registry
 from octopipe.core.trial import sample_loads
+from octopipe.engine.prices import price_registry
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def estimate_pipeline(
     provider: str | None = None,
     model: str | None = None,
 ) -> RunEstimate:
-    registry = load_registry()
+    registry = price_registry(pipeline)
     loads = sample_loads(pipeline)
     calls = {s.name: s.calls for s in report.steps}
     api = pipeline.config.api
