@@ -190,6 +190,7 @@ class BatchExecutor(SubmitMixin):
         self.committed_elsewhere: Callable[[], float] = lambda: 0.0  # see CombinedExecutor
         self.base_spent = ctx.ledger.cost_totals().known_usd
         self.spent = self.base_spent
+        self.unpriced_calls = ctx.ledger.cost_totals().unknown_cost_attempts
         self.live: list[BatchRow] = []
         self.submitting: dict[str, int] = {}  # batches on the wire -> bytes of requests
         self.reconciling: set[str] = set()
@@ -427,6 +428,7 @@ class BatchExecutor(SubmitMixin):
             await self._collect_into(row, recorder, tally)
         finally:
             self.spent += tally.cost_usd  # what was recorded, even if collection stopped
+            self.unpriced_calls += tally.unpriced
 
     async def _collect_into(self, row: BatchRow, recorder: BatchRecorder, tally: Tally) -> None:
         client = self._client(row.provider)

@@ -33,11 +33,13 @@ class RunEstimate:
                 f"{format_usd(line.cost_usd)}"
             )
         total = self.estimate.total_usd
-        label = (
-            format_usd(total)
-            if total is not None
-            else (f"unknown (at least {format_usd(self.estimate.known_usd)})")
-        )
+        known = self.estimate.known_usd
+        if total is not None:
+            label = format_usd(total)
+        elif known:
+            label = f"{format_usd(known)} + unknown (the price of {', '.join(self.estimate.unknown_steps)} is unknown)"
+        else:
+            label = "unknown (no price is known for these models)"
         out.append(
             f"estimated cost ({self.estimate.mode}, first attempts): {label}{self.retry_note}"
         )

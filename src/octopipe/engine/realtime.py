@@ -113,6 +113,7 @@ class RealtimeExecutor:
         self.base_spent = ctx.ledger.cost_totals().known_usd
         self.spent = self.base_spent
         self.calls_priced = 0
+        self.unpriced_calls = ctx.ledger.cost_totals().unknown_cost_attempts
         self.tasks: dict[asyncio.Task[Finished], tuple[StepTarget, ClaimedUnit]] = {}
         self.sending: set[asyncio.Task[Any]] = set()  # tasks with a request on the wire
         self.done: list[Finished] = []
@@ -523,6 +524,7 @@ class RealtimeExecutor:
             if item.error is None or not item.error.fatal_for_run:
                 self.spent += item.attempt.cost_usd or 0.0
                 self.calls_priced += item.attempt.cost_usd is not None
+                self.unpriced_calls += item.attempt.cost_usd is None
         return True
 
     def _check_limits(self) -> bool:
