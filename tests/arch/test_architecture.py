@@ -116,3 +116,19 @@ def test_only_costs_module_multiplies_prices() -> None:
         if path.name != "costs.py" and "_per_million" in path.read_text(encoding="utf-8")
     ]
     assert offenders == []
+
+
+BUILT_IN_PROVIDERS = ("openai", "anthropic", "gemini", "openai-compatible")
+
+
+def test_provider_names_are_spelled_only_in_the_catalog() -> None:
+    """Everything else asks the provider catalog (providers/catalog.py) or the registry data
+    (providers/registry.yaml); the emulator speaks the vendors' wire formats by name."""
+    offenders = sorted(
+        f"{path.relative_to(SRC)}:{node.lineno} {node.value!r}"
+        for path in SRC.rglob("*.py")
+        if path.relative_to(SRC).parts[0] != "emulator" and path.name != "catalog.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in BUILT_IN_PROVIDERS
+    )
+    assert offenders == []

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from octopipe.core.costs import effective_rates
 from octopipe.core.registry import Registry, Resolved, load_registry, parse_registry
 from octopipe.errors import UsageError
 
@@ -24,12 +23,10 @@ providers:
     models:
       o-default:
         aliases: [o-default-2025]
-        per_million_usd: {realtime: {input: 1.0, output: 2.0}}
         limits: {rpm: 500}
         checked: 2026-01-01
         source: test
       o-other:
-        per_million_usd: {realtime: {input: 1.0, output: 2.0}}
         checked: 2026-01-01
         source: test
   anthropic:
@@ -39,7 +36,6 @@ providers:
     models:
       a-default:
         aliases: [a-short]
-        per_million_usd: {realtime: {input: 3.0, output: 15.0}}
         batch_discount: 0.4
         checked: 2026-01-01
         source: test
@@ -48,7 +44,6 @@ providers:
     default_model: g-default
     models:
       g-default:
-        per_million_usd: {realtime: {input: 0.3, output: 2.5}}
         checked: 2026-01-01
         source: test
   openai-compatible:
@@ -256,24 +251,6 @@ def _broken(old: str, new: str) -> str:
         ),
         pytest.param(
             _broken(
-                "{input: 1.0, output: 2.0}}\n        limits",
-                "{input: 1.0, output: 2.0}, batch: {input: 1.5, output: 1.0}}\n        limits",
-            ),
-            "batch input price exceeds the realtime price",
-            id="batch dearer",
-        ),
-        pytest.param(
-            _broken("{input: 0.3, output: 2.5}", "{input: 0.3, output: -2.5}"),
-            "greater than or equal to 0",
-            id="negative price",
-        ),
-        pytest.param(
-            _broken("{input: 0.3, output: 2.5}", "{input: 0.3, cached_input: 0.5, output: 2.5}"),
-            "cached_input must not exceed input",
-            id="cache dearer than input",
-        ),
-        pytest.param(
-            _broken(
                 "        source: test\n      o-other:",
                 "        source: test\n        colour: red\n      o-other:",
             ),
@@ -320,19 +297,18 @@ def test_packaged_default_models_are_listed_and_priced() -> None:
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
-def test_packaged_prices_are_sane(provider: str) -> None:
+def test_packaged_models_are_priced_by_the_database_in_standard_and_batch(provider: str) -> None:
     registry = load_registry()
     models = registry.models(provider)
     assert models, f"{provider} lists no models"
     for info in models:
-        realtime = effective_rates(info, "realtime")
-        batch = effective_rates(info, "batch")
-        assert realtime is not None and batch is not None, info.name
-        assert min(realtime.input, realtime.output, realtime.cached) >= 0, info.name
-        assert realtime.output > 0 and realtime.input > 0, info.name
-        assert batch.input <= realtime.input and batch.output <= realtime.output, info.name
-        assert batch.cached <= realtime.cached, info.name
-        assert info.checked.year >= 2026 and info.source, info.name
+        standard = registry.rates(provider, info.name, "standard")
+        batch = registry.rates(provider, info.name, "batch")
+        assert standard is not None and batch is not None, info.name
+        assert standard.source.startswith("genai-prices:"), info.name
+        assert standard.base.input > 0 and standard.base.output > 0, info.name
+        assert batch.base.input <= standard.base.input, info.name
+        assert info.checked.year >= 2026 and info.source.startswith("https://"), info.name
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
@@ -362,6 +338,7 @@ def test_packaged_octobatch_default_models_are_priced() -> None:
         ("anthropic", "claude-sonnet-4-20250514"),
     ]:
         assert registry.model(provider, model) is not None, model
+        assert registry.rates(provider, model, "standard") is not None, model
 
 
 def test_registry_source_mentions_no_price_field() -> None:

@@ -43,7 +43,7 @@ from octopipe.store.ledger import Ledger
 
 UNITS = 60
 KILLS = 4
-MODEL = "gpt-4o-mini"  # the example's model; `fake` alone speaks OpenAI's wire format
+MODEL = load_registry().default_model("fake")  # the example's; `fake` speaks OpenAI's format
 
 
 def _kill_once(paths: RunPaths, rng: random.Random, first: bool) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from octopipe.core.config_models import (
 from octopipe.core.containment import Escape, escapes_in, real_root, resolve_inside
 from octopipe.core.expressions import compile_expression
 from octopipe.core.limits import check_file_size
+from octopipe.core.price_file import parse_price_file
 from octopipe.core.registry import load_registry
 from octopipe.core.schema_refs import SchemaProblems, load_schema
 from octopipe.core.scripts import (
@@ -114,6 +115,11 @@ class Pipeline:
     @property
     def items_path(self) -> Path:
         return self.folder / self.config.processing.items.source
+
+    @property
+    def prices_path(self) -> Path | None:
+        """The pipeline's price file (``prices:``), checked inside the folder at load."""
+        return None if self.config.prices is None else self.folder / self.config.prices
 
     def line_of(self, *path: str | int) -> int | None:
         return self.positions.line_of(path)
@@ -304,7 +310,26 @@ class _LinkChecker:
         self._check_items()
         self._check_providers()
         self._check_scripts()
+        self._check_prices()
         self._check_ignored_keys()
+
+    def _check_prices(self) -> None:
+        """``prices:`` names a price file inside the folder that parses (``core/price_file``)."""
+        if self.config.prices is None:
+            return
+        target = self.inside(self.config.prices, ("prices",), "price file")
+        if target is None or not self.size_ok(target):
+            return
+        try:
+            parse_price_file(
+                target.read_text(encoding="utf-8"),
+                self.config.prices,
+                load_registry().price_file_providers(),
+            )
+        except (OSError, UnicodeDecodeError) as exc:
+            self.problem(("prices",), f"price file {self.config.prices!r} cannot be read: {exc}")
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
 
     def inside(
         self,

@@ -50,7 +50,7 @@ from typing import Any
 
 from octopipe.core.amounts import format_usd
 from octopipe.core.config_models import MAX_POLL_INTERVAL_S
-from octopipe.core.registry import Registry, load_registry
+from octopipe.core.registry import Registry
 from octopipe.core.states import BatchEvent, BatchState
 from octopipe.engine.batch_collect import (
     DOWNLOAD_TRIES,
@@ -62,6 +62,7 @@ from octopipe.engine.batch_collect import (
 )
 from octopipe.engine.batch_packing import CostModel, batch_limits
 from octopipe.engine.batch_submit import RECONCILE_AFTER_S, SubmitMixin
+from octopipe.engine.prices import price_registry
 from octopipe.engine.routes import StepRoute, resolve_routes
 from octopipe.engine.runlog import Trace
 from octopipe.engine.runner import LLMExecutor, RunContext
@@ -152,7 +153,7 @@ class BatchExecutor(SubmitMixin):
         self.ctx = ctx
         self.options = options
         self.client_for = client_for
-        self.registry = registry or load_registry()
+        self.registry = registry or price_registry(ctx.compiled.pipeline)
         self.fallback = fallback
         config = ctx.compiled.pipeline.config
         self.api = config.api
@@ -189,6 +190,7 @@ class BatchExecutor(SubmitMixin):
         self.committed_elsewhere: Callable[[], float] = lambda: 0.0  # see CombinedExecutor
         self.base_spent = ctx.ledger.cost_totals().known_usd
         self.spent = self.base_spent
+        self.unpriced_calls = ctx.ledger.cost_totals().unknown_cost_attempts
         self.live: list[BatchRow] = []
         self.submitting: dict[str, int] = {}  # batches on the wire -> bytes of requests
         self.reconciling: set[str] = set()
@@ -428,6 +430,7 @@ class BatchExecutor(SubmitMixin):
             await self._collect_into(row, recorder, tally)
         finally:
             self.spent += tally.cost_usd  # what was recorded, even if collection stopped
+            self.unpriced_calls += tally.unpriced
 
     async def _collect_into(self, row: BatchRow, recorder: BatchRecorder, tally: Tally) -> None:
         client = self._client(row.provider)

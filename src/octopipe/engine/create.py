@@ -77,6 +77,8 @@ def snapshot(pipeline: Pipeline, target: Path) -> None:
     root = pipeline.folder
     shutil.copy2(pipeline.config_file, target / "config.yaml")
     wanted = [pipeline.items_path, pipeline.template_dir, root / pipeline.config.schemas.schema_dir]
+    if pipeline.prices_path is not None:
+        wanted.append(pipeline.prices_path)
     refs = [resolve_script(root, p.script) for p in pipeline.config.post_process if p.script]
     refs += [
         resolve_script(root, s.script, run_step=True)

@@ -26,6 +26,7 @@ from octopipe.core.config import Pipeline
 from octopipe.core.config_models import LLMStep
 from octopipe.core.costs import Mode
 from octopipe.core.registry import load_registry
+from octopipe.engine.prices import price_registry
 from octopipe.engine.providers_setup import split_fake
 from octopipe.engine.routes import refuse_unpriced_cap
 from octopipe.errors import UsageError
@@ -115,7 +116,10 @@ def check_provider_settings(
         )
     cap = max_cost_usd or pipeline.config.api.realtime.cost_cap_usd
     refuse_unpriced_cap(
-        [(s.step, s.provider, s.model, s.provider) for s in steps], load_registry(), mode, cap
+        [(s.step, s.provider, s.model, s.provider) for s in steps],
+        price_registry(pipeline),
+        mode,
+        cap,
     )
     return steps
 
