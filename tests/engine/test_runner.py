@@ -10,8 +10,11 @@ from runner_builders import make_run, write_pipeline
 
 from conftest import EXAMPLES
 from octopipe.core.states import RunStatus, UnitStepState
+from octopipe.core.steps import CompiledPipeline
+from octopipe.engine.fingerprint import open_snapshot
+from octopipe.engine.paths import RunPaths
 from octopipe.engine.queries import run_status
-from octopipe.engine.runner import Runner
+from octopipe.engine.runner import Runner, local_chains, run_local_chunk
 from octopipe.errors import RunLocked
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
@@ -35,6 +38,66 @@ def test_expression_pipeline_completes_and_exports(tmp_path: Path) -> None:
     records = [json.loads(line) for line in lines]
     assert [r["tag"] for r in records] == [f"u{i}:{2 * i}" for i in range(30)]
     assert (paths.outputs / "double_failures.jsonl").read_text() == ""
+
+
+THREE_STEPS = (
+    "    - {name: a, scope: expression, expressions: {pair: '(n, n + 1)', keyed: '{1: n}'}}\n"
+    '    - {name: b, scope: expression, expressions: {same: "pair == [n, n + 1]", '
+    'k: "sorted(keyed)"}}\n'
+    "    - {name: c, scope: expression, expressions: {"
+    "bad: '1 // (n - 4)'}}\n"
+)
+
+
+def compile_run(paths: RunPaths) -> CompiledPipeline:
+    with Ledger.open(paths.ledger, readonly=True) as ledger:
+        return CompiledPipeline(open_snapshot(ledger, paths))
+
+
+def test_one_chunk_carries_units_through_consecutive_local_steps(tmp_path: Path) -> None:
+    """One pass records every step of the chunk's units (each step has its own valid row),
+    and a later step reads what a run reading the ledger would read: the earlier step's
+    output as stored JSON (the tuple a list, the integer key a string)."""
+    pipeline = write_pipeline(tmp_path / "p", THREE_STEPS, ITEMS)
+    paths = make_run(pipeline, tmp_path / "runs")
+    compiled = compile_run(paths)
+    chains = local_chains(compiled)
+    assert [c.name for c in chains[0]] == ["b", "c"] and [c.name for c in chains[1]] == ["c"]
+    with Ledger.open(paths.ledger) as ledger:
+        outcome = run_local_chunk(ledger, 0, compiled.steps[0], 1_000, then=chains[0])
+        assert outcome.done == 30
+        counts = ledger.counts()
+        assert counts[0][UnitStepState.VALID] == 30 and counts[1][UnitStepState.VALID] == 30
+        assert counts[2][UnitStepState.VALID] == 29 and counts[2][UnitStepState.EXHAUSTED] == 1
+        assert not ledger.counts()[2].get(UnitStepState.PENDING)
+        records = dict(ledger.iter_valid(1))
+        [failure] = list(ledger.iter_failures(2))
+    assert all(r["same"] is True and r["k"] == ["1"] for r in records.values())
+    assert failure.unit_id == "u4" and "division" in json.dumps(failure.errors)
+
+
+def test_a_chunk_stopped_mid_unit_leaves_that_unit_pending_at_its_first_step(
+    tmp_path: Path,
+) -> None:
+    pipeline = write_pipeline(tmp_path / "p", THREE_STEPS, ITEMS)
+    paths = make_run(pipeline, tmp_path / "runs")
+    compiled = compile_run(paths)
+    asked = iter(range(1_000))
+    with Ledger.open(paths.ledger) as ledger:
+        # stop turns true while the 4th unit computes (each unit asks at least once per step)
+        outcome = run_local_chunk(
+            ledger,
+            0,
+            compiled.steps[0],
+            1_000,
+            then=local_chains(compiled)[0],
+            stop_requested=lambda: next(asked) >= 10,
+        )
+        counts = ledger.counts()
+    assert outcome.done == counts[0][UnitStepState.VALID] == counts[1][UnitStepState.VALID]
+    assert 0 < outcome.done < 30
+    assert counts[0][UnitStepState.PENDING] == 30 - outcome.done
+    assert not counts[1].get(UnitStepState.PENDING) and not counts[2].get(UnitStepState.PENDING)
 
 
 def test_unit_whose_value_cannot_be_stored_fails_alone(tmp_path: Path) -> None:

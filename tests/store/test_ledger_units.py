@@ -118,6 +118,29 @@ def test_claim_moves_pending_to_in_flight_once(make_ledger: MakeLedger) -> None:
     assert ledger.claim_pending(0, 100) == []
 
 
+def test_claim_units_moves_exactly_the_named_pending_units(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
+    ledger.add_units(units(5))
+    uids = [c.uid for c in ledger.peek_pending(0, 5)]
+    ledger.claim_units(0, [uids[1], uids[3]])
+    assert state_counts(ledger, 0) == {PENDING: 3, IN_FLIGHT: 2}
+    assert [c.uid for c in ledger.claim_pending(0, 10)] == [uids[0], uids[2], uids[4]]
+
+
+def test_claim_units_changes_nothing_unless_every_unit_is_pending(
+    make_ledger: MakeLedger,
+) -> None:
+    ledger = make_ledger()
+    ledger.add_units(units(3))
+    uids = [c.uid for c in ledger.peek_pending(0, 3)]
+    ledger.claim_units(0, [uids[0]])
+    with pytest.raises(StoreError, match="1 of 2 units were no longer pending at step 0"):
+        ledger.claim_units(0, [uids[0], uids[1]])
+    assert state_counts(ledger, 0) == {PENDING: 2, IN_FLIGHT: 1}
+    with pytest.raises(ValueError, match="appears twice"):
+        ledger.claim_units(0, [uids[2], uids[2]])
+
+
 def test_a_claimed_record_is_the_fields_plus_earlier_deltas(make_ledger: MakeLedger) -> None:
     ledger = make_ledger()
     ledger.add_units([("a", {"seed": 1, "name": "x"})])

@@ -2,9 +2,10 @@
 
 Decide, then act: each pass of the loop applies queued commands, runs a slice of every local
 step that has pending units (expression and fan-out steps: read, computed for at most
-``LOCAL_SLICE_S`` with no write lock held, then claimed and recorded in one transaction, so a
-crash at any instant leaves each unit either untouched or done and other processes can queue
-commands meanwhile), and lets the LLM executor (realtime or batch, plugged in by the caller)
+``LOCAL_SLICE_S`` with no write lock held, each unit carried on through the expression steps
+right after it in the same pass, then claimed and recorded step by step in one transaction,
+so a crash at any instant leaves each unit either untouched or done and other processes can
+queue commands meanwhile), and lets the LLM executor (realtime or batch, plugged in by the caller)
 start and collect its work. Units flow step to step as soon as they are valid; there is no
 barrier between steps.
 
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
@@ -52,6 +54,7 @@ from octopipe.errors import (
     UnstorableValue,
     UsageError,
 )
+from octopipe.store.codec import dumps
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
 from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Success
@@ -226,6 +229,7 @@ class Runner:
     async def _loop(
         self, ledger: Ledger, log: RunLog, compiled: CompiledPipeline, executor: LLMExecutor | None
     ) -> None:
+        chains = local_chains(compiled)
         while not self._stop_reason:
             await _yield_to_waiting_writer(self.paths)
             self._apply_commands(ledger, log)
@@ -234,11 +238,16 @@ class Runner:
             for index, cstep in enumerate(compiled.steps):
                 if not cstep.is_llm and not self._stop_reason:
                     chunk = run_local_chunk(
-                        ledger, index, cstep, LOCAL_CHUNK, stop_requested=self._stopping
+                        ledger,
+                        index,
+                        cstep,
+                        LOCAL_CHUNK,
+                        then=chains[index],
+                        stop_requested=self._stopping,
                     )
                     progressed |= chunk.done > 0
-                    if chunk.hit_max_iterations:
-                        self._note_max_iterations(log, cstep, chunk.hit_max_iterations)
+                    for hit_index, hits in sorted(chunk.hits.items()):
+                        self._note_max_iterations(log, compiled.steps[hit_index], hits)
                     await _yield_to_waiting_writer(self.paths)
                     await asyncio.sleep(0)
             if executor is not None:
@@ -383,11 +392,42 @@ async def _yield_to_waiting_writer(paths: RunPaths, limit_s: float = 2.0) -> Non
 
 @dataclass
 class ChunkOutcome:
-    """What one chunk of a local step did: units recorded, and how many of them reached the
-    step's ``max_iterations``."""
+    """What one chunk of local steps did: units that passed its first step (valid or failed
+    there or further on), and per step index how many of them reached that step's
+    ``max_iterations``."""
 
     done: int = 0
-    hit_max_iterations: int = 0
+    hits: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Walk:
+    """One unit's way through a chunk's steps: per step reached, its result, its output as
+    the ledger's JSON (successes) and the attempt row to keep (if any). Only the last step
+    reached may have failed."""
+
+    unit: ClaimedUnit
+    results: list[StepResult] = field(default_factory=list)
+    encoded: list[str | None] = field(default_factory=list)
+    attempts: list[AttemptRecord | None] = field(default_factory=list)
+
+
+def local_chains(compiled: CompiledPipeline) -> dict[int, tuple[CompiledStep, ...]]:
+    """For each local step, the expression steps right after it that a chunk carries its units
+    through in the same pass (none after a fan-out step, none past an LLM step)."""
+    steps = compiled.steps
+    chains: dict[int, tuple[CompiledStep, ...]] = {}
+    for index, cstep in enumerate(steps):
+        if cstep.is_llm:
+            continue
+        then: list[CompiledStep] = []
+        if isinstance(cstep.step, ExpressionStep):
+            for later in steps[index + 1 :]:
+                if not isinstance(later.step, ExpressionStep):
+                    break
+                then.append(later)
+        chains[index] = tuple(then)
+    return chains
 
 
 def run_local_chunk(
@@ -396,100 +436,128 @@ def run_local_chunk(
     cstep: CompiledStep,
     limit: int,
     *,
+    then: Sequence[CompiledStep] = (),
     stop_requested: Callable[[], bool] | None = None,
     slice_s: float = LOCAL_SLICE_S,
 ) -> ChunkOutcome:
     """Compute up to ``limit`` pending units of a local step, for at most about ``slice_s``
-    seconds, then claim and record them in one transaction.
+    seconds, carrying each unit that passes on through the expression steps ``then`` (the
+    steps right after it) in the same pass, then claim and record every step of every unit
+    in one transaction.
 
-    Nothing is written while the units compute, so other processes can queue commands
-    meanwhile; a crash leaves each unit either untouched (pending) or done. When
-    ``stop_requested()`` turns true the chunk stops at once, even inside a unit's expressions
-    (its budget is cancelled): that unit stays pending, the ones computed before it are
-    recorded.
+    A step reads the record its predecessor produced in memory, decoded from the very JSON
+    that is stored, so it sees what it would have read from the ledger. Nothing is written
+    while the units compute, so other processes can queue commands meanwhile; a crash leaves
+    each unit either untouched (pending at ``index``) or recorded at every step it went
+    through. When ``stop_requested()`` turns true the chunk stops at once, even inside a
+    unit's expressions (its budget is cancelled): that unit stays pending, the ones computed
+    before it are recorded.
     """
     pending = ledger.peek_pending(index, limit)
     if not pending:
         return ChunkOutcome()
-    results: list[tuple[ClaimedUnit, StepResult]] = []
+    steps = (cstep, *then) if isinstance(cstep.step, ExpressionStep) else (cstep,)
+    walks: list[_Walk] = []
     deadline = time.monotonic() + slice_s
     for unit in pending:
-        if results and (time.monotonic() > deadline or (stop_requested and stop_requested())):
+        if walks and (time.monotonic() > deadline or (stop_requested and stop_requested())):
             break
         try:
-            results.append((unit, _compute(cstep, unit, stop_requested)))
+            walks.append(_walk(index, steps, unit, stop_requested))
         except EvaluationCancelled:
             break
-    if results:
-        _record_chunk(ledger, index, results, isinstance(cstep.step, FanOutStep))
-    hits = sum(1 for _, result in results if result.info.get("hit_max_iterations"))
-    return ChunkOutcome(len(results), hits)
+    if walks:
+        _record_walks(ledger, index, steps, walks)
+    hits: dict[int, int] = {}
+    for walk in walks:
+        for offset, result in enumerate(walk.results):
+            if result.info.get("hit_max_iterations"):
+                hits[index + offset] = hits.get(index + offset, 0) + 1
+    return ChunkOutcome(len(walks), hits)
 
 
-def _compute(
-    cstep: CompiledStep, unit: ClaimedUnit, stop_requested: Callable[[], bool] | None
-) -> StepResult:
-    if isinstance(cstep.step, FanOutStep):
-        return cstep.fan_out(unit.unit_id, unit.record)
-    assert isinstance(cstep.step, ExpressionStep)
-    return cstep.run_expression(unit.unit_id, unit.record, Budget(cancelled=stop_requested))
-
-
-def _record_chunk(
-    ledger: Ledger, index: int, results: list[tuple[ClaimedUnit, StepResult]], fan_out: bool
-) -> None:
-    """Claim the computed units (still the oldest pending: the runner is the one writer) and
-    record them, in one transaction."""
-    with ledger.transaction():
-        claimed = ledger.claim_pending(index, len(results))
-        if [u.uid for u in claimed] != [u.uid for u, _ in results]:
-            raise StoreError(
-                f"the pending units of step {index} changed while they were computed; "
-                "is another process writing this run?"
-            )
-        successes: list[Success] = []
-        failures: list[Failure] = []
-        for unit, result in results:
-            if result.ok and fan_out:
-                ledger.add_children(unit.uid, index, list(result.children))
-            elif result.ok:
-                successes.append(Success(unit.uid, result.delta or {}, _local_attempt(result)))
-            else:
-                failures.append(Failure(unit.uid, _failure_attempt(result), terminal=True))
-        if successes:
-            _record_successes(ledger, index, successes)
-        if failures:
-            ledger.record_failures(index, failures)
-        hits = [u.unit_id for u, r in results if r.info.get("hit_max_iterations")]
-        if hits:
-            ledger.log_event(
-                "warning",
-                "MAX_ITERATIONS",
-                f"{len(hits)} unit(s) reached max_iterations at step {index}",
-                {"step": index, "units": len(hits), "first": hits[0]},
-            )
-
-
-def _record_successes(ledger: Ledger, index: int, successes: list[Success]) -> None:
-    """Record a chunk's successes; a unit whose output cannot be stored (NaN, ...) fails alone."""
-    try:
-        with ledger.transaction():
-            ledger.record_successes(index, successes)
-        return
-    except UnstorableValue:
-        pass
-    for success in successes:
+def _walk(
+    index: int,
+    steps: Sequence[CompiledStep],
+    unit: ClaimedUnit,
+    stop_requested: Callable[[], bool] | None,
+) -> _Walk:
+    walk = _Walk(unit)
+    first = steps[0]
+    if isinstance(first.step, FanOutStep):
+        result = first.fan_out(unit.unit_id, unit.record)
+        walk.results.append(result)
+        walk.encoded.append(None)
+        walk.attempts.append(None if result.ok else _failure_attempt(result))
+        return walk
+    record = unit.record
+    for offset, cstep in enumerate(steps):
+        result = cstep.run_expression(unit.unit_id, record, Budget(cancelled=stop_requested))
+        walk.results.append(result)
+        if not result.ok:
+            walk.encoded.append(None)
+            walk.attempts.append(_failure_attempt(result))
+            return walk
         try:
-            with ledger.transaction():
-                ledger.record_successes(index, [success])
-        except UnstorableValue as exc:
-            attempt = AttemptRecord(
-                outcome="failed",
-                mode="local",
-                stage="expression",
-                errors=[{"message": exc.message}],
+            text = dumps(
+                dict(result.delta or {}),
+                what=f"output of unit {unit.uid} at step {index + offset}",
             )
-            ledger.record_failures(index, [Failure(success.uid, attempt, terminal=True)])
+        except UnstorableValue as exc:  # the unit fails alone, at this step
+            walk.encoded.append(None)
+            walk.attempts.append(
+                AttemptRecord(
+                    outcome="failed",
+                    mode="local",
+                    stage="expression",
+                    errors=[{"message": exc.message}],
+                )
+            )
+            return walk
+        walk.encoded.append(text)
+        walk.attempts.append(_local_attempt(result))
+        if offset + 1 < len(steps):
+            record = {**record, **json.loads(text)}
+    return walk
+
+
+def _record_walks(
+    ledger: Ledger, index: int, steps: Sequence[CompiledStep], walks: list[_Walk]
+) -> None:
+    """Claim and record each step of the computed units, step after step, in one
+    transaction: each unit is pending at ``index`` or recorded at every step it reached."""
+    with ledger.transaction():
+        for offset, cstep in enumerate(steps):
+            step_idx = index + offset
+            here = [w for w in walks if len(w.results) > offset]
+            if not here:
+                break
+            ledger.claim_units(step_idx, [w.unit.uid for w in here])
+            successes: list[Success] = []
+            failures: list[Failure] = []
+            for w in here:
+                result, text, attempt = w.results[offset], w.encoded[offset], w.attempts[offset]
+                if result.ok and isinstance(cstep.step, FanOutStep):
+                    ledger.add_children(w.unit.uid, step_idx, list(result.children))
+                elif text is not None:
+                    successes.append(Success(w.unit.uid, result.delta or {}, attempt, text))
+                else:
+                    assert attempt is not None
+                    failures.append(Failure(w.unit.uid, attempt, terminal=True))
+            if successes:
+                ledger.record_successes(step_idx, successes)
+            if failures:
+                ledger.record_failures(step_idx, failures)
+            hits = [
+                w.unit.unit_id for w in here if w.results[offset].info.get("hit_max_iterations")
+            ]
+            if hits:
+                ledger.log_event(
+                    "warning",
+                    "MAX_ITERATIONS",
+                    f"{len(hits)} unit(s) reached max_iterations at step {step_idx}",
+                    {"step": step_idx, "units": len(hits), "first": hits[0]},
+                )
 
 
 def _failure_attempt(result: StepResult) -> AttemptRecord:

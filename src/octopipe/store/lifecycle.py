@@ -113,6 +113,28 @@ class UnitLifecycle(LedgerCore):
         ]
 
     @guarded
+    def claim_units(self, step_idx: int, uids: Sequence[int]) -> None:
+        """Move exactly these pending units of a step to ``in_flight`` without reading their
+        records: the caller computed them from records it already holds (read by
+        :meth:`peek_pending`, or built in this transaction from the step before). Raises
+        ``StoreError``, changing nothing, unless every one of them was pending."""
+        self._step(step_idx)
+        if len(set(uids)) != len(uids):
+            raise ValueError(f"a unit appears twice in one change at step {step_idx}")
+        new = advance(UnitStepState.PENDING, UnitStepEvent.START)
+        with self.transaction():
+            moved = self._db.execute(
+                """UPDATE unit_steps SET state = ?, updated_at = ?
+                   WHERE step_idx = ? AND state = ? AND uid IN (SELECT value FROM json_each(?))""",
+                (new.value, self._now(), step_idx, _PENDING, reads.json_ints(uids)),
+            ).rowcount
+            if moved != len(uids):
+                raise StoreError(
+                    f"{len(uids) - moved} of {len(uids)} units were no longer pending at step "
+                    f"{step_idx} when claimed; is another process writing this run?"
+                )
+
+    @guarded
     def peek_pending(self, step_idx: int, limit: int) -> list[ClaimedUnit]:
         """The units :meth:`claim_pending` would claim (oldest first, with their input
         records), read without changing anything: a caller that computes for a while before
@@ -215,7 +237,11 @@ class UnitLifecycle(LedgerCore):
                 [
                     (
                         moves[s.uid][0].value,
-                        dumps(dict(s.delta), what=f"output of unit {s.uid} at step {step_idx}"),
+                        s.encoded
+                        if s.encoded is not None
+                        else dumps(
+                            dict(s.delta), what=f"output of unit {s.uid} at step {step_idx}"
+                        ),
                         ids.get(s.uid),
                         now,
                         step_idx,

@@ -105,6 +105,9 @@ class Success(NamedTuple):
     uid: int
     delta: Mapping[str, Any]
     attempt: AttemptRecord | None = None
+    encoded: str | None = None
+    """``delta`` already written as the ledger's JSON (``codec.dumps``), when the caller had
+    to encode it anyway (a local step passing it to the next one); ``None``: encode it here."""
 
 
 class Failure(NamedTuple):
