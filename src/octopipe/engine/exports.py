@@ -68,8 +68,11 @@ class ExportFile:
     records: int
 
 
+_LINE = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
+
+
 def _line(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":")) + "\n"
+    return _LINE(record) + "\n"
 
 
 STALE_AFTER_S = 600

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +53,7 @@ from octopipe.errors import (
     UnstorableValue,
     UsageError,
 )
-from octopipe.store.codec import dumps
+from octopipe.store.codec import dumps, parse
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
 from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Success
@@ -517,7 +516,7 @@ def _walk(
         walk.encoded.append(text)
         walk.attempts.append(_local_attempt(result))
         if offset + 1 < len(steps):
-            record = {**record, **json.loads(text)}
+            record = {**record, **parse(text)}
     return walk
 
 

@@ -13,6 +13,7 @@ import sqlite3
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from json.scanner import make_scanner
 from typing import Any
 
 from octopipe.errors import CorruptValue, StoreError, UnstorableValue
@@ -25,12 +26,30 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""One encoder for every write: ``json.dumps`` with options builds a new one per call."""
+_SCAN = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed: the class is its own argument
+
+
 def dumps(value: Any, *, what: str) -> str:
     """Compact strict JSON; a value that cannot be stored raises ``StoreError`` naming ``what``."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise UnstorableValue(f"{what} cannot be stored as JSON: {exc}") from None
+
+
+def parse(text: Any) -> Any:
+    """``json.loads(text)``, the same value or the same error, at about a third of its cost
+    on what the ledger writes: the scanner is called directly, and anything it does not read
+    whole (surrounding space, a damaged or non-text value) goes through ``json.loads``."""
+    try:
+        value, end = _SCAN(text, 0)
+    except Exception:  # StopIteration, a decoding error, not a string: json.loads says why
+        return json.loads(text)
+    if end != len(text):
+        return json.loads(text)
+    return value
 
 
 def loads(text: str | None, *, what: str = "a stored value") -> Any:
@@ -39,7 +58,7 @@ def loads(text: str | None, *, what: str = "a stored value") -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return parse(text)
     except (TypeError, ValueError) as exc:
         raise CorruptValue(
             f"{what} is corrupt (not valid JSON: {exc}); `octopipe verify` lists every damaged row"

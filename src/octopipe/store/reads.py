@@ -11,14 +11,13 @@ Lookups by uid go through ``step_idx IN (SELECT idx FROM steps ...)`` so that SQ
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from octopipe.core.states import UnitStepState
 from octopipe.errors import CorruptValue
-from octopipe.store.codec import get_blob, loads
+from octopipe.store.codec import get_blob, loads, parse
 from octopipe.store.records import AttemptRow, CostTotals, FailureRow, Json
 
 _VALID = UnitStepState.VALID.value
@@ -62,7 +61,7 @@ def unit_json(
     """A unit's stored JSON (its ``fields``, a step's ``output`` or ``errors``); a damaged one
     raises ``CorruptValue`` naming the unit and the step. Records must be objects."""
     try:
-        value = json.loads(text) if text is not None else None
+        value = parse(text) if text is not None else None
     except (TypeError, ValueError) as exc:
         problem = f"not valid JSON: {exc}"
     else:

@@ -1,0 +1,44 @@
+"""The ledger's JSON reader gives what ``json.loads`` gives: the same value or the same error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from octopipe.errors import CorruptValue
+from octopipe.store.codec import dumps, loads, parse
+
+TEXTS = ['{"a":1,"b":[1,2.5,"é"]}', ' {"a":1}', '{"a":1}\n', '"x"', "[]", "null", "12"]
+BAD = ['{"a":', '{"a":1} x', "", "  ", "{'a': 1}", "[1,]"]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_parse_reads_what_json_loads_reads(text: str) -> None:
+    assert parse(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", BAD)
+def test_parse_refuses_what_json_loads_refuses_with_its_message(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(text)
+    with pytest.raises(json.JSONDecodeError) as got:
+        parse(text)
+    assert str(got.value) == str(expected.value)
+
+
+def test_parse_of_a_value_that_is_not_text_fails_as_json_loads_does() -> None:
+    with pytest.raises(TypeError, match="must be str"):
+        parse(5)
+
+
+def test_loads_names_the_damaged_value() -> None:
+    with pytest.raises(CorruptValue, match="the output of unit 'a' is corrupt"):
+        loads('{"x":', what="the output of unit 'a'")
+
+
+def test_dumps_writes_compact_strict_json_as_before() -> None:
+    value = {"a": [1, 2.5, "é\u2028"], "b": None, "c": {"d": True}}
+    assert dumps(value, what="x") == json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
