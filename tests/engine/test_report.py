@@ -317,6 +317,10 @@ def test_a_run_made_before_the_report_index_reads_the_same(run: RunPaths) -> Non
         # an older octopipe had no later migration either (0005_attempt_tiers: two columns)
         "ALTER TABLE attempts DROP COLUMN tier; ALTER TABLE attempts DROP COLUMN standard_cost_usd;"
         "DELETE FROM migrations WHERE name = '0005_attempt_tiers';"
+        # nor the maintained totals (0006_attempt_totals: a table and its triggers)
+        "DROP TABLE attempt_totals; DROP TRIGGER attempt_totals_insert; "
+        "DROP TRIGGER attempt_totals_update; DROP TRIGGER attempt_totals_delete; "
+        "DELETE FROM migrations WHERE name = '0006_attempt_totals';"
         "PRAGMA user_version = 1;"
     )
     db.close()

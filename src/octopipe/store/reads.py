@@ -19,6 +19,7 @@ from octopipe.core.states import UnitStepState
 from octopipe.errors import CorruptValue
 from octopipe.store.codec import get_blob, loads, parse
 from octopipe.store.records import AttemptRow, CostTotals, FailureRow, Json
+from octopipe.store.schema import has_table
 
 _VALID = UnitStepState.VALID.value
 
@@ -178,12 +179,32 @@ def attempts_of(conn: sqlite3.Connection, uid: int, step_idx: int | None) -> lis
 
 
 def cost_totals(conn: sqlite3.Connection) -> CostTotals:
-    row = conn.execute(
-        """SELECT COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd), COUNT(*),
-                  COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
-                  COALESCE(SUM(cached_tokens), 0)
-           FROM attempts WHERE mode != 'local'"""
-    ).fetchone()
+    """What the LLM attempts add up to: one row kept by triggers (migration
+    ``0006_attempt_totals``), or, on a ledger made before it, a scan of every attempt."""
+    if has_table(conn, "attempt_totals"):
+        row = conn.execute(
+            """SELECT COALESCE(cost_usd, 0), unpriced, attempts, input_tokens, output_tokens,
+                      cached_tokens
+               FROM attempt_totals WHERE kind = 'llm'"""
+        ).fetchone()
+    else:
+        row = scanned_cost_totals(conn)
+    return _cost_totals(row)
+
+
+def scanned_cost_totals(conn: sqlite3.Connection) -> tuple[Any, ...]:
+    """The totals of ``attempt_totals`` computed from the attempts themselves."""
+    return tuple(
+        conn.execute(
+            """SELECT COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd), COUNT(*),
+                      COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
+                      COALESCE(SUM(cached_tokens), 0)
+               FROM attempts WHERE mode != 'local'"""
+        ).fetchone()
+    )
+
+
+def _cost_totals(row: Sequence[Any]) -> CostTotals:
     return CostTotals(
         known_usd=float(row[0]),
         unknown_cost_attempts=row[1],

@@ -201,11 +201,73 @@ ALTER TABLE attempts ADD COLUMN tier TEXT
 ALTER TABLE attempts ADD COLUMN standard_cost_usd REAL;
 """
 
+_ATTEMPT_TOTALS = """
+-- What the LLM attempts add up to (cost, calls with no price, tokens), kept by triggers in the
+-- transaction that inserts, changes or deletes an attempt, so `status` and `ps` read one row
+-- instead of scanning every attempt. Additions follow the attempts' insertion order, the order
+-- in which a scan of the table sums them.
+CREATE TABLE attempt_totals (
+    kind          TEXT PRIMARY KEY CHECK (kind = 'llm'),
+    attempts      INTEGER NOT NULL,
+    unpriced      INTEGER NOT NULL,
+    cost_usd      REAL,
+    input_tokens  INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL
+);
+INSERT INTO attempt_totals
+SELECT 'llm', COUNT(*), COUNT(*) - COUNT(cost_usd), SUM(cost_usd), COALESCE(SUM(input_tokens), 0),
+       COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cached_tokens), 0)
+FROM attempts WHERE mode != 'local';
+CREATE TRIGGER attempt_totals_insert AFTER INSERT ON attempts WHEN NEW.mode != 'local' BEGIN
+    UPDATE attempt_totals SET
+        attempts = attempts + 1,
+        unpriced = unpriced + (NEW.cost_usd IS NULL),
+        cost_usd = CASE WHEN NEW.cost_usd IS NULL THEN cost_usd
+                        ELSE COALESCE(cost_usd, 0) + NEW.cost_usd END,
+        input_tokens = input_tokens + COALESCE(NEW.input_tokens, 0),
+        output_tokens = output_tokens + COALESCE(NEW.output_tokens, 0),
+        cached_tokens = cached_tokens + COALESCE(NEW.cached_tokens, 0)
+    WHERE kind = 'llm';
+END;
+CREATE TRIGGER attempt_totals_delete AFTER DELETE ON attempts WHEN OLD.mode != 'local' BEGIN
+    UPDATE attempt_totals SET
+        attempts = attempts - 1,
+        unpriced = unpriced - (OLD.cost_usd IS NULL),
+        cost_usd = CASE WHEN OLD.cost_usd IS NULL THEN cost_usd ELSE cost_usd - OLD.cost_usd END,
+        input_tokens = input_tokens - COALESCE(OLD.input_tokens, 0),
+        output_tokens = output_tokens - COALESCE(OLD.output_tokens, 0),
+        cached_tokens = cached_tokens - COALESCE(OLD.cached_tokens, 0)
+    WHERE kind = 'llm';
+END;
+CREATE TRIGGER attempt_totals_update
+AFTER UPDATE OF mode, cost_usd, input_tokens, output_tokens, cached_tokens ON attempts BEGIN
+    UPDATE attempt_totals SET
+        attempts = attempts - 1,
+        unpriced = unpriced - (OLD.cost_usd IS NULL),
+        cost_usd = CASE WHEN OLD.cost_usd IS NULL THEN cost_usd ELSE cost_usd - OLD.cost_usd END,
+        input_tokens = input_tokens - COALESCE(OLD.input_tokens, 0),
+        output_tokens = output_tokens - COALESCE(OLD.output_tokens, 0),
+        cached_tokens = cached_tokens - COALESCE(OLD.cached_tokens, 0)
+    WHERE kind = 'llm' AND OLD.mode != 'local';
+    UPDATE attempt_totals SET
+        attempts = attempts + 1,
+        unpriced = unpriced + (NEW.cost_usd IS NULL),
+        cost_usd = CASE WHEN NEW.cost_usd IS NULL THEN cost_usd
+                        ELSE COALESCE(cost_usd, 0) + NEW.cost_usd END,
+        input_tokens = input_tokens + COALESCE(NEW.input_tokens, 0),
+        output_tokens = output_tokens + COALESCE(NEW.output_tokens, 0),
+        cached_tokens = cached_tokens + COALESCE(NEW.cached_tokens, 0)
+    WHERE kind = 'llm' AND NEW.mode != 'local';
+END;
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_initial", _INITIAL),
     ("0002_post_runs", _POST_RUNS),
     ("0003_attempts_by_step", _ATTEMPTS_BY_STEP),
     ("0005_attempt_tiers", _ATTEMPT_TIERS),
+    ("0006_attempt_totals", _ATTEMPT_TOTALS),
 ]
 
 # Migrations that only add an index: a reader may open a ledger still lacking them (every
@@ -307,9 +369,23 @@ def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
     return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
 
 
+DERIVED_ONLY: frozenset[str] = frozenset({"0006_attempt_totals"})
+"""Migrations that only add what can be computed from the rest (a maintained total), which
+readers look for before reading (`has_table`) and compute themselves when it is missing."""
+
+
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        is not None
+    )
+
+
 def needed_by_readers(todo: list[str]) -> list[str]:
     """The migrations of ``todo`` without which a read-only open cannot proceed."""
-    return [name for name in todo if name not in INDEX_ONLY | ADDED_COLUMNS_ONLY]
+    return [name for name in todo if name not in INDEX_ONLY | ADDED_COLUMNS_ONLY | DERIVED_ONLY]
 
 
 def migrate(conn: sqlite3.Connection, now: str, *, fresh: bool = False) -> list[str]:
