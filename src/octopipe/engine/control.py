@@ -44,7 +44,6 @@ from octopipe.core.states import (
 from octopipe.engine import commands
 from octopipe.engine.exports import refresh_exports
 from octopipe.engine.paths import RunPaths
-from octopipe.engine.postprocess import refresh_after_change
 from octopipe.engine.runlog import RunLog
 from octopipe.errors import CannotWrite, StoreError, UsageError
 from octopipe.store.ledger import Ledger
@@ -140,6 +139,10 @@ def _apply_held(ledger: Ledger, kind: str, args: dict[str, Any], paths: RunPaths
 
 def _refresh_post(ledger: Ledger, paths: RunPaths) -> str:
     """Built-in post-processing the change made stale, re-run (``engine/postprocess.py``)."""
+    # Imported here: post-processing loads the pipeline's config (pydantic models), which the
+    # read-only tools that import this module (verify, info ...) never need.
+    from octopipe.engine.postprocess import refresh_after_change
+
     log = RunLog(paths.log)
     try:
         report = refresh_after_change(ledger, paths, log)
