@@ -141,6 +141,23 @@ def test_claim_units_changes_nothing_unless_every_unit_is_pending(
         ledger.claim_units(0, [uids[2], uids[2]])
 
 
+def test_successes_can_enter_the_next_step_already_claimed(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
+    ledger.add_units(units(3))
+    claimed = ledger.claim_pending(0, 3)
+    ledger.record_successes(0, [Success(c.uid, {"x": 1}) for c in claimed], claim_next=True)
+    assert state_counts(ledger, 1) == {IN_FLIGHT: 3}
+    assert ledger.claim_pending(1, 10) == []
+    ledger.record_successes(1, [Success(c.uid, {"y": 2}, valid_attempt()) for c in claimed])
+    assert state_counts(ledger, 1) == {VALID: 3} and state_counts(ledger, 2) == {PENDING: 3}
+    last = ledger.claim_pending(2, 3)
+    with pytest.raises(ValueError, match="last step"):
+        ledger.record_successes(
+            2, [Success(c.uid, {}, valid_attempt()) for c in last], claim_next=True
+        )
+    assert state_counts(ledger, 2) == {IN_FLIGHT: 3}
+
+
 def test_a_claimed_record_is_the_fields_plus_earlier_deltas(make_ledger: MakeLedger) -> None:
     ledger = make_ledger()
     ledger.add_units([("a", {"seed": 1, "name": "x"})])

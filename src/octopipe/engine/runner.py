@@ -531,7 +531,8 @@ def _record_walks(
             here = [w for w in walks if len(w.results) > offset]
             if not here:
                 break
-            ledger.claim_units(step_idx, [w.unit.uid for w in here])
+            if offset == 0:  # later steps: entered claimed by the step before
+                ledger.claim_units(step_idx, [w.unit.uid for w in here])
             successes: list[Success] = []
             failures: list[Failure] = []
             for w in here:
@@ -544,7 +545,9 @@ def _record_walks(
                     assert attempt is not None
                     failures.append(Failure(w.unit.uid, attempt, terminal=True))
             if successes:
-                ledger.record_successes(step_idx, successes)
+                # every unit that passes a step of the chunk but its last goes on to the next
+                last = offset + 1 == len(steps)
+                ledger.record_successes(step_idx, successes, claim_next=not last)
             if failures:
                 ledger.record_failures(step_idx, failures)
             hits = [

@@ -215,8 +215,12 @@ class UnitLifecycle(LedgerCore):
         return step_idx + 1 if step_idx + 1 < len(self._steps) else None
 
     @guarded
-    def record_successes(self, step_idx: int, items: Iterable[Success]) -> int:
-        """:meth:`record_success` for many units of one step, in one transaction."""
+    def record_successes(
+        self, step_idx: int, items: Iterable[Success], *, claim_next: bool = False
+    ) -> int:
+        """:meth:`record_success` for many units of one step, in one transaction.
+        ``claim_next``: the units enter the next step already claimed (``in_flight``), as
+        :meth:`claim_units` would leave them, for a caller that goes on with them at once."""
         self._step(step_idx, must_not_be="fan_out")
         items = list(items)
         if any(s.attempt is not None and s.attempt.outcome != "valid" for s in items):
@@ -250,7 +254,7 @@ class UnitLifecycle(LedgerCore):
                     for s in items
                 ],
             )
-            self._enter_next_step(step_idx, [s.uid for s in items], now)
+            self._enter_next_step(step_idx, [s.uid for s in items], now, claimed=claim_next)
             if items:
                 self._results_changed()
         return len(items)
@@ -531,14 +535,19 @@ class UnitLifecycle(LedgerCore):
             )
         return uids
 
-    def _enter_next_step(self, step_idx: int, uids: Sequence[int], now: str) -> None:
+    def _enter_next_step(
+        self, step_idx: int, uids: Sequence[int], now: str, *, claimed: bool = False
+    ) -> None:
         nxt = step_idx + 1
         if nxt >= len(self._steps):
+            if claimed:
+                raise ValueError(f"step {step_idx} is the last step: no next step to claim at")
             return
+        state = advance(UnitStepState.PENDING, UnitStepEvent.START).value if claimed else _PENDING
         try:
             self._db.executemany(
                 "INSERT INTO unit_steps(uid, step_idx, state, updated_at) VALUES (?, ?, ?, ?)",
-                ((uid, nxt, _PENDING, now) for uid in uids),
+                ((uid, nxt, state, now) for uid in uids),
             )
         except sqlite3.IntegrityError:
             raise StoreError(f"a unit already has a row at step {nxt}") from None
