@@ -20,6 +20,9 @@ FORBIDDEN = {
     "providers": ("octopipe.store", "octopipe.engine", "octopipe.cli", "octopipe.tui"),
     "engine": ("octopipe.cli", "octopipe.tui"),
     "cli": ("textual", "octopipe.tui"),
+    # the TUI reads and changes runs through the engine only: never the ledger, a provider
+    # or SQLite itself (tui/port.py is its one door to the engine)
+    "tui": ("octopipe.store", "octopipe.providers", "octopipe.cli", "sqlite3"),
 }
 CORE_FORBIDDEN_MODULES = (
     "socket",

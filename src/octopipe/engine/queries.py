@@ -144,6 +144,11 @@ def run_status(paths: RunPaths, archived: bool = False) -> RunStatusView:
         ledger.close()
 
 
+def status_of(ledger: Ledger, paths: RunPaths, archived: bool = False) -> RunStatusView:
+    """``run_status`` over a ledger the caller has opened (read-only) for more reads."""
+    return _view(ledger, paths, archived)
+
+
 def _view(ledger: Ledger, paths: RunPaths, archived: bool) -> RunStatusView:
     info = ledger.run_info()
     counts = ledger.counts()

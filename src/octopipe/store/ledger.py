@@ -42,6 +42,7 @@ from octopipe.errors import StoreError
 from octopipe.store import batches as batch_sql
 from octopipe.store import integrity, reads
 from octopipe.store.base import guarded
+from octopipe.store.browse_reads import BrowseReads
 from octopipe.store.codec import Clock, dumps, get_blob, loads, put_blob, utc_now
 from octopipe.store.connection import connect, store_error
 from octopipe.store.lifecycle import UnitLifecycle
@@ -68,7 +69,7 @@ _VALID = UnitStepState.VALID.value
 _UNIT_SCOPES = ("chunk", "expression", "fan_out")
 
 
-class Ledger(UnitLifecycle, PostRuns, ViewReads):
+class Ledger(UnitLifecycle, PostRuns, ViewReads, BrowseReads):
     """One run's ledger. Build with :meth:`create`, :meth:`open` or :meth:`in_memory`."""
 
     # --- construction ---------------------------------------------------------------------
