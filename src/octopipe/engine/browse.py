@@ -205,12 +205,21 @@ def units_page(
     stage: str | None = None,
     prefix: str | None = None,
     after_uid: int = 0,
+    after_unit_id: str = "",
     limit: int = 200,
 ) -> list[UnitRow]:
+    """A page of units at a step: uid order after ``after_uid``; with ``prefix``, id order
+    after ``after_unit_id``."""
     ledger = Ledger.open(paths.ledger, readonly=True)
     try:
         return ledger.unit_page(
-            step_idx, states=states, stage=stage, prefix=prefix, after_uid=after_uid, limit=limit
+            step_idx,
+            states=states,
+            stage=stage,
+            prefix=prefix,
+            after_uid=after_uid,
+            after_unit_id=after_unit_id,
+            limit=limit,
         )
     finally:
         ledger.close()

@@ -8,7 +8,8 @@ Every query here is bounded: a page is at most ``limit`` rows found by a keyset 
   state, merged by SQLite in uid order;
 * a search by id: the unique index of ``units.unit_id`` as a prefix range (``unit_id >= p
   AND unit_id < p + U+10FFFF``), so finding ``item04`` among a million units reads only the
-  ids that start with it.
+  ids that start with it; these pages are in id order, with the last id as the keyset
+  (``after_unit_id``).
 
 A filter by failure stage reads ``last_stage`` from the rows of the failed states only.
 """
@@ -66,6 +67,7 @@ class BrowseReads(LedgerCore):
         stage: str | None = None,
         prefix: str | None = None,
         after_uid: int = 0,
+        after_unit_id: str = "",
         limit: int = 100,
     ) -> list[UnitRow]:
         """The next ``limit`` units (uid order, uid > ``after_uid``) at a step in ``states``
@@ -73,8 +75,18 @@ class BrowseReads(LedgerCore):
         ``prefix``."""
         self._step(step_idx)
         limit = max(1, min(limit, MAX_PAGE))
+        if prefix:
+            return _prefix_page(
+                self._db,
+                step_idx,
+                tuple(s.value for s in states),
+                stage,
+                prefix,
+                after_unit_id,
+                limit,
+            )
         return _unit_page(
-            self._db, step_idx, tuple(s.value for s in states), stage, prefix, after_uid, limit
+            self._db, step_idx, tuple(s.value for s in states), stage, None, after_uid, limit
         )
 
     @guarded
@@ -151,18 +163,41 @@ def _unit_page(
     if stage is not None:
         where.append("s.last_stage = ?")
         args.append(stage)
-    columns = "s.uid, u.unit_id, s.state, s.attempts, s.last_stage, s.last_error, s.updated_at"
-    if prefix:
-        # The prefix range is read from the unit_id index; each hit is one primary-key seek.
-        sql = f"""SELECT {columns} FROM units u JOIN unit_steps s ON s.uid = u.uid
-                  WHERE u.unit_id >= ? AND u.unit_id < ? AND {" AND ".join(where)}
-                  ORDER BY s.uid LIMIT ?"""
-        args = [prefix, prefix + _PREFIX_END, *args, limit]
-    else:
-        index = "INDEXED BY unit_steps_state" if states else ""
-        sql = f"""SELECT {columns} FROM unit_steps s {index} JOIN units u ON u.uid = s.uid
-                  WHERE {" AND ".join(where)} ORDER BY s.uid LIMIT ?"""
-        args.append(limit)
+    index = "INDEXED BY unit_steps_state" if states else ""
+    sql = f"""SELECT {COLUMNS} FROM unit_steps s {index} JOIN units u ON u.uid = s.uid
+              WHERE {" AND ".join(where)} ORDER BY s.uid LIMIT ?"""
+    args.append(limit)
+    return _rows(conn, sql, args)
+
+
+def _prefix_page(
+    conn: sqlite3.Connection,
+    step_idx: int,
+    states: tuple[str, ...],
+    stage: str | None,
+    prefix: str,
+    after_unit_id: str,
+    limit: int,
+) -> list[UnitRow]:
+    """Units whose id starts with ``prefix``, in id order: a range of the unit_id index
+    (``CROSS JOIN`` keeps it the outer loop), one primary-key seek per unit."""
+    where = ["u.unit_id >= ?", "u.unit_id < ?", "u.unit_id > ?", "s.step_idx = ?"]
+    args: list[object] = [prefix, prefix + _PREFIX_END, after_unit_id, step_idx]
+    if states:
+        where.append(f"s.state IN ({','.join('?' * len(states))})")
+        args += states
+    if stage is not None:
+        where.append("s.last_stage = ?")
+        args.append(stage)
+    sql = f"""SELECT {COLUMNS} FROM units u CROSS JOIN unit_steps s ON s.uid = u.uid
+              WHERE {" AND ".join(where)} ORDER BY u.unit_id LIMIT ?"""
+    return _rows(conn, sql, [*args, limit])
+
+
+COLUMNS = "s.uid, u.unit_id, s.state, s.attempts, s.last_stage, s.last_error, s.updated_at"
+
+
+def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> list[UnitRow]:
     return [
         UnitRow(uid, unit_id, UnitStepState(state), attempts, last_stage, error, updated)
         for uid, unit_id, state, attempts, last_stage, error, updated in conn.execute(sql, args)

@@ -134,6 +134,7 @@ class RunQueries:
         stage: str | None = None,
         prefix: str | None = None,
         after_uid: int = 0,
+        after_unit_id: str = "",
         limit: int = 200,
     ) -> list[Any]:
         return browse.units_page(
@@ -143,6 +144,7 @@ class RunQueries:
             stage=stage,
             prefix=prefix,
             after_uid=after_uid,
+            after_unit_id=after_unit_id,
             limit=limit,
         )
 

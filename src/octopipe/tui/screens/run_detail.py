@@ -94,6 +94,7 @@ class RunDetailScreen(RunActions):
         self.stages: dict[str, dict[str, int]] = {}
         self.filter = UnitFilter(step=-1)
         self.last_uid = 0
+        self.last_unit_id = ""
         self.more = False
         self.loading_units = False
         self.log_offset: int | None = None
@@ -101,6 +102,7 @@ class RunDetailScreen(RunActions):
         self.level = 0
         self.report: Any = None
         self.units_loaded = 0
+        self.funnel_view: Any = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -142,6 +144,7 @@ class RunDetailScreen(RunActions):
             ("estimate", "Estimate"),
         ):
             batches.add_column(label, key=key)
+        units.focus()
         self.refresh_now()
         self.load_report()
         self.follow_log()
@@ -175,11 +178,10 @@ class RunDetailScreen(RunActions):
             per_step.setdefault(batch["step"], Counter())[
                 batch["at_provider"] or batch["state"]
             ] += 1
-        self.query_one("#funnel", Static).update(
-            funnel(
-                view.steps, self.stages, {k: dict(v) for k, v in per_step.items()}, self.filter.step
-            )
+        self.funnel_view = funnel(
+            view.steps, self.stages, {k: dict(v) for k, v in per_step.items()}, self.filter.step
         )
+        self.query_one("#funnel", Static).update(self.funnel_view)
         self.query_one("#stats", Static).update(self._stats())
         counts = ", ".join(f"{n} {s}" for s, n in view.batch_counts.items()) or "none"
         line = f"batches: {counts}"
@@ -277,6 +279,7 @@ class RunDetailScreen(RunActions):
 
     def reload_units(self) -> None:
         self.last_uid = 0
+        self.last_unit_id = ""
         self.units_loaded = 0
         self.query_one("#units", DataTable).clear()
         self._load_page(replace=True)
@@ -309,7 +312,8 @@ class RunDetailScreen(RunActions):
         if self.row is None or self.loading_units:
             return
         self.loading_units = True
-        name, step, after, args = self.run_name, self.filter.step, self.last_uid, self._query_args()
+        name, step, args = self.run_name, self.filter.step, self._query_args()
+        after, after_id = self.last_uid, self.last_unit_id
 
         def got(rows: list[Any]) -> None:
             self.loading_units = False
@@ -317,7 +321,9 @@ class RunDetailScreen(RunActions):
 
         def fetch() -> list[Any]:
             try:
-                return self.octo.queries.units(name, step, after_uid=after, limit=PAGE, **args)
+                return self.octo.queries.units(
+                    name, step, after_uid=after, after_unit_id=after_id, limit=PAGE, **args
+                )
             finally:
                 self.loading_units = False
 
@@ -334,6 +340,7 @@ class RunDetailScreen(RunActions):
                 table.add_row(*self._unit_cells(unit).values(), key=unit.unit_id)
         if rows:
             self.last_uid = rows[-1].uid
+            self.last_unit_id = rows[-1].unit_id
         self.units_loaded = table.row_count
         self.more = len(rows) == PAGE
         self._show_filter()

@@ -20,9 +20,9 @@ def step_box(step: Any, stages: dict[str, int], batches: dict[str, int], selecte
     body.append(f"{step.valid:,}", style="bold green")
     body.append(f" / {total:,} valid\n")
     if step.failed:
-        detail = ", ".join(f"{k} {v}" for k, v in sorted(stages.items()))
-        body.append(f"✗ {step.failed:,} failed", style="bold red")
-        body.append(f" ({detail})\n" if detail else "\n", style="red")
+        body.append(f"✗ {step.failed:,} failed\n", style="bold red")
+        for stage, count in sorted(stages.items()):
+            body.append(f"   {count:,} at {stage}\n", style="red")
     if step.retrying:
         body.append(f"↻ {step.retrying:,} retrying\n", style="yellow")
     if step.in_flight:
