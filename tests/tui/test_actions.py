@@ -3,7 +3,8 @@ confirmation where they cost money or destroy something, and show the CLI comman
 
 from __future__ import annotations
 
-from conftest import settle
+from tui_support import settle
+
 from octopipe.core.states import UnitStepState
 from octopipe.store.ledger import Ledger
 

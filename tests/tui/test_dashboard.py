@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from tui_support import PAUSE_REASONS, settle
 
-from conftest import PAUSE_REASONS, settle
 from octopipe.engine.browse import RunIndex
 from octopipe.store.ledger import Ledger
 

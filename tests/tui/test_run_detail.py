@@ -3,7 +3,8 @@ and filtered, log pane, every key; the inspector's raw answers, diff, copy."""
 
 from __future__ import annotations
 
-from conftest import settle
+from tui_support import settle
+
 from octopipe.core.states import UnitStepState
 from octopipe.engine.browse import log_tail, units_page
 from octopipe.engine.paths import RunPaths

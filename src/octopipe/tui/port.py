@@ -261,9 +261,10 @@ class RunQueries:
                 key = (rates.output, rates.input) if rates is not None else (float("inf"),) * 2
                 priced.append((key, provider, info.name))
         priced.sort()
-        return [ModelChoice("", None, "pipeline default")] + [
-            ModelChoice(p, m, f"{p}/{m}") for _, p, m in priced
-        ]
+        return [
+            ModelChoice("", None, "pipeline default"),
+            ModelChoice("fake", None, "fake: the local emulator (no API key, no cost)"),
+        ] + [ModelChoice(p, m, f"{p}/{m}") for _, p, m in priced if p != "fake"]
 
 
 class RunControl:

@@ -27,10 +27,11 @@ def auto_name(pipeline: str, now: datetime | None = None) -> str:
 
 
 class LauncherScreen(OctoScreen):
+    AUTO_FOCUS = "#pipeline"
     BINDINGS = [
         Binding("escape", "back", "Back"),
-        Binding("ctrl+e", "estimate", "Estimate"),
-        Binding("ctrl+s", "launch", "Launch"),
+        Binding("ctrl+e", "estimate", "Estimate", priority=True),
+        Binding("ctrl+s", "launch", "Launch", priority=True),
     ]
 
     def __init__(self, pipeline: Path | None = None) -> None:

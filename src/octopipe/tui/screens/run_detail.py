@@ -166,13 +166,18 @@ class RunDetailScreen(RunActions):
 
     def apply_overview(self, result: tuple[DashboardRow, dict[str, dict[str, int]]]) -> None:
         first = self.row is None
+        before = None if self.row is None else (self.row.view.status, self.row.view.updated_at)
         self.row, self.stages = result
         view = self.row.view
         if first:
             self.filter.step = self._default_step()
             self.reload_units()
         else:
-            self.refresh_units_in_view()
+            changed = before != (self.row.view.status, self.row.view.updated_at)
+            if changed:
+                self.refresh_units_in_view()
+            if changed and not self.row.view.live:
+                self.load_report()  # the run just stopped: its final figures
         per_step: dict[str, Counter[str]] = {}
         for batch in view.open_batches:
             per_step.setdefault(batch["step"], Counter())[
@@ -285,12 +290,12 @@ class RunDetailScreen(RunActions):
         self._load_page(replace=True)
 
     def refresh_units_in_view(self) -> None:
-        """States change while a run is live: re-read the loaded window (only its first
-        page, to stay cheap) and update the rows in place."""
-        if self.row is None or not self.row.view.live or self.loading_units:
+        """The run moved: re-read the first page and show it (a window not yet full is
+        replaced, so new units appear; a full one is updated in place)."""
+        if self.row is None or self.loading_units:
             return
         name, step, args = self.run_name, self.filter.step, self._query_args()
-        limit = min(max(self.units_loaded, 1), PAGE)
+        limit = PAGE
         self.octo.background(
             lambda: self.octo.queries.units(name, step, limit=limit, **args),
             self._update_rows,
@@ -300,13 +305,16 @@ class RunDetailScreen(RunActions):
 
     def _update_rows(self, rows: list[Any]) -> None:
         table = self.query_one("#units", DataTable)
+        if self.units_loaded < PAGE:
+            cursor = table.cursor_row
+            self._add_rows(rows, replace=True)
+            table.move_cursor(row=min(cursor, max(table.row_count - 1, 0)), animate=False)
+            return
         present = {str(k.value) for k in table.rows}
         for unit in rows:
             if unit.unit_id in present:
                 for key, value in self._unit_cells(unit).items():
                     table.update_cell(unit.unit_id, key, value)
-        if not present and rows:
-            self._add_rows(rows, replace=True)
 
     def _load_page(self, *, replace: bool = False) -> None:
         if self.row is None or self.loading_units:

@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
+from octopipe.core.amounts import format_usd
 from octopipe.engine.browse import UnitDetail
 from octopipe.tui.screens.base import OctoScreen
 
@@ -27,7 +28,10 @@ def _json(value: Any) -> str:
 
 
 def attempt_text(step: str, attempt: Any) -> str:
-    cost = "unknown" if attempt.cost_usd is None and attempt.mode != "local" else attempt.cost_usd
+    if attempt.mode == "local":
+        cost = "-"
+    else:
+        cost = "unknown" if attempt.cost_usd is None else format_usd(attempt.cost_usd)
     lines = [
         f"step {step}, attempt {attempt.attempt_no}: {attempt.outcome}"
         + (f" at {attempt.stage}" if attempt.stage else ""),
