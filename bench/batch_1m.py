@@ -150,7 +150,7 @@ class EmulatorProcess:
 
 def serve_emulator(argv: list[str]) -> None:
     """The emulator process: ``octopipe emulator`` (in a child of this script)."""
-    from octopipe.providers.emulator.cli import main as emulator_main
+    from octopipe.emulator.cli import main as emulator_main
 
     sys.exit(emulator_main(argv))
 

@@ -71,7 +71,7 @@ def walk_answer(request: Any) -> dict[str, Any] | None:
 
 def serve(latency_ms: float, rpm: int | None) -> None:
     """Child process: run the emulator until killed; print its root URL first."""
-    from octopipe.providers.emulator import Emulator, EmulatorConfig, default_answer
+    from octopipe.emulator import Emulator, EmulatorConfig, default_answer
 
     def answer(request: Any) -> Any:
         return walk_answer(request) or default_answer(request)

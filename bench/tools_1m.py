@@ -73,7 +73,7 @@ def main() -> None:
         for name, argv in (
             ("status", ["status", "big", "--json"]),
             ("verify", ["verify", "big", "--json"]),
-            ("verify_quick", ["verify", "big", "--quick", "--json"]),
+            ("verify_deep", ["verify", "big", "--deep", "--json"]),
             ("ps", ["ps", "--json"]),
         ):
             best = min(timed(*argv, "--runs-dir", str(runs))[0] for _ in range(3))

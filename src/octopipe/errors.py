@@ -12,7 +12,7 @@ can catch them by type.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -220,14 +220,6 @@ class IllegalTransition(OctopipeError):
 
 
 # --- providers -----------------------------------------------------------------------------------
-
-
-@dataclass
-class ProviderErrorInfo:
-    provider: str
-    status: int | None = None
-    request_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ProviderError(OctopipeError):

@@ -15,9 +15,30 @@ FORBIDDEN = {
         "octopipe.engine",
         "octopipe.cli",
         "octopipe.tui",
+        "octopipe.emulator",
     ),
-    "store": ("octopipe.providers", "octopipe.engine", "octopipe.cli", "octopipe.tui"),
-    "providers": ("octopipe.store", "octopipe.engine", "octopipe.cli", "octopipe.tui"),
+    "store": (
+        "octopipe.providers",
+        "octopipe.engine",
+        "octopipe.cli",
+        "octopipe.tui",
+        "octopipe.emulator",
+    ),
+    "providers": (
+        "octopipe.store",
+        "octopipe.engine",
+        "octopipe.cli",
+        "octopipe.tui",
+        "octopipe.emulator",
+    ),
+    # the emulator is an application of its own: core and errors only
+    "emulator": (
+        "octopipe.providers",
+        "octopipe.store",
+        "octopipe.engine",
+        "octopipe.cli",
+        "octopipe.tui",
+    ),
     "engine": ("octopipe.cli", "octopipe.tui"),
     "cli": ("textual", "octopipe.tui"),
     # the TUI reads and changes runs through the engine only: never the ledger, a provider
@@ -64,6 +85,22 @@ def test_layer_imports_only_what_it_may(package: str) -> None:
     assert not bad, sorted(bad)
 
 
+EMULATOR_USERS = ("engine/providers_setup.py", "cli/")
+
+
+def test_only_the_engines_provider_setup_and_the_cli_import_the_emulator() -> None:
+    users = {
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if not path.is_relative_to(SRC / "emulator")
+        and any(
+            n == "octopipe.emulator" or n.startswith("octopipe.emulator.") for n in imports_of(path)
+        )
+    }
+    assert users, "the check sees no importer at all"
+    assert sorted(u for u in users if not u.startswith(EMULATOR_USERS)) == []
+
+
 def test_core_does_no_network_or_processes() -> None:
     bad = {
         f"{path.relative_to(SRC)} imports {name}"
@@ -81,4 +118,20 @@ def test_only_costs_module_multiplies_prices() -> None:
         for path in SRC.rglob("*.py")
         if path.name != "costs.py" and "_per_million" in path.read_text(encoding="utf-8")
     ]
+    assert offenders == []
+
+
+BUILT_IN_PROVIDERS = ("openai", "anthropic", "gemini", "openai-compatible")
+
+
+def test_provider_names_are_spelled_only_in_the_catalog() -> None:
+    """Everything else asks the provider catalog (providers/catalog.py) or the registry data
+    (providers/registry.yaml); the emulator speaks the vendors' wire formats by name."""
+    offenders = sorted(
+        f"{path.relative_to(SRC)}:{node.lineno} {node.value!r}"
+        for path in SRC.rglob("*.py")
+        if path.relative_to(SRC).parts[0] != "emulator" and path.name != "catalog.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in BUILT_IN_PROVIDERS
+    )
     assert offenders == []

@@ -15,7 +15,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from realtime_support import EXAMPLES, octopipe_command, offline_env
 
-from octopipe.providers.emulator import EmulatorConfig, EmulatorThread
+from octopipe.emulator import EmulatorConfig, EmulatorThread
 from octopipe.store.lock import is_held
 
 

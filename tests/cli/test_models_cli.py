@@ -43,10 +43,20 @@ def test_json_gives_realtime_and_batch_prices(capsys: pytest.CaptureFixture[str]
     data = models_json(capsys, "--provider", "openai")
     [openai] = data["providers"]
     mini = next(m for m in openai["models"] if m["model"] == "gpt-4o-mini")
-    prices = mini["per_million_usd"]
-    assert prices["realtime"] == {"input": 0.15, "cached_input": 0.075, "output": 0.6}
+    prices = mini["prices_usd_per_mtok"]
+    assert {k: prices["standard"][k] for k in ("input", "cached_input", "output")} == {
+        "input": 0.15,
+        "cached_input": 0.075,
+        "output": 0.6,
+    }
+    assert prices["standard"]["source"] == "genai-prices:gpt-4o-mini"
     assert prices["batch"]["input"] == pytest.approx(0.075)
     assert prices["batch"]["output"] == pytest.approx(0.3)
+    assert prices["flex"] is None  # gpt-4o-mini has no flex tier
+    assert data["price_database"].startswith("genai-prices 0.2.3")
+    current = next(m for m in openai["models"] if m["model"] == "gpt-6-luna")
+    assert current["default"] is True
+    assert current["prices_usd_per_mtok"]["flex"]["input"] == pytest.approx(0.05)
     assert mini["limits"]["rpm"] is not None
     assert openai["limits"]["batch_max_requests"] == 50_000
     assert openai["api_key_env"] == ["OPENAI_API_KEY"]
@@ -56,14 +66,15 @@ def test_json_shows_the_emulator_priced_as_its_vendor(capsys: pytest.CaptureFixt
     [fake] = models_json(capsys, "--provider", "fake")["providers"]
     assert fake["mirrors"] == ["openai", "anthropic", "gemini"]
     [row] = fake["models"]
-    assert (row["model"], row["priced_as"], row["default"]) == ("gpt-4o-mini", "openai", True)
+    assert (row["model"], row["priced_as"], row["default"]) == ("gpt-6-luna", "openai", True)
 
 
 def test_table_marks_defaults_and_shows_prices(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--provider", "gemini")
     assert code == 0
-    default_row = next(line for line in out.splitlines() if line.startswith("gemini-2.5-flash "))
-    assert "*" in default_row and "$0.30" in default_row and "$2.50" in default_row
+    default_row = next(line for line in out.splitlines() if line.startswith("gemini-3.8-flash "))
+    assert "*" in default_row and "$0.75" in default_row and "$3.75" in default_row
+    assert "genai-prices 0.2.3 (bundled data)" in out
     assert "gemini (default provider)" in out
     assert "anthropic:" not in out and "gpt-4o-mini" not in out
 

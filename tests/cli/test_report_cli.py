@@ -201,7 +201,7 @@ def test_the_terminal_view_shows_the_funnel_costs_and_errors_with_bars(runs: Run
     done = runs.octopipe("report", "rt", "--failures-by", "category")
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert out.startswith("rt [graded] complete_with_failures; realtime; fake/gpt-4o-mini\n")
+    assert out.startswith("rt [graded] complete_with_failures; realtime; fake/gpt-6-luna\n")
     lines = out.splitlines()
     grade = next(line for line in lines if line.startswith("grade "))
     assert grade.split()[2:12] == [

@@ -32,8 +32,8 @@ from realtime_support import (
     walk_answer,
 )
 
+from octopipe.emulator import EmulatorConfig, EmulatorThread
 from octopipe.engine.paths import RunPaths
-from octopipe.providers.emulator import EmulatorConfig, EmulatorThread
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -130,9 +130,34 @@ def test_a_cost_cap_on_an_unpriced_model_is_refused_before_the_run_is_created(
     kind = mode.strip("-")
     assert (
         f"error: --max-cost $2.00 cannot be held: step 'report' uses fake/house-model-7b, "
-        f"which has no known {kind} price in the registry"
-    ) in result.stderr
+        f"which has no known {kind} price (`octopipe models` lists the priced ones); supply "
+        "its price in ~/.config/octopipe/prices.yaml or in a price file the pipeline names "
+        "under `prices:`"
+    ) in result.stderr.replace("\n", " ")
     assert runs_in(runs) == []
+
+
+@pytest.mark.parametrize("mode", ["--realtime", "--batch"])
+def test_a_cost_cap_holds_once_a_price_file_prices_the_model(tmp_path: Path, mode: str) -> None:
+    pipeline = walk_copy(tmp_path)
+    (pipeline / "prices.yaml").write_text(
+        "openai:\n  house-model-7b:\n    standard: {input: 0.5, output: 1.5}\n"
+        "    batch: {input: 0.25, output: 0.75}\n",
+        encoding="utf-8",
+    )
+    config = pipeline / "config.yaml"
+    config.write_text("prices: prices.yaml\n" + config.read_text(encoding="utf-8"))
+    runs = tmp_path / "runs"
+    result = octopipe(
+        "run", str(pipeline), mode, "--provider", "fake", "--model", "house-model-7b",
+        "--max-cost", "2", "--yes", "--runs-dir", str(runs), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    [run] = runs_in(runs)
+    status = octopipe("status", run, "--json", "--runs-dir", str(runs), cwd=tmp_path)
+    data = json.loads(status.stdout)
+    assert data["unknown_cost_attempts"] == 0
+    assert data["cost_usd"] is not None and data["cost_usd"] > 0
 
 
 def test_a_cost_cap_on_an_unpriced_model_is_refused_on_resume_too(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""Cost arithmetic: one formula, unknown models stay unknown, cached tokens per vendor rule."""
+"""Cost arithmetic: one formula, unknown models stay unknown, cached tokens per vendor rule,
+tiers and price files. (Prices of the database itself: tests/core/test_price_db.py.)"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,140 +14,114 @@ from octopipe.core.costs import (
     Estimate,
     StepLoad,
     TokenCounts,
+    attempt_cost,
     cost_usd,
-    effective_rates,
     estimate_run,
     estimate_tokens,
-    price_summary,
-    raw_usage_includes_cached,
 )
-from octopipe.core.registry import Registry, load_registry, parse_registry
+from octopipe.core.price_file import parse_price_file
+from octopipe.core.registry import Registry, load_registry
+from octopipe.errors import ConfigError
 from octopipe.providers.base import Usage
 
+PRICE_FILE_PROVIDERS = load_registry().price_file_providers()
+
 PRICES = """
-version: 1
-default_provider: openai
-providers:
-  openai:
-    default_model: cheap
-    batch_discount: 0.5
-    models:
-      cheap:
-        per_million_usd: {realtime: {input: 0.15, cached_input: 0.075, output: 0.60}}
-        checked: 2026-01-01
-        source: test
-      explicit:
-        per_million_usd:
-          realtime: {input: 2.0, output: 8.0}
-          batch: {input: 0.8, output: 3.0}
-        checked: 2026-01-01
-        source: test
-  anthropic:
-    default_model: claude
-    batch_discount: 0.5
-    models:
-      claude:
-        per_million_usd:
-          realtime: {input: 3.0, cached_input: 0.30, output: 15.0}
-          long_context:
-            above_input_tokens: 200000
-            realtime: {input: 6.0, cached_input: 0.60, output: 22.5}
-        checked: 2026-01-01
-        source: test
-  openai-compatible:
-    default_model: local
-    models:
-      local:
-        per_million_usd: {realtime: {input: 0.0, output: 0.0}}
-        checked: 2026-01-01
-        source: test
+openai:
+  cheap:
+    standard: {input: 0.15, cached_input: 0.075, output: 0.60}
+    batch: {input: 0.075, cached_input: 0.0375, output: 0.30}
+    flex: {input: 0.075, output: 0.30}
+  explicit:
+    standard: {input: 2.0, output: 8.0}
+    batch: {input: 0.8, output: 3.0}
+anthropic:
+  claude:
+    standard: {input: 3.0, cached_input: 0.30, cache_write: 3.75, output: 15.0}
+    long_context: {above_input_tokens: 200000, standard: {input: 6.0, cached_input: 0.60, output: 22.5}}
+openai-compatible:
+  local:
+    standard: {input: 0.0, output: 0.0}
 """
 M = 1_000_000
 
 
 @pytest.fixture(scope="module")
 def reg() -> Registry:
-    return parse_registry(PRICES)
+    return load_registry().with_prices(
+        parse_price_file(PRICES, "prices.yaml", PRICE_FILE_PROVIDERS)
+    )
 
 
-def test_realtime_cost(reg: Registry) -> None:
+def test_standard_cost(reg: Registry) -> None:
     assert cost_usd(reg, "openai", "cheap", TokenCounts(M, M)) == pytest.approx(0.75)
-    assert cost_usd(reg, "openai", "cheap", TokenCounts(1000, 500), "realtime") == (
-        pytest.approx((1000 * 0.15 + 500 * 0.60) / M)
-    )
 
 
-def test_batch_is_realtime_times_discount_when_not_explicit(reg: Registry) -> None:
-    usage = TokenCounts(123_456, 7_890, 1_000)
-    realtime = cost_usd(reg, "openai", "cheap", usage, "realtime")
-    batch = cost_usd(reg, "openai", "cheap", usage, "batch")
-    assert realtime is not None and batch == pytest.approx(realtime * 0.5)
-
-
-def test_explicit_batch_prices_are_used_as_given(reg: Registry) -> None:
+def test_batch_uses_the_batch_tier(reg: Registry) -> None:
+    assert cost_usd(reg, "openai", "cheap", TokenCounts(M, M), "batch") == pytest.approx(0.375)
     assert cost_usd(reg, "openai", "explicit", TokenCounts(M, M), "batch") == pytest.approx(3.8)
-    assert cost_usd(reg, "openai", "explicit", TokenCounts(M, M), "realtime") == (
-        pytest.approx(10.0)
+
+
+def test_flex_tier_and_the_standard_equivalent(reg: Registry) -> None:
+    cost = attempt_cost(reg, "openai", "cheap", TokenCounts(M, M), "flex", None)
+    assert cost.tier == "flex"
+    assert cost.cost_usd == pytest.approx(0.375)
+    assert cost.standard_usd == pytest.approx(0.75)
+
+
+def test_a_tier_a_price_file_does_not_give_is_unknown(reg: Registry) -> None:
+    assert cost_usd(reg, "openai", "explicit", TokenCounts(M, M), tier="flex") is None
+    assert cost_usd(reg, "openai", "cheap", TokenCounts(M, M), tier="priority") is None
+
+
+def test_a_price_file_adds_a_model_to_the_compatible_provider(reg: Registry) -> None:
+    assert cost_usd(reg, "openai-compatible", "local", TokenCounts(M, M)) == 0.0
+    assert cost_usd(load_registry(), "openai-compatible", "local", TokenCounts(M, M)) is None
+
+
+def test_a_price_file_overrides_the_database() -> None:
+    own = parse_price_file(
+        "openai:\n  gpt-4o-mini:\n    standard: {input: 1, output: 1}\n", "p", PRICE_FILE_PROVIDERS
     )
-
-
-def test_no_batch_price_without_a_discount(reg: Registry) -> None:
-    assert cost_usd(reg, "openai-compatible", "local", TokenCounts(M, M), "realtime") == 0.0
-    assert cost_usd(reg, "openai-compatible", "local", TokenCounts(M, M), "batch") is None
+    usage = TokenCounts(M, M)
+    assert cost_usd(load_registry().with_prices(own), "openai", "gpt-4o-mini", usage) == 2.0
+    assert cost_usd(load_registry(), "openai", "gpt-4o-mini", usage) == pytest.approx(0.75)
 
 
 def test_unknown_model_is_unknown_not_guessed(reg: Registry) -> None:
-    assert cost_usd(reg, "openai", "gpt-99", TokenCounts(M, M)) is None
-    assert cost_usd(reg, "nope", "cheap", TokenCounts(M, M)) is None
-    assert cost_usd(None, "openai", "cheap", TokenCounts(M, M)) is None
-    assert format_usd(None) == "unknown"
-
-
-def test_a_model_entry_can_be_priced_directly(reg: Registry) -> None:
-    info = reg.model("openai", "cheap")
-    assert info is not None
-    assert cost_usd(info, "openai", "cheap", TokenCounts(M, 0), "batch") == pytest.approx(0.075)
-
-
-# --- cached tokens ----------------------------------------------------------------------------
+    assert cost_usd(reg, "openai", "gpt-99", TokenCounts(10, 10)) is None
+    assert cost_usd(reg, "nope", "cheap", TokenCounts(10, 10)) is None
+    assert cost_usd(None, "openai", "cheap", TokenCounts(10, 10)) is None
 
 
 def test_cached_tokens_billed_at_the_cached_price(reg: Registry) -> None:
-    # 1,000 prompt tokens of which 400 from cache (OpenAI / Gemini count them inside the prompt)
-    cost = cost_usd(reg, "openai", "cheap", TokenCounts(1000, 0, 400))
-    assert cost == pytest.approx((600 * 0.15 + 400 * 0.075) / M)
+    # 1M prompt tokens of which 400k cached: 600k x 0.15 + 400k x 0.075
+    cost = cost_usd(reg, "openai", "cheap", TokenCounts(M, 0, 400_000))
+    assert cost == pytest.approx(0.09 + 0.03)
 
 
-def test_vendor_rules_for_cached_tokens() -> None:
-    assert raw_usage_includes_cached("openai") is True  # prompt_tokens includes cached_tokens
-    assert raw_usage_includes_cached("gemini") is True  # promptTokenCount includes cached
-    assert raw_usage_includes_cached("anthropic") is False  # input_tokens excludes cache reads
-    with pytest.raises(ValueError, match="no cached-token rule"):
-        raw_usage_includes_cached("mystery")
+def test_cache_writes_billed_at_the_write_price(reg: Registry) -> None:
+    usage = TokenCounts(100_000, 0, cached_tokens=20_000, cache_write_tokens=30_000)
+    cost = cost_usd(reg, "anthropic", "claude", usage)
+    assert cost == pytest.approx((50_000 * 3.0 + 20_000 * 0.30 + 30_000 * 3.75) / M)
 
 
 def test_anthropic_raw_numbers_priced_like_the_normalised_ones(reg: Registry) -> None:
-    # Anthropic reports input_tokens=600 (fresh) and cache_read_input_tokens=400.
-    raw = cost_usd(
-        reg,
-        "anthropic",
-        "claude",
-        TokenCounts(600, 100, 400),
-        cached_included=raw_usage_includes_cached("anthropic"),
+    raw = TokenCounts(input_tokens=1000, output_tokens=50, cached_tokens=9000)
+    normalised = TokenCounts(input_tokens=10_000, output_tokens=50, cached_tokens=9000)
+    vendor_rule = False  # Anthropic's own input count excludes cache reads (providers/catalog.py)
+    assert cost_usd(reg, "anthropic", "claude", raw, cached_included=vendor_rule) == pytest.approx(
+        cost_usd(reg, "anthropic", "claude", normalised)
     )
-    normalised = cost_usd(reg, "anthropic", "claude", TokenCounts(1000, 100, 400))
-    assert raw == pytest.approx(normalised)
-    assert raw == pytest.approx((600 * 3.0 + 400 * 0.30 + 100 * 15.0) / M)
 
 
 def test_adapter_usage_objects_are_accepted(reg: Registry) -> None:
-    usage = Usage(input_tokens=1000, output_tokens=10, cached_input_tokens=1000)
-    assert cost_usd(reg, "openai", "cheap", usage) == pytest.approx((1000 * 0.075 + 10 * 0.60) / M)
+    usage = Usage(input_tokens=M, output_tokens=0, cached_input_tokens=M)
+    assert cost_usd(reg, "openai", "cheap", usage) == pytest.approx(0.075)
 
 
 def test_cached_without_a_cached_price_costs_the_input_price(reg: Registry) -> None:
-    with_cache = cost_usd(reg, "openai", "explicit", TokenCounts(1000, 0, 900))
-    assert with_cache == pytest.approx(1000 * 2.0 / M)
+    assert cost_usd(reg, "openai", "explicit", TokenCounts(M, 0, M)) == pytest.approx(2.0)
 
 
 def test_cached_count_above_the_prompt_is_capped(reg: Registry) -> None:
@@ -159,88 +135,96 @@ def test_negative_tokens_are_refused(reg: Registry) -> None:
         cost_usd(reg, "openai", "cheap", TokenCounts(-1, 0))
 
 
-# --- long-context tier ------------------------------------------------------------------------
-
-
 def test_long_context_tier_applies_above_the_threshold(reg: Registry) -> None:
-    at = cost_usd(reg, "anthropic", "claude", TokenCounts(200_000, 1000))
-    above = cost_usd(reg, "anthropic", "claude", TokenCounts(200_001, 1000))
-    assert at == pytest.approx((200_000 * 3.0 + 1000 * 15.0) / M)
-    assert above == pytest.approx((200_001 * 6.0 + 1000 * 22.5) / M)
-    batch = cost_usd(reg, "anthropic", "claude", TokenCounts(200_001, 1000), "batch")
-    assert batch == pytest.approx(above * 0.5)
+    below = cost_usd(reg, "anthropic", "claude", TokenCounts(200_000, 0))
+    above = cost_usd(reg, "anthropic", "claude", TokenCounts(200_001, 0))
+    assert below == pytest.approx(0.6)
+    assert above == pytest.approx(200_001 * 6.0 / M)
 
 
 def test_cache_reads_count_toward_the_long_context_threshold(reg: Registry) -> None:
-    # Anthropic-style raw numbers: 150K fresh + 100K cache reads = a 250K-token prompt.
-    cost = cost_usd(
-        reg, "anthropic", "claude", TokenCounts(150_000, 0, 100_000), cached_included=False
+    usage = TokenCounts(1000, 0, 0)
+    raw = TokenCounts(input_tokens=1000, output_tokens=0, cached_tokens=200_000)
+    assert cost_usd(reg, "anthropic", "claude", raw, cached_included=False) == pytest.approx(
+        (1000 * 6.0 + 200_000 * 0.60) / M
     )
-    assert cost == pytest.approx((150_000 * 6.0 + 100_000 * 0.60) / M)
+    assert cost_usd(reg, "anthropic", "claude", usage) == pytest.approx(0.003)
 
 
-def test_effective_rates_rejects_unknown_modes(reg: Registry) -> None:
-    info = reg.model("openai", "cheap")
-    assert info is not None
-    with pytest.raises(ValueError, match="mode"):
-        effective_rates(info, "flex")  # type: ignore[arg-type]
+def test_unknown_modes_are_refused(reg: Registry) -> None:
+    with pytest.raises(ValueError, match="mode must be one of"):
+        cost_usd(reg, "openai", "cheap", TokenCounts(1, 1), "flex")  # type: ignore[arg-type]
 
 
-def test_price_summary_shows_derived_batch(reg: Registry) -> None:
-    info = reg.model("openai", "cheap")
-    assert info is not None
-    summary = price_summary(info)["per_million_usd"]
-    assert summary["batch"] == {"input": 0.075, "cached_input": 0.0375, "output": 0.3}
-    assert summary["batch_derived"] is True
-
-
-# --- estimate ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("openia:\n  m:\n    standard: {input: 1, output: 1}\n", "p.yaml:1 [openia]"),
+        (
+            "openai:\n  m:\n    standard: {input: -1, output: 1}\n",
+            "p.yaml:3 [openai.m.standard.input]",
+        ),
+        ("openai:\n  m:\n    batch: {input: 1, output: 1}\n", "[openai.m.standard]"),
+        (
+            "openai:\n  m:\n    standard: {input: 1, output: 1, colour: 2}\n",
+            "[openai.m.standard.colour]",
+        ),
+        ("openai: [1, 2\n", "p.yaml:"),
+    ],
+)
+def test_price_file_errors_name_the_file_line_and_key(text: str, where: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_price_file(text, "p.yaml", PRICE_FILE_PROVIDERS)
+    assert where in str(caught.value)
 
 
 def test_estimate_sums_per_step(reg: Registry) -> None:
     estimate = estimate_run(
         reg,
-        [
-            StepLoad("classify", "openai", "cheap", 10_000, 500, 50),
-            ("judge", "anthropic", "claude", 2_000, 1_000, 200),
-        ],
+        [StepLoad("a", "openai", "cheap", 10, 1000, 100), ("b", "openai", "explicit", 2, 500, 50)],
         "realtime",
     )
-    classify = 10_000 * (500 * 0.15 + 50 * 0.60) / M
-    judge = 2_000 * (1_000 * 3.0 + 200 * 15.0) / M
-    assert [line.cost_usd for line in estimate.per_step] == [
-        pytest.approx(classify),
-        pytest.approx(judge),
-    ]
-    assert estimate.total_usd == pytest.approx(classify + judge)
-    assert estimate.unknown_steps == ()
-    assert (estimate.input_tokens, estimate.output_tokens) == (7_000_000, 900_000)
+    assert estimate.input_tokens == 11_000 and estimate.output_tokens == 1_100
+    assert estimate.total_usd == pytest.approx(
+        10 * (1000 * 0.15 + 100 * 0.6) / M + 2 * (500 * 2.0 + 50 * 8.0) / M
+    )
 
 
-def test_estimate_in_batch_mode_is_discounted(reg: Registry) -> None:
-    steps = [("classify", "openai", "cheap", 1000, 500, 50)]
-    realtime, batch = estimate_run(reg, steps, "realtime"), estimate_run(reg, steps, "batch")
-    assert realtime.total_usd is not None
-    assert batch.total_usd == pytest.approx(realtime.total_usd * 0.5)
-    assert batch.mode == "batch"
+def test_estimate_in_flex_uses_flex_prices(reg: Registry) -> None:
+    steps = [StepLoad("a", "openai", "cheap", 10, 1000, 100)]
+    standard = estimate_run(reg, steps, "realtime")
+    flex = estimate_run(reg, steps, "realtime", tier="flex")
+    assert flex.total_usd == pytest.approx((standard.total_usd or 0) / 2)
 
 
 def test_estimate_is_unknown_when_any_step_is_unknown_but_keeps_known_lines(reg: Registry) -> None:
     estimate: Estimate = estimate_run(
         reg,
         [
-            ("classify", "openai", "cheap", 1000, 500, 50),
-            ("judge", "openai", "gpt-99", 1000, 500, 50),
+            StepLoad("a", "openai", "cheap", 10, 1000, 100),
+            StepLoad("b", "openai", "gpt-99", 5, 1, 1),
         ],
-        "realtime",
+        "batch",
     )
     assert estimate.total_usd is None
-    assert estimate.unknown_steps == ("judge",)
-    known = 1000 * (500 * 0.15 + 50 * 0.60) / M
-    assert estimate.per_step[0].cost_usd == pytest.approx(known)
-    assert estimate.per_step[1].cost_usd is None
-    assert estimate.known_usd == pytest.approx(known)
-    assert format_usd(estimate.total_usd) == "unknown"
+    assert estimate.unknown_steps == ("b",)
+    assert estimate.known_usd == pytest.approx(10 * (1000 * 0.075 + 100 * 0.3) / M)
+
+
+def test_prices_follow_the_date_of_the_call() -> None:
+    """The database's batch price of gpt-4o-mini starts 2026-10-14; before it, batch is the
+    standard price x the vendor's documented 50% (registry), never the standard price."""
+    registry = load_registry()
+    before = datetime(2026, 10, 1, tzinfo=UTC)
+    after = datetime(2026, 11, 1, tzinfo=UTC)
+    usage = TokenCounts(M, M)
+    early = registry.rates("openai", "gpt-4o-mini", "batch", before)
+    late = registry.rates("openai", "gpt-4o-mini", "batch", after)
+    assert early is not None and "batch_discount 0.5" in early.source
+    assert late is not None and late.source == "genai-prices:gpt-4o-mini"
+    assert cost_usd(registry, "openai", "gpt-4o-mini", usage, "batch", at=before) == pytest.approx(
+        0.375
+    )
 
 
 def test_estimate_of_nothing_is_zero(reg: Registry) -> None:

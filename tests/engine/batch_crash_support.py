@@ -48,8 +48,8 @@ from realtime_support import (
 
 from octopipe.core.costs import TokenCounts, cost_usd
 from octopipe.core.registry import load_registry
+from octopipe.emulator import EmulatorConfig, EmulatorRequest, EmulatorThread
 from octopipe.engine.paths import RunPaths
-from octopipe.providers.emulator import EmulatorConfig, EmulatorRequest, EmulatorThread
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import is_held
 

@@ -42,22 +42,22 @@ from typing import Any
 
 import yaml
 
-import octopipe.providers.emulator as emulator_package
+import octopipe.emulator as emulator_package
 from octopipe.core.costs import TokenCounts, cost_usd
 from octopipe.core.registry import load_registry
 from octopipe.core.states import UnitStepState
-from octopipe.engine import providers_setup
-from octopipe.engine.create import RunOptions, create_run
-from octopipe.engine.paths import RunPaths
-from octopipe.engine.realtime import RealtimeExecutor, RealtimeOptions
-from octopipe.engine.runner import RunContext, Runner, RunOutcome
-from octopipe.providers.emulator import (
+from octopipe.emulator import (
     EmulatorConfig,
     EmulatorRequest,
     EmulatorThread,
     default_answer,
 )
-from octopipe.providers.emulator.answers import load_answer_hook
+from octopipe.emulator.answers import load_answer_hook
+from octopipe.engine import providers_setup
+from octopipe.engine.create import RunOptions, create_run
+from octopipe.engine.paths import RunPaths
+from octopipe.engine.realtime import RealtimeExecutor, RealtimeOptions
+from octopipe.engine.runner import RunContext, Runner, RunOutcome
 from octopipe.store.ledger import Ledger
 
 REPO = Path(__file__).resolve().parents[2]

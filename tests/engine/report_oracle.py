@@ -326,7 +326,8 @@ def assert_matches(actual: Any, expected: Any, where: str = "report") -> None:
             assert_matches(a, e, f"{where}[{index}]")
     elif isinstance(expected, float) and not isinstance(actual, bool):
         assert isinstance(actual, int | float), f"{where}: {actual!r} != {expected!r}"
-        assert math.isclose(actual, expected, rel_tol=1e-4, abs_tol=1e-8), (
+        rounded = math.isclose(actual, round(expected, 4), rel_tol=1e-9)  # a 4-digit rate
+        assert rounded or math.isclose(actual, expected, rel_tol=1e-4, abs_tol=1e-8), (
             f"{where}: {actual!r} != {expected!r}"
         )
     else:

@@ -35,14 +35,15 @@ from realtime_support import (
 from octopipe.core.costs import cost_usd
 from octopipe.core.registry import load_registry
 from octopipe.core.states import RunStatus, UnitStepState
+from octopipe.emulator import EmulatorConfig, EmulatorThread
 from octopipe.engine import providers_setup
 from octopipe.engine.batch_collect import DOWNLOAD_TRIES, Refetch, after_incomplete
 from octopipe.engine.paths import RunPaths
 from octopipe.errors import IncompleteResults
 from octopipe.providers.base import ProviderSettings
-from octopipe.providers.batch_base import BatchProvider, make_batch_provider
+from octopipe.providers.batch_base import BatchProvider
 from octopipe.providers.batch_gemini import GeminiBatchProvider
-from octopipe.providers.emulator import EmulatorConfig, EmulatorThread
+from octopipe.providers.catalog import make_batch_provider
 
 
 @pytest.fixture(autouse=True)

@@ -30,8 +30,8 @@ from realtime_support import (
 )
 
 from octopipe.core.states import RunStatus, UnitStepState
+from octopipe.emulator import EmulatorConfig, EmulatorRequest, EmulatorThread
 from octopipe.engine.queries import run_status
-from octopipe.providers.emulator import EmulatorConfig, EmulatorRequest, EmulatorThread
 
 
 def small_walk(tmp: Path, repeat: int = 24, chunk: int = 10, **keys: Any) -> Path:
@@ -276,7 +276,8 @@ def test_an_intent_whose_batch_was_created_is_adopted_not_resubmitted(
 
     from octopipe.engine.batch_collect import custom_id, run_tag
     from octopipe.providers.base import LLMRequest, ProviderSettings
-    from octopipe.providers.batch_base import INTENT_KEY, BatchRequestLine, make_batch_provider
+    from octopipe.providers.batch_base import INTENT_KEY, BatchRequestLine
+    from octopipe.providers.catalog import make_batch_provider
     from octopipe.store.ledger import Ledger
 
     paths = make_run(small_walk(tmp_path, repeat=4, chunk=50), tmp_path / "runs", mode="batch")

@@ -27,7 +27,7 @@ from realtime_support import (
 )
 
 from octopipe.core.states import BatchEvent, RunStatus, UnitStepState
-from octopipe.providers.emulator import EmulatorConfig, EmulatorThread
+from octopipe.emulator import EmulatorConfig, EmulatorThread
 from octopipe.store.ledger import Ledger
 
 UNITS = 6

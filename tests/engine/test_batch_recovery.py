@@ -22,7 +22,7 @@ from realtime_support import (
 )
 
 from octopipe.core.states import RunStatus, UnitStepState
-from octopipe.providers.emulator import EmulatorConfig
+from octopipe.emulator import EmulatorConfig
 
 
 def walk(tmp: Path, repeat: int, **keys: Any) -> Path:
@@ -196,8 +196,8 @@ def test_a_crash_between_recording_an_expired_batch_and_closing_it_loses_nothing
     """The runner dies after an expired batch's finished lines were recorded, before the batch
     was closed: its unfinished units must still be held by it (not pending, where a new batch
     would claim them), and the next start closes it and resubmits exactly those units."""
+    from octopipe.emulator import EmulatorThread
     from octopipe.engine import batch_collect
-    from octopipe.providers.emulator import EmulatorThread
 
     paths = make_run(walk(tmp_path, 10), tmp_path / "runs", mode="batch")
     config = EmulatorConfig(
@@ -230,8 +230,8 @@ def test_results_deleted_at_the_provider_are_resent_without_charging_the_units(
 ) -> None:
     """OpenAI and Anthropic keep results for a limited time: a download that answers 404
     resends the units instead of losing them (or charging them a failed attempt)."""
-    from octopipe.providers.emulator.batches import not_found
-    from octopipe.providers.emulator.vendors import openai_batch
+    from octopipe.emulator.batches import not_found
+    from octopipe.emulator.vendors import openai_batch
 
     routes = openai_batch.OpenAIBatchRoutes
     original_content, original_info = routes.content, routes.file_info

@@ -9,7 +9,8 @@ import pytest
 from runner_builders import write_pipeline
 
 from octopipe.core.config import load_pipeline
-from octopipe.engine.create import snapshot
+from octopipe.engine.create import RunOptions, create_run, snapshot
+from octopipe.engine.queries import run_info
 from octopipe.errors import ConfigError
 
 STEPS = "    - name: judge\n      prompt_template: judge.jinja2\n"
@@ -46,3 +47,10 @@ def test_files_keep_the_names_the_config_uses(tmp_path: Path) -> None:
     copied = tmp_path / "snap" / "items.yaml"
     assert copied.is_file() and not copied.is_symlink()
     assert load_pipeline(tmp_path / "snap").items_path.read_text() == "items:\n  - {name: a}\n"
+
+
+def test_a_run_is_named_after_the_pipeline_folder_not_its_snapshot(tmp_path: Path) -> None:
+
+    folder = pipeline_folder(tmp_path)  # config.yaml has no pipeline.name: the folder names it
+    created = create_run(folder, tmp_path / "runs", RunOptions(name="r1"))
+    assert run_info(created.paths).pipeline_name == "p"

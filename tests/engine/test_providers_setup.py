@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from octopipe.emulator import default_answer
 from octopipe.engine import providers_setup
 from octopipe.engine.providers_setup import check_answer_hook, check_provider, split_fake
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.errors import UsageError
-from octopipe.providers.emulator import default_answer
 
 VALID = (
     "openai, anthropic, gemini, openai-compatible, fake, fake:openai, fake:anthropic, fake:gemini"

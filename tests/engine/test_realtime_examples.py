@@ -22,9 +22,9 @@ from realtime_support import (
 )
 
 from octopipe.core.states import UnitStepState
+from octopipe.emulator import EmulatorConfig
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.realtime import RealtimeOptions
-from octopipe.providers.emulator import EmulatorConfig
 from octopipe.store.ledger import Ledger
 
 

@@ -25,8 +25,8 @@ from realtime_support import (
 )
 
 from octopipe.core.states import UnitStepState
+from octopipe.emulator import EmulatorConfig, EmulatorRequest
 from octopipe.engine.pacing import HEADROOM
-from octopipe.providers.emulator import EmulatorConfig, EmulatorRequest
 from octopipe.store.ledger import Ledger
 
 UNITS = 6

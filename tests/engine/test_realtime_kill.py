@@ -35,15 +35,15 @@ from octopipe.core.config import load_pipeline
 from octopipe.core.costs import cost_usd
 from octopipe.core.registry import load_registry
 from octopipe.core.steps import CompiledPipeline
+from octopipe.emulator import EmulatorConfig, EmulatorRequest
+from octopipe.emulator.answers import make_answer
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.realtime import RealtimeOptions
-from octopipe.providers.emulator import EmulatorConfig, EmulatorRequest
-from octopipe.providers.emulator.answers import make_answer
 from octopipe.store.ledger import Ledger
 
 UNITS = 60
 KILLS = 4
-MODEL = "gpt-4o-mini"  # the example's model; `fake` alone speaks OpenAI's wire format
+MODEL = load_registry().default_model("fake")  # the example's; `fake` speaks OpenAI's format
 
 
 def _kill_once(paths: RunPaths, rng: random.Random, first: bool) -> dict[str, Any]:

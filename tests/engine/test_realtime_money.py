@@ -28,11 +28,11 @@ from realtime_support import (
 from octopipe.core.amounts import format_usd
 from octopipe.core.costs import cost_usd as price
 from octopipe.core.registry import load_registry
+from octopipe.emulator import EmulatorConfig
+from octopipe.emulator.answers import make_answer
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.queries import run_status
 from octopipe.engine.realtime import RealtimeOptions
-from octopipe.providers.emulator import EmulatorConfig
-from octopipe.providers.emulator.answers import make_answer
 from octopipe.store.ledger import Ledger
 from octopipe.store.records import CostTotals, RunInfo
 

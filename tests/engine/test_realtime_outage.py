@@ -37,10 +37,10 @@ from realtime_support import (
 )
 
 from octopipe.core.states import UnitStepState
+from octopipe.emulator import EmulatorConfig
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.errors import EXIT_PROVIDER
-from octopipe.providers.emulator import EmulatorConfig
 
 pytestmark = pytest.mark.timeout(120)
 

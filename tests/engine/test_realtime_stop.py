@@ -23,8 +23,8 @@ from realtime_support import (
 )
 
 from octopipe.core.states import UnitStepState
+from octopipe.emulator import EmulatorConfig
 from octopipe.errors import EXIT_INTERRUPTED
-from octopipe.providers.emulator import EmulatorConfig
 
 pytestmark = pytest.mark.timeout(90)
 UNITS = 6

@@ -30,11 +30,11 @@ from realtime_support import (
 )
 
 from octopipe.core.states import UnitStepState
+from octopipe.emulator import EmulatorConfig
 from octopipe.engine import runner as runner_module
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.errors import StoreError
 from octopipe.providers import openai_adapter
-from octopipe.providers.emulator import EmulatorConfig
 from octopipe.store.ledger import Ledger
 
 UNITS = 6

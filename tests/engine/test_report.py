@@ -314,6 +314,9 @@ def test_a_run_made_before_the_report_index_reads_the_same(run: RunPaths) -> Non
     db = sqlite3.connect(run.ledger)
     db.executescript(
         "DROP INDEX attempts_by_step; DELETE FROM migrations WHERE name = '0003_attempts_by_step';"
+        # an older octopipe had no later migration either (0005_attempt_tiers: two columns)
+        "ALTER TABLE attempts DROP COLUMN tier; ALTER TABLE attempts DROP COLUMN standard_cost_usd;"
+        "DELETE FROM migrations WHERE name = '0005_attempt_tiers';"
         "PRAGMA user_version = 1;"
     )
     db.close()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from provider_builders import VERDICT_SCHEMA, make_request
 
+from octopipe.emulator import Emulator
 from octopipe.providers.batch_base import (
     BatchHandle,
     BatchProvider,
@@ -14,7 +15,6 @@ from octopipe.providers.batch_base import (
     BatchResultLine,
     BatchStatus,
 )
-from octopipe.providers.emulator import Emulator
 
 BatchOpener = Callable[[Emulator, str], BatchProvider]
 """The ``open_batch`` fixture: ``open_batch(emu, vendor)`` -> an adapter aimed at ``emu``."""

@@ -14,10 +14,11 @@ from provider_builders import SECRET_KEY
 import octopipe.providers.anthropic_adapter
 import octopipe.providers.gemini_adapter
 import octopipe.providers.openai_adapter  # noqa: F401
-from octopipe.providers.base import ProviderSettings, RealtimeProvider, make_provider
-from octopipe.providers.batch_base import BatchProvider, make_batch_provider
+from octopipe.emulator import Emulator, EmulatorConfig, run_emulator
+from octopipe.providers.base import ProviderSettings, RealtimeProvider
+from octopipe.providers.batch_base import BatchProvider
 from octopipe.providers.batch_gemini import GeminiBatchProvider
-from octopipe.providers.emulator import Emulator, EmulatorConfig, run_emulator
+from octopipe.providers.catalog import make_batch_provider, make_provider
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ import pytest
 from batch_builders import GEMINI_FILE, collect_all, lines, wait_terminal
 from batch_builders import BatchOpener as Opener
 
+from octopipe.emulator import EmulatorConfig, run_emulator
 from octopipe.errors import IncompleteResults, TransientProviderError
 from octopipe.providers.batch_base import INTENT_KEY, BatchResultLine, Download, check_complete
-from octopipe.providers.emulator import EmulatorConfig, run_emulator
 
 # The vendors whose results are a file that can be cut (Gemini inline results are JSON).
 WITH_FILES = ("openai", "anthropic", GEMINI_FILE)
@@ -222,8 +222,8 @@ async def test_a_file_size_the_provider_will_not_tell_only_loses_that_check(
 ) -> None:
     """A refused size lookup is no reason to think the results are gone (a 404 on a download
     resends the batch): the download is read and checked without the size."""
-    from octopipe.providers.emulator.batches import not_found
-    from octopipe.providers.emulator.vendors import gemini_files, openai_batch
+    from octopipe.emulator.batches import not_found
+    from octopipe.emulator.vendors import gemini_files, openai_batch
 
     async def refuse(self: Any, http: Any) -> Any:
         return not_found(self.vendor, "file")

@@ -11,9 +11,9 @@ import openai
 import pytest
 from provider_builders import SECRET_KEY
 
-from octopipe.providers.emulator import EmulatorConfig, run_emulator
-from octopipe.providers.emulator.batch_faults import BatchFaultPlan, truncate
-from octopipe.providers.emulator.cli import build_parser, config_from_args
+from octopipe.emulator import EmulatorConfig, run_emulator
+from octopipe.emulator.batch_faults import BatchFaultPlan, truncate
+from octopipe.emulator.cli import build_parser, config_from_args
 
 
 def chat_line(custom_id: str, prompt: str = "hello") -> str:

@@ -18,10 +18,10 @@ import pytest
 from batch_builders import BatchOpener as Opener
 from batch_builders import lines
 
+from octopipe.emulator import Emulator, EmulatorConfig, run_emulator
+from octopipe.emulator.batches import BatchJob
 from octopipe.providers.batch_anthropic import AnthropicBatchProvider
 from octopipe.providers.batch_base import INTENT_KEY
-from octopipe.providers.emulator import Emulator, EmulatorConfig, run_emulator
-from octopipe.providers.emulator.batches import BatchJob
 
 FOREIGN = 620  # more than any fixed scan limit a lister might keep (the old one was 500)
 

@@ -10,10 +10,11 @@ from batch_builders import BatchOpener as Opener
 from batch_builders import collect_all, lines, wait_terminal
 from provider_builders import make_request
 
+from octopipe.emulator import Emulator, EmulatorConfig, EmulatorRequest, run_emulator
 from octopipe.errors import RateLimited, UsageError
 from octopipe.providers.base import ProviderSettings
-from octopipe.providers.batch_base import INTENT_KEY, BatchRequestLine, make_batch_provider
-from octopipe.providers.emulator import Emulator, EmulatorConfig, EmulatorRequest, run_emulator
+from octopipe.providers.batch_base import INTENT_KEY, BatchRequestLine
+from octopipe.providers.catalog import catalog, make_batch_provider
 
 VENDORS = ("openai", "anthropic", "gemini")
 FINDABLE = ("openai", "gemini")
@@ -79,12 +80,21 @@ async def test_find_locates_a_forgotten_batch_by_metadata(vendor: str, open_batc
         assert emu.stats()["batches_created"] == {vendor: 2}
 
 
-async def test_anthropic_find_refuses_rather_than_answering_nothing(open_batch: Opener) -> None:
+@pytest.mark.parametrize("vendor", VENDORS)
+async def test_a_finder_exists_exactly_where_the_spec_says_batches_can_be_found(
+    vendor: str, open_batch: Opener
+) -> None:
+    """Anthropic batches carry no metadata: its adapter has no ``find`` to call by mistake."""
     async with run_emulator(EmulatorConfig()) as emu:
-        provider = open_batch(emu, "anthropic")
-        assert provider.can_find is False
-        with pytest.raises(UsageError, match="persist the batch id"):
-            await provider.find(INTENT_KEY, "x", since=0.0)
+        provider = open_batch(emu, vendor)
+        finder = provider.finder()
+        assert (finder is not None) == catalog().spec(vendor).can_find
+        assert (vendor, finder is None) in {
+            ("openai", False),
+            ("gemini", False),
+            ("anthropic", True),
+        }
+        assert not hasattr(provider, "find") if finder is None else finder is provider
 
 
 @pytest.mark.parametrize("vendor", VENDORS)

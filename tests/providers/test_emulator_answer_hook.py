@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from octopipe.emulator import EmulatorRequest, default_answer
+from octopipe.emulator.answers import load_answer_hook
+from octopipe.emulator.cli import build_parser, config_from_args, main
 from octopipe.errors import AnswerHookError
-from octopipe.providers.emulator import EmulatorRequest, default_answer
-from octopipe.providers.emulator.answers import load_answer_hook
-from octopipe.providers.emulator.cli import build_parser, config_from_args, main
 
 SCHEMA = {"type": "object", "properties": {"verdict": {"type": "string"}}}
 

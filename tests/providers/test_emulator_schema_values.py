@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from octopipe.core.schema_values import schema_value
-from octopipe.providers.emulator.answers import (
+from octopipe.emulator.answers import (
     EmulatorRequest,
     break_json,
     default_answer,

@@ -14,9 +14,9 @@ import aiohttp
 import openai
 import pytest
 
-from octopipe.providers.emulator import EmulatorConfig, EmulatorThread, run_emulator
-from octopipe.providers.emulator.config import parse_fault
-from octopipe.providers.emulator.faults import FaultPlan, RateLimiter
+from octopipe.emulator import EmulatorConfig, EmulatorThread, run_emulator
+from octopipe.emulator.config import parse_fault
+from octopipe.emulator.faults import FaultPlan, RateLimiter
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -152,7 +152,7 @@ def test_cli_runs_as_a_subprocess() -> None:
     command = [
         sys.executable,
         "-m",
-        "octopipe.providers.emulator",
+        "octopipe.emulator",
         "--port",
         "0",
         "--fault",
@@ -177,7 +177,7 @@ def test_cli_runs_as_a_subprocess() -> None:
 
 
 def test_cli_refuses_bad_options() -> None:
-    command = [sys.executable, "-m", "octopipe.providers.emulator", "--fault", "418=0.5"]
+    command = [sys.executable, "-m", "octopipe.emulator", "--fault", "418=0.5"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=20)
     assert result.returncode == 2
     assert "unknown fault" in result.stderr

@@ -9,16 +9,11 @@ import jsonschema
 import pytest
 from provider_builders import SECRET_KEY, VERDICT_SCHEMA, make_request
 
+from octopipe.emulator import Emulator
 from octopipe.errors import BadRequest, MissingApiKey, UsageError
 from octopipe.providers.anthropic_adapter import AnthropicProvider
-from octopipe.providers.base import (
-    DUMMY_API_KEY,
-    ProviderSettings,
-    RealtimeProvider,
-    make_provider,
-    resolve_api_key,
-)
-from octopipe.providers.emulator import Emulator
+from octopipe.providers.base import ProviderSettings, RealtimeProvider
+from octopipe.providers.catalog import DUMMY_API_KEY, make_provider, resolve_api_key
 from octopipe.providers.gemini_adapter import GeminiProvider
 
 

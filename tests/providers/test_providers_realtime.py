@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 from provider_builders import PROVIDERS, SECRET_KEY, VERDICT_SCHEMA, make_request
 
+from octopipe.emulator import Emulator, EmulatorConfig, run_emulator
 from octopipe.errors import (
     AuthError,
     BadRequest,
@@ -21,8 +22,8 @@ from octopipe.errors import (
     RateLimited,
     TransientProviderError,
 )
-from octopipe.providers.base import ProviderSettings, RealtimeProvider, make_provider
-from octopipe.providers.emulator import Emulator, EmulatorConfig, run_emulator
+from octopipe.providers.base import ProviderSettings, RealtimeProvider
+from octopipe.providers.catalog import make_provider
 
 NATIVE_SCHEMA_FIELD = {
     "openai": "response_format",

@@ -146,7 +146,7 @@ def info(run: str, runs_dir: Path | None, as_json: bool) -> int:
         else ""
     )
     click.echo(
-        f"cost       {cost_text(view.cost_usd, view.unknown_cost_attempts)}{unknown}; "
+        f"cost       {cost_text(view.known_cost_usd, view.unknown_cost_attempts)}{unknown}; "
         f"tokens in {view.input_tokens:,}, out {view.output_tokens:,}"
     )
     rows = [

@@ -21,6 +21,6 @@ def emulator(ctx: click.Context) -> int:
     answer(request) gives the answers; its code runs in the emulator). Point an SDK at the
     printed URL.
     """
-    from octopipe.providers.emulator.cli import main as emulator_main
+    from octopipe.emulator.cli import main as emulator_main
 
     return int(emulator_main(list(ctx.args)) or 0)

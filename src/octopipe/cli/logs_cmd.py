@@ -156,7 +156,7 @@ def watch(ctx: click.Context, run: str, runs_dir: Path | None, every_s: float) -
         batches = ", ".join(f"{n} {state}" for state, n in current.batch_counts.items())
         click.echo(
             f"[WATCH] {current.status}: {steps}; "
-            f"cost {cost_text(current.cost_usd, current.unknown_cost_attempts)}"
+            f"cost {cost_text(current.known_cost_usd, current.unknown_cost_attempts)}"
             + (f"; batches {batches}" if batches else "")
         )
 

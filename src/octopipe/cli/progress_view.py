@@ -25,7 +25,7 @@ def _eta(seconds: float | None) -> str:
 
 
 def render(snapshot: ProgressSnapshot) -> Table:
-    cost = "-" if snapshot.cost_usd is None else format_usd(snapshot.cost_usd)
+    cost = _cost(snapshot) or "-"
     table = Table(
         title=f"{_eta(snapshot.elapsed_s)} elapsed, cost so far {cost}{_batches(snapshot)}",
         title_justify="left",
@@ -63,8 +63,17 @@ def one_line(snapshot: ProgressSnapshot) -> str:
         f"{s.rate_per_s:,.1f}/s, ETA {_eta(s.eta_s)})"
         for s in snapshot.steps
     ]
-    cost = "" if snapshot.cost_usd is None else f"; cost {format_usd(snapshot.cost_usd)}"
-    return "; ".join(parts) + cost + _batches(snapshot)
+    cost = _cost(snapshot)
+    return "; ".join(parts) + (f"; cost {cost}" if cost else "") + _batches(snapshot)
+
+
+def _cost(snapshot: ProgressSnapshot) -> str:
+    """``$0.42``; ``unknown`` when no call had a price; ``$0.42 + unknown`` when some had."""
+    if snapshot.cost_usd is None:
+        return ""
+    if not snapshot.unknown_cost_calls:
+        return format_usd(snapshot.cost_usd)
+    return "unknown" if not snapshot.cost_usd else f"{format_usd(snapshot.cost_usd)} + unknown"
 
 
 def _batches(snapshot: ProgressSnapshot) -> str:

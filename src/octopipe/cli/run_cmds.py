@@ -31,7 +31,7 @@ from octopipe.core.config_models import MAX_POLL_INTERVAL_S
 from octopipe.core.costs import Mode
 from octopipe.core.pipeline_code import CodeListing, folder_code
 from octopipe.core.states import RunStatus
-from octopipe.engine.batch import BATCH_PROVIDERS, BatchOptions
+from octopipe.engine.batch import BatchOptions
 from octopipe.engine.control import update_settings
 from octopipe.engine.create import CreatedRun, RunOptions, create_run
 from octopipe.engine.estimate import estimate_pipeline
@@ -49,12 +49,12 @@ from octopipe.engine.queries import run_info, run_status
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner, RunOutcome
 from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError, RunLocked, UsageError
-from octopipe.providers.base import resolve_api_key
+from octopipe.providers.catalog import FAKE, catalog, resolve_api_key
 from octopipe.store.lock import is_held
 from octopipe.store.records import RunInfo
 
 if TYPE_CHECKING:
-    from octopipe.providers.emulator.answers import AnswerFn
+    from octopipe.emulator.answers import AnswerFn
 
 HOOK_NAME = "emulator_answers.py"  # the name Octobatch's and our examples' hooks go by
 MAX_CONCURRENCY = 10_000
@@ -342,7 +342,7 @@ def run(
         # a --generic-answers or --skip-scripts choice is recorded on the run: no flag needed
         switches = ["--accept-edited-snapshot"] if accept_snapshot else []
         return _detach(paths, flags, switches + allow.flags())
-    fake = split_fake(provider or stored.provider)[0] == "fake"
+    fake = split_fake(provider or stored.provider)[0] == FAKE
     batch = BatchOptions(poll_interval_s=poll_interval or (1.0 if fake else None))
     options = RealtimeOptions(
         provider=provider or stored.provider,
@@ -379,7 +379,7 @@ def _check_answer_flags(provider: str | None, answers: Path | None, generic: boo
         raise UsageError("--answers and --generic-answers exclude each other: give one")
     if answers is not None:
         check_answer_hook(provider)
-    if generic and split_fake(provider)[0] != "fake":
+    if generic and split_fake(provider)[0] != FAKE:
         raise UsageError("--generic-answers only applies to --provider fake (the local emulator)")
 
 
@@ -387,7 +387,7 @@ def _load_hook(answers: Path | None) -> AnswerFn | None:
     """Import the answer hook the user named (this runs its code, once)."""
     if answers is None:
         return None
-    from octopipe.providers.emulator.answers import load_answer_hook
+    from octopipe.emulator.answers import load_answer_hook
 
     return load_answer_hook(answers)
 
@@ -404,7 +404,7 @@ def _settle_answers(
     answers unnoticed: without ``--answers`` again it is refused, unless ``--generic-answers``
     says so."""
     _check_answer_flags(provider, answers, generic)
-    fake = split_fake(provider)[0] == "fake"
+    fake = split_fake(provider)[0] == FAKE
     before = stored.options.get("answers") if fake else None
     if answers is not None:
         if str(answers) != before:
@@ -593,13 +593,13 @@ def _confirm_estimate(
     estimate = estimate_pipeline(pipeline, report, mode, provider=name, model=model)
     for line in estimate.lines():
         console.print(line, markup=False)
-    _print_carried_code(folder, folder_code(folder, pipeline), answers, fake=name == "fake")
+    _print_carried_code(folder, folder_code(folder, pipeline), answers, fake=name == FAKE)
     _print_scripts(pipeline, allow)
     for load in estimate.estimate.per_step:
-        if mode == "batch" and load.provider not in BATCH_PROVIDERS:
+        if mode == "batch" and not catalog().has_batch(load.provider):
             raise UsageError(
                 f"step {load.step!r}: provider {load.provider!r} has no batch API; run it "
-                "with --realtime, or use openai, anthropic or gemini"
+                f"with --realtime, or use {catalog().batch_names()}"
             )
     check_provider_settings(
         pipeline,
@@ -611,9 +611,9 @@ def _confirm_estimate(
     )
     if not estimate.estimate.per_step:
         return
-    for provider_name in {line.provider for line in estimate.estimate.per_step} - {"fake"}:
+    for provider_name in {line.provider for line in estimate.estimate.per_step} - {FAKE}:
         resolve_api_key(provider_name)  # fail before creating the run, not after
-    if name == "fake":
+    if name == FAKE:
         console.print(
             f"provider fake: the local emulator answers ({vendor} wire format); nothing is "
             "charged, the figures show what the model would cost"

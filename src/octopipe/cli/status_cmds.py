@@ -80,7 +80,7 @@ def _print_status(view: RunStatusView, *, post: bool = True) -> None:
         else ""
     )
     console.print(
-        f"cost {cost_text(view.cost_usd, view.unknown_cost_attempts)}{unknown}; "
+        f"cost {cost_text(view.known_cost_usd, view.unknown_cost_attempts)}{unknown}; "
         f"tokens in {view.input_tokens:,}, out {view.output_tokens:,}",
         markup=False,
     )
@@ -193,13 +193,15 @@ def ps(runs_dir: Path | None, include_archived: bool, as_json: bool) -> int:
             f"{v.units:,}",
             f"{v.valid:,}",
             f"{v.failed:,}",
-            cost_text(v.cost_usd, v.unknown_cost_attempts),
+            cost_text(v.known_cost_usd, v.unknown_cost_attempts),
             v.mode,
             v.updated_at[:19],
         )
     console.print(table)
     good = [v for v in views if v.error is None]
-    total = cost_text(sum(v.cost_usd for v in good), sum(v.unknown_cost_attempts for v in good))
+    total = cost_text(
+        sum(v.known_cost_usd for v in good), sum(v.unknown_cost_attempts for v in good)
+    )
     console.print(f"{len(views)} run(s); total cost {total}", markup=False)
     for v in bad:
         err_console.print(f"warning: run {v.name} cannot be read: {v.error}", markup=False)

@@ -24,10 +24,12 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import regex
 from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
 
 from octopipe.core.answer_parsing import loads_strict
+from octopipe.core.patterns import BoundedValidator, PatternTooSlow, bounded_search, compile_pattern
 from octopipe.core.schema_refs import NO_REMOTE
 
 __all__ = ["CompiledSchema", "compile_schema"]
@@ -75,7 +77,7 @@ class CompiledSchema:
         self.schema = schema
         # No reference is ever fetched: the pipeline's schemas arrive self-contained
         # (core/schema_refs.py); anything else fails as an unresolvable reference.
-        self.validator: Validator = Draft202012Validator(schema, registry=NO_REMOTE)
+        self.validator: Validator = BoundedValidator(schema, registry=NO_REMOTE)
         compiler = _Compiler(self, schema)
         self._root = compiler.node(schema)
         self.checkable = all(node.checkable for node in compiler.memo.values())
@@ -94,7 +96,7 @@ class CompiledSchema:
             return False
         try:
             return self._root.check(value)
-        except (_Unknown, RecursionError):
+        except (_Unknown, RecursionError, PatternTooSlow):
             return False
 
     def is_valid(self, node: _Node, value: Any) -> bool:
@@ -144,7 +146,7 @@ class _Node:
         self.props: dict[str, _Node] | None = None
         self.required: tuple[str, ...] = ()
         self.additional: _Node | None = None
-        self.patterns: tuple[tuple[re.Pattern[str], _Node], ...] = ()
+        self.patterns: tuple[tuple[regex.Pattern[str], _Node], ...] = ()
         self.items: _Node | None = None
         self.prefix: tuple[_Node, ...] = ()
         self.min_len: int | None = None
@@ -157,7 +159,7 @@ class _Node:
         self.maximum: float | None = None
         self.excl_min: float | None = None
         self.excl_max: float | None = None
-        self.pattern: re.Pattern[str] | None = None
+        self.pattern: regex.Pattern[str] | None = None
         self.passthrough: frozenset[type] = frozenset()
         """Types for which `coerce` is the identity at this node (a shortcut)."""
         self.plain_valid: frozenset[type] = frozenset()
@@ -235,8 +237,8 @@ class _Node:
             if self.patterns:
                 new = item if node is None else node.coerce(item)
                 matched = False
-                for regex, pattern_node in self.patterns:
-                    if regex.search(key):
+                for compiled, pattern_node in self.patterns:
+                    if bounded_search(compiled, key):
                         matched = True
                         new = pattern_node.coerce(new)
                 if node is None and not matched and self.additional is not None:
@@ -337,7 +339,7 @@ class _Node:
             return False
         if self.max_len is not None and len(value) > self.max_len:
             return False
-        return self.pattern is None or self.pattern.search(value) is not None
+        return self.pattern is None or bounded_search(self.pattern, value)
 
     def _check_object(self, value: dict[str, Any]) -> bool:
         for key in self.required:
@@ -425,9 +427,9 @@ class _Compiler:
         patterns = schema.get("patternProperties")
         if isinstance(patterns, dict):
             node.patterns = tuple(
-                (regex, self.node(sub))
+                (compiled, self.node(sub))
                 for source, sub in patterns.items()
-                if (regex := _regex(source)) is not None
+                if (compiled := _regex(source)) is not None
             )
         if "items" in schema:
             node.items = self.node(schema["items"])
@@ -559,13 +561,8 @@ def _pointer_parts(pointer: str) -> Iterator[str]:
         yield part.replace("~1", "/").replace("~0", "~")
 
 
-def _regex(source: Any) -> re.Pattern[str] | None:
-    if not isinstance(source, str):
-        return None
-    try:
-        return re.compile(source)
-    except re.error:
-        return None
+def _regex(source: Any) -> regex.Pattern[str] | None:
+    return compile_pattern(source) if isinstance(source, str) else None
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -5,7 +5,8 @@ checks the links a YAML schema cannot express: each LLM step has a template, eve
 ``prompts.templates`` / ``schemas.files`` / ``validation`` names a step, referenced files exist
 and stay inside the pipeline folder, schema files are valid JSON Schema. All problems found are
 raised together as one ``ConfigError``; each names the file, the line and the key path, with a
-"did you mean" where a known name is close.
+"did you mean" where a known name is close. A provider name must be one the model registry
+knows (``core/registry.py``: the packaged ones and the installed plugins' names).
 
 Deeper checks (expressions, template variables, trial evaluation) live in ``core/checker.py``.
 """
@@ -37,6 +38,8 @@ from octopipe.core.config_models import (
 from octopipe.core.containment import Escape, escapes_in, real_root, resolve_inside
 from octopipe.core.expressions import compile_expression
 from octopipe.core.limits import check_file_size
+from octopipe.core.price_file import parse_price_file
+from octopipe.core.registry import load_registry
 from octopipe.core.schema_refs import SchemaProblems, load_schema
 from octopipe.core.scripts import (
     ScriptRef,
@@ -50,7 +53,6 @@ from octopipe.core.yamlpos import Positions, format_path, load_yaml_with_positio
 from octopipe.errors import AnalysisArgsError, ConfigError, ConfigProblem, ExpressionError
 
 CONFIG_NAMES = ("config.yaml", "config.yml")
-KNOWN_PROVIDERS = ("openai", "anthropic", "gemini", "openai-compatible", "fake")
 _STEP_MODELS: dict[str, type[BaseModel]] = {
     "chunk": LLMStep,
     "expression": ExpressionStep,
@@ -113,6 +115,11 @@ class Pipeline:
     @property
     def items_path(self) -> Path:
         return self.folder / self.config.processing.items.source
+
+    @property
+    def prices_path(self) -> Path | None:
+        """The pipeline's price file (``prices:``), checked inside the folder at load."""
+        return None if self.config.prices is None else self.folder / self.config.prices
 
     def line_of(self, *path: str | int) -> int | None:
         return self.positions.line_of(path)
@@ -303,7 +310,26 @@ class _LinkChecker:
         self._check_items()
         self._check_providers()
         self._check_scripts()
+        self._check_prices()
         self._check_ignored_keys()
+
+    def _check_prices(self) -> None:
+        """``prices:`` names a price file inside the folder that parses (``core/price_file``)."""
+        if self.config.prices is None:
+            return
+        target = self.inside(self.config.prices, ("prices",), "price file")
+        if target is None or not self.size_ok(target):
+            return
+        try:
+            parse_price_file(
+                target.read_text(encoding="utf-8"),
+                self.config.prices,
+                load_registry().price_file_providers(),
+            )
+        except (OSError, UnicodeDecodeError) as exc:
+            self.problem(("prices",), f"price file {self.config.prices!r} cannot be read: {exc}")
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
 
     def inside(
         self,
@@ -432,12 +458,13 @@ class _LinkChecker:
         for i, step in enumerate(self.config.pipeline.steps):
             if isinstance(step, LLMStep):
                 entries.append((("pipeline", "steps", i, "provider"), step.provider))
+        known = load_registry().providers()  # the registry's and the installed plugins'
         for path, provider in entries:
-            if provider is not None and provider not in KNOWN_PROVIDERS:
+            if provider is not None and provider not in known:
                 self.problem(
                     path,
-                    f"unknown provider {provider!r}; expected one of {', '.join(KNOWN_PROVIDERS)}",
-                    _close(provider, KNOWN_PROVIDERS),
+                    f"unknown provider {provider!r}; expected one of {', '.join(known)}",
+                    _close(provider, known),
                 )
 
     def _check_scripts(self) -> None:

@@ -387,6 +387,9 @@ class PipelineConfig(Model):
     validation: dict[str, ValidationSpec] = Field(default_factory=dict)
     post_process: list[PostProcessSpec] = Field(default_factory=list)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    prices: str | None = None
+    """octopipe: a price file inside the folder (``core/price_file.py``) that overrides or adds
+    to the price database for this pipeline's runs."""
 
     @field_validator("validation", mode="before")
     @classmethod

@@ -2,154 +2,134 @@
 
 Octobatch recomputed cost in six places with different fallbacks, one of which priced an
 unknown model with hard-coded Flash rates and showed a $1,856 run as ~$109. Here there is one
-formula, and a model the registry does not list has an **unknown** cost (``None``), never a
-guessed one. Callers sum known costs and count unknown ones separately.
+formula, and a model no price source lists has an **unknown** cost (``None``), never a guessed
+one. Callers sum known costs and count unknown ones separately.
 
-Prices live in the registry (``providers/registry.yaml``) under ``per_million_usd``; the schema
-of that mapping is defined here (`PriceTable`) so that rates are read, derived and multiplied
-in this module only. A batch price is the explicit ``batch`` rate when the registry gives one,
-else the realtime rate times the provider's ``batch_discount``; a provider without a discount
-(no batch API) has no batch price, so batch cost there is unknown.
+Where prices come from (`PriceCatalog`, implemented by ``core.registry.Registry``): a user
+price file or the pipeline's ``prices:`` file first, then the maintained price database
+(``core/price_db.py``: genai-prices), then -- for batch only, when the database has no batch
+price for the model on that date -- the standard price times the vendor's documented batch
+discount (``providers/registry.yaml``). Each call is priced in its **tier** (`TIERS`:
+standard, batch, flex, priority) at its own time ``at``.
 
-Cached prompt tokens. Each vendor reports prompt-cache hits differently:
+Token counts. The provider adapters normalise usage (``providers.base.Usage``): ``input_tokens``
+counts every prompt token, ``cached_input_tokens`` the part read from the vendor's prompt cache
+and ``cache_write_tokens`` the part written to it. Vendors report these differently:
 
 - OpenAI: ``usage.prompt_tokens`` (chat) / ``input_tokens`` (responses, batch) *include*
   ``prompt_tokens_details.cached_tokens``.
 - Gemini: ``usageMetadata.promptTokenCount`` *includes* ``cachedContentTokenCount``.
-- Anthropic: ``usage.input_tokens`` *excludes* ``cache_read_input_tokens`` (and
-  ``cache_creation_input_tokens``).
+- Anthropic: ``usage.input_tokens`` *excludes* ``cache_read_input_tokens`` and
+  ``cache_creation_input_tokens``.
 
-The provider adapters normalise this (``providers.base.Usage``: ``input_tokens`` counts every
-prompt token, ``cached_input_tokens`` the part served from cache), so `cost_usd` assumes
-``cached_included=True`` by default. To price a vendor's raw numbers, pass
-``cached_included=raw_usage_includes_cached(vendor)``. Cached tokens are billed at the model's
-``cached_input`` rate (or the input rate when the registry gives none: never less than the
-vendor charges); the rest of the prompt at the input rate. Anthropic cache *writes* are billed
-at the input rate here (the vendor charges 1.25x); octopipe does not request cache writes.
+The adapters normalise usage, so `cost_usd` assumes ``cached_included=True``; to price a vendor's raw numbers pass
+``cached_included=`` the provider spec's ``raw_input_includes_cached``
+(``providers/catalog.py``). Cache reads are billed at the
+``cached_input`` rate and cache writes at ``cache_write`` (each at the input rate when the
+source gives none: never less than the vendor charges); the rest of the prompt at ``input``.
 
 Long context. Some models charge more for a whole request whose prompt exceeds a threshold
-(Gemini 2.5 Pro, Claude Sonnet 4.x over 200K tokens); `PriceTable.long_context` holds those
-rates, chosen per request from its prompt size (cached tokens included).
+(Gemini 2.5 Pro, Claude Sonnet 4.x over 200K tokens): `TieredRates.above` holds those rates,
+chosen per request from its prompt size (cache reads and writes included), as the database
+does.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol, cast, runtime_checkable
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from datetime import datetime
+from typing import Literal, NamedTuple, Protocol
 
 Mode = Literal["realtime", "batch"]
 MODES: tuple[Mode, ...] = ("realtime", "batch")
 
-PRICES_KEY = "per_million_usd"
-"""The registry key under which a model's prices (USD per million tokens) are given."""
-TOKENS_PER_PRICE_UNIT = 1_000_000
+Tier = Literal["standard", "batch", "flex", "priority"]
+TIERS: tuple[Tier, ...] = ("standard", "batch", "flex", "priority")
+"""Service tiers a call can be served in (and priced at)."""
 
-RAW_INPUT_INCLUDES_CACHED: Mapping[str, bool] = {
-    "openai": True,
-    "openai-compatible": True,
-    "gemini": True,
-    "anthropic": False,
-}
-"""Per vendor: does the vendor's own prompt/input token count include cache hits?"""
+TOKENS_PER_PRICE_UNIT = 1_000_000
 
 CHARS_PER_TOKEN = 4
 
 
-# --- the price schema (the ``per_million_usd`` mapping of a registry model) ---------------------
+def tier_of(mode: Mode) -> Tier:
+    """The tier a call in ``mode`` is served in unless it asked for another (flex)."""
+    return "batch" if mode == "batch" else "standard"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# --- rates ------------------------------------------------------------------------------------
 
 
-class Rates(_Frozen):
-    """USD per million tokens in one mode."""
+@dataclass(frozen=True)
+class Rates:
+    """USD per million tokens. ``cached_input`` / ``cache_write`` ``None``: the input rate."""
 
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cached_input: float | None = Field(default=None, ge=0)
-    """A prompt token served from the vendor's cache; absent: billed at ``input``."""
+    input: float
+    output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
 
     @property
     def cached(self) -> float:
-        """The rate a cached prompt token is billed at."""
+        """The rate a prompt token read from the cache is billed at."""
         return self.input if self.cached_input is None else self.cached_input
 
-    @model_validator(mode="after")
-    def _cache_not_dearer(self) -> Rates:
-        if self.cached_input is not None and self.cached_input > self.input:
-            raise ValueError("cached_input must not exceed input")
-        return self
-
-
-def _check_not_dearer(lower: Rates | None, upper: Rates, what: str) -> None:
-    if lower is None:
-        return
-    pairs = [("input", lower.input, upper.input), ("output", lower.output, upper.output)]
-    if lower.cached_input is not None:  # without one, batch cache hits cost the batch input
-        pairs.append(("cached_input", lower.cached_input, upper.cached))
-    for field, low, high in pairs:
-        if low > high:
-            raise ValueError(f"{what} {field} price exceeds the realtime price")
-
-
-class LongContextRates(_Frozen):
-    """Rates for a request whose prompt has more than ``above_input_tokens`` tokens."""
-
-    above_input_tokens: int = Field(gt=0)
-    realtime: Rates
-    batch: Rates | None = None
-
-    @model_validator(mode="after")
-    def _batch_not_dearer(self) -> LongContextRates:
-        _check_not_dearer(self.batch, self.realtime, "long-context batch")
-        return self
-
-
-class PriceTable(_Frozen):
-    """A model's prices: realtime, optional explicit batch, optional long-context tier."""
-
-    realtime: Rates
-    batch: Rates | None = None
-    """Explicit batch rates; absent: realtime x the provider's ``batch_discount``."""
-    long_context: LongContextRates | None = None
-
-    @model_validator(mode="after")
-    def _batch_not_dearer(self) -> PriceTable:
-        _check_not_dearer(self.batch, self.realtime, "batch")
-        return self
-
-
-# --- what can be priced -----------------------------------------------------------------------
-
-
-@runtime_checkable
-class PricedModel(Protocol):
-    """A registry model: its price table and the batch discount that applies to it."""
-
     @property
-    def prices(self) -> PriceTable: ...
+    def write(self) -> float:
+        """The rate a prompt token written to the cache is billed at."""
+        return self.input if self.cache_write is None else self.cache_write
 
-    @property
-    def batch_discount(self) -> float | None: ...
+    def scaled(self, factor: float) -> Rates:
+        def scale(value: float | None) -> float | None:
+            return None if value is None else round(value * factor, 12)
+
+        return Rates(
+            input=scale(self.input) or 0.0,
+            output=scale(self.output) or 0.0,
+            cached_input=scale(self.cached_input),
+            cache_write=scale(self.cache_write),
+        )
+
+
+@dataclass(frozen=True)
+class TieredRates:
+    """One model's rates in one tier: ``base``, and for a request whose prompt has more than
+    ``start`` tokens the rates of the highest such ``(start, rates)`` in ``above``.
+    ``source`` names where they come from (``genai-prices:gpt-5-mini``, a price file)."""
+
+    base: Rates
+    above: tuple[tuple[int, Rates], ...] = ()
+    source: str = ""
+
+    def for_prompt(self, prompt_tokens: int) -> Rates:
+        chosen = self.base
+        for start, rates in self.above:
+            if prompt_tokens > start:
+                chosen = rates
+        return chosen
+
+    def scaled(self, factor: float, source: str) -> TieredRates:
+        return TieredRates(
+            self.base.scaled(factor),
+            tuple((start, rates.scaled(factor)) for start, rates in self.above),
+            source,
+        )
 
 
 class PriceCatalog(Protocol):
-    """Something that finds a model's prices (``core.registry.Registry``)."""
+    """Something that finds a model's rates in a tier at a time (``core.registry.Registry``)."""
 
-    def model(self, provider: str, model: str) -> PricedModel | None: ...
-
-
-PriceSource = PriceCatalog | PricedModel
+    def rates(
+        self, provider: str, model: str, tier: Tier, at: datetime | None = None
+    ) -> TieredRates | None: ...
 
 
 class TokenUsage(Protocol):
-    """Token counts of one call. Cache hits are read from ``cached_input_tokens`` (the
-    adapters' ``Usage``) or ``cached_tokens`` (ledger rows, `TokenCounts`) when present."""
+    """Token counts of one call. Cache reads are read from ``cached_input_tokens`` (the
+    adapters' ``Usage``) or ``cached_tokens`` (ledger rows, `TokenCounts`), cache writes from
+    ``cache_write_tokens``, when present."""
 
     @property
     def input_tokens(self) -> int: ...
@@ -165,10 +145,11 @@ class TokenCounts:
     input_tokens: int
     output_tokens: int
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 def cached_tokens_of(usage: TokenUsage) -> int:
-    """The cache-hit count of ``usage`` (0 when it has none)."""
+    """The cache-read count of ``usage`` (0 when it has none)."""
     for name in ("cached_input_tokens", "cached_tokens"):
         value = getattr(usage, name, None)
         if value is not None:
@@ -176,97 +157,85 @@ def cached_tokens_of(usage: TokenUsage) -> int:
     return 0
 
 
-def raw_usage_includes_cached(vendor: str) -> bool:
-    """Whether ``vendor``'s own input-token count includes cache hits (see module doc)."""
-    try:
-        return RAW_INPUT_INCLUDES_CACHED[vendor]
-    except KeyError:
-        known = ", ".join(RAW_INPUT_INCLUDES_CACHED)
-        raise ValueError(f"no cached-token rule for vendor {vendor!r}; known: {known}") from None
+def cache_writes_of(usage: TokenUsage) -> int:
+    """The cache-write count of ``usage`` (0 when it has none)."""
+    return int(getattr(usage, "cache_write_tokens", 0) or 0)
 
 
-# --- rates and cost ---------------------------------------------------------------------------
-
-
-def _scaled(rates: Rates, factor: float) -> Rates:
-    def scale(value: float) -> float:
-        return round(value * factor, 12)  # no binary noise such as 0.30000000000000004
-
-    return Rates(
-        input=scale(rates.input),
-        output=scale(rates.output),
-        cached_input=None if rates.cached_input is None else scale(rates.cached_input),
-    )
-
-
-def _in_mode(
-    realtime: Rates, batch: Rates | None, discount: float | None, mode: Mode
-) -> Rates | None:
-    if mode == "realtime":
-        return realtime
-    if batch is not None:
-        return batch
-    return None if discount is None else _scaled(realtime, discount)
-
-
-def effective_rates(info: PricedModel, mode: Mode, prompt_tokens: int = 0) -> Rates | None:
-    """The rates a request with ``prompt_tokens`` prompt tokens is billed at in ``mode``.
-
-    ``None`` when the model has no price in that mode (batch on a provider without a batch
-    discount and without explicit batch rates).
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-    table = info.prices
-    long = table.long_context
-    if long is not None and prompt_tokens > long.above_input_tokens:
-        return _in_mode(long.realtime, long.batch, info.batch_discount, mode)
-    return _in_mode(table.realtime, table.batch, info.batch_discount, mode)
-
-
-def _priced_model(source: PriceSource | None, provider: str, model: str) -> PricedModel | None:
-    if source is None:
-        return None
-    # A catalog has ``model()``; a model has ``prices``. (isinstance against the runtime-checkable
-    # protocol costs ~20 µs a call: 8% of a batch collection's CPU.)
-    find = getattr(source, "model", None)
-    if callable(find):
-        return cast(PriceCatalog, source).model(provider, model)
-    return cast(PricedModel, source)
+# --- cost -------------------------------------------------------------------------------------
 
 
 def cost_usd(
-    source: PriceSource | None,
+    source: PriceCatalog | None,
     provider: str,
     model: str,
     usage: TokenUsage,
     mode: Mode = "realtime",
     *,
+    tier: Tier | None = None,
+    at: datetime | None = None,
     cached_included: bool = True,
 ) -> float | None:
-    """What one call cost in US dollars, or ``None`` when the price is unknown.
+    """What one call cost in US dollars, or ``None`` when its price is unknown.
 
-    ``source`` is the registry (the model is looked up by ``provider`` and ``model``) or a
-    model's registry entry (then ``provider`` and ``model`` only label the call).
-    ``cached_included`` says whether ``usage.input_tokens`` already counts the cached tokens
-    (true for the adapters' normalised usage; see `raw_usage_includes_cached`).
+    ``tier`` is the tier that served the call (default: ``standard`` in realtime, ``batch`` in
+    batch); ``at`` when it was made (prices change; ``None``: today's price).
+    ``cached_included`` says whether ``usage.input_tokens`` already counts cache reads and
+    writes (true for the adapters' normalised usage; see the provider spec's `raw_input_includes_cached`).
     """
-    info = _priced_model(source, provider, model)
-    if info is None:
+    if source is None:
         return None
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    rates = source.rates(provider, model, tier or tier_of(mode), at)
+    if rates is None:
+        return None
+    return priced(rates, usage, cached_included=cached_included)
+
+
+class AttemptCost(NamedTuple):
+    """What one call cost in the tier that served it, and the same usage at the standard
+    (realtime) price -- the difference is what batch or flex saved. ``None``: unknown."""
+
+    tier: Tier
+    cost_usd: float | None
+    standard_usd: float | None
+
+
+def attempt_cost(
+    source: PriceCatalog | None,
+    provider: str,
+    model: str,
+    usage: TokenUsage,
+    tier: Tier,
+    at: datetime | None,
+) -> AttemptCost:
+    """`cost_usd` of one call in ``tier`` at ``at``, with its standard-price equivalent."""
+    mode: Mode = "batch" if tier == "batch" else "realtime"
+    cost = cost_usd(source, provider, model, usage, mode, tier=tier, at=at)
+    standard = (
+        cost
+        if tier == "standard"
+        else cost_usd(source, provider, model, usage, "realtime", tier="standard", at=at)
+    )
+    return AttemptCost(tier, cost, standard)
+
+
+def priced(rates: TieredRates, usage: TokenUsage, *, cached_included: bool = True) -> float:
+    """``usage`` at ``rates`` in US dollars (the one formula; see the module doc)."""
     input_tokens, output_tokens = int(usage.input_tokens), int(usage.output_tokens)
-    cached = cached_tokens_of(usage)
-    if min(input_tokens, output_tokens, cached) < 0:
+    cached, writes = cached_tokens_of(usage), cache_writes_of(usage)
+    if min(input_tokens, output_tokens, cached, writes) < 0:
         raise ValueError(f"negative token count in {usage!r}")
     if cached_included:
         cached = min(cached, input_tokens)
-        prompt_tokens, fresh = input_tokens, input_tokens - cached
+        writes = min(writes, input_tokens - cached)
+        prompt_tokens = input_tokens
     else:
-        prompt_tokens, fresh = input_tokens + cached, input_tokens
-    rates = effective_rates(info, mode, prompt_tokens)
-    if rates is None:
-        return None
-    dollars = fresh * rates.input + cached * rates.cached + output_tokens * rates.output
+        prompt_tokens = input_tokens + cached + writes
+    fresh = prompt_tokens - cached - writes
+    r = rates.for_prompt(prompt_tokens)
+    dollars = fresh * r.input + cached * r.cached + writes * r.write + output_tokens * r.output
     return dollars / TOKENS_PER_PRICE_UNIT
 
 
@@ -317,9 +286,12 @@ class Estimate:
 
 
 def estimate_run(
-    source: PriceSource | None,
+    source: PriceCatalog | None,
     steps: Iterable[StepLoad | tuple[str, str, str, int, int, int]],
     mode: Mode,
+    *,
+    tier: Tier | None = None,
+    at: datetime | None = None,
 ) -> Estimate:
     """Price the projected calls of every LLM step in ``mode``, assuming no cache hits (so
     the estimate is an upper bound on what caching could save). Each request is priced on
@@ -334,6 +306,8 @@ def estimate_run(
             load.model,
             TokenCounts(load.prompt_tokens_each, load.output_tokens_each),
             mode,
+            tier=tier,
+            at=at,
         )
         lines.append(
             StepEstimate(
@@ -362,32 +336,3 @@ def estimate_tokens(text: str) -> int:
     the vendors' BPE tokenizers). An *estimate* for forecasts and pacing, never for billing:
     code, JSON and non-Latin scripts use more tokens per character."""
     return math.ceil(len(text) / CHARS_PER_TOKEN)
-
-
-# --- presentation -----------------------------------------------------------------------------
-
-
-def price_summary(info: PricedModel) -> dict[str, Any]:
-    """A model's effective prices as plain data (for ``octopipe models --json``): realtime
-    and batch rates (batch derived when not explicit), and the long-context tier."""
-
-    def rates(r: Rates | None) -> dict[str, float | None] | None:
-        if r is None:
-            return None
-        return {"input": r.input, "cached_input": r.cached, "output": r.output}
-
-    table = info.prices
-    summary: dict[str, Any] = {
-        "realtime": rates(effective_rates(info, "realtime")),
-        "batch": rates(effective_rates(info, "batch")),
-        "batch_derived": table.batch is None,
-        "long_context": None,
-    }
-    if table.long_context is not None:
-        above = table.long_context.above_input_tokens
-        summary["long_context"] = {
-            "above_input_tokens": above,
-            "realtime": rates(effective_rates(info, "realtime", above + 1)),
-            "batch": rates(effective_rates(info, "batch", above + 1)),
-        }
-    return {PRICES_KEY: summary}

@@ -1,9 +1,14 @@
-"""The model registry shipped with the package: providers, models, prices and limits.
+"""The model registry shipped with the package: providers, models, limits -- and where prices
+come from.
 
 ``providers/registry.yaml`` is parsed once (`load_registry`, cached) into frozen models that
-refuse unknown keys. This module answers *which* provider and model a step uses, which API-key
-variables a provider reads, and its limits; the prices it carries are read and multiplied only
-by ``core/costs.py`` (whose `PriceTable` is the schema of a model's price mapping).
+refuse unknown keys. It holds only what the price database lacks: batch limits, default rate
+limits, the vendors' batch discounts, aliases; each model row names its ``source`` and the date
+it was ``checked``. This module answers *which* provider and model a step uses, which API-key
+variables a provider reads, its limits, and -- `Registry.rates` -- a model's rates in a tier at
+a time: a price file's (`with_prices`) first, then the maintained database
+(``core/price_db.py``), then for batch the standard rate x the vendor's batch discount when the
+database has no batch price that day. Rates are multiplied only by ``core/costs.py``.
 
 Resolution (SPEC §4): CLI flag > step > ``api`` section > registry default, for the provider
 and the model. A model belongs to the level that names the provider or a higher one: a model
@@ -17,24 +22,38 @@ over to a provider chosen above it (``--provider anthropic`` does not inherit th
 - A provider that *mirrors* vendors (``fake``, the local emulator) takes the model from any
   level, so ``--provider fake`` rehearses the pipeline with the models it names, priced as
   those vendors price them.
+
+Plugin providers. A provider added by an installed package (the entry-point group
+``octopipe.providers``, ``PLUGIN_GROUP``; see docs/PLUGINS.md) is known here by name only:
+`load_registry` reads the entry points' *names* from the installed packages' metadata and
+imports none of their code (that is ``providers/catalog.py``'s job, when the provider is used).
+Such a provider lists no models and has no default model or limits: a step using it names its
+model, and the cost of that model is unknown. Config validation (``core/config.py``) takes its
+list of provider names from here, so a pipeline may name an installed plugin.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from importlib import resources
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from octopipe.core.costs import PRICES_KEY, PriceTable
+from octopipe.core import price_db
+from octopipe.core.costs import Tier, TieredRates
+from octopipe.core.price_file import PriceOverrides
 from octopipe.errors import UsageError
 
 REGISTRY_PACKAGE = "octopipe"  # not octopipe.providers: the core must not import that package
 REGISTRY_FILE = ("providers", "registry.yaml")
+PLUGIN_GROUP = "octopipe.providers"
+"""The entry-point group through which installed packages add providers."""
 
 
 class _Frozen(BaseModel):
@@ -61,12 +80,11 @@ class LimitsEntry(_Frozen):
 
 class ModelEntry(_Frozen):
     aliases: tuple[str, ...] = ()
-    prices: PriceTable = Field(validation_alias=PRICES_KEY)
     batch_discount: float | None = Field(default=None, gt=0, le=1)
     """Overrides the provider's discount for this model."""
     limits: LimitsEntry = Field(default_factory=LimitsEntry)
     checked: date
-    """When the price was last compared with the vendor's list price."""
+    """When this row (limits, aliases) was last compared with ``source``."""
     source: str
     note: str | None = None
 
@@ -82,6 +100,8 @@ class ProviderEntry(_Frozen):
     limits: LimitsEntry = Field(default_factory=LimitsEntry)
     mirrors: tuple[str, ...] = ()
     """Vendors whose models this provider accepts and prices as they do (the emulator)."""
+    price_database_id: str | None = None
+    """The provider's id in the price database (genai-prices); ``None``: it has none."""
     models: dict[str, ModelEntry] = Field(default_factory=dict)
     note: str | None = None
 
@@ -130,13 +150,12 @@ def _check_provider(name: str, entry: ProviderEntry, providers: dict[str, Provid
 
 
 class ModelInfo(_Frozen):
-    """One priced model, as the registry lists it under its vendor."""
+    """One model, as the registry lists it under its vendor."""
 
     name: str
     vendor: str
-    """The provider whose price list holds it (for ``fake``, the mirrored vendor)."""
+    """The provider whose list holds it (for ``fake``, the mirrored vendor)."""
     aliases: tuple[str, ...]
-    prices: PriceTable
     batch_discount: float | None
     """The model's own discount, else its vendor's (`costs` derives batch prices with it)."""
     limits: LimitsEntry
@@ -164,11 +183,23 @@ class Resolved(NamedTuple):
 class Registry:
     """The parsed registry. Build with `load_registry` (packaged file) or `parse_registry`."""
 
-    def __init__(self, data: RegistryFile) -> None:
+    def __init__(
+        self,
+        data: RegistryFile,
+        prices: PriceOverrides | None = None,
+        plugins: Iterable[str] = (),
+    ) -> None:
+        """``prices``: the user's price overrides; ``plugins``: names of plugin providers (see
+        the module doc); a name the file already lists keeps the file's entry."""
         self.data = data
+        self.overrides = prices or PriceOverrides()
+        self._plugins = tuple(plugins)
+        self._entries = dict(data.providers)
+        for name in self._plugins:
+            self._entries.setdefault(name, ProviderEntry(default_model=None))
         self._models: dict[str, dict[str, ModelInfo]] = {}
         self._own: dict[str, tuple[ModelInfo, ...]] = {}
-        for name, entry in data.providers.items():
+        for name, entry in self._entries.items():
             infos = tuple(_model_info(name, entry, m_id, m) for m_id, m in entry.models.items())
             self._own[name] = infos
             self._models[name] = {a: info for info in infos for a in (info.name, *info.aliases)}
@@ -178,15 +209,25 @@ class Registry:
         return self.data.default_provider
 
     def providers(self) -> tuple[str, ...]:
-        """Provider names, in the file's order."""
-        return tuple(self.data.providers)
+        """Provider names, in the file's order, then the plugins'."""
+        return tuple(self._entries)
+
+    def database_id(self, vendor: str) -> str | None:
+        """``vendor``'s provider id in the price database (None for one it does not hold)."""
+        entry = self._entries.get(vendor)
+        return None if entry is None else entry.price_database_id
+
+    def price_file_providers(self) -> tuple[str, ...]:
+        """The providers a price file may name: every one that prices its own models (not a
+        provider that mirrors another's, like the emulator)."""
+        return tuple(name for name, entry in self._entries.items() if not entry.mirrors)
 
     def provider(self, name: str) -> ProviderEntry:
         """The provider's entry; `UsageError` naming the known ones when there is none."""
         try:
-            return self.data.providers[name]
+            return self._entries[name]
         except KeyError:
-            known = ", ".join(self.data.providers)
+            known = ", ".join(self._entries)
             raise UsageError(f"unknown provider {name!r}; expected one of {known}") from None
 
     def models(self, provider: str) -> tuple[ModelInfo, ...]:
@@ -197,7 +238,7 @@ class Registry:
     def model(self, provider: str, model: str) -> ModelInfo | None:
         """The registry entry of ``model`` (an id or alias) at ``provider``; ``None`` when the
         provider or the model is unknown: its price is then unknown, never guessed."""
-        entry = self.data.providers.get(provider)
+        entry = self._entries.get(provider)
         if entry is None:
             return None
         for name in (provider, *entry.mirrors):
@@ -205,6 +246,54 @@ class Registry:
             if info is not None:
                 return info
         return None
+
+    def with_prices(self, prices: PriceOverrides) -> Registry:
+        """This registry with ``prices`` (a price file's) in front of the database."""
+        return Registry(self.data, self.overrides.layered_over(prices), plugins=self._plugins)
+
+    def price_vendors(self, provider: str) -> tuple[str, ...]:
+        """Whose prices a call at ``provider`` is billed at: itself, or for ``fake`` the
+        vendors it mirrors (first that knows the model wins)."""
+        entry = self.data.providers.get(provider)
+        if entry is None:
+            return ()
+        return entry.mirrors or (provider,)
+
+    def rates(
+        self, provider: str, model: str, tier: Tier, at: datetime | None = None
+    ) -> TieredRates | None:
+        """``model``'s rates at ``provider`` in ``tier`` at ``at`` (``None``: now), or ``None``
+        when no source prices it (see the module doc). A price file's entry for a model
+        replaces the database's for every tier: a tier it does not give is unknown."""
+        for vendor in self.price_vendors(provider):
+            info = self.model(vendor, model)
+            names = (model,) if info is None else (model, info.name)
+            for name in names:
+                own = self.overrides.find(vendor, name)
+                if own is not None:
+                    return own.tiers.get(tier)
+            for name in names:
+                found = price_db.rates_at(self.database_id(vendor), name, tier, at)
+                if found is not None:
+                    return found
+                if tier == "batch":
+                    derived = self._derived_batch(vendor, name, at)
+                    if derived is not None:
+                        return derived
+                if price_db.database_model_id(self.database_id(vendor), name) is not None:
+                    return None  # the database knows the model: this tier is not offered
+        return None
+
+    def _derived_batch(self, vendor: str, model: str, at: datetime | None) -> TieredRates | None:
+        info = self.model(vendor, model)
+        discount = info.batch_discount if info is not None else self.batch_discount(vendor)
+        if discount is None:
+            return None
+        standard = price_db.rates_at(self.database_id(vendor), model, "standard", at)
+        if standard is None:
+            return None
+        source = f"{standard.source} x batch_discount {discount:g} ({REGISTRY_FILE[1]})"
+        return standard.scaled(discount, source)
 
     def default_model(self, provider: str) -> str | None:
         return self.provider(provider).default_model
@@ -284,7 +373,6 @@ def _model_info(vendor: str, entry: ProviderEntry, model_id: str, model: ModelEn
         name=model_id,
         vendor=vendor,
         aliases=model.aliases,
-        prices=model.prices,
         batch_discount=discount,
         limits=model.limits,
         checked=model.checked,
@@ -300,7 +388,18 @@ def parse_registry(text: str) -> Registry:
 
 @functools.cache
 def load_registry() -> Registry:
-    """The registry shipped with the package, parsed once per process."""
+    """The registry shipped with the package, with the installed plugin providers' names,
+    parsed once per process."""
     folder, name = REGISTRY_FILE
     resource = resources.files(REGISTRY_PACKAGE).joinpath(folder).joinpath(name)
-    return parse_registry(resource.read_text(encoding="utf-8"))
+    data = RegistryFile.model_validate(yaml.safe_load(resource.read_text(encoding="utf-8")))
+    return Registry(data, plugins=[ep.name for ep in plugin_entry_points()])
+
+
+def plugin_entry_points() -> tuple[EntryPoint, ...]:
+    """The installed ``octopipe.providers`` entry points, first of each name (metadata only:
+    nothing is imported)."""
+    found: dict[str, EntryPoint] = {}
+    for entry in entry_points(group=PLUGIN_GROUP):
+        found.setdefault(entry.name, entry)
+    return tuple(found.values())

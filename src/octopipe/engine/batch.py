@@ -50,7 +50,7 @@ from typing import Any
 
 from octopipe.core.amounts import format_usd
 from octopipe.core.config_models import MAX_POLL_INTERVAL_S
-from octopipe.core.registry import Registry, load_registry
+from octopipe.core.registry import Registry
 from octopipe.core.states import BatchEvent, BatchState
 from octopipe.engine.batch_collect import (
     DOWNLOAD_TRIES,
@@ -62,6 +62,7 @@ from octopipe.engine.batch_collect import (
 )
 from octopipe.engine.batch_packing import CostModel, batch_limits
 from octopipe.engine.batch_submit import RECONCILE_AFTER_S, SubmitMixin
+from octopipe.engine.prices import price_registry
 from octopipe.engine.routes import StepRoute, resolve_routes
 from octopipe.engine.runlog import Trace
 from octopipe.engine.runner import LLMExecutor, RunContext
@@ -72,6 +73,7 @@ from octopipe.providers.batch_base import (
     BatchProvider,
     BatchStatus,
 )
+from octopipe.providers.catalog import catalog
 from octopipe.store.records import BatchRow
 
 LIVE = (
@@ -82,7 +84,6 @@ LIVE = (
     BatchState.CANCELLED,
     BatchState.FAILED,
 )
-BATCH_PROVIDERS = frozenset({"openai", "anthropic", "gemini", "fake"})
 ENDED = (BatchState.COMPLETED, BatchState.EXPIRED, BatchState.CANCELLED, BatchState.FAILED)
 POLL_STRETCH = 8  # a quiet batch is polled at most this many intervals apart
 POLL_MAX_S = 600.0
@@ -152,7 +153,7 @@ class BatchExecutor(SubmitMixin):
         self.ctx = ctx
         self.options = options
         self.client_for = client_for
-        self.registry = registry or load_registry()
+        self.registry = registry or price_registry(ctx.compiled.pipeline)
         self.fallback = fallback
         config = ctx.compiled.pipeline.config
         self.api = config.api
@@ -169,10 +170,10 @@ class BatchExecutor(SubmitMixin):
         self.routes = {r.index: r for r in routes if r is not None}
         if options.submit:
             for route in self.routes.values():
-                if route.provider not in BATCH_PROVIDERS:
+                if not catalog().has_batch(route.provider):
                     raise UsageError(
                         f"step {route.cstep.name!r}: provider {route.provider!r} has no batch "
-                        "API; run it with --realtime, or use openai, anthropic or gemini"
+                        f"API; run it with --realtime, or use {catalog().batch_names()}"
                     )
         self.limits = {
             i: batch_limits(
@@ -189,6 +190,7 @@ class BatchExecutor(SubmitMixin):
         self.committed_elsewhere: Callable[[], float] = lambda: 0.0  # see CombinedExecutor
         self.base_spent = ctx.ledger.cost_totals().known_usd
         self.spent = self.base_spent
+        self.unpriced_calls = ctx.ledger.cost_totals().unknown_cost_attempts
         self.live: list[BatchRow] = []
         self.submitting: dict[str, int] = {}  # batches on the wire -> bytes of requests
         self.reconciling: set[str] = set()
@@ -302,15 +304,17 @@ class BatchExecutor(SubmitMixin):
 
     async def _reconcile(self, row: BatchRow) -> None:
         client = self._client(row.provider)
-        try:
-            since = _timestamp(row.created_at) - CLOCK_SLACK_S
-            found = await client.find(INTENT_KEY, row.local_id, since=since)
-        except UsageError:
+        finder = client.finder()
+        if finder is None:  # its batches carry no metadata (the spec's can_find)
             found = await _match_unrecorded(client, row, self._known_ids())
-        except ProviderError as exc:
-            self.timers[row.local_id] = _Timer(due=time.monotonic() + RECONCILE_AFTER_S)
-            self.ctx.log.write("RECONCILE", f"batch {row.local_id}: {exc.message}; will retry")
-            return
+        else:
+            try:
+                since = _timestamp(row.created_at) - CLOCK_SLACK_S
+                found = await finder.find(INTENT_KEY, row.local_id, since=since)
+            except ProviderError as exc:
+                self.timers[row.local_id] = _Timer(due=time.monotonic() + RECONCILE_AFTER_S)
+                self.ctx.log.write("RECONCILE", f"batch {row.local_id}: {exc.message}; will retry")
+                return
         timer = self.timers.setdefault(row.local_id, _Timer(every=self.poll_s))
         if not found and timer.misses < RECONCILE_MISSES:
             # A provider's list may lag behind a batch just created: look again before
@@ -426,6 +430,7 @@ class BatchExecutor(SubmitMixin):
             await self._collect_into(row, recorder, tally)
         finally:
             self.spent += tally.cost_usd  # what was recorded, even if collection stopped
+            self.unpriced_calls += tally.unpriced
 
     async def _collect_into(self, row: BatchRow, recorder: BatchRecorder, tally: Tally) -> None:
         client = self._client(row.provider)

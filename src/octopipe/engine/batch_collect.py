@@ -27,9 +27,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from octopipe.core.costs import cost_usd
+from octopipe.core.costs import AttemptCost, attempt_cost
 from octopipe.core.registry import Registry
 from octopipe.core.states import BatchEvent, BatchState
 from octopipe.engine.batch_packing import CostModel
@@ -48,6 +49,18 @@ NOT_RUN = frozenset({"cancelled", "expired"})
 LOST = "not found"  # provider_status of a batch the provider no longer knows
 # Line errors that say the account cannot be used (as in realtime, they pause the run).
 FATAL_FOR_RUN = frozenset({"AuthError", "QuotaExhausted", "MissingApiKey"})
+
+
+def request_time(stamp: str | None) -> datetime | None:
+    """When a batch's requests were made (its prices are those of that moment); ``None``:
+    unknown, priced at today's prices."""
+    if not stamp:
+        return None
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def run_tag(run_name: str, created_at: str) -> str:
@@ -148,6 +161,7 @@ class BatchRecorder:
     def record(self, batch: BatchRow, lines: Sequence[BatchResultLine], tally: Tally) -> None:
         """One slice of result lines, in one transaction."""
         by_uid: dict[int, BatchResultLine] = {}
+        submitted = request_time(batch.submitted_at or batch.created_at)
         for line in lines:
             uid = uid_of(self.tag, line.custom_id)
             if uid is None:
@@ -182,14 +196,19 @@ class BatchRecorder:
                 continue
             response = line.response
             result = self.route.cstep.check_answer(response.text, unit.record)
-            cost = cost_usd(
-                self.registry, self.route.price_provider, self.route.model, response.usage, "batch"
+            cost = attempt_cost(
+                self.registry,
+                self.route.price_provider,
+                self.route.model,
+                response.usage,
+                "batch",
+                submitted,
             )
             self.costs.observe(response.usage.output_tokens)
-            if cost is None:
+            if cost.cost_usd is None:
                 tally.unpriced += 1
             else:
-                tally.cost_usd += cost
+                tally.cost_usd += cost.cost_usd
             failure = result.failure
             attempt = self._attempt(
                 batch,
@@ -279,7 +298,7 @@ class BatchRecorder:
         errors: list[Any] | None = None,
         response: str | None = None,
         usage: tuple[int, int, int] = (0, 0, 0),
-        cost: float | None = 0.0,
+        cost: AttemptCost | None = None,
     ) -> AttemptRecord:
         request = None
         if outcome != "valid":  # keep the prompt of a failure for inspection (as realtime does)
@@ -297,7 +316,9 @@ class BatchRecorder:
             input_tokens=usage[0],
             output_tokens=usage[1],
             cached_tokens=usage[2],
-            cost_usd=cost,
+            cost_usd=0.0 if cost is None else cost.cost_usd,
+            tier=None if cost is None else cost.tier,
+            standard_cost_usd=0.0 if cost is None else cost.standard_usd,
             started_at=batch.submitted_at or batch.created_at,
             finished_at=utc_now(),
             batch_local_id=batch.local_id,

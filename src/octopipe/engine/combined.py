@@ -49,6 +49,12 @@ class CombinedExecutor:
         base = min((p.base_spent for p in self.parts), default=0.0)
         return base + sum(p.spent - p.base_spent for p in self.parts)
 
+    @property
+    def unpriced_calls(self) -> int:
+        """Calls of unknown cost: those before this start, plus what each part added since."""
+        counts = [getattr(p, "unpriced_calls", 0) for p in self.parts]
+        return max(counts, default=0)
+
     def batch_summary(self) -> dict[str, int]:
         for part in self.parts:
             summary = getattr(part, "batch_summary", None)

@@ -20,17 +20,15 @@ from typing import Any
 
 from octopipe.core.checker import CheckReport, check_pipeline
 from octopipe.core.config import Pipeline, load_pipeline
-from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, RunStep
+from octopipe.core.config_models import RunStep
 from octopipe.core.containment import Escape, copy_contained
 from octopipe.core.scripts import resolve_script
 from octopipe.core.units import iter_units
-from octopipe.engine.fingerprint import record_fingerprint
+from octopipe.engine.fingerprint import record_fingerprint, step_defs
 from octopipe.engine.paths import RunPaths, check_run_name
 from octopipe.errors import CannotWrite, ConfigError, UsageError
 from octopipe.store.ledger import Ledger
-from octopipe.store.records import RunMeta, StepDef
-
-SCOPES = {LLMStep: "chunk", ExpressionStep: "expression", FanOutStep: "fan_out"}
+from octopipe.store.records import RunMeta
 
 
 @dataclass(frozen=True)
@@ -79,6 +77,8 @@ def snapshot(pipeline: Pipeline, target: Path) -> None:
     root = pipeline.folder
     shutil.copy2(pipeline.config_file, target / "config.yaml")
     wanted = [pipeline.items_path, pipeline.template_dir, root / pipeline.config.schemas.schema_dir]
+    if pipeline.prices_path is not None:
+        wanted.append(pipeline.prices_path)
     refs = [resolve_script(root, p.script) for p in pipeline.config.post_process if p.script]
     refs += [
         resolve_script(root, s.script, run_step=True)
@@ -124,7 +124,9 @@ def create_run(
         snapshot(pipeline, paths.config_dir)
         paths.outputs.mkdir()
         snap = load_pipeline(paths.config_dir)  # the run's own copy from now on
-        units = _write_ledger(snap, paths, name, options, progress, source=pipeline.folder)
+        units = _write_ledger(
+            snap, paths, name, options, progress, source=pipeline.folder, title=pipeline.name
+        )
         try:
             staging.rename(final)
         except OSError as exc:
@@ -148,10 +150,6 @@ def _remove_stale_staging(runs_dir: Path) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def step_defs(pipeline: Pipeline) -> list[StepDef]:
-    return [StepDef(s.name, SCOPES[type(s)]) for s in pipeline.unit_steps]  # type: ignore[arg-type]
-
-
 def _write_ledger(
     pipeline: Pipeline,
     paths: RunPaths,
@@ -159,10 +157,12 @@ def _write_ledger(
     options: RunOptions,
     progress: Callable[[int], None] | None,
     source: Path | None = None,
+    title: str | None = None,
 ) -> int:
     meta = RunMeta(
         name=name,
-        pipeline_name=pipeline.name,
+        # The snapshot's folder is always config/: the name comes from the folder the user named.
+        pipeline_name=title or pipeline.name,
         mode=options.mode,  # type: ignore[arg-type]
         provider=options.provider,
         model=options.model,

@@ -14,8 +14,8 @@ from octopipe.core.checker import CheckReport
 from octopipe.core.config import Pipeline
 from octopipe.core.config_models import LLMStep
 from octopipe.core.costs import Estimate, Mode, StepLoad, estimate_run
-from octopipe.core.registry import load_registry
 from octopipe.core.trial import sample_loads
+from octopipe.engine.prices import price_registry
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,13 @@ class RunEstimate:
                 f"{format_usd(line.cost_usd)}"
             )
         total = self.estimate.total_usd
-        label = (
-            format_usd(total)
-            if total is not None
-            else (f"unknown (at least {format_usd(self.estimate.known_usd)})")
-        )
+        known = self.estimate.known_usd
+        if total is not None:
+            label = format_usd(total)
+        elif known:
+            label = f"{format_usd(known)} + unknown (the price of {', '.join(self.estimate.unknown_steps)} is unknown)"
+        else:
+            label = "unknown (no price is known for these models)"
         out.append(
             f"estimated cost ({self.estimate.mode}, first attempts): {label}{self.retry_note}"
         )
@@ -52,7 +54,7 @@ def estimate_pipeline(
     provider: str | None = None,
     model: str | None = None,
 ) -> RunEstimate:
-    registry = load_registry()
+    registry = price_registry(pipeline)
     loads = sample_loads(pipeline)
     calls = {s.name: s.calls for s in report.steps}
     api = pipeline.config.api

@@ -27,9 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from octopipe.core.config import Pipeline, load_pipeline
+from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep
 from octopipe.engine.paths import RunPaths
 from octopipe.errors import SnapshotChanged, StoreError
 from octopipe.store.ledger import Ledger
+from octopipe.store.records import StepDef
 
 IGNORED_DIRS = frozenset({"__pycache__"})
 ACCEPT_FLAG = "--accept-edited-snapshot"
@@ -132,10 +134,16 @@ def open_snapshot(ledger: Ledger, paths: RunPaths, *, accept: bool = False) -> P
     return pipeline
 
 
+SCOPES = {LLMStep: "chunk", ExpressionStep: "expression", FanOutStep: "fan_out"}
+
+
+def step_defs(pipeline: Pipeline) -> list[StepDef]:
+    """The per-unit steps a ledger is made with (``create``) and checked against."""
+    return [StepDef(s.name, SCOPES[type(s)]) for s in pipeline.unit_steps]  # type: ignore[arg-type]
+
+
 def check_steps(pipeline: Pipeline, ledger: Ledger, paths: RunPaths) -> None:
     """The snapshot's per-unit steps must be the ledger's, in order, with the same scopes."""
-    from octopipe.engine.create import step_defs  # create records fingerprints: no cycle
-
     found = [(s.name, s.scope) for s in step_defs(pipeline)]
     stored = [(s.name, s.scope) for s in ledger.steps]
     if found == stored:

@@ -5,11 +5,12 @@
 as it was). What is checked, step by step, with the provider and model each LLM step resolves
 to (CLI flag > step > ``api`` > registry default):
 
-- an ``openai-compatible`` step has a server address: ``--base-url``, the one recorded with
-  the run, ``api.base_url``, or ``OPENAI_BASE_URL``;
-- ``--base-url`` is a plain ``http(s)://host[:port]/path`` (credentials belong in
-  ``OPENAI_COMPATIBLE_API_KEY``, never in a URL that is recorded with the run), and some step
-  uses ``openai-compatible``;
+- a step whose provider has no default server (``ProviderSpec.needs_base_url``: the built-in
+  ``openai-compatible``) has a server address: ``--base-url``, the one recorded with the run,
+  ``api.base_url``, or the spec's ``base_url_variable`` (``OPENAI_BASE_URL``);
+- ``--base-url`` is a plain ``http(s)://host[:port]/path`` (credentials belong in the
+  provider's key variable, never in a URL that is recorded with the run), and some step
+  uses such a provider;
 - with a cost cap (``--max-cost`` or ``api.realtime.cost_cap_usd``), every step's model has
   a known price in the run's mode: a cap that cannot be counted is refused, never ignored.
 """
@@ -25,11 +26,11 @@ from octopipe.core.config import Pipeline
 from octopipe.core.config_models import LLMStep
 from octopipe.core.costs import Mode
 from octopipe.core.registry import load_registry
+from octopipe.engine.prices import price_registry
 from octopipe.engine.providers_setup import split_fake
 from octopipe.engine.routes import refuse_unpriced_cap
 from octopipe.errors import UsageError
-
-COMPATIBLE = "openai-compatible"
+from octopipe.providers.catalog import ProviderSpec, catalog
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,10 @@ def check_base_url(url: str) -> str:
             f"--base-url {url!r} is not an http(s) address; for example http://127.0.0.1:8000/v1"
         )
     if parts.username is not None or parts.password is not None:
+        keys = " or ".join(v for s in _base_url_specs() for v in s.key_variables)
         raise UsageError(
             "--base-url must not carry credentials (they would be recorded with the run); "
-            "put the key in OPENAI_COMPATIBLE_API_KEY"
+            f"put the key in {keys}"
         )
     return text
 
@@ -92,30 +94,44 @@ def check_provider_settings(
     ``base_url`` is ``--base-url``; ``recorded_base_url`` the one kept with the run."""
     environ = os.environ if env is None else env
     steps = step_providers(pipeline, provider, model)
-    compatible = [s for s in steps if s.provider == COMPATIBLE]
-    if base_url is not None and not compatible:
+    specs = {s.provider: spec for s in steps if (spec := _needs_base_url(s.provider))}
+    served = [s for s in steps if s.provider in specs]
+    if base_url is not None and not served:
         used = ", ".join(sorted({s.provider for s in steps})) or "no LLM step"
+        names = " or ".join(s.name for s in _base_url_specs())
         raise UsageError(
-            f"--base-url is the address of an {COMPATIBLE} server, and no step of this run "
+            f"--base-url is the address of an {names} server, and no step of this run "
             f"uses that provider (they use: {used})"
         )
-    known = (
-        base_url
-        or recorded_base_url
-        or pipeline.config.api.base_url
-        or environ.get("OPENAI_BASE_URL", "").strip()
-    )
-    if compatible and not known:
+    for step in served:
+        variable = specs[step.provider].base_url_variable
+        from_env = environ.get(variable, "").strip() if variable else ""
+        if base_url or recorded_base_url or pipeline.config.api.base_url or from_env:
+            continue
         raise UsageError(
-            f"step {compatible[0].step!r} uses provider {COMPATIBLE!r}, which needs the "
-            "server's address: set api.base_url in the config, pass --base-url URL or set "
-            "OPENAI_BASE_URL (for example http://127.0.0.1:8000/v1)"
+            f"step {step.step!r} uses provider {step.provider!r}, which needs the "
+            "server's address: set api.base_url in the config, pass --base-url URL"
+            + (f" or set {variable}" if variable else "")
+            + " (for example http://127.0.0.1:8000/v1)"
         )
     cap = max_cost_usd or pipeline.config.api.realtime.cost_cap_usd
     refuse_unpriced_cap(
-        [(s.step, s.provider, s.model, s.provider) for s in steps], load_registry(), mode, cap
+        [(s.step, s.provider, s.model, s.provider) for s in steps],
+        price_registry(pipeline),
+        mode,
+        cap,
     )
     return steps
+
+
+def _needs_base_url(provider: str) -> ProviderSpec | None:
+    spec = catalog().get(provider)
+    return spec if spec is not None and spec.needs_base_url else None
+
+
+def _base_url_specs() -> list[ProviderSpec]:
+    """The built-in providers ``--base-url`` is for: those with no default server."""
+    return [s for s in catalog().builtins() if s.needs_base_url]
 
 
 __all__ = ["StepProvider", "check_base_url", "check_provider_settings", "step_providers"]

@@ -42,6 +42,8 @@ class ProgressSnapshot:
     steps: tuple[StepProgress, ...]
     cost_usd: float | None = None
     batches: dict[str, int] = field(default_factory=dict)  # open batches by state
+    unknown_cost_calls: int = 0
+    """Calls whose price is unknown: ``cost_usd`` is then only what the others cost."""
 
 
 def snapshot_steps(
@@ -77,6 +79,7 @@ class ProgressTracker:
         steps: list[StepProgress],
         cost_usd: float | None,
         batches: dict[str, int] | None = None,
+        unknown_cost_calls: int = 0,
     ) -> ProgressSnapshot:
         now = time.monotonic()
         done = tuple(s.done for s in steps)
@@ -91,4 +94,6 @@ class ProgressTracker:
             left = step.pending + step.in_flight + step.retrying
             eta = left / rate if rate > 0 else None
             rated.append(StepProgress(**{**step.__dict__, "rate_per_s": rate, "eta_s": eta}))
-        return ProgressSnapshot(now - self.started, tuple(rated), cost_usd, dict(batches or {}))
+        return ProgressSnapshot(
+            now - self.started, tuple(rated), cost_usd, dict(batches or {}), unknown_cost_calls
+        )

@@ -16,31 +16,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from octopipe.core.registry import load_registry
 from octopipe.engine.batch import LIVE, BatchExecutor, BatchOptions
 from octopipe.engine.combined import CombinedExecutor
 from octopipe.engine.realtime import RealtimeExecutor, RealtimeOptions
 from octopipe.engine.runner import ExecutorFactory, LLMExecutor, RunContext
 from octopipe.errors import UsageError
-from octopipe.providers.base import (
-    ProviderSettings,
-    RealtimeProvider,
+from octopipe.providers.base import ProviderSettings, RealtimeProvider
+from octopipe.providers.batch_base import BatchProvider
+from octopipe.providers.catalog import (
+    FAKE,
+    catalog,
+    make_batch_provider,
     make_provider,
     resolve_api_key,
 )
-from octopipe.providers.batch_base import BatchProvider, make_batch_provider
 
 if TYPE_CHECKING:  # the emulator (aiohttp) is imported only when a fake run starts
-    from octopipe.providers.emulator.answers import AnswerFn
+    from octopipe.emulator.answers import AnswerFn
 
-FAKE = "fake"
-VENDORS = ("openai", "anthropic", "gemini")
 EMULATOR_URL_ENV = "OCTOPIPE_EMULATOR_URL"
 
 
 def provider_names() -> tuple[str, ...]:
-    """Every name ``--provider`` accepts: the registry's providers, then ``fake:<vendor>``."""
-    return (*load_registry().providers(), *(f"{FAKE}:{vendor}" for vendor in VENDORS))
+    """Every name ``--provider`` accepts: the catalog's providers, then ``fake:<vendor>``."""
+    providers = catalog()
+    return (*providers.names(), *(f"{FAKE}:{vendor}" for vendor in providers.emulated()))
 
 
 def check_provider(provider: str | None) -> None:
@@ -50,13 +50,13 @@ def check_provider(provider: str | None) -> None:
 
 
 def split_fake(provider: str | None) -> tuple[str | None, str | None]:
-    """``fake:gemini`` -> (``fake``, ``gemini``); ``fake`` -> (``fake``, ``openai``); other
-    providers pass through."""
+    """``fake:gemini`` -> (``fake``, ``gemini``); ``fake`` -> (``fake``, the first emulated
+    vendor: ``openai``); other providers pass through."""
     if provider is None or (provider != FAKE and not provider.startswith(FAKE + ":")):
         return provider, None
     check_provider(provider)
     _, _, vendor = provider.partition(":")
-    return FAKE, vendor or "openai"
+    return FAKE, vendor or catalog().emulated()[0]
 
 
 def check_answer_hook(provider: str | None) -> None:
@@ -111,7 +111,7 @@ def llm_executor(
         if remote:
             emulator = RemoteEmulator(remote)
         else:
-            from octopipe.providers.emulator import EmulatorConfig, EmulatorThread
+            from octopipe.emulator import EmulatorConfig, EmulatorThread
 
             config = emulator_config or EmulatorConfig()
             if answers is not None:
@@ -131,7 +131,7 @@ class RemoteEmulator:
         self.root_url = root_url.rstrip("/")
 
     def base_url_for(self, vendor: str) -> str:
-        from octopipe.providers.emulator.server import MOUNTS, SDK_SUFFIX, vendor_name
+        from octopipe.emulator.server import MOUNTS, SDK_SUFFIX, vendor_name
 
         name = vendor_name(vendor)
         return self.root_url + MOUNTS[name] + SDK_SUFFIX[name]
@@ -207,7 +207,7 @@ def _settings(
                 "this run has batches at the emulator (--provider fake): resume it with "
                 f"--provider fake, with {EMULATOR_URL_ENV} naming the emulator that has them"
             )
-        target = vendor or "openai"
+        target = vendor or catalog().emulated()[0]
         return ProviderSettings(target, "emulated-key", emulator.base_url_for(target), timeout_s)
-    url = base_url if name == "openai-compatible" else None
+    url = base_url if catalog().spec(name).needs_base_url else None
     return ProviderSettings(name, resolve_api_key(name), url, timeout_s)

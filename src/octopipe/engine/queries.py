@@ -81,7 +81,10 @@ class RunStatusView:
     units: int
     valid: int
     failed: int
-    cost_usd: float
+    cost_usd: float | None
+    """The run's cost; ``None`` (JSON ``null``) as soon as one call's price is unknown."""
+    known_cost_usd: float
+    """What the calls with a known price cost (a lower bound while some are unknown)."""
     unknown_cost_attempts: int
     input_tokens: int
     output_tokens: int
@@ -112,7 +115,8 @@ class RunStatusView:
             units=0,
             valid=0,
             failed=0,
-            cost_usd=0.0,
+            cost_usd=None,
+            known_cost_usd=0.0,
             unknown_cost_attempts=0,
             input_tokens=0,
             output_tokens=0,
@@ -178,7 +182,8 @@ def _view(ledger: Ledger, paths: RunPaths, archived: bool) -> RunStatusView:
         units=steps[0].total if steps else 0,
         valid=last.valid,
         failed=failed,
-        cost_usd=round(costs.known_usd, 6),
+        cost_usd=None if costs.unknown_cost_attempts else round(costs.known_usd, 12),
+        known_cost_usd=round(costs.known_usd, 12),
         unknown_cost_attempts=costs.unknown_cost_attempts,
         input_tokens=costs.input_tokens,
         output_tokens=costs.output_tokens,

@@ -29,14 +29,16 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from octopipe.core.amounts import format_usd
-from octopipe.core.costs import cost_usd, estimate_tokens
-from octopipe.core.registry import Registry, load_registry
+from octopipe.core.costs import attempt_cost, estimate_tokens
+from octopipe.core.registry import Registry
 from octopipe.core.steps import StepFailure
 from octopipe.engine.outage import ErrorDigest, ProviderHealth, Verdict, error_label
 from octopipe.engine.pacing import Pacer
+from octopipe.engine.prices import price_registry
 from octopipe.engine.realtime_attempts import (
     Finished,
     StepTarget,
@@ -45,6 +47,7 @@ from octopipe.engine.realtime_attempts import (
     internal_failure,
     malformed_failure,
     provider_failure,
+    served_tier,
 )
 from octopipe.engine.realtime_ledger import RealtimeRecorder
 from octopipe.engine.routes import refuse_unpriced_cap, resolve_routes
@@ -78,7 +81,6 @@ class RealtimeOptions:
     timeout_s: float | None = None
     max_attempts: int | None = None
     base_url: str | None = None  # an OpenAI-compatible server (over ``api.base_url``)
-    api_keys: dict[str, str] = field(default_factory=dict, repr=False)
     price_as: dict[str, str] = field(default_factory=dict)  # provider -> registry provider
 
 
@@ -96,7 +98,7 @@ class RealtimeExecutor:
         self.ctx = ctx
         self.only_steps = only_steps
         self.options = options
-        self.registry = registry or load_registry()
+        self.registry = registry or price_registry(ctx.compiled.pipeline)
         config = ctx.compiled.pipeline.config
         self.max_attempts = options.max_attempts or config.processing.validation_retry.max_attempts
         self.retry = config.api.retry
@@ -110,6 +112,7 @@ class RealtimeExecutor:
         self.base_spent = ctx.ledger.cost_totals().known_usd
         self.spent = self.base_spent
         self.calls_priced = 0
+        self.unpriced_calls = ctx.ledger.cost_totals().unknown_cost_attempts
         self.tasks: dict[asyncio.Task[Finished], tuple[StepTarget, ClaimedUnit]] = {}
         self.sending: set[asyncio.Task[Any]] = set()  # tasks with a request on the wire
         self.done: list[Finished] = []
@@ -323,8 +326,13 @@ class RealtimeExecutor:
             return malformed_failure(self.registry, target, unit, prompt, started, exc)
         except ProviderError as exc:
             return provider_failure(target, unit, prompt, started, exc)
-        cost = cost_usd(
-            self.registry, target.price_provider, target.model, response.usage, "realtime"
+        cost = attempt_cost(
+            self.registry,
+            target.price_provider,
+            target.model,
+            response.usage,
+            served_tier(target, response),
+            datetime.now(UTC),
         )
         try:
             result = target.cstep.check_answer(response.text, unit.record)
@@ -515,6 +523,7 @@ class RealtimeExecutor:
             if item.error is None or not item.error.fatal_for_run:
                 self.spent += item.attempt.cost_usd or 0.0
                 self.calls_priced += item.attempt.cost_usd is not None
+                self.unpriced_calls += item.attempt.cost_usd is None
         return True
 
     def _check_limits(self) -> bool:

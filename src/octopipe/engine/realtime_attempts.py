@@ -10,9 +10,10 @@ prompt and raw answer of every failure, the usage and cost of every answer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from octopipe.core.costs import cost_usd
+from octopipe.core.costs import TIERS, AttemptCost, Tier, attempt_cost
 from octopipe.core.registry import Registry
 from octopipe.core.steps import CompiledStep, StepFailure
 from octopipe.engine.outage import ProviderHealth
@@ -36,6 +37,19 @@ class StepTarget:
     request_defaults: dict[str, Any]
     price_provider: str
     health: ProviderHealth = field(default_factory=ProviderHealth)
+    tier: Tier = "standard"
+    """The tier requested for this step's calls (``flex`` with ``run --flex``)."""
+
+
+def served_tier(target: StepTarget, response: LLMResponse | None) -> Tier:
+    """The tier that served a call: the one the answer names, else the one requested."""
+    named = getattr(response, "service_tier", None)
+    for tier in TIERS:
+        if named == tier:
+            return tier
+    if named == "default":  # OpenAI's name for its standard tier
+        return "standard"
+    return target.tier
 
 
 @dataclass
@@ -58,11 +72,12 @@ def attempt_record(
     *,
     response: LLMResponse | None = None,
     request: str | None = None,
-    cost: float | None = None,
+    cost: AttemptCost | None = None,
     stage: Stage | None = None,
     errors: list[Any] | None = None,
 ) -> AttemptRecord:
     usage = response.usage if response is not None else None
+    answered = response is not None and cost is not None
     return AttemptRecord(
         outcome=outcome,
         mode="realtime",
@@ -75,7 +90,9 @@ def attempt_record(
         input_tokens=usage.input_tokens if usage else 0,
         output_tokens=usage.output_tokens if usage else 0,
         cached_tokens=usage.cached_input_tokens if usage else 0,
-        cost_usd=cost if response is not None else 0.0,
+        cost_usd=cost.cost_usd if answered and cost is not None else 0.0,
+        tier=cost.tier if answered and cost is not None else None,
+        standard_cost_usd=cost.standard_usd if answered and cost is not None else 0.0,
         latency_ms=round(response.latency_s * 1000) if response is not None else None,
         started_at=started,
         finished_at=utc_now(),
@@ -107,9 +124,16 @@ def malformed_failure(
     errors = [{"type": type(exc).__name__, "message": exc.message}]
     usage = exc.usage
     cost = (
-        cost_usd(registry, target.price_provider, target.model, usage, "realtime")
+        attempt_cost(
+            registry,
+            target.price_provider,
+            target.model,
+            usage,
+            served_tier(target, None),
+            datetime.now(UTC),
+        )
         if usage is not None
-        else 0.0
+        else AttemptCost(served_tier(target, None), 0.0, 0.0)
     )
     attempt = AttemptRecord(
         outcome="failed",
@@ -123,7 +147,9 @@ def malformed_failure(
         input_tokens=usage.input_tokens if usage else 0,
         output_tokens=usage.output_tokens if usage else 0,
         cached_tokens=usage.cached_input_tokens if usage else 0,
-        cost_usd=cost,
+        cost_usd=cost.cost_usd,
+        tier=cost.tier,
+        standard_cost_usd=cost.standard_usd,
         started_at=started,
         finished_at=utc_now(),
     )
@@ -137,7 +163,7 @@ def check_failure(
     prompt: str,
     started: str,
     response: LLMResponse,
-    cost: float | None,
+    cost: AttemptCost,
     exc: Exception,
 ) -> Finished:
     """Checking a paid answer raised (a bug): the unit fails at ``parse`` with the answer kept."""

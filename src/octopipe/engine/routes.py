@@ -94,7 +94,8 @@ def refuse_unpriced_cap(
         if cost_usd(registry, price_provider, model, probe, mode) is None:
             raise UsageError(
                 f"--max-cost {format_usd(cost_cap_usd)} cannot be held: step {step!r} uses "
-                f"{provider}/{model}, which has no known {mode} price in the registry "
-                "(`octopipe models` lists the priced ones); choose a priced model or run "
-                "without a cost cap"
+                f"{provider}/{model}, which has no known {mode} price (`octopipe models` "
+                "lists the priced ones); supply its price in ~/.config/octopipe/prices.yaml "
+                "or in a price file the pipeline names under `prices:`, choose a priced "
+                "model, or run without a cost cap"
             )

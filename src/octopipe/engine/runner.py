@@ -360,7 +360,8 @@ class Runner:
         steps = snapshot_steps([(s.name, s.scope) for s in ledger.steps], counts)
         spent = getattr(executor, "spent", None)
         summary = getattr(executor, "batch_summary", None)
-        self.progress(self._tracker.update(steps, spent, summary() if summary else None))
+        unknown = getattr(executor, "unpriced_calls", 0)
+        self.progress(self._tracker.update(steps, spent, summary() if summary else None, unknown))
 
     def _apply_commands(self, ledger: Ledger, log: RunLog) -> None:
         for command in ledger.pending_commands():

@@ -7,38 +7,19 @@ What this module guarantees:
 - ``RealtimeProvider`` is the whole surface the engine needs for realtime calls:
   ``complete()`` either returns an ``LLMResponse`` or raises a ``ProviderError`` subclass from
   ``octopipe.errors`` (never a raw SDK exception, never after the request's timeout).
-- ``ProviderSettings`` never shows its API key in ``repr()``; ``resolve_api_key`` names the
-  environment variable to set when a key is missing.
-- ``make_provider`` imports a vendor SDK only when that vendor is asked for (each SDK takes
-  about a second to import), and always turns SDK-level retries off: the engine retries.
+- ``ProviderSettings`` never shows its API key in ``repr()``.
 
-Batch mode will add a ``BatchProvider`` protocol next to ``RealtimeProvider``; the request and
-usage types here are meant to be shared by both.
+``batch_base.py`` holds the ``BatchProvider`` protocol, sharing these request and usage types.
+This module imports no adapter: which adapter serves which provider is the provider catalog's
+knowledge (``providers/catalog.py``: ``make_provider``, ``resolve_api_key``).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from octopipe.errors import MalformedResponse, MissingApiKey, UsageError
-
-PROVIDER_NAMES = ("openai", "openai-compatible", "anthropic", "gemini")
-
-# Variables read for each provider's key, in order of precedence. GOOGLE_API_KEY wins over
-# GEMINI_API_KEY, as in the google-genai SDK. An OpenAI-compatible server gets its own variable
-# so that a real OpenAI key is never sent to a third-party server by accident.
-API_KEY_VARIABLES: dict[str, tuple[str, ...]] = {
-    "openai": ("OPENAI_API_KEY",),
-    "openai-compatible": ("OPENAI_COMPATIBLE_API_KEY",),
-    "anthropic": ("ANTHROPIC_API_KEY",),
-    "gemini": ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
-}
-
-# Local servers (vLLM, Ollama, llama.cpp) accept any key; the SDK insists on a non-empty one.
-DUMMY_API_KEY = "octopipe-no-key"
+from octopipe.errors import MalformedResponse
 
 # Extra seconds granted beyond a request's own timeout before the adapter's outer deadline
 # fires. The SDK timeouts are per network phase; the outer deadline bounds the whole call.
@@ -149,71 +130,11 @@ class RealtimeProvider(Protocol):
 
 @dataclass(frozen=True)
 class ProviderSettings:
-    """How to reach one provider. ``base_url=None`` keeps the SDK's default, which honours
-    ``OPENAI_BASE_URL``, ``ANTHROPIC_BASE_URL`` and ``GOOGLE_GEMINI_BASE_URL``."""
+    """How to reach one provider. ``base_url=None`` keeps the SDK's default, which honours the
+    provider's ``ProviderSpec.base_url_variable`` (``OPENAI_BASE_URL``, ...)."""
 
     provider: str
     api_key: str = field(repr=False)
     base_url: str | None = None
     timeout_s: float = 120.0
     max_retries_sdk: int = 0
-
-
-def resolve_api_key(provider: str, env: Mapping[str, str] | None = None) -> str:
-    """Return the API key for ``provider`` from ``env`` (default: ``os.environ``).
-
-    Raises ``MissingApiKey`` naming the variable(s) to set. ``openai-compatible`` falls back to
-    a dummy key, since local servers usually need none.
-    """
-    environ = os.environ if env is None else env
-    variables = API_KEY_VARIABLES.get(provider)
-    if variables is None:
-        raise _unknown_provider(provider)
-    for name in variables:
-        value = environ.get(name, "").strip()
-        if value:
-            return value
-    if provider == "openai-compatible":
-        return DUMMY_API_KEY
-    wanted = " or ".join(variables)
-    raise MissingApiKey(f"no API key: set {wanted} (environment or .env)", provider=provider)
-
-
-def make_provider(
-    settings: ProviderSettings, env: Mapping[str, str] | None = None
-) -> RealtimeProvider:
-    """Build the realtime adapter named by ``settings.provider``.
-
-    ``openai-compatible`` needs a base URL, given explicitly or through ``OPENAI_BASE_URL``
-    in ``env``: without one the SDK would send the request to api.openai.com.
-    """
-    name = settings.provider
-    if name in ("openai", "openai-compatible"):
-        if name == "openai-compatible":
-            _require_compatible_base_url(settings, os.environ if env is None else env)
-        from octopipe.providers.openai_adapter import OpenAIProvider
-
-        return OpenAIProvider(settings)
-    if name == "anthropic":
-        from octopipe.providers.anthropic_adapter import AnthropicProvider
-
-        return AnthropicProvider(settings)
-    if name == "gemini":
-        from octopipe.providers.gemini_adapter import GeminiProvider
-
-        return GeminiProvider(settings)
-    raise _unknown_provider(name)
-
-
-def _require_compatible_base_url(settings: ProviderSettings, env: Mapping[str, str]) -> None:
-    if settings.base_url or env.get("OPENAI_BASE_URL", "").strip():
-        return
-    raise UsageError(
-        "provider 'openai-compatible' needs a base_url (for example http://127.0.0.1:8000/v1) "
-        "or OPENAI_BASE_URL in the environment"
-    )
-
-
-def _unknown_provider(name: str) -> UsageError:
-    known = ", ".join(PROVIDER_NAMES)
-    return UsageError(f"unknown provider {name!r}; known providers: {known}")

@@ -24,7 +24,7 @@ Guarantees:
   that broke off, ended inside a line, or holds fewer lines than counted with no length to
   check raises ``IncompleteResults`` after every readable line was yielded.
 - **No ``find``**: Message Batches have no metadata and list entries carry nothing of the
-  requests, so ``can_find`` is False and ``find`` raises ``UsageError``. The engine persists
+  requests, so ``finder()`` is ``None`` (the spec's ``can_find`` is False). The engine persists
   the batch id as soon as ``submit`` returns; after a crash in between it matches the intent
   against ``recent(since)`` (every batch created since then, following the list's
   ``after_id`` cursor, with its request count) instead.
@@ -52,16 +52,15 @@ from octopipe.providers.batch_base import (
     BatchHandle,
     BatchRequestLine,
     BatchResultLine,
-    BatchState,
     BatchStatus,
     Download,
+    VendorBatchState,
     as_dict,
     check_complete,
     check_custom_ids,
     not_run,
     read_result_line,
     status_line_error,
-    unsupported_find,
 )
 from octopipe.providers.errors_map import connection_error, map_anthropic_error
 
@@ -85,8 +84,6 @@ _NOT_RUN: dict[str, Literal["cancelled", "expired"]] = {
 
 class AnthropicBatchProvider:
     """``BatchProvider`` over ``AsyncAnthropic.messages.batches``."""
-
-    can_find = False
 
     def __init__(
         self, settings: ProviderSettings, structured_mode: StructuredMode = "tool"
@@ -138,7 +135,7 @@ class AnthropicBatchProvider:
             raise self._mapped(exc) from None
         c = batch.request_counts
         finished = c.succeeded + c.errored + c.canceled + c.expired
-        state: BatchState = "in_progress"
+        state: VendorBatchState = "in_progress"
         if batch.processing_status == "ended":
             state = "completed"
             if batch.cancel_initiated_at is not None and c.canceled:
@@ -180,14 +177,15 @@ class AnthropicBatchProvider:
         expected = c.succeeded + c.errored + c.canceled + c.expired
         check_complete(self.name, batch_id, [download], expected)
 
+    def finder(self) -> None:
+        """None: Message Batches carry no metadata to find a batch by (module doc)."""
+        return None
+
     async def cancel(self, handle: BatchHandle) -> None:
         try:
             await self._client.messages.batches.cancel(handle.provider_batch_id)
         except anthropic.AnthropicError as exc:
             raise self._mapped(exc) from None
-
-    async def find(self, metadata_key: str, value: str, *, since: float) -> list[BatchHandle]:
-        raise unsupported_find(self.name)
 
     async def recent(self, since: float) -> list[tuple[BatchHandle, int]]:
         """Batches created at or after ``since`` (Unix seconds), newest first, each with its

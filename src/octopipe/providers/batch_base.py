@@ -27,9 +27,10 @@ What this module guarantees:
   whose metadata has ``key == value``, however many newer batches the account holds: the
   engine writes an *intent* (with a unique key) before ``submit`` and, after a crash between
   the vendor's answer and its own bookkeeping, uses ``find`` to adopt the batch instead of
-  creating a duplicate. ``can_find`` says whether the vendor keeps metadata at all (Anthropic
-  Message Batches do not: see ``batch_anthropic``); when it is ``False``, ``find`` raises
-  ``UsageError`` rather than answering "nothing found", so that absence of a feature is never
+  creating a duplicate. ``find`` lives on a separate ``BatchFinder``, which ``finder()``
+  returns only when the vendor keeps metadata at all (the spec's ``can_find``; Anthropic
+  Message Batches do not: see ``batch_anthropic``, whose ``finder()`` is ``None``): a
+  provider without the feature has no ``find`` to call, so absence of a feature is never
   mistaken for absence of a batch.
 
 ``custom_id`` constraint (the strictest of the three vendors, Anthropic's):
@@ -50,7 +51,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from octopipe.errors import IncompleteResults, ProviderError, UsageError
 from octopipe.providers.base import LLMRequest, LLMResponse
 
-BatchState = Literal[
+VendorBatchState = Literal[
     "validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelled"
 ]
 TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -91,7 +92,7 @@ class BatchStatus:
     ``done`` is ``total`` once the job has ended and 0 before (``total`` may be 0 when unknown).
     """
 
-    state: BatchState
+    state: VendorBatchState
     done: int
     total: int
     failed: int
@@ -125,11 +126,24 @@ class BatchResultLine:
 
 
 @runtime_checkable
+class BatchFinder(Protocol):
+    """Finds a provider's batches by the metadata given at submit (see the module doc)."""
+
+    async def find(self, metadata_key: str, value: str, *, since: float) -> list[BatchHandle]:
+        """Batches created at or after ``since`` whose metadata has ``metadata_key == value``
+        (see the module doc)."""
+        ...
+
+
+@runtime_checkable
 class BatchProvider(Protocol):
     """A vendor adapter for its batch API."""
 
     name: str
-    can_find: bool
+
+    def finder(self) -> BatchFinder | None:
+        """The lookup by metadata, or ``None`` when the vendor's batches carry none."""
+        ...
 
     async def submit(
         self, lines: Sequence[BatchRequestLine], *, model: str, metadata: dict[str, str]
@@ -142,11 +156,6 @@ class BatchProvider(Protocol):
         ...
 
     async def cancel(self, handle: BatchHandle) -> None: ...
-
-    async def find(self, metadata_key: str, value: str, *, since: float) -> list[BatchHandle]:
-        """Batches created at or after ``since`` whose metadata has ``metadata_key == value``
-        (see the module doc)."""
-        ...
 
     async def aclose(self) -> None: ...
 
@@ -183,13 +192,6 @@ def not_run(kind: Literal["cancelled", "expired"], message: str = "") -> BatchLi
     )
 
 
-def unsupported_find(provider: str) -> UsageError:
-    return UsageError(
-        f"{provider} batches carry no metadata, so a lost batch cannot be found by intent; "
-        "persist the batch id as soon as submit() returns"
-    )
-
-
 def as_dict(value: Any) -> dict[str, Any]:
     """``value`` if it is a dict, else an empty one (wire bodies are untrusted)."""
     return value if isinstance(value, dict) else {}
@@ -203,25 +205,6 @@ def status_line_error(
 
     facts = ErrorFacts(status=status, message=message, quota=quota)
     return line_error(error_from_facts(facts, provider=provider, secret=secret))
-
-
-def make_batch_provider(settings: Any) -> BatchProvider:
-    """The batch adapter named by ``settings.provider`` (a ``ProviderSettings``); the SDK is
-    imported only when asked for. ``openai-compatible`` servers have no batch API."""
-    name = settings.provider
-    if name == "openai":
-        from octopipe.providers.batch_openai import OpenAIBatchProvider
-
-        return OpenAIBatchProvider(settings)
-    if name == "anthropic":
-        from octopipe.providers.batch_anthropic import AnthropicBatchProvider
-
-        return AnthropicBatchProvider(settings)
-    if name == "gemini":
-        from octopipe.providers.batch_gemini import GeminiBatchProvider
-
-        return GeminiBatchProvider(settings)
-    raise UsageError(f"provider {name!r} has no batch API; use openai, anthropic or gemini")
 
 
 def read_result_line(

@@ -54,12 +54,13 @@ from google.genai.batches import _InlinedRequest_to_mldev
 from octopipe.errors import BadRequest, ProviderError
 from octopipe.providers.base import LLMResponse, ProviderSettings
 from octopipe.providers.batch_base import (
+    BatchFinder,
     BatchHandle,
     BatchRequestLine,
     BatchResultLine,
-    BatchState,
     BatchStatus,
     Download,
+    VendorBatchState,
     as_dict,
     check_complete,
     check_custom_ids,
@@ -84,7 +85,7 @@ INPUT_MIME_TYPE = "jsonl"  # what Google's batch guide passes to files.upload
 # Results files are read from disk past this size rather than kept in memory.
 SPOOL_MAX_BYTES = 8 * 1024 * 1024
 CHUNK_BYTES = 256 * 1024  # a results file is read back in pieces of this size
-_STATES: dict[str, BatchState] = {
+_STATES: dict[str, VendorBatchState] = {
     "JOB_STATE_PENDING": "validating",
     "JOB_STATE_QUEUED": "validating",
     "JOB_STATE_RUNNING": "in_progress",
@@ -113,8 +114,6 @@ def decode_display_name(name: str | None) -> dict[str, str]:
 
 class GeminiBatchProvider:
     """``BatchProvider`` over ``Client.aio.batches``."""
-
-    can_find = True
 
     def __init__(
         self,
@@ -220,6 +219,10 @@ class GeminiBatchProvider:
 
     async def cancel(self, handle: BatchHandle) -> None:
         await self._call(self._client.aio.batches.cancel(name=handle.provider_batch_id))
+
+    def finder(self) -> BatchFinder:
+        """This provider: its batches carry the metadata given at submit."""
+        return self
 
     async def find(self, metadata_key: str, value: str, *, since: float) -> list[BatchHandle]:
         found: list[BatchHandle] = []

@@ -39,13 +39,14 @@ import openai
 
 from octopipe.providers.base import LLMResponse, ProviderSettings
 from octopipe.providers.batch_base import (
+    BatchFinder,
     BatchHandle,
     BatchLineError,
     BatchRequestLine,
     BatchResultLine,
-    BatchState,
     BatchStatus,
     Download,
+    VendorBatchState,
     as_dict,
     check_complete,
     check_custom_ids,
@@ -62,7 +63,7 @@ from octopipe.providers.openai_adapter import OpenAIProvider, openai_usage
 
 _log = logging.getLogger(__name__)
 CHAT_URL: Literal["/v1/chat/completions"] = "/v1/chat/completions"
-_STATES: dict[str, BatchState] = {
+_STATES: dict[str, VendorBatchState] = {
     "validating": "validating",
     "in_progress": "in_progress",
     "finalizing": "finalizing",
@@ -80,8 +81,6 @@ _NOT_RUN: dict[str, Literal["cancelled", "expired"]] = {
 
 class OpenAIBatchProvider:
     """``BatchProvider`` over ``AsyncOpenAI.files`` and ``AsyncOpenAI.batches``."""
-
-    can_find = True
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.name = settings.provider
@@ -200,6 +199,10 @@ class OpenAIBatchProvider:
             await self._client.batches.cancel(handle.provider_batch_id)
         except openai.OpenAIError as exc:
             raise self._mapped(exc) from None
+
+    def finder(self) -> BatchFinder:
+        """This provider: its batches carry the metadata given at submit."""
+        return self
 
     async def find(self, metadata_key: str, value: str, *, since: float) -> list[BatchHandle]:
         found: list[BatchHandle] = []

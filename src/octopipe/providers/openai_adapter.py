@@ -7,9 +7,9 @@ Guarantees:
   ``timeout_s + DEADLINE_GRACE_S`` over the whole call.
 - Structured output is requested natively: ``response_format={"type": "json_schema",
   "json_schema": {"name", "schema", "strict": True}}``.
-- ``openai`` sends ``max_completion_tokens`` (required by reasoning models);
-  ``openai-compatible`` sends the older ``max_tokens``, which vLLM, Ollama and llama.cpp
-  understand.
+- It sends ``max_completion_tokens`` (required by OpenAI's reasoning models), or with
+  ``legacy_max_tokens`` (OpenAI-compatible servers) the older ``max_tokens``, which vLLM,
+  Ollama and llama.cpp understand.
 - ``base_url=None`` lets the SDK read ``OPENAI_BASE_URL``. Note the OpenAI base URL *includes*
   ``/v1``.
 - Every SDK exception is mapped by ``errors_map.map_openai_error``; the API key is redacted
@@ -41,12 +41,10 @@ from octopipe.providers.errors_map import map_openai_error
 class OpenAIProvider:
     """``RealtimeProvider`` over ``AsyncOpenAI.chat.completions.create``."""
 
-    def __init__(self, settings: ProviderSettings) -> None:
+    def __init__(self, settings: ProviderSettings, *, legacy_max_tokens: bool = False) -> None:
         self.name = settings.provider
         self._secret = settings.api_key
-        self._token_param = (
-            "max_completion_tokens" if settings.provider == "openai" else "max_tokens"
-        )
+        self._token_param = "max_tokens" if legacy_max_tokens else "max_completion_tokens"
         self._client = openai.AsyncOpenAI(
             api_key=settings.api_key,
             base_url=settings.base_url,

@@ -552,6 +552,8 @@ class UnitLifecycle(LedgerCore):
                     a.cached_tokens,
                     a.cost_usd,
                     a.latency_ms,
+                    a.tier,
+                    a.standard_cost_usd,
                 )
             )
         if rows:
@@ -560,8 +562,9 @@ class UnitLifecycle(LedgerCore):
                     """INSERT INTO attempts(id, uid, step_idx, attempt_no, mode, provider, model,
                            batch_id, started_at, finished_at, outcome, stage, errors_json,
                            request_blob, response_blob, input_tokens, output_tokens,
-                           cached_tokens, cost_usd, latency_ms)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                           cached_tokens, cost_usd, latency_ms, tier, standard_cost_usd)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                               ?, ?)""",
                     rows,
                 )
             except sqlite3.IntegrityError as exc:

@@ -92,6 +92,10 @@ class AttemptRecord:
     started_at: str | None = None
     finished_at: str | None = None
     batch_local_id: str | None = None
+    tier: str | None = None
+    """The tier that served the call (standard, batch, flex, priority); ``None``: no call."""
+    standard_cost_usd: float | None = None
+    """The same usage at the standard realtime price (``None``: unknown)."""
 
 
 class Success(NamedTuple):

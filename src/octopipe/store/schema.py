@@ -192,10 +192,20 @@ CREATE INDEX attempts_by_step ON attempts(step_idx, outcome, attempt_no, mode, p
 """
 
 # Append only. The name is what a store records; never rename or reorder a released entry.
+_ATTEMPT_TIERS = """
+-- The tier that served each LLM attempt (standard, batch, flex, priority) and what the same
+-- usage costs at the standard realtime price (the saving of batch/flex); NULL on attempts
+-- recorded before this migration (their tier is their mode's: realtime standard, batch batch).
+ALTER TABLE attempts ADD COLUMN tier TEXT
+    CHECK (tier IS NULL OR tier IN ('standard','batch','flex','priority'));
+ALTER TABLE attempts ADD COLUMN standard_cost_usd REAL;
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_initial", _INITIAL),
     ("0002_post_runs", _POST_RUNS),
     ("0003_attempts_by_step", _ATTEMPTS_BY_STEP),
+    ("0005_attempt_tiers", _ATTEMPT_TIERS),
 ]
 
 # Migrations that only add an index: a reader may open a ledger still lacking them (every
@@ -288,9 +298,18 @@ def check_version(conn: sqlite3.Connection, where: str, *, fresh: bool = False) 
     return known[len(applied) :]
 
 
+ADDED_COLUMNS_ONLY: frozenset[str] = frozenset({"0005_attempt_tiers"})
+"""Migrations that only add nullable columns, which readers look for before reading
+(`has_column`): a run made before them stays readable (its attempts have no tier)."""
+
+
+def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
 def needed_by_readers(todo: list[str]) -> list[str]:
     """The migrations of ``todo`` without which a read-only open cannot proceed."""
-    return [name for name in todo if name not in INDEX_ONLY]
+    return [name for name in todo if name not in INDEX_ONLY | ADDED_COLUMNS_ONLY]
 
 
 def migrate(conn: sqlite3.Connection, now: str, *, fresh: bool = False) -> list[str]:

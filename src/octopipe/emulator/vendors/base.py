@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from octopipe.providers.emulator.answers import Answer, EmulatorRequest
+from octopipe.emulator.answers import Answer, EmulatorRequest
 
 
 class InvalidRequest(Exception):

@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from octopipe.providers.emulator.batches import (
+from octopipe.emulator.batches import (
     BatchRoutes,
     Handler,
     mount_prefix,
@@ -37,8 +37,8 @@ from octopipe.providers.emulator.batches import (
     read_json,
     rfc3339,
 )
-from octopipe.providers.emulator.vendors.base import InvalidRequest, Reply
-from octopipe.providers.emulator.vendors.gemini import GeminiVendor
+from octopipe.emulator.vendors.base import InvalidRequest, Reply
+from octopipe.emulator.vendors.gemini import GeminiVendor
 
 MOUNT = "/gemini"
 UPLOAD_STATUS = "X-Goog-Upload-Status"

@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from octopipe.providers.emulator.batches import (
+from octopipe.emulator.batches import (
     BatchJob,
     BatchRoutes,
     Handler,
@@ -37,8 +37,8 @@ from octopipe.providers.emulator.batches import (
     parse_line,
     read_json,
 )
-from octopipe.providers.emulator.vendors.base import InvalidRequest, Reply
-from octopipe.providers.emulator.vendors.openai import OpenAIVendor
+from octopipe.emulator.vendors.base import InvalidRequest, Reply
+from octopipe.emulator.vendors.openai import OpenAIVendor
 
 CHAT_URL = "/v1/chat/completions"
 NOT_RUN_CODES = {

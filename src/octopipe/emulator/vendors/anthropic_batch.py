@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from octopipe.providers.emulator.batches import (
+from octopipe.emulator.batches import (
     BatchJob,
     BatchRoutes,
     Handler,
@@ -34,8 +34,8 @@ from octopipe.providers.emulator.batches import (
     parse_line,
     read_json,
 )
-from octopipe.providers.emulator.vendors.anthropic import AnthropicVendor
-from octopipe.providers.emulator.vendors.base import InvalidRequest, Reply
+from octopipe.emulator.vendors.anthropic import AnthropicVendor
+from octopipe.emulator.vendors.base import InvalidRequest, Reply
 
 MOUNT = "/anthropic"
 BASE = "/v1/messages/batches"

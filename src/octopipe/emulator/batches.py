@@ -42,11 +42,11 @@ from typing import Any
 
 from aiohttp import web
 
-from octopipe.providers.emulator.answers import EmulatorRequest, make_answer
-from octopipe.providers.emulator.batch_faults import DROPPED, BatchFaultPlan, JobFaults, truncate
-from octopipe.providers.emulator.config import STATUS_FAULTS, EmulatorConfig
-from octopipe.providers.emulator.faults import EmulatorStats, FaultPlan
-from octopipe.providers.emulator.vendors.base import InvalidRequest, Reply, UnknownEndpoint, Vendor
+from octopipe.emulator.answers import EmulatorRequest, make_answer
+from octopipe.emulator.batch_faults import DROPPED, BatchFaultPlan, JobFaults, truncate
+from octopipe.emulator.config import STATUS_FAULTS, EmulatorConfig
+from octopipe.emulator.faults import EmulatorStats, FaultPlan
+from octopipe.emulator.vendors.base import InvalidRequest, Reply, UnknownEndpoint, Vendor
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def parse_line(
     vendor: Vendor, route_endpoint: str, body: Any, match_info: Mapping[str, str]
 ) -> EmulatorRequest | str:
     """A batch line parsed by the realtime vendor, or why it cannot be."""
-    from octopipe.providers.emulator.vendors.base import Route
+    from octopipe.emulator.vendors.base import Route
 
     if not isinstance(body, Mapping):
         return "the request is not a JSON object"
@@ -439,31 +439,3 @@ async def read_json(http: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("the body is not a JSON object")
     return body
-
-
-def mount_batch_routes(
-    app: web.Application, shared: BatchRoutes, mounts: Mapping[str, str]
-) -> None:
-    """Add the three vendors' batch routes under their mounts and at the root.
-
-    Must run *before* the realtime routes are added: Gemini's realtime pattern
-    ``/{v}/models/{model_action}`` would otherwise swallow ``:batchGenerateContent``.
-    """
-    from octopipe.providers.emulator.vendors.anthropic_batch import AnthropicBatchRoutes
-    from octopipe.providers.emulator.vendors.gemini_batch import GeminiBatchRoutes
-    from octopipe.providers.emulator.vendors.openai_batch import OpenAIBatchRoutes
-
-    openai_routes = OpenAIBatchRoutes(shared)
-    anthropic_routes = AnthropicBatchRoutes(shared)
-    gemini_routes = GeminiBatchRoutes(shared)
-    plans: list[tuple[str, list[tuple[str, str, Handler]]]] = [
-        (mounts["openai"], openai_routes.routes()),
-        ("", openai_routes.routes()),
-        (mounts["anthropic"], anthropic_routes.routes()),
-        ("", anthropic_routes.routes()),
-        (mounts["gemini"], gemini_routes.routes(root=False)),
-        ("", gemini_routes.routes(root=True)),
-    ]
-    for prefix, routes in plans:
-        for method, path, handler in routes:
-            app.router.add_route(method, prefix + path, handler)

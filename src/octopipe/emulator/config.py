@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from octopipe.providers.emulator.answers import AnswerFn
+from octopipe.emulator.answers import AnswerFn
 
 # Status faults answer with the vendor's error body for that status. "429" is an injected
 # rate limit (with Retry-After), "quota" the vendor's quota/billing-exhausted error, "hang"

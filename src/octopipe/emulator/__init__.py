@@ -1,12 +1,16 @@
 """A local emulator of the OpenAI, Anthropic and Gemini HTTP APIs (realtime and batch).
 
+An application of its own (``octopipe emulator``, ``python -m octopipe.emulator``): it imports
+only ``octopipe.core`` and ``octopipe.errors``, and only the engine's provider setup
+(``engine/providers_setup.py``) and the CLI import it (``tests/arch``).
+
 It lets the official SDKs run their real code paths over loopback HTTP -- the SDKs use
 ``httpx2``, which httpx mocking libraries do not intercept -- with configurable latency,
 per-(vendor, model) rate limits, injected faults and deterministic, schema-shaped answers.
 
 Layout: ``server`` (aiohttp app and the shared request pipeline), ``runner`` (in-loop and
 threaded runners), ``vendors/`` (one wire format per vendor), ``answers`` and
-``schema_values`` (what to answer), ``faults`` (fault plan, rate limiter, counters),
+``core/schema_values`` (what to answer), ``faults`` (fault plan, rate limiter, counters),
 ``config`` and ``cli``. The batch APIs live in ``batches`` (job store and lifecycle),
 ``batch_faults`` (their failure modes) and ``vendors/*_batch.py`` / ``vendors/gemini_files.py``.
 
@@ -17,14 +21,14 @@ Usage::
 """
 
 from octopipe.core.schema_values import schema_value
-from octopipe.providers.emulator.answers import (
+from octopipe.emulator.answers import (
     AnswerFn,
     EmulatorRequest,
     default_answer,
 )
-from octopipe.providers.emulator.cli import main
-from octopipe.providers.emulator.config import FAULT_KINDS, EmulatorConfig
-from octopipe.providers.emulator.runner import Emulator, EmulatorThread, run_emulator
+from octopipe.emulator.cli import main
+from octopipe.emulator.config import FAULT_KINDS, EmulatorConfig
+from octopipe.emulator.runner import Emulator, EmulatorThread, run_emulator
 
 __all__ = [
     "FAULT_KINDS",

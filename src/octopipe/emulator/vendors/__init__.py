@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from octopipe.providers.emulator.vendors.anthropic import AnthropicVendor
-from octopipe.providers.emulator.vendors.base import Vendor
-from octopipe.providers.emulator.vendors.gemini import GeminiVendor
-from octopipe.providers.emulator.vendors.openai import OpenAIVendor
+from octopipe.emulator.vendors.anthropic import AnthropicVendor
+from octopipe.emulator.vendors.base import Vendor
+from octopipe.emulator.vendors.gemini import GeminiVendor
+from octopipe.emulator.vendors.openai import OpenAIVendor
 
 VENDORS: dict[str, Vendor] = {
     "openai": OpenAIVendor(),

@@ -37,7 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
-from octopipe.providers.emulator.batches import (
+from octopipe.emulator.batches import (
     BatchJob,
     BatchRoutes,
     Handler,
@@ -47,9 +47,9 @@ from octopipe.providers.emulator.batches import (
     read_json,
     rfc3339,
 )
-from octopipe.providers.emulator.vendors.base import InvalidRequest, Reply
-from octopipe.providers.emulator.vendors.gemini import GeminiVendor
-from octopipe.providers.emulator.vendors.gemini_files import GeminiFileRoutes
+from octopipe.emulator.vendors.base import InvalidRequest, Reply
+from octopipe.emulator.vendors.gemini import GeminiVendor
+from octopipe.emulator.vendors.gemini_files import GeminiFileRoutes
 
 TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta."
 STATES = {

@@ -21,7 +21,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from octopipe.providers.emulator.config import NO_FAULT, EmulatorConfig, check_fault_kind
+from octopipe.emulator.config import NO_FAULT, EmulatorConfig, check_fault_kind
 
 
 class FaultPlan:

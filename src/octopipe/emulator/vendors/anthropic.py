@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from octopipe.providers.emulator.answers import Answer, EmulatorRequest
-from octopipe.providers.emulator.faults import retry_after_header
-from octopipe.providers.emulator.vendors.base import Reply, Route, join_texts, require, text_of
+from octopipe.emulator.answers import Answer, EmulatorRequest
+from octopipe.emulator.faults import retry_after_header
+from octopipe.emulator.vendors.base import Reply, Route, join_texts, require, text_of
 
 # fault kind -> (HTTP status, error.type, message)
 ERRORS: dict[str, tuple[int, str, str]] = {

@@ -23,27 +23,26 @@ import json
 import logging
 import random
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
-from octopipe.providers.emulator.answers import EmulatorRequest, make_answer
-from octopipe.providers.emulator.batches import (
-    BatchRoutes,
-    BatchStats,
-    BatchStore,
-    mount_batch_routes,
-)
-from octopipe.providers.emulator.config import STATUS_FAULTS, EmulatorConfig
-from octopipe.providers.emulator.faults import EmulatorStats, FaultPlan, RateLimiter
-from octopipe.providers.emulator.vendors import VENDORS
-from octopipe.providers.emulator.vendors.base import (
+from octopipe.emulator.answers import EmulatorRequest, make_answer
+from octopipe.emulator.batches import BatchRoutes, BatchStats, BatchStore, Handler
+from octopipe.emulator.config import STATUS_FAULTS, EmulatorConfig
+from octopipe.emulator.faults import EmulatorStats, FaultPlan, RateLimiter
+from octopipe.emulator.vendors import VENDORS
+from octopipe.emulator.vendors.anthropic_batch import AnthropicBatchRoutes
+from octopipe.emulator.vendors.base import (
     InvalidRequest,
     Reply,
     Route,
     UnknownEndpoint,
     Vendor,
 )
+from octopipe.emulator.vendors.gemini_batch import GeminiBatchRoutes
+from octopipe.emulator.vendors.openai_batch import OpenAIBatchRoutes
 
 log = logging.getLogger(__name__)
 
@@ -193,3 +192,27 @@ async def _json_object(http: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("the body is not a JSON object")
     return body
+
+
+def mount_batch_routes(
+    app: web.Application, shared: BatchRoutes, mounts: Mapping[str, str]
+) -> None:
+    """Add the three vendors' batch routes under their mounts and at the root.
+
+    Must run *before* the realtime routes are added: Gemini's realtime pattern
+    ``/{v}/models/{model_action}`` would otherwise swallow ``:batchGenerateContent``.
+    """
+    openai_routes = OpenAIBatchRoutes(shared)
+    anthropic_routes = AnthropicBatchRoutes(shared)
+    gemini_routes = GeminiBatchRoutes(shared)
+    plans: list[tuple[str, list[tuple[str, str, Handler]]]] = [
+        (mounts["openai"], openai_routes.routes()),
+        ("", openai_routes.routes()),
+        (mounts["anthropic"], anthropic_routes.routes()),
+        ("", anthropic_routes.routes()),
+        (mounts["gemini"], gemini_routes.routes(root=False)),
+        ("", gemini_routes.routes(root=True)),
+    ]
+    for prefix, routes in plans:
+        for method, path, handler in routes:
+            app.router.add_route(method, prefix + path, handler)

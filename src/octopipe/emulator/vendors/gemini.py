@@ -20,8 +20,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from octopipe.providers.emulator.answers import Answer, EmulatorRequest
-from octopipe.providers.emulator.vendors.base import (
+from octopipe.emulator.answers import Answer, EmulatorRequest
+from octopipe.emulator.vendors.base import (
     InvalidRequest,
     Reply,
     Route,

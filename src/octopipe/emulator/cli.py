@@ -1,4 +1,4 @@
-"""Command-line entry point: ``python -m octopipe.providers.emulator`` (and, later,
+"""Command-line entry point: ``python -m octopipe.emulator`` (and, later,
 ``octopipe emulator``).
 
 Guarantees: binds to 127.0.0.1 unless ``--host`` says otherwise; prints
@@ -19,9 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from octopipe.errors import AnswerHookError
-from octopipe.providers.emulator.answers import AnswerFn, load_answer_hook
-from octopipe.providers.emulator.config import (
+from octopipe.emulator.answers import AnswerFn, load_answer_hook
+from octopipe.emulator.config import (
     FAULT_KINDS,
     LINE_FAULT_KINDS,
     SUBMIT_FAULT_KINDS,
@@ -29,8 +28,9 @@ from octopipe.providers.emulator.config import (
     EmulatorConfig,
     parse_fault,
 )
-from octopipe.providers.emulator.runner import Emulator
-from octopipe.providers.emulator.vendors import VENDORS
+from octopipe.emulator.runner import Emulator
+from octopipe.emulator.vendors import VENDORS
+from octopipe.errors import AnswerHookError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,9 +20,9 @@ from typing import Any
 
 from aiohttp import web
 
-from octopipe.providers.emulator.answers import EmulatorRequest
-from octopipe.providers.emulator.config import EmulatorConfig
-from octopipe.providers.emulator.server import MOUNTS, SDK_SUFFIX, EmulatorCore, vendor_name
+from octopipe.emulator.answers import EmulatorRequest
+from octopipe.emulator.config import EmulatorConfig
+from octopipe.emulator.server import MOUNTS, SDK_SUFFIX, EmulatorCore, vendor_name
 
 START_TIMEOUT_S = 10.0
 

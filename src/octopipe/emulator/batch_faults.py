@@ -45,7 +45,7 @@ import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from octopipe.providers.emulator.config import NO_FAULT, EmulatorConfig
+from octopipe.emulator.config import NO_FAULT, EmulatorConfig
 
 DROPPED = "dropped"
 

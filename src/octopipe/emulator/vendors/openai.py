@@ -13,9 +13,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from octopipe.providers.emulator.answers import Answer, EmulatorRequest
-from octopipe.providers.emulator.faults import retry_after_header
-from octopipe.providers.emulator.vendors.base import (
+from octopipe.emulator.answers import Answer, EmulatorRequest
+from octopipe.emulator.faults import retry_after_header
+from octopipe.emulator.vendors.base import (
     Reply,
     Route,
     join_texts,

@@ -1,0 +1,7 @@
+"""``python -m octopipe.emulator``: see ``cli.main``."""
+
+import sys
+
+from octopipe.emulator.cli import main
+
+sys.exit(main())
