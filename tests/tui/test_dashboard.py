@@ -168,6 +168,14 @@ def test_dump_prints_the_dashboard(runs) -> None:
     assert "complete with failures" in row and "3 (0/3)" in row and "100%" in row
 
 
+def test_dump_json_totals_say_unknown_when_a_run_has_an_unpriced_call(runs) -> None:
+    done = _cli("tui", "--dump", "--json", "--runs-dir", str(runs.dir))
+    assert done.returncode == 0, done.stderr
+    totals = json.loads(done.stdout)["totals"]
+    assert totals["cost_usd"] is None  # 'judged' called the fake model, which has no price
+    assert totals["known_cost_usd"] == 0.0 and totals["unknown_cost_runs"] == 1
+
+
 def test_dump_json_of_one_run_has_the_funnel(runs) -> None:
     done = _cli("tui", "--dump", "--run", "judged", "--json", "--runs-dir", str(runs.dir))
     assert done.returncode == 0, done.stderr

@@ -154,15 +154,22 @@ class Totals:
     runs: int
     input_tokens: int
     output_tokens: int
-    cost_usd: float
+    known_cost_usd: float
+    """What the calls with a known price cost (a lower bound while some runs have unknowns)."""
     unknown_cost_runs: int
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The runs' cost; ``None`` as soon as one run has a call without a price."""
+        return None if self.unknown_cost_runs else self.known_cost_usd
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "runs": self.runs,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
-            "cost_usd": round(self.cost_usd, 6),
+            "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 12),
+            "known_cost_usd": round(self.known_cost_usd, 12),
             "unknown_cost_runs": self.unknown_cost_runs,
         }
 
@@ -172,7 +179,7 @@ def totals(rows: list[DashboardRow]) -> Totals:
         runs=len(rows),
         input_tokens=sum(r.view.input_tokens for r in rows),
         output_tokens=sum(r.view.output_tokens for r in rows),
-        cost_usd=sum(r.view.cost_usd for r in rows),
+        known_cost_usd=sum(r.view.known_cost_usd for r in rows),
         unknown_cost_runs=sum(1 for r in rows if r.view.unknown_cost_attempts),
     )
 

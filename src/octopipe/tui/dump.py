@@ -61,7 +61,7 @@ def _print_dashboard(data: dict[str, Any], out: TextIO) -> None:
     out.write(
         f"runs {t['runs']}  tokens {tokens(t['input_tokens'])} in / "
         f"{tokens(t['output_tokens'])} out  cost "
-        f"{cost_text(t['cost_usd'], t['unknown_cost_runs'])}\n"
+        f"{cost_text(t['known_cost_usd'], t['unknown_cost_runs'])}\n"
     )
     if not data["runs"]:
         out.write("no runs yet (N starts one in the TUI; or `octopipe run PIPELINE`)\n")

@@ -101,7 +101,7 @@ def row_cells(row: DashboardRow, now: datetime | None = None) -> dict[str, str]:
         "units": f"{view.units:,}",
         "valid": f"{view.valid:,}",
         "failed": f"{view.failed:,} ({row.failed_validation:,}/{row.failed_hard:,})",
-        "cost": cost_text(view.cost_usd, view.unknown_cost_attempts),
+        "cost": cost_text(view.known_cost_usd, view.unknown_cost_attempts),
         "eta": duration(row.eta_s(now)) if row.eta_s(now) is not None else "-",
         "mode": view.mode,
         "duration": duration(row.elapsed_s(now)),

@@ -257,7 +257,8 @@ class RunQueries:
         priced = []
         for provider in registry.providers():
             for info in registry.models(provider):
-                rates = info.prices.realtime
+                found = registry.rates(provider, info.name, "standard")
+                rates = found.base if found is not None else None
                 key = (rates.output, rates.input) if rates is not None else (float("inf"),) * 2
                 priced.append((key, provider, info.name))
         priced.sort()

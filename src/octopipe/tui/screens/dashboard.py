@@ -152,7 +152,7 @@ class DashboardScreen(RunActions):
         unknown = " (some unknown)" if t.unknown_cost_runs else ""
         text = (
             f" Runs {t.runs}   Tokens {tokens(t.input_tokens)} in / {tokens(t.output_tokens)} out"
-            f"   Cost {cost_text(t.cost_usd, 0)}{unknown}"
+            f"   Cost {cost_text(t.known_cost_usd, 0)}{unknown}"
             f"   Selected {len(self.selected)}"
             + ("   [archived shown]" if self.show_archived else "")
         )

@@ -218,7 +218,7 @@ class RunDetailScreen(RunActions):
         out.append(f"{live}\n")
         out.append(f"mode {view.mode}; {view.provider or 'pipeline provider'}")
         out.append(f"/{view.model or 'default model'}\n")
-        out.append(f"cost {cost_text(view.cost_usd, view.unknown_cost_attempts)}")
+        out.append(f"cost {cost_text(view.known_cost_usd, view.unknown_cost_attempts)}")
         if self.report is not None:
             first = self.report.first.cost
             retry = self.report.retries.usage.cost
