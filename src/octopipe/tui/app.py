@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from textual.app import App
@@ -44,8 +45,10 @@ class OctopipeApp(App[None]):
         read_only: bool = False,
         start_run: str | None = None,
         refresh_s: float = 2.0,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__()
+        self._clock = clock or (lambda: datetime.now(UTC))
         self.queries = queries
         self.control = control
         self.read_only = read_only or control.read_only
@@ -53,6 +56,10 @@ class OctopipeApp(App[None]):
         self.refresh_s = refresh_s
         if self.read_only:
             self.sub_title = f"v{__version__} · read-only"
+
+    def now(self) -> datetime:
+        """The time durations and ETAs are counted to (a fixed clock in snapshot tests)."""
+        return self._clock()
 
     def on_mount(self) -> None:
         from octopipe.tui.screens.dashboard import DashboardScreen
@@ -112,6 +119,7 @@ def build_app(
     read_only: bool = False,
     start_run: str | None = None,
     refresh_s: float = 2.0,
+    clock: Callable[[], datetime] | None = None,
 ) -> OctopipeApp:
     """The one factory of the app (CLI, ``--serve`` and tests)."""
     log_file = os.environ.get("OCTOPIPE_TUI_LOG")
@@ -121,5 +129,10 @@ def build_app(
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     return OctopipeApp(
-        queries, control, read_only=read_only, start_run=start_run, refresh_s=refresh_s
+        queries,
+        control,
+        read_only=read_only,
+        start_run=start_run,
+        refresh_s=refresh_s,
+        clock=clock,
     )

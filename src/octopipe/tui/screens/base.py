@@ -4,6 +4,7 @@ and helpers), named as a protocol so that the screens never import the app that 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol, TypeVar, cast
 
 from textual.screen import Screen
@@ -32,6 +33,8 @@ class Host(Protocol):
     ) -> None: ...
 
     def fail(self, what: str, message: str) -> None: ...
+
+    def now(self) -> datetime: ...
 
 
 class OctoScreen(Screen[None]):

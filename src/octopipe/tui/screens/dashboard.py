@@ -6,7 +6,7 @@ ledgers); rows are updated in place by run name, so the cursor and the selection
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -29,6 +29,10 @@ STATUS_STYLE = {
     "killed": "red",
     "unreadable": "bold red",
 }
+
+
+STATUS_WIDTH = 44
+"""Longer statuses (a pause's reason) are cut so every column fits 160 columns."""
 
 
 class DashboardScreen(RunActions):
@@ -86,7 +90,7 @@ class DashboardScreen(RunActions):
 
     def apply_rows(self, rows: list[DashboardRow]) -> None:
         table = self.query_one("#runs", DataTable)
-        now = datetime.now(UTC)
+        now = self.octo.now()
         wanted = [r.name for r in rows]
         current = {str(key.value) for key in table.rows}
         cursor_name = self._cursor_name()
@@ -123,7 +127,10 @@ class DashboardScreen(RunActions):
         style = STATUS_STYLE.get(row.view.status, "")
         out = {"sel": Text("●" if row.name in self.selected else " ", style="bold magenta")}
         for key, _label in COLUMNS:
-            value = Text(texts[key])
+            text = texts[key]
+            if key == "status" and len(text) > STATUS_WIDTH:
+                text = text[: STATUS_WIDTH - 1] + "…"  # the run detail shows all of it
+            value = Text(text)
             if key in ("run", "status"):
                 value.stylize(style)
             elif key == "failed" and row.view.failed:

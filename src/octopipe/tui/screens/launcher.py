@@ -101,7 +101,9 @@ class LauncherScreen(OctoScreen):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "pipeline" and isinstance(event.value, int):
-            self.query_one("#name", Input).value = auto_name(self.entries[event.value].name)
+            self.query_one("#name", Input).value = auto_name(
+                self.entries[event.value].name, self.octo.now()
+            )
 
     def request(self) -> LaunchRequest | None:
         pipeline = self.query_one("#pipeline", Select).value

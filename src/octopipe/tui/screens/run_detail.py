@@ -227,10 +227,11 @@ class RunDetailScreen(RunActions):
                 f"retries {cost_text(retry.known_usd, retry.unknown)}"
             )
         out.append(f"\ntokens {tokens(view.input_tokens)} in / {tokens(view.output_tokens)} out\n")
-        elapsed = row.elapsed_s()
+        now = self.octo.now()
+        elapsed = row.elapsed_s(now)
         done = view.steps[-1].valid + view.steps[-1].failed if view.steps else 0
         rate = f"{done / elapsed:.1f} units/s" if elapsed and done else "-"
-        out.append(f"elapsed {duration(elapsed)}; {rate}; ETA {duration(row.eta_s())}\n")
+        out.append(f"elapsed {duration(elapsed)}; {rate}; ETA {duration(row.eta_s(now))}\n")
         out.append(f"units {view.units:,}; valid {view.valid:,}; failed {view.failed:,}")
         out.append(f" ({row.failed_validation:,} validation, {row.failed_hard:,} hard)")
         return out
