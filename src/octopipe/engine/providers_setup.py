@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ from octopipe.engine.combined import CombinedExecutor
 from octopipe.engine.realtime import RealtimeExecutor, RealtimeOptions
 from octopipe.engine.runner import ExecutorFactory, LLMExecutor, RunContext
 from octopipe.errors import UsageError
-from octopipe.providers.base import ProviderSettings, RealtimeProvider
+from octopipe.providers.base import LLMRequest, LLMResponse, ProviderSettings, RealtimeProvider
 from octopipe.providers.batch_base import BatchProvider
 from octopipe.providers.catalog import (
     FAKE,
@@ -211,3 +211,43 @@ def _settings(
         return ProviderSettings(target, "emulated-key", emulator.base_url_for(target), timeout_s)
     url = base_url if catalog().spec(name).needs_base_url else None
     return ProviderSettings(name, resolve_api_key(name), url, timeout_s)
+
+
+def one_call(provider: str, request: LLMRequest, timeout_s: float = 120.0) -> LLMResponse:
+    """One realtime call outside any run (troubleshoot): through the provider catalog, the
+    emulator started in this process for ``fake`` (no key, nothing billed)."""
+    import asyncio
+
+    check_provider(provider)
+    name, vendor = split_fake(provider)
+    assert name is not None
+
+    async def call(emulator: Any) -> LLMResponse:
+        client = make_provider(_settings(name, vendor, emulator, None, timeout_s))
+        try:
+            return await client.complete(request)
+        finally:
+            await client.aclose()
+
+    if name != FAKE:
+        return asyncio.run(call(None))
+    remote = os.environ.get(EMULATOR_URL_ENV)
+    if remote:
+        return asyncio.run(call(RemoteEmulator(remote)))
+    from octopipe.emulator import EmulatorConfig, EmulatorThread
+
+    started = EmulatorThread(EmulatorConfig()).start()
+    try:
+        return asyncio.run(call(started))
+    finally:
+        started.stop()
+
+
+def configured_providers(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The catalog's providers whose API key is set (none of them needs a base URL)."""
+    env = os.environ if env is None else env
+    return tuple(
+        spec.name
+        for spec in catalog().builtins()
+        if spec.key_variables and any(env.get(v) for v in spec.key_variables)
+    )

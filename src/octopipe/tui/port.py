@@ -159,6 +159,13 @@ class RunQueries:
 
         return run_report(self.paths(name))
 
+    def troubleshoot(self, name: str, provider: str | None = None, model: str | None = None) -> Any:
+        """One model call about the run's failures (engine.troubleshoot); costs money unless
+        the provider is ``fake``."""
+        from octopipe.engine.troubleshoot import troubleshoot
+
+        return troubleshoot(self.paths(name), provider=provider, model=model)
+
     def compare(self, names: Sequence[str]) -> Any:
         from octopipe.engine.compare import compare_runs
 

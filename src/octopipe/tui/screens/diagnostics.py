@@ -101,18 +101,45 @@ class DiagnosticsScreen(OctoScreen):
 
 
 class TroubleshootScreen(OctoScreen):
-    """Placeholder replaced below when a model call is available."""
+    """T: the run's top errors, samples and config sent to the cheapest configured model (the
+    emulator when no key is set); the answer shown with its cost."""
 
-    BINDINGS = [Binding("escape", "back", "Back")]
+    BINDINGS = [Binding("escape", "back", "Back"), Binding("c", "copy", "Copy")]
 
-    def __init__(self, run: str) -> None:
+    def __init__(self, run: str, provider: str | None = None, model: str | None = None) -> None:
         super().__init__()
         self.run_name = run
+        self.provider = provider
+        self.model = model
+        self.text = Text("asking the model …")
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(Text("troubleshoot is not available yet"), id="troubleshoot-answer")
+        with VerticalScroll():
+            yield Static(self.text, id="troubleshoot-answer")
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.run_name} · troubleshoot"
+        name, provider, model = self.run_name, self.provider, self.model
+        self.octo.background(
+            lambda: self.octo.queries.troubleshoot(name, provider, model),
+            self._show,
+            what="troubleshoot",
+        )
+
+    def _show(self, result: Any) -> None:
+        self.text = Text()
+        self.text.append(f"{result.provider}/{result.model}", style="bold")
+        self.text.append(
+            f"  {result.input_tokens:,} in / {result.output_tokens:,} out; "
+            f"cost {result.cost_text}\n\n"
+        )
+        self.text.append(result.answer)
+        self.query_one("#troubleshoot-answer", Static).update(self.text)
+
+    def action_copy(self) -> None:
+        self.app.copy_to_clipboard(self.text.plain)
 
     def action_back(self) -> None:
         self.app.pop_screen()
