@@ -127,12 +127,12 @@ class RunStatusView:
 
     @property
     def progress(self) -> float:
-        """Share of units that reached a terminal state at the last step."""
+        """Done units / all units: a unit is done when valid at the last step or failed (no
+        attempt left) at any step; units not yet at the last step count as not done."""
         if not self.steps or not self.units:
             return 0.0
-        last = self.steps[-1]
-        done = last.valid + last.failed
-        return min(1.0, done / max(last.total, 1))
+        done = self.steps[-1].valid + sum(step.failed for step in self.steps)
+        return min(1.0, done / self.units)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
