@@ -5,8 +5,9 @@ Guarantees:
 - Results are recorded in slices (``COLLECT_SLICE`` lines per transaction), each line joined to
   its unit by ``custom_id`` (``<run tag>-u<uid>``). Only units still ``in_flight`` at the step are
   recorded, so collecting a batch again after a crash half-way records each unit once.
-- An answer is checked exactly as in realtime (parse, schema, rules) and priced at *batch*
-  rates from what the line reports it used. A line that failed at the provider is a failed
+- An answer is judged exactly as in realtime (``core.judge``: parse, schema, rules, and
+  whether a failure ends the unit) and priced at *batch* rates from what the line reports it
+  used. A line that failed at the provider is a failed
   attempt (retryable by its error type); a request that never ran (batch expired or cancelled)
   goes back to pending without using an attempt.
 - ``finish`` deals with every unit the results did not mention: for a completed batch that is a
@@ -27,18 +28,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
 
-from octopipe.core.costs import cost_usd
+from octopipe.core.judge import PriceList, Verdict, judge_answer, judge_error, judge_missing
 from octopipe.core.registry import Registry
 from octopipe.core.states import BatchEvent, BatchState
+from octopipe.engine.attempts import attempt_of, attempts_of
 from octopipe.engine.batch_packing import CostModel
 from octopipe.engine.routes import StepRoute
 from octopipe.engine.runner import RunContext
 from octopipe.errors import IncompleteResults
 from octopipe.providers.batch_base import BatchResultLine
-from octopipe.store.codec import utc_now
-from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure, Stage, Success
+from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure, Success
 
 COLLECT_SLICE = 2_000
 DOWNLOAD_TRIES = 6
@@ -144,6 +144,7 @@ class BatchRecorder:
         self.registry = registry
         self.max_attempts = max_attempts
         self.costs = costs
+        self.price = PriceList(registry, route.price_provider, route.model, "batch")
 
     def record(self, batch: BatchRow, lines: Sequence[BatchResultLine], tally: Tally) -> None:
         """One slice of result lines, in one transaction."""
@@ -161,6 +162,7 @@ class BatchRecorder:
         failures: list[Failure] = []
         for unit in units:
             line = by_uid[unit.uid]
+            attempts = attempts_of(unit, self.max_attempts)
             if line.response is None:
                 assert line.error is not None
                 if line.error.type in NOT_RUN:  # stays claimed until the batch ends (finish)
@@ -170,45 +172,26 @@ class BatchRecorder:
                     tally.returned += 1
                     tally.stop_reason = tally.stop_reason or line.error.message
                     continue
-                errors = [
-                    {
-                        "type": line.error.type,
-                        "status": line.error.status,
-                        "message": line.error.message,
-                    }
-                ]
-                attempt = self._attempt(batch, unit, "error", stage="provider", errors=errors)
-                failures.append(self._failure(unit, attempt, line.error.retryable))
-                continue
-            response = line.response
-            result = self.route.cstep.check_answer(response.text, unit.record)
-            cost = cost_usd(
-                self.registry, self.route.price_provider, self.route.model, response.usage, "batch"
-            )
-            self.costs.observe(response.usage.output_tokens)
-            if cost is None:
-                tally.unpriced += 1
+                error = line.error
+                verdict = judge_error(
+                    error.type, error.status, error.message, error.retryable, attempts
+                )
             else:
-                tally.cost_usd += cost
-            failure = result.failure
-            attempt = self._attempt(
-                batch,
-                unit,
-                "valid" if failure is None else "failed",
-                stage=cast(Stage, failure.stage) if failure else None,
-                errors=list(failure.errors) if failure else list(result.warnings),
-                response=response.text,
-                usage=(
-                    response.usage.input_tokens,
-                    response.usage.output_tokens,
-                    response.usage.cached_input_tokens,
-                ),
-                cost=cost,
-            )
-            if failure is None:
-                successes.append(Success(unit.uid, result.delta or {}, attempt))
+                response = line.response
+                verdict = judge_answer(
+                    self.route.cstep, unit.record, response.text, response.usage, self.price,
+                    attempts,
+                )  # fmt: skip
+                self.costs.observe(response.usage.output_tokens)
+                if verdict.cost_usd is None:
+                    tally.unpriced += 1
+                else:
+                    tally.cost_usd += verdict.cost_usd
+            attempt = self._attempt(batch, unit, verdict)
+            if verdict.ok:
+                successes.append(Success(unit.uid, verdict.delta or {}, attempt))
             else:
-                failures.append(self._failure(unit, attempt, failure.retryable))
+                failures.append(Failure(unit.uid, attempt, verdict.terminal))
         with ledger.transaction():
             if successes:
                 ledger.record_successes(self.route.index, successes)
@@ -237,17 +220,11 @@ class BatchRecorder:
                 if batch.state is BatchState.FAILED
                 else "the provider's results had no line for this request (dropped)"
             )
-            errors = [{"type": "missing_result", "message": message}]
             for start in range(0, len(missing), COLLECT_SLICE):
                 units = ledger.in_flight_units(
                     self.route.index, missing[start : start + COLLECT_SLICE]
                 )
-                failures = [
-                    self._failure(
-                        u, self._attempt(batch, u, "error", stage="provider", errors=errors), True
-                    )
-                    for u in units
-                ]
+                failures = [self._missing(batch, u, message) for u in units]
                 with ledger.transaction():
                     ledger.record_failures(self.route.index, failures)
                 tally.failed += len(failures)
@@ -265,40 +242,22 @@ class BatchRecorder:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _failure(self, unit: ClaimedUnit, attempt: AttemptRecord, retryable: bool) -> Failure:
-        used = unit.budget_used + 1
-        return Failure(unit.uid, attempt, not retryable or used >= self.max_attempts)
-
-    def _attempt(
-        self,
-        batch: BatchRow,
-        unit: ClaimedUnit,
-        outcome: Any,
-        *,
-        stage: Stage | None = None,
-        errors: list[Any] | None = None,
-        response: str | None = None,
-        usage: tuple[int, int, int] = (0, 0, 0),
-        cost: float | None = 0.0,
-    ) -> AttemptRecord:
-        request = None
-        if outcome != "valid":  # keep the prompt of a failure for inspection (as realtime does)
-            rendered = self.route.cstep.try_render(unit.unit_id, unit.record)
-            request = rendered if isinstance(rendered, str) else None
-        return AttemptRecord(
-            outcome=outcome,
+    def _attempt(self, batch: BatchRow, unit: ClaimedUnit, verdict: Verdict) -> AttemptRecord:
+        return attempt_of(
+            verdict,
             mode="batch",
             provider=self.route.provider,
             model=self.route.model,
-            stage=stage,
-            errors=errors or [],
-            request=request,
-            response=response,
-            input_tokens=usage[0],
-            output_tokens=usage[1],
-            cached_tokens=usage[2],
-            cost_usd=cost,
+            prompt=self._prompt(unit) if verdict.keeps_prompt else None,
             started_at=batch.submitted_at or batch.created_at,
-            finished_at=utc_now(),
             batch_local_id=batch.local_id,
         )
+
+    def _missing(self, batch: BatchRow, unit: ClaimedUnit, message: str) -> Failure:
+        verdict = judge_missing(message, attempts_of(unit, self.max_attempts))
+        return Failure(unit.uid, self._attempt(batch, unit, verdict), verdict.terminal)
+
+    def _prompt(self, unit: ClaimedUnit) -> str | None:
+        """The unit's prompt, rendered again (kept with a failure for inspection)."""
+        rendered = self.route.cstep.try_render(unit.unit_id, unit.record)
+        return rendered if isinstance(rendered, str) else None

@@ -29,22 +29,24 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from octopipe.core.amounts import format_usd
-from octopipe.core.costs import cost_usd, estimate_tokens
+from octopipe.core.costs import estimate_tokens
+from octopipe.core.judge import PriceList
 from octopipe.core.registry import Registry, load_registry
 from octopipe.core.steps import StepFailure
+from octopipe.engine.attempts import attempts_of
 from octopipe.engine.outage import ErrorDigest, ProviderHealth, Verdict, error_label
 from octopipe.engine.pacing import Pacer
 from octopipe.engine.realtime_attempts import (
     Finished,
     StepTarget,
-    attempt_record,
-    check_failure,
+    answered,
     internal_failure,
     malformed_failure,
     provider_failure,
+    render_failure,
 )
 from octopipe.engine.realtime_ledger import RealtimeRecorder
 from octopipe.engine.routes import refuse_unpriced_cap, resolve_routes
@@ -59,7 +61,7 @@ from octopipe.errors import (
     TransientProviderError,
 )
 from octopipe.providers.base import DEADLINE_GRACE_S, LLMRequest, LLMResponse, RealtimeProvider
-from octopipe.store.records import ClaimedUnit, Stage
+from octopipe.store.records import ClaimedUnit
 
 STOP_GRACE_S = 2.0
 """After Ctrl+C or ``pause``: how long answers already on their way are waited for."""
@@ -115,7 +117,7 @@ class RealtimeExecutor:
         self.done: list[Finished] = []
         self.parked: list[tuple[StepTarget, ClaimedUnit]] = []  # transient failure, uncharged
         self.held: list[tuple[Finished, int]] = []  # refused; provider successes at the time
-        self.recorder = RealtimeRecorder(ctx, self.max_attempts, self.auto_retry)
+        self.recorder = RealtimeRecorder(ctx, self.auto_retry)
         self.digest = ErrorDigest(ctx.log.write)
         self.trace = Trace(ctx.paths.trace)
         self.targets = [t for t in self._targets(client_for) if t is not None]
@@ -171,7 +173,7 @@ class RealtimeExecutor:
                     client,
                     pacers[key],
                     route.request_defaults,
-                    route.price_provider,
+                    PriceList(self.registry, route.price_provider, route.model, "realtime"),
                     healths[watched],
                 )
             )
@@ -306,41 +308,18 @@ class RealtimeExecutor:
     async def _attempt_call(self, target: StepTarget, unit: ClaimedUnit, started: str) -> Finished:
         prompt = target.cstep.try_render(unit.unit_id, unit.record)
         if isinstance(prompt, StepFailure):
-            return Finished(
-                target,
-                unit,
-                attempt_record(
-                    target, "failed", started, stage="render", errors=list(prompt.errors)
-                ),
-                failure=prompt,
-            )
+            return render_failure(target, unit, started, prompt)
         request = LLMRequest(
             unit_id=unit.unit_id, step=target.cstep.name, prompt=prompt, **target.request_defaults
         )
+        attempts = attempts_of(unit, self.max_attempts)
         try:
             response = await self._call(target, request)
         except MalformedResponse as exc:
-            return malformed_failure(self.registry, target, unit, prompt, started, exc)
+            return malformed_failure(target, unit, prompt, started, exc, attempts)
         except ProviderError as exc:
-            return provider_failure(target, unit, prompt, started, exc)
-        cost = cost_usd(
-            self.registry, target.price_provider, target.model, response.usage, "realtime"
-        )
-        try:
-            result = target.cstep.check_answer(response.text, unit.record)
-        except Exception as exc:  # the answer is paid for: keep it, fail the unit on it
-            return check_failure(target, unit, prompt, started, response, cost, exc)
-        attempt = attempt_record(
-            target,
-            "valid" if result.ok else "failed",
-            started,
-            response=response,
-            request=prompt if not result.ok else None,
-            cost=cost,
-            stage=cast(Stage, result.failure.stage) if result.failure else None,
-            errors=list(result.failure.errors) if result.failure else list(result.warnings),
-        )
-        return Finished(target, unit, attempt, result.delta, result.failure, answered=True)
+            return provider_failure(target, unit, prompt, started, exc, attempts)
+        return answered(target, unit, prompt, started, response, attempts)
 
     async def _call(self, target: StepTarget, request: LLMRequest) -> LLMResponse:
         """One request with in-call retries for rate limits and transient errors."""
@@ -388,7 +367,9 @@ class RealtimeExecutor:
     def _internal_failure(
         self, target: StepTarget, unit: ClaimedUnit, started: str, exc: BaseException
     ) -> Finished:
-        finished = internal_failure(target, unit, started, exc)
+        finished = internal_failure(
+            target, unit, started, exc, attempts_of(unit, self.max_attempts)
+        )
         assert finished.failure is not None
         message = finished.failure.message
         self.ctx.log.write("ERROR", f"{unit.unit_id} @ {target.cstep.name}: {message}")
@@ -440,12 +421,12 @@ class RealtimeExecutor:
 
     def _charge_text(self, f: Finished) -> str:
         assert f.failure is not None
-        used = f.unit.budget_used + 1
+        used = f"{f.unit.budget_used + 1}/{self.max_attempts}"
         if not f.failure.retryable:
-            return f"attempt {used}/{self.max_attempts} charged, now exhausted (not retryable)"
-        if used >= self.max_attempts:
-            return f"attempt {used}/{self.max_attempts} charged, now exhausted"
-        return f"attempt {used}/{self.max_attempts} charged, retried later"
+            return f"attempt {used} charged, now exhausted (not retryable)"
+        if f.terminal:
+            return f"attempt {used} charged, now exhausted"
+        return f"attempt {used} charged, retried later"
 
     def _note(self, f: Finished, outcome: str) -> None:
         assert f.error is not None
