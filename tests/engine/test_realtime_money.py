@@ -96,7 +96,7 @@ def test_cost_is_the_sum_of_what_the_emulator_reported(vendor: str, tmp_path: Pa
     assert checked.cost_usd == pytest.approx(expected, rel=1e-12, abs=1e-15)
     assert run_status(paths).cost_usd == pytest.approx(expected, abs=1e-6)  # shown rounded
     # the executor's running total (what the cost cap compares) agrees with the ledger
-    assert result.executor.spent == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert result.executor.budget.spent == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
 def test_max_cost_pauses_with_the_cap_in_the_reason(tmp_path: Path) -> None:

@@ -62,6 +62,7 @@ from octopipe.engine.batch_collect import (
 )
 from octopipe.engine.batch_packing import CostModel, batch_limits
 from octopipe.engine.batch_submit import RECONCILE_AFTER_S, SubmitMixin
+from octopipe.engine.cost_budget import CostBudget
 from octopipe.engine.routes import StepRoute, resolve_routes
 from octopipe.engine.runlog import Trace
 from octopipe.engine.runner import LLMExecutor, RunContext
@@ -106,7 +107,6 @@ class BatchOptions:
 
     provider: str | None = None
     model: str | None = None
-    max_cost_usd: float | None = None
     timeout_s: float | None = None
     max_attempts: int | None = None
     submit: bool = True
@@ -148,8 +148,11 @@ class BatchExecutor(SubmitMixin):
         client_for: Callable[[str], BatchProvider],
         registry: Registry | None = None,
         fallback: Callable[[int], None] | None = None,
+        *,
+        budget: CostBudget,
     ) -> None:
         self.ctx = ctx
+        self.budget = budget
         self.options = options
         self.client_for = client_for
         self.registry = registry or load_registry()
@@ -157,7 +160,6 @@ class BatchExecutor(SubmitMixin):
         config = ctx.compiled.pipeline.config
         self.api = config.api
         self.max_attempts = options.max_attempts or config.processing.validation_retry.max_attempts
-        self.cost_cap = options.max_cost_usd or config.api.realtime.cost_cap_usd
         self.poll_s = options.poll_interval_s or config.api.poll_interval_seconds
         self.linger_s = options.linger_s if options.linger_s is not None else min(self.poll_s, 60.0)
         self.costs = CostModel(self.registry)
@@ -186,9 +188,6 @@ class BatchExecutor(SubmitMixin):
         self.step_backoff: dict[int, tuple[float, float]] = {}  # step -> (until, last delay)
         self.waiting_since: dict[int, float] = {}
         self.paused_steps: set[int] = set()  # fell back to realtime after a deadline
-        self.committed_elsewhere: Callable[[], float] = lambda: 0.0  # see CombinedExecutor
-        self.base_spent = ctx.ledger.cost_totals().known_usd
-        self.spent = self.base_spent
         self.live: list[BatchRow] = []
         self.submitting: dict[str, int] = {}  # batches on the wire -> bytes of requests
         self.reconciling: set[str] = set()
@@ -208,6 +207,7 @@ class BatchExecutor(SubmitMixin):
         progressed = self._reap()
         self.live = self.ctx.ledger.batches(*LIVE)
         self._fresh_estimates = 0.0
+        self.budget.hold_open_batches(sum(b.estimate_usd or 0.0 for b in self.live))
         now = time.monotonic()
         for row in self.live:
             if row.local_id not in self.tasks and not self.ctx.stop_requested():
@@ -425,7 +425,7 @@ class BatchExecutor(SubmitMixin):
         try:
             await self._collect_into(row, recorder, tally)
         finally:
-            self.spent += tally.cost_usd  # what was recorded, even if collection stopped
+            self.budget.charge(tally.cost_usd)  # what was recorded, even if collection stopped
 
     async def _collect_into(self, row: BatchRow, recorder: BatchRecorder, tally: Tally) -> None:
         client = self._client(row.provider)
@@ -570,7 +570,7 @@ class BatchExecutor(SubmitMixin):
         self.ctx.log.write(
             "HEARTBEAT",
             f"{len(waiting)} open batch(es): {', '.join(parts)}{more}{next_poll}; "
-            f"spent {format_usd(self.spent)}",
+            f"spent {format_usd(self.budget.spent)}",
         )
 
     def batch_summary(self) -> dict[str, int]:

@@ -27,6 +27,7 @@ from octopipe.core.states import BatchEvent
 from octopipe.core.steps import StepFailure
 from octopipe.engine.batch_collect import custom_id
 from octopipe.engine.batch_packing import BatchLimits, CostModel, pack, request_bytes
+from octopipe.engine.cost_budget import Admission, CostBudget
 from octopipe.engine.routes import StepRoute
 from octopipe.engine.runner import RunContext
 from octopipe.errors import EXIT_PROVIDER, BadRequest, ProviderError, RateLimited
@@ -45,8 +46,7 @@ class SubmitMixin:
     api: Any
     limits: dict[int, BatchLimits]
     costs: CostModel
-    cost_cap: float | None
-    spent: float
+    budget: CostBudget
     live: list[BatchRow]
     submitting: dict[str, int]
     reconciling: set[str]
@@ -56,7 +56,6 @@ class SubmitMixin:
     poll_s: float
     tag: str
     _fresh_estimates: float
-    committed_elsewhere: Callable[[], float]
     _budget_blocked: tuple[float, int] | None
     _seq: int
     _token: str
@@ -123,6 +122,7 @@ class SubmitMixin:
         if row is None:
             return bool(broken)
         self._fresh_estimates += estimate or 0.0
+        self.budget.hold_batch(estimate or 0.0)
         lines = [BatchRequestLine(custom_id(self.tag, u.uid), r) for u, r in taken]
         self.submitting[row.local_id] = sum(sizes[: len(taken)])
         self._start(row.local_id, self._submit(route, row, lines))
@@ -210,35 +210,18 @@ class SubmitMixin:
         self._seq += 1
         return local_id
 
-    def _in_flight_estimate(self) -> float:
-        return sum(b.estimate_usd or 0.0 for b in self.live)  # every batch not yet collected
-
     def _budget_state(self) -> tuple[float, int]:
-        return (self.spent, len(self.live))
+        return (self.budget.spent, len(self.live))
 
     def _within_budget(self, estimate: float | None) -> bool:
-        if self.cost_cap is None:
+        admission = self.budget.admits(estimate)
+        if admission is Admission.FITS:
             return True
-        if estimate is None:
-            self.ctx.request_stop(
-                f"--max-cost {format_usd(self.cost_cap)} cannot be held: the registry has no "
-                "batch price for this model (add it to the registry or run without a cap)"
-            )
-            return False
-        projected = (
-            self.spent
-            + self._in_flight_estimate()
-            + self._fresh_estimates
-            + (estimate or 0.0)
-            + self.committed_elsewhere()
-        )
-        if projected <= self.cost_cap:
-            return True
-        if not self.live and not self._fresh_estimates and not self.submitting:
-            self.ctx.request_stop(
-                f"cost cap {format_usd(self.cost_cap)} reached (spent {format_usd(self.spent)}, "
-                f"next batch est. {format_usd(estimate)})"
-            )
+        if admission is Admission.UNPRICED:
+            self.ctx.request_stop(self.budget.unpriced_reason())
+        elif not self.live and not self._fresh_estimates and not self.submitting:
+            assert estimate is not None
+            self.ctx.request_stop(self.budget.over_reason(estimate))  # nothing left to wait for
         return False
 
 

@@ -31,12 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from octopipe.core.amounts import format_usd
 from octopipe.core.costs import estimate_tokens
 from octopipe.core.judge import PriceList
 from octopipe.core.registry import Registry, load_registry
 from octopipe.core.steps import StepFailure
 from octopipe.engine.attempts import attempts_of
+from octopipe.engine.cost_budget import CostBudget
 from octopipe.engine.outage import ErrorDigest, ProviderHealth, Verdict, error_label
 from octopipe.engine.pacing import Pacer
 from octopipe.engine.realtime_attempts import (
@@ -92,10 +92,14 @@ class RealtimeExecutor:
         client_for: Callable[[str], RealtimeProvider],
         registry: Registry | None = None,
         only_steps: set[int] | None = None,
+        *,
+        budget: CostBudget,
     ) -> None:
         """``only_steps``: the LLM steps this executor may start (``None``: all); the set may
-        grow while the run goes on (a batch step falling back to realtime)."""
+        grow while the run goes on (a batch step falling back to realtime). ``budget``: the
+        run's money, shared with the run's other executors."""
         self.ctx = ctx
+        self.budget = budget
         self.only_steps = only_steps
         self.options = options
         self.registry = registry or load_registry()
@@ -104,13 +108,7 @@ class RealtimeExecutor:
         self.retry = config.api.retry
         self.auto_retry = config.api.realtime.auto_retry
         self.outage_grace_s = config.api.realtime.pause_after_outage_seconds
-        self.cost_cap = options.max_cost_usd or config.api.realtime.cost_cap_usd
         explicit = options.concurrency or config.api.realtime.concurrency
-        # Money spent or committed by the other executor of a combined run (open batches at
-        # their estimate): the cost cap holds for the run, not for each mode.
-        self.committed_elsewhere: Callable[[], float] = lambda: 0.0
-        self.base_spent = ctx.ledger.cost_totals().known_usd
-        self.spent = self.base_spent
         self.calls_priced = 0
         self.tasks: dict[asyncio.Task[Finished], tuple[StepTarget, ClaimedUnit]] = {}
         self.sending: set[asyncio.Task[Any]] = set()  # tasks with a request on the wire
@@ -143,7 +141,7 @@ class RealtimeExecutor:
             self.options.price_as,
         )
         priced = [(r.cstep.name, r.provider, r.model, r.price_provider) for r in routes if r]
-        refuse_unpriced_cap(priced, self.registry, "realtime", self.cost_cap)
+        refuse_unpriced_cap(priced, self.registry, "realtime", self.budget.cap)
         for route in routes:
             if route is None:
                 out.append(None)
@@ -208,6 +206,9 @@ class RealtimeExecutor:
     def busy(self) -> bool:
         waiting = self.parked or self.held or self.recorder.waiting
         return bool(self.tasks or self.done or waiting)
+
+    def batch_summary(self) -> dict[str, int]:
+        return {}  # realtime has no batches
 
     async def stop(self) -> None:
         """Record what finished; wait for calls on the wire (a short grace after Ctrl+C or
@@ -494,17 +495,15 @@ class RealtimeExecutor:
         for item in written:
             item.target.health.forget(item.unit.uid)
             if item.error is None or not item.error.fatal_for_run:
-                self.spent += item.attempt.cost_usd or 0.0
+                self.budget.charge(item.attempt.cost_usd or 0.0)
                 self.calls_priced += item.attempt.cost_usd is not None
         return True
 
     def _check_limits(self) -> bool:
         calls = max(1, self.calls_priced)
-        projected = self.spent + len(self.tasks) * (self.spent / calls) + self.committed_elsewhere()
-        if self.cost_cap is not None and projected >= self.cost_cap:
-            self.ctx.request_stop(
-                f"cost cap {format_usd(self.cost_cap)} reached (spent {format_usd(self.spent)})"
-            )
+        self.budget.hold_calls(len(self.tasks) * (self.budget.spent / calls))
+        if self.budget.reached():
+            self.ctx.request_stop(self.budget.reached_reason())
             return True
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self.ctx.request_stop("time limit reached")
