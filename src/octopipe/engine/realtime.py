@@ -109,6 +109,7 @@ class RealtimeExecutor:
         self.auto_retry = config.api.realtime.auto_retry
         self.outage_grace_s = config.api.realtime.pause_after_outage_seconds
         explicit = options.concurrency or config.api.realtime.concurrency
+        self.session_usd = 0.0  # what this executor's recorded calls cost
         self.calls_priced = 0
         self.tasks: dict[asyncio.Task[Finished], tuple[StepTarget, ClaimedUnit]] = {}
         self.sending: set[asyncio.Task[Any]] = set()  # tasks with a request on the wire
@@ -496,12 +497,15 @@ class RealtimeExecutor:
             item.target.health.forget(item.unit.uid)
             if item.error is None or not item.error.fatal_for_run:
                 self.budget.charge(item.attempt.cost_usd or 0.0)
+                self.session_usd += item.attempt.cost_usd or 0.0
                 self.calls_priced += item.attempt.cost_usd is not None
         return True
 
     def _check_limits(self) -> bool:
-        calls = max(1, self.calls_priced)
-        self.budget.hold_calls(len(self.tasks) * (self.budget.spent / calls))
+        # Calls in flight count at what a call of this session cost (nothing before the first
+        # answer, as in a fresh run), never at the whole sum spent before a resume.
+        per_call = self.session_usd / max(1, self.calls_priced)
+        self.budget.hold_calls(len(self.tasks) * per_call)
         if self.budget.reached():
             self.ctx.request_stop(self.budget.reached_reason())
             return True
