@@ -44,6 +44,7 @@ from octopipe.core.states import (
 from octopipe.engine import commands
 from octopipe.engine.exports import refresh_exports
 from octopipe.engine.paths import RunPaths
+from octopipe.engine.postprocess import refresh_after_change
 from octopipe.engine.runlog import RunLog
 from octopipe.errors import CannotWrite, StoreError, UsageError
 from octopipe.store.ledger import Ledger
@@ -133,7 +134,20 @@ def _apply_held(ledger: Ledger, kind: str, args: dict[str, Any], paths: RunPaths
             ) from None
         if refreshed:
             message += f"; refreshed {', '.join(f.path.name for f in refreshed)}"
+        message += _refresh_post(ledger, paths)
     return message
+
+
+def _refresh_post(ledger: Ledger, paths: RunPaths) -> str:
+    """Built-in post-processing the change made stale, re-run (``engine/postprocess.py``)."""
+    log = RunLog(paths.log)
+    try:
+        report = refresh_after_change(ledger, paths, log)
+    finally:
+        log.close()
+    if report is None or not report.actions:
+        return ""
+    return f"; post-processing re-run: {', '.join(f'{a.action.name} {a.outcome}' for a in report.actions)}"
 
 
 def _stop_without_runner(ledger: Ledger, kind: str, args: dict[str, Any]) -> str:

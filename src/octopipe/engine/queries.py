@@ -14,12 +14,16 @@ status ``unreadable`` and the reason, never hiding the others.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from octopipe.core.states import BATCH_TERMINAL, DerivedStatus, UnitStepState, derive_status
+from octopipe.engine.exports import valid_records
 from octopipe.engine.paths import RunPaths, iter_runs
+from octopipe.engine.post_view import post_view
 from octopipe.errors import OctopipeError
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import holder_pid, is_held
@@ -87,6 +91,7 @@ class RunStatusView:
     batch_counts: dict[str, int] = field(default_factory=dict)  # state -> batches
     open_batches: list[dict[str, Any]] = field(default_factory=list)  # not yet collected
     error: str | None = None  # why the run's ledger cannot be read (status "unreadable")
+    post: list[dict[str, Any]] = field(default_factory=list)  # post-processing, latest states
 
     @classmethod
     def unreadable(cls, paths: RunPaths, archived: bool, error: str) -> RunStatusView:
@@ -175,6 +180,7 @@ def _view(ledger: Ledger, paths: RunPaths, archived: bool) -> RunStatusView:
         steps=steps,
         archived=archived,
         path=str(paths.root),
+        post=[state.to_dict() for state in post_view(ledger, paths, live=live)],
         **_batches(ledger),
     )
 
@@ -308,6 +314,17 @@ def run_details(paths: RunPaths, *, last_events: int = 10) -> RunDetails:
         batches={k: dict(sorted(v.items())) for k, v in sorted(batches.items())},
         events=tail,
     )
+
+
+@contextmanager
+def final_step_records(paths: RunPaths) -> Iterator[Iterator[dict[str, Any]]]:
+    """The records valid at the run's last unit step (``unit_id`` and every field), streamed
+    from the ledger opened read-only: what the built-in analysis reads."""
+    ledger = Ledger.open(paths.ledger, readonly=True)
+    try:
+        yield valid_records(ledger, len(ledger.steps) - 1)
+    finally:
+        ledger.close()
 
 
 def run_info(paths: RunPaths) -> RunInfo:

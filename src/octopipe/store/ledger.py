@@ -45,6 +45,7 @@ from octopipe.store.base import guarded
 from octopipe.store.codec import Clock, dumps, get_blob, loads, put_blob, utc_now
 from octopipe.store.connection import connect, store_error
 from octopipe.store.lifecycle import UnitLifecycle
+from octopipe.store.post_runs import PostRuns, ViewReads
 from octopipe.store.records import (
     AttemptRow,
     BatchRow,
@@ -60,14 +61,14 @@ from octopipe.store.records import (
     StepDef,
     VerifyReport,
 )
-from octopipe.store.schema import check_file, check_version, migrate
+from octopipe.store.schema import check_file, check_version, migrate, needed_by_readers
 
 PAGE = 2_000
 _VALID = UnitStepState.VALID.value
 _UNIT_SCOPES = ("chunk", "expression", "fan_out")
 
 
-class Ledger(UnitLifecycle):
+class Ledger(UnitLifecycle, PostRuns, ViewReads):
     """One run's ledger. Build with :meth:`create`, :meth:`open` or :meth:`in_memory`."""
 
     # --- construction ---------------------------------------------------------------------
@@ -140,12 +141,13 @@ class Ledger(UnitLifecycle):
         try:
             conn = connect(path, readonly=readonly, durable=durable)
             todo = check_version(conn, str(path))
-            if todo and readonly:
+            needed = needed_by_readers(todo)
+            if needed and readonly:
                 raise StoreError(
-                    f"run ledger {path} uses an older schema (needs {', '.join(todo)}); "
+                    f"run ledger {path} uses an older schema (needs {', '.join(needed)}); "
                     "open it once read-write (for example by resuming the run) to upgrade it"
                 )
-            if todo:
+            if todo and not readonly:
                 migrate(conn, clock())
             return cls(conn, str(path), readonly=readonly, clock=clock, durable=durable)
         except BaseException as exc:

@@ -294,3 +294,33 @@ class CostTotals:
     input_tokens: int
     output_tokens: int
     cached_tokens: int
+
+
+PostKind = Literal["analysis", "script", "gzip", "run_script", "extract"]
+PostOutcome = Literal["running", "ok", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class PostRunRow:
+    """One execution (or skip) of a post-processing action or run-scope step, as recorded.
+
+    ``results_version`` is the ledger's results version it was computed from: when the ledger
+    has moved past it, the output is stale. ``outcome`` ``running`` with no live runner means
+    it was interrupted."""
+
+    id: int
+    position: int
+    action: str
+    name: str
+    kind: PostKind
+    command: list[str]
+    output: str | None
+    results_version: int
+    started_at: str
+    finished_at: str | None
+    outcome: PostOutcome
+    exit_code: int | None
+    detail: str | None
+
+    def to_dict(self) -> Json:
+        return asdict(self)
