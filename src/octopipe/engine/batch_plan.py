@@ -9,10 +9,11 @@ clock, draws a random number or does I/O, so every rule is tested as a table:
   ``Collect`` what ended at the provider; ``Reconcile`` an intent (one at a time, never while
   a submit is on the wire: two searches at once could adopt the same batch); ``Poll`` a
   submitted batch, or ``Cancel`` it once older than ``api.batch.deadline_hours`` (once).
-- ``submit_open`` / ``plan_submit``: the next step to pack a batch of: only with no submit on
-  the wire and no reconcile running, fewer than ``api.max_inflight_batches`` open; a step
-  backed off (after a 429, or a batch that failed) waits; a partial batch waits ``linger_s``
-  for more units while an upstream step may still send some.
+- ``submit_open`` / ``step_open`` / ``plan_step``: whether to pack a batch of a step now: only
+  with no submit on the wire and no reconcile running, fewer than ``api.max_inflight_batches``
+  open; a step fallen back to realtime or backed off (after a 429, or a batch that failed)
+  waits; a partial batch waits ``linger_s`` for more units while an upstream step may still
+  send some.
 - ``after_*``: what an outcome does to the timers: polls stretch while nothing moves (at most
   ``POLL_STRETCH`` intervals apart, with the jitter the caller drew) and back off on errors;
   an intent not found is looked for once more before it is abandoned; a cut download is
@@ -22,7 +23,7 @@ clock, draws a random number or does I/O, so every rule is tested as a table:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal
@@ -191,48 +192,44 @@ def submit_open(
     return not submitting and not reconciling and open_batches < settings.max_inflight
 
 
-def plan_submit(
-    steps: Sequence[StepView],
-    timers: Mapping[int, StepTimer],
-    now: float,
-    settings: PlanSettings,
-) -> tuple[Submit | None, dict[int, StepTimer]]:
-    """The first step (in pipeline order) to pack a batch of, if any, and the step timers
-    after deciding (the start of a partial batch's wait is remembered, a step with nothing
-    pending forgets it). Call only when ``submit_open``."""
-    out = dict(timers)
-    for step in steps:
-        if step.paused:
-            continue
-        timer = out.get(step.index, StepTimer())
-        if now < timer.backoff_until:
-            continue
-        if not step.pending:
-            if timer.waiting_since is not None:
-                out[step.index] = replace(timer, waiting_since=None)
-            continue
-        if step.pending < step.max_requests and step.upstream_live:
-            if timer.waiting_since is None:
-                timer = out[step.index] = replace(timer, waiting_since=now)
-            assert timer.waiting_since is not None
-            if now - timer.waiting_since < settings.linger_s:
-                continue
-        return Submit(step.index), out
-    return None, out
+def step_open(timer: StepTimer | None, now: float, *, paused: bool) -> bool:
+    """Whether a step may be looked at for a batch at all (before its pending units are
+    counted): not fallen back to realtime, not backed off."""
+    return not paused and now >= (timer or StepTimer()).backoff_until
+
+
+def plan_step(
+    step: StepView, timer: StepTimer | None, now: float, settings: PlanSettings
+) -> tuple[Submit | None, StepTimer]:
+    """Whether to pack a batch of ``step`` now, and its timer after deciding: a partial batch
+    waits ``linger_s`` for more units while an upstream step may still send some (when that
+    wait started is remembered); a step with nothing pending forgets it. Ask only while
+    ``submit_open``."""
+    timer = timer or StepTimer()
+    if not step_open(timer, now, paused=step.paused):
+        return None, timer
+    if not step.pending:
+        return None, replace(timer, waiting_since=None)
+    if step.pending < step.max_requests and step.upstream_live:
+        if timer.waiting_since is None:
+            timer = replace(timer, waiting_since=now)
+        assert timer.waiting_since is not None
+        if now - timer.waiting_since < settings.linger_s:
+            return None, timer
+    return Submit(step.index), timer
 
 
 # --- outcomes ---------------------------------------------------------------------------------
 
 
-def after_packed(timers: Mapping[int, StepTimer], step: int) -> dict[int, StepTimer]:
-    """A batch of ``step`` was packed: the wait for a fuller one is over."""
-    out = dict(timers)
-    if step in out:
-        out[step] = replace(out[step], waiting_since=None)
-    return out
+def after_packed(timer: StepTimer | None) -> StepTimer:
+    """A batch of the step was packed: the wait for a fuller one is over."""
+    return replace(timer or StepTimer(), waiting_since=None)
 
 
-def back_off(timer: StepTimer | None, retry_after: float | None, now: float, settings: PlanSettings) -> StepTimer:
+def back_off(
+    timer: StepTimer | None, retry_after: float | None, now: float, settings: PlanSettings
+) -> StepTimer:
     """``api.retry``'s backoff for a step whose submit was rate limited (honouring
     ``Retry-After``) or whose batch failed: each delay grows from the last."""
     timer = timer or StepTimer()
@@ -244,7 +241,9 @@ def back_off(timer: StepTimer | None, retry_after: float | None, now: float, set
     return replace(timer, backoff_until=now + delay, last_delay=delay)
 
 
-def after_submitted(timer: StepTimer | None, now: float, settings: PlanSettings) -> tuple[BatchTimer, StepTimer]:
+def after_submitted(
+    timer: StepTimer | None, now: float, settings: PlanSettings
+) -> tuple[BatchTimer, StepTimer]:
     """The provider took the batch: poll it after an interval; the step's backoff is over."""
     step = replace(timer or StepTimer(), backoff_until=0.0, last_delay=0.0)
     return BatchTimer(due=now + settings.poll_s, every=settings.poll_s), step
@@ -308,7 +307,9 @@ def after_lookup(
         return BatchTimer(due=now, every=settings.poll_s), Lookup.ADOPT
     timer = timer or new_timer(settings)
     if timer.misses < RECONCILE_MISSES:
-        return replace(timer, misses=timer.misses + 1, due=now + RECONCILE_AFTER_S), Lookup.LOOK_AGAIN
+        return replace(
+            timer, misses=timer.misses + 1, due=now + RECONCILE_AFTER_S
+        ), Lookup.LOOK_AGAIN
     return timer, Lookup.ABANDON
 
 
@@ -388,7 +389,9 @@ def after_task_error(
     return timer, TaskError.CRASH
 
 
-def next_poll_in(batches: Iterable[OpenBatch], timers: Mapping[str, BatchTimer], now: float) -> float | None:
+def next_poll_in(
+    batches: Iterable[OpenBatch], timers: Mapping[str, BatchTimer], now: float
+) -> float | None:
     """Seconds until the next poll of a submitted batch (for the heartbeat), if any."""
     due = [
         timers[b.local_id].due
@@ -429,7 +432,8 @@ __all__ = [
     "back_off",
     "next_poll_in",
     "plan_batches",
-    "plan_submit",
+    "plan_step",
     "poll_error",
+    "step_open",
     "submit_open",
 ]
