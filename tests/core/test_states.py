@@ -156,8 +156,8 @@ def test_is_terminal(state: UnitStepState | BatchState | RunStatus, terminal: bo
 
 def test_live_and_ended_batch_states() -> None:
     ended = {BatchState.COMPLETED, BatchState.EXPIRED, BatchState.CANCELLED, BatchState.FAILED}
-    assert BATCH_ENDED == ended
-    assert BATCH_LIVE == {BatchState.INTENT, BatchState.SUBMITTED, *ended}
+    assert ended == BATCH_ENDED
+    assert {BatchState.INTENT, BatchState.SUBMITTED, *ended} == BATCH_LIVE
     # a live batch is one the engine still has to move: the table has a way out of each
     for state in BATCH_LIVE:
         assert not is_terminal(state) and any(s == state for s, _ in BATCH)

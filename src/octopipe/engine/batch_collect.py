@@ -17,9 +17,10 @@ Guarantees:
   units with budget left are queued for the next batch, in the same transaction.
 - ``finish`` is called only on complete results. A download that came back incomplete
   (``errors.IncompleteResults``) leaves the batch open -- what it held is recorded, the rest
-  of its units stay in flight -- and ``after_incomplete`` decides: fetch again after a
-  backoff, take the results as complete (a download that looked short came back the same),
-  or, after ``DOWNLOAD_TRIES`` cut downloads in a row, pause the run with the reason. A line
+  of its units stay in flight -- and the planner (``batch_plan.after_cut_download``) decides:
+  fetch again after a backoff, take the results as complete (a download that looked short
+  came back the same), or, after ``DOWNLOAD_TRIES`` cut downloads in a row, pause the run
+  with the reason. A line
   the provider answered and charged is never resubmitted because a download lost it.
 """
 
@@ -36,14 +37,10 @@ from octopipe.engine.attempts import attempt_of, attempts_of
 from octopipe.engine.batch_packing import CostModel
 from octopipe.engine.routes import StepRoute
 from octopipe.engine.runner import RunContext
-from octopipe.errors import IncompleteResults
 from octopipe.providers.batch_base import BatchResultLine
 from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure, Success
 
 COLLECT_SLICE = 2_000
-DOWNLOAD_TRIES = 6
-"""Incomplete downloads of one batch's results in a row before the run pauses (the waits
-between them double from min(1 s, poll interval): at most 31 s in all)."""
 NOT_RUN = frozenset({"cancelled", "expired"})
 LOST = "not found"  # provider_status of a batch the provider no longer knows
 # Line errors that say the account cannot be used (as in realtime, they pause the run).
@@ -65,32 +62,6 @@ def uid_of(tag: str, custom: str) -> int | None:
     if head == tag and number.isdigit():
         return int(number)
     return None
-
-
-@dataclass(frozen=True)
-class Refetch:
-    """What to do after a batch's results came back incomplete (see ``after_incomplete``).
-    Neither field set: take the results as complete; what they lack was dropped."""
-
-    delay_s: float | None = None
-    """Fetch the results again after this long."""
-    pause: str | None = None
-    """Stop the run, with this reason (the batch stays open for the next start)."""
-
-
-def after_incomplete(
-    exc: IncompleteResults, tries: int, previous: tuple[int, ...] | None, poll_s: float
-) -> Refetch:
-    """Decide after an incomplete download: ``tries`` counts this batch's incomplete downloads
-    in a row, this one included; ``previous`` is the signature of the one before it."""
-    if not exc.certain and previous == exc.signature:
-        return Refetch()  # looked short, and came back exactly the same: it is what it is
-    if tries >= DOWNLOAD_TRIES:
-        return Refetch(
-            pause=f"{exc.message}, {tries} downloads in a row; no request was taken as "
-            "missing, resume to fetch them again"
-        )
-    return Refetch(delay_s=min(1.0, poll_s) * 2 ** (tries - 1))
 
 
 @dataclass

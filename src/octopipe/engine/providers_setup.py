@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from octopipe.core.registry import load_registry
-from octopipe.engine.batch import LIVE, BatchExecutor, BatchOptions
+from octopipe.core.states import BATCH_LIVE
+from octopipe.engine.batch import BatchExecutor, BatchOptions
 from octopipe.engine.combined import CombinedExecutor
 from octopipe.engine.cost_budget import CostBudget
 from octopipe.engine.realtime import RealtimeExecutor, RealtimeOptions
@@ -197,7 +198,7 @@ def _factory(
             )
             return combined
         realtime = RealtimeExecutor(ctx, run_options, client_for, budget=budget)
-        if not ctx.ledger.batches(*LIVE):
+        if not ctx.ledger.batches(*BATCH_LIVE):
             return realtime
         # Switched from batch: batches already at the provider are still followed and
         # collected; everything new runs in realtime.
