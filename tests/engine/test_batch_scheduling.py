@@ -162,3 +162,43 @@ def test_failed_answers_are_retried_in_batches_of_their_own(tmp_path: Path) -> N
         line.custom_id for line in first
     )
     assert check_ledger(paths).counts[1][UnitStepState.VALID] == 6
+
+
+class TakesThenTimesOut(FakeBatchProvider):
+    """Takes its first batch, then the answer is lost on the way back (a timeout)."""
+
+    async def submit(self, *args: Any, **kwargs: Any) -> BatchHandle:
+        handle = await super().submit(*args, **kwargs)
+        if len(self.calls("submit")) == 1:
+            raise TransientProviderError("read timed out", provider="fake")
+        return handle
+
+
+def test_an_intent_whose_batch_was_taken_is_adopted_not_resubmitted(tmp_path: Path) -> None:
+    paths = make_run(small_walk(tmp_path, repeat=4, chunk=50), tmp_path / "runs", mode="batch")
+    fake = TakesThenTimesOut(answer=answer)
+    outcome = drive_fake(paths, fake)
+
+    assert outcome.status is RunStatus.COMPLETE
+    assert len(fake.batches) == 1 and len(fake.calls("submit")) == 1
+    assert [c.detail["value"] for c in fake.calls("find")] == [batch_rows(paths)[0]["local_id"]]
+    assert [r["provider_batch_id"] for r in batch_rows(paths)] == ["fakebatch_1"]
+    assert check_ledger(paths).counts[1][UnitStepState.VALID] == 4
+    assert "found at the provider: fakebatch_1" in paths.log.read_text()
+
+
+def test_an_intent_that_never_reached_the_provider_is_looked_for_twice_then_resubmitted(
+    tmp_path: Path,
+) -> None:
+    paths = make_run(small_walk(tmp_path, repeat=4, chunk=50), tmp_path / "runs", mode="batch")
+    fake = FakeBatchProvider(answer=answer)
+    fake.fail_next("submit", TransientProviderError("bad gateway", provider="fake", status=502))
+    outcome = drive_fake(paths, fake)
+
+    assert outcome.status is RunStatus.COMPLETE
+    rows = batch_rows(paths)
+    assert [r["state"] for r in rows] == ["abandoned", "collected"]
+    # the provider's list may lag: one miss is looked at again before the intent is dropped
+    assert [c.detail["value"] for c in fake.calls("find")] == [rows[0]["local_id"]] * 2
+    assert ledger_rows(paths, "SELECT MAX(attempt_no) FROM attempts WHERE step_idx = 1") == [(1,)]
+    assert "never reached the provider; units requeued" in paths.log.read_text()
