@@ -202,3 +202,30 @@ def test_an_intent_that_never_reached_the_provider_is_looked_for_twice_then_resu
     assert [c.detail["value"] for c in fake.calls("find")] == [rows[0]["local_id"]] * 2
     assert ledger_rows(paths, "SELECT MAX(attempt_no) FROM attempts WHERE step_idx = 1") == [(1,)]
     assert "never reached the provider; units requeued" in paths.log.read_text()
+
+
+class FirstBatchStuck(FakeBatchProvider):
+    """Its first batch never ends by itself; the others end at their first poll."""
+
+    async def poll(self, handle: BatchHandle) -> Any:
+        if handle.provider_batch_id != "fakebatch_1":
+            self.finish(handle.provider_batch_id)
+        return await super().poll(handle)
+
+
+def test_a_batch_past_its_deadline_is_cancelled_once_and_its_units_resubmitted(
+    tmp_path: Path,
+) -> None:
+    pipeline = small_walk(tmp_path, repeat=5, chunk=50, api__batch__deadline_hours=0.0003)
+    paths = make_run(pipeline, tmp_path / "runs", mode="batch")
+    fake = FirstBatchStuck(answer=answer, polls_to_finish=None)
+    outcome = drive_fake(paths, fake)
+
+    assert outcome.status is RunStatus.COMPLETE
+    assert [c.batch_id for c in fake.calls("cancel")] == ["fakebatch_1"]
+    assert fake.batches["fakebatch_1"].state == "cancelled"
+    assert [len(b.lines) for b in fake.batches.values()] == [5, 5]  # none had run: all again
+    # requests that never ran cost their units no attempt
+    assert ledger_rows(paths, "SELECT MAX(attempt_no) FROM attempts WHERE step_idx = 1") == [(1,)]
+    assert check_ledger(paths).counts[1][UnitStepState.VALID] == 5
+    assert "[CANCEL] batch" in paths.log.read_text()
