@@ -132,3 +132,46 @@ def test_provider_names_are_spelled_only_in_the_catalog() -> None:
         if isinstance(node, ast.Constant) and node.value in BUILT_IN_PROVIDERS
     )
     assert offenders == []
+
+
+def test_the_test_doubles_use_only_the_provider_contracts() -> None:
+    """``octopipe.testing`` (the fake batch provider) stands in for an adapter: it may use what
+    an adapter may, and nothing of the engine it is used to test."""
+    names = imports_of(SRC / "testing.py")
+    bad = sorted(n for n in names if n.startswith("octopipe.") and not n.startswith(
+        ("octopipe.errors", "octopipe.providers.base", "octopipe.providers.batch_base")
+    ))  # fmt: skip
+    assert bad == []
+
+
+BATCH_PLAN_FORBIDDEN = (
+    "asyncio",
+    "time",
+    "random",
+    "datetime",
+    "octopipe.store",
+    "octopipe.providers",
+)
+
+
+def test_the_batch_planner_reads_no_clock_and_does_no_io() -> None:
+    names = imports_of(SRC / "engine" / "batch_plan.py")
+    bad = sorted(
+        n for n in names if any(n == f or n.startswith(f + ".") for f in BATCH_PLAN_FORBIDDEN)
+    )
+    assert bad == []
+    assert {n for n in names if n.startswith("octopipe.engine")} == set()
+
+
+def test_no_mixin_in_the_engine() -> None:
+    """Collaborators are objects handed what they need, not mixins sharing attributes."""
+    mixins = [
+        f"{path.relative_to(SRC)}: {node.name}"
+        for path in modules("engine")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef)
+        and (node.name.endswith("Mixin") or any(
+            isinstance(b, ast.Name) and b.id.endswith("Mixin") for b in node.bases
+        ))
+    ]  # fmt: skip
+    assert mixins == []

@@ -32,6 +32,7 @@ from octopipe.core.states import CommandEvent, RunEvent, RunStatus, UnitStepStat
 from octopipe.core.steps import CompiledPipeline, CompiledStep, StepResult
 from octopipe.engine import commands
 from octopipe.engine.control import writer_waiting
+from octopipe.engine.cost_budget import CostBudget
 from octopipe.engine.exports import export_run, exports_current
 from octopipe.engine.fingerprint import open_snapshot
 from octopipe.engine.paths import RunPaths
@@ -66,6 +67,10 @@ IDLE_SLEEP_S = 0.2
 class LLMExecutor(Protocol):
     """Runs the LLM steps of a run (realtime or batch). The runner calls it every pass."""
 
+    budget: CostBudget
+    """The run's money (``engine.cost_budget``): one object shared by every executor of the
+    run, so the cost cap holds for the run in both modes."""
+
     async def pump(self) -> bool:
         """Start and collect work; True when something happened."""
 
@@ -74,6 +79,9 @@ class LLMExecutor(Protocol):
 
     async def stop(self) -> None:
         """Stop starting work; return in-flight realtime units to the ledger as pending."""
+
+    def batch_summary(self) -> dict[str, int]:
+        """Batches not yet collected, counted by state (empty when there are none)."""
 
 
 ExecutorFactory = Callable[["RunContext"], LLMExecutor]
@@ -358,10 +366,10 @@ class Runner:
         # counts() grows with the run (0.3 s at 1M units): keep it under a tenth of the time.
         self._every = max(PROGRESS_EVERY_S, 10 * (time.monotonic() - now))
         steps = snapshot_steps([(s.name, s.scope) for s in ledger.steps], counts)
-        spent = getattr(executor, "spent", None)
-        summary = getattr(executor, "batch_summary", None)
-        unknown = getattr(executor, "unpriced_calls", 0)
-        self.progress(self._tracker.update(steps, spent, summary() if summary else None, unknown))
+        spent = executor.budget.spent if executor is not None else None
+        batches = executor.batch_summary() if executor is not None else None
+        unknown = executor.budget.unpriced_calls if executor is not None else 0
+        self.progress(self._tracker.update(steps, spent, batches, unknown))
 
     def _apply_commands(self, ledger: Ledger, log: RunLog) -> None:
         for command in ledger.pending_commands():
