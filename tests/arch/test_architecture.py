@@ -79,3 +79,22 @@ def test_only_costs_module_multiplies_prices() -> None:
         if path.name != "costs.py" and "_per_million" in path.read_text(encoding="utf-8")
     ]
     assert offenders == []
+
+
+def test_nothing_imports_textual_until_the_tui_lands() -> None:
+    """``textual`` is the optional extra ``tui`` for now: no module may need it."""
+    bad = sorted(
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in SRC.rglob("*.py")
+        for name in imports_of(path)
+        if name == "textual" or name.startswith("textual.")
+    )
+    assert bad == []
+
+
+def test_textual_is_an_optional_extra_not_a_dependency() -> None:
+    import tomllib
+
+    project = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("textual")]
+    assert [d for d in project["optional-dependencies"]["tui"] if d.startswith("textual")]
