@@ -18,9 +18,21 @@ FORBIDDEN = {
     ),
     "store": ("octopipe.providers", "octopipe.engine", "octopipe.cli", "octopipe.tui"),
     "providers": ("octopipe.store", "octopipe.engine", "octopipe.cli", "octopipe.tui"),
-    "engine": ("octopipe.cli", "octopipe.tui"),
-    "cli": ("textual", "octopipe.tui"),
+    "engine": ("octopipe.cli", "octopipe.tui", "sqlite3"),
+    "cli": ("textual", "octopipe.tui", "octopipe.store", "sqlite3"),
+    # The TUI talks to runs through engine queries and commands, like the CLI.
+    "tui": ("octopipe.cli", "octopipe.store", "octopipe.providers", "sqlite3"),
 }
+# What the engine may import of the store: its protocols, the function that opens it, the
+# records going in and out, the run lock and the codec's clock. The SQLite implementation
+# (ledger, schema, connection, the queries) stays behind them.
+ENGINE_MAY_USE_OF_STORE = (
+    "octopipe.store",
+    "octopipe.store.protocol",
+    "octopipe.store.records",
+    "octopipe.store.lock",
+    "octopipe.store.codec",
+)
 CORE_FORBIDDEN_MODULES = (
     "socket",
     "subprocess",
@@ -59,6 +71,21 @@ def test_layer_imports_only_what_it_may(package: str) -> None:
         if any(name == f or name.startswith(f + ".") for f in FORBIDDEN[package])
     }
     assert not bad, sorted(bad)
+
+
+def test_every_package_has_a_row_in_the_layer_table() -> None:
+    packages = {p.name for p in SRC.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(FORBIDDEN)
+
+
+def test_engine_uses_the_store_only_through_its_interface() -> None:
+    bad = sorted(
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in modules("engine")
+        for name in imports_of(path)
+        if name.startswith("octopipe.store") and name not in ENGINE_MAY_USE_OF_STORE
+    )
+    assert bad == []
 
 
 def test_core_does_no_network_or_processes() -> None:

@@ -17,13 +17,17 @@ import click
 from octopipe.cli.options import runs_dir_option
 from octopipe.cli.output import console, print_json
 from octopipe.cli.status_cmds import cost_text
-from octopipe.engine.control import change_run_detailed, step_index
+from octopipe.engine.control import change_run_detailed
 from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
-from octopipe.engine.queries import run_details
+from octopipe.engine.queries import (
+    STAGES,
+    StepReport,
+    VerifyReport,
+    run_details,
+    step_index_of,
+    verify_run,
+)
 from octopipe.errors import EXIT_FAILURE, EXIT_OK
-from octopipe.store.ledger import Ledger
-from octopipe.store.lock import is_held
-from octopipe.store.records import STAGES, StepReport, VerifyReport
 
 
 # Heavy engine modules (pipeline parsing, validation) are imported only by the commands that
@@ -34,10 +38,10 @@ def _revalidate_run(*args: Any, **kwargs: Any) -> Any:
     return revalidate_run(*args, **kwargs)
 
 
-def _write_export(*args: Any, **kwargs: Any) -> Any:
-    from octopipe.engine.exports import write_export
+def _export_run_steps(*args: Any, **kwargs: Any) -> Any:
+    from octopipe.engine.exports import export_run_steps
 
-    return write_export(*args, **kwargs)
+    return export_run_steps(*args, **kwargs)
 
 
 def _archive_run(*args: Any, **kwargs: Any) -> Any:
@@ -205,11 +209,7 @@ def verify(run: str, runs_dir: Path | None, deep: bool, as_json: bool) -> int:
     anything is out of place.
     """
     paths = _paths(run, runs_dir)
-    ledger = Ledger.open(paths.ledger, readonly=True)
-    try:
-        report = ledger.verify(runner_live=is_held(paths.root), deep=deep)
-    finally:
-        ledger.close()
+    report = verify_run(paths, deep=deep)
     if as_json:
         print_json({"run": paths.name, "deep": deep, **report.to_dict()})
     else:
@@ -320,11 +320,7 @@ def retry(
     paths = _paths(run, runs_dir)
     args: dict[str, Any] = {}
     if step_name is not None:
-        ledger = Ledger.open(paths.ledger, readonly=True)
-        try:
-            args["step_idx"] = step_index(ledger, step_name)
-        finally:
-            ledger.close()
+        args["step_idx"] = step_index_of(paths, step_name)
     if stage is not None:
         args["stage"] = stage
     if unit_ids:
@@ -426,27 +422,7 @@ def export(
     Files are written atomically and are reproducible: exporting twice gives the same bytes.
     """
     paths = _paths(run, runs_dir)
-    ledger = Ledger.open(paths.ledger, readonly=True)
-    try:
-        if step_name is not None:
-            indexes = [step_index(ledger, step_name)]
-        elif failures:
-            indexes = list(range(len(ledger.steps)))
-        else:
-            indexes = [len(ledger.steps) - 1]
-        written = [
-            _write_export(
-                ledger,
-                paths,
-                k,
-                fmt=fmt,
-                compress=compress,
-                failures=failures,
-            )
-            for k in indexes
-        ]
-    finally:
-        ledger.close()
+    written = _export_run_steps(paths, step_name, fmt=fmt, compress=compress, failures=failures)
     if as_json:
         print_json(
             {

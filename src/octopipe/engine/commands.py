@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from octopipe.core.states import CommandEvent
-from octopipe.store.ledger import Ledger
+from octopipe.store import RunStore
 
 KINDS = ("pause", "kill", "retry", "repair", "rename")
 RESULT_KINDS = ("retry", "repair")  # kinds that change what the exports show
@@ -24,7 +24,7 @@ class CommandOutcome:
     stop: str | None = None  # a runner applying this command stops with this reason
 
 
-def apply(ledger: Ledger, kind: str, args: dict[str, Any] | None) -> CommandOutcome:
+def apply(ledger: RunStore, kind: str, args: dict[str, Any] | None) -> CommandOutcome:
     args = args or {}
     match kind:
         case "pause":

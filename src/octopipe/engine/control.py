@@ -46,7 +46,7 @@ from octopipe.engine.exports import refresh_exports
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.runlog import RunLog
 from octopipe.errors import CannotWrite, StoreError, UsageError
-from octopipe.store.ledger import Ledger
+from octopipe.store import RunReader, RunStore, open_run_store
 from octopipe.store.lock import RunLock, is_held
 from octopipe.store.records import STAGES
 
@@ -98,7 +98,7 @@ def change_run_detailed(
 
 
 def _apply_locally(paths: RunPaths, kind: str, args: dict[str, Any]) -> ChangeOutcome:
-    ledger = Ledger.open(paths.ledger)
+    ledger = open_run_store(paths.ledger)
     try:
         _check_args(ledger, kind, args)
         message = _apply_held(ledger, kind, args, paths)
@@ -108,7 +108,7 @@ def _apply_locally(paths: RunPaths, kind: str, args: dict[str, Any]) -> ChangeOu
     return ChangeOutcome(kind, message, applied=True, queued=False)
 
 
-def _apply_held(ledger: Ledger, kind: str, args: dict[str, Any], paths: RunPaths) -> str:
+def _apply_held(ledger: RunStore, kind: str, args: dict[str, Any], paths: RunPaths) -> str:
     """Apply a change in this process, which holds the run lock; ``UsageError`` if refused."""
     if kind in STOP_KINDS:
         return _stop_without_runner(ledger, kind, args)
@@ -136,7 +136,7 @@ def _apply_held(ledger: Ledger, kind: str, args: dict[str, Any], paths: RunPaths
     return message
 
 
-def _stop_without_runner(ledger: Ledger, kind: str, args: dict[str, Any]) -> str:
+def _stop_without_runner(ledger: RunStore, kind: str, args: dict[str, Any]) -> str:
     status = ledger.run_info().status
     event = RunEvent.PAUSE if kind == "pause" else RunEvent.KILL
     target = RunStatus.PAUSED if kind == "pause" else RunStatus.KILLED
@@ -172,7 +172,7 @@ def _queue_for_runner(
 ) -> ChangeOutcome:
     log_offset = _size(paths.log)
     deadline = time.monotonic() + wait_s
-    ledger = Ledger.open(paths.ledger)
+    ledger = open_run_store(paths.ledger)
     try:
         _check_args(ledger, kind, args)
         with writer_intent(paths.root):
@@ -213,7 +213,7 @@ def _queue_for_runner(
 
 
 def _apply_leftover(
-    paths: RunPaths, ledger: Ledger, command_id: int, kind: str, args: dict[str, Any]
+    paths: RunPaths, ledger: RunStore, command_id: int, kind: str, args: dict[str, Any]
 ) -> ChangeOutcome | None:
     """Apply our queued command under the lock if no runner took it; ``None`` if a runner
     holds the lock again (it will apply the command) or has already taken it."""
@@ -319,7 +319,7 @@ def _wait_released(run_dir: Path, deadline: float) -> bool:
 # --- argument checks ----------------------------------------------------------------------------
 
 
-def _check_args(ledger: Ledger, kind: str, args: dict[str, Any]) -> None:
+def _check_args(ledger: RunReader, kind: str, args: dict[str, Any]) -> None:
     if kind in ("retry", "repair") and ledger.run_info().status is RunStatus.KILLED:
         raise UsageError(f"the run was killed; it cannot be resumed, so there is nothing to {kind}")
     if kind == "retry":
@@ -341,20 +341,12 @@ def _check_args(ledger: Ledger, kind: str, args: dict[str, Any]) -> None:
         args["display_name"] = name
 
 
-def _has_unit(ledger: Ledger, unit_id: str) -> bool:
+def _has_unit(ledger: RunReader, unit_id: str) -> bool:
     try:
         ledger.uid_of(unit_id)
     except StoreError:  # no such unit
         return False
     return True
-
-
-def step_index(ledger: Ledger, name: str) -> int:
-    """The index of a per-unit step by name; ``UsageError`` naming the choices otherwise."""
-    names = [s.name for s in ledger.steps]
-    if name not in names:
-        raise UsageError(f"no step {name!r} in this run; steps: {', '.join(names)}")
-    return names.index(name)
 
 
 # --- the detailed view (``info``) -----------------------------------------------------------
@@ -380,7 +372,7 @@ def update_settings(
             f"`octopipe pause {paths.name}` first, then change its settings"
         )
     try:
-        ledger = Ledger.open(paths.ledger)
+        ledger = open_run_store(paths.ledger)
         named = {k: v for k, v in (("provider", provider), ("model", model)) if v is not None}
         try:
             old = ledger.run_info().mode

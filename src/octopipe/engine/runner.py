@@ -50,7 +50,7 @@ from octopipe.errors import (
     UnstorableValue,
     UsageError,
 )
-from octopipe.store.ledger import Ledger
+from octopipe.store import RunStore, open_run_store
 from octopipe.store.lock import RunLock
 from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Success
 
@@ -82,7 +82,7 @@ class RunContext:
     """What an executor needs: the run's files, ledger, compiled steps and log."""
 
     paths: RunPaths
-    ledger: Ledger
+    ledger: RunStore
     compiled: CompiledPipeline
     log: RunLog
     stop_requested: Callable[[], bool]
@@ -142,7 +142,7 @@ class Runner:
         # run too (asyncio.run then leaves SIGINT to us).
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            ledger = Ledger.open(self.paths.ledger)
+            ledger = open_run_store(self.paths.ledger)
             log = RunLog(self.paths.log, self.echo)
             try:
                 return asyncio.run(self._drive(ledger, log))
@@ -170,7 +170,7 @@ class Runner:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    async def _drive(self, ledger: Ledger, log: RunLog) -> RunOutcome:
+    async def _drive(self, ledger: RunStore, log: RunLog) -> RunOutcome:
         info = ledger.run_info()
         if info.status is RunStatus.KILLED:
             raise UsageError(f"run {info.name!r} was killed; it cannot be resumed")
@@ -216,7 +216,11 @@ class Runner:
             raise
 
     async def _loop(
-        self, ledger: Ledger, log: RunLog, compiled: CompiledPipeline, executor: LLMExecutor | None
+        self,
+        ledger: RunStore,
+        log: RunLog,
+        compiled: CompiledPipeline,
+        executor: LLMExecutor | None,
     ) -> None:
         while not self._stop_reason:
             await _yield_to_waiting_writer(self.paths)
@@ -253,7 +257,7 @@ class Runner:
             await asyncio.sleep(IDLE_SLEEP_S)
 
     async def _finish(
-        self, ledger: Ledger, log: RunLog, executor: LLMExecutor | None
+        self, ledger: RunStore, log: RunLog, executor: LLMExecutor | None
     ) -> RunOutcome:
         if executor is not None:
             await executor.stop()
@@ -276,7 +280,7 @@ class Runner:
         return RunOutcome(status, None, counts, 0)
 
     async def _die(
-        self, ledger: Ledger, log: RunLog, executor: LLMExecutor | None, exc: Exception
+        self, ledger: RunStore, log: RunLog, executor: LLMExecutor | None, exc: Exception
     ) -> None:
         """The runner stops on an error it cannot handle: leave the reason in ``run.log``,
         the event log and the run's status (``paused`` when the ledger refused a write, so
@@ -318,7 +322,7 @@ class Runner:
         )
 
     def _report_progress(
-        self, ledger: Ledger, executor: LLMExecutor | None, force: bool = False
+        self, ledger: RunStore, executor: LLMExecutor | None, force: bool = False
     ) -> None:
         now = time.monotonic()
         if self.progress is None or (not force and now - self._last_progress < self._every):
@@ -332,7 +336,7 @@ class Runner:
         summary = getattr(executor, "batch_summary", None)
         self.progress(self._tracker.update(steps, spent, summary() if summary else None))
 
-    def _apply_commands(self, ledger: Ledger, log: RunLog) -> None:
+    def _apply_commands(self, ledger: RunStore, log: RunLog) -> None:
         for command in ledger.pending_commands():
             outcome = commands.apply(ledger, command.kind, command.args)
             ledger.mark_command(command.id, outcome.event, outcome.message)
@@ -360,7 +364,7 @@ class ChunkOutcome:
 
 
 def run_local_chunk(
-    ledger: Ledger,
+    ledger: RunStore,
     index: int,
     cstep: CompiledStep,
     limit: int,
@@ -405,7 +409,7 @@ def _compute(
 
 
 def _record_chunk(
-    ledger: Ledger, index: int, results: list[tuple[ClaimedUnit, StepResult]], fan_out: bool
+    ledger: RunStore, index: int, results: list[tuple[ClaimedUnit, StepResult]], fan_out: bool
 ) -> None:
     """Claim the computed units (still the oldest pending: the runner is the one writer) and
     record them, in one transaction."""
@@ -439,7 +443,7 @@ def _record_chunk(
             )
 
 
-def _record_successes(ledger: Ledger, index: int, successes: list[Success]) -> None:
+def _record_successes(ledger: RunStore, index: int, successes: list[Success]) -> None:
     """Record a chunk's successes; a unit whose output cannot be stored (NaN, ...) fails alone."""
     try:
         with ledger.transaction():
@@ -482,7 +486,7 @@ def _local_attempt(result: StepResult) -> AttemptRecord | None:
     return None
 
 
-def _reject_stale_stops(ledger: Ledger) -> None:
+def _reject_stale_stops(ledger: RunStore) -> None:
     """A pause or kill still queued when a runner starts was meant for one that has exited."""
     for command in ledger.pending_commands():
         if command.kind in ("pause", "kill"):
@@ -505,7 +509,7 @@ def _llm_steps_waiting(
     return None
 
 
-def _summary(ledger: Ledger, counts: dict[int, dict[UnitStepState, int]]) -> str:
+def _summary(ledger: RunStore, counts: dict[int, dict[UnitStepState, int]]) -> str:
     parts = []
     for index, step in enumerate(ledger.steps):
         by_state = counts.get(index, {})
