@@ -12,8 +12,6 @@ from octopipe.core.states import RunEvent, RunStatus, UnitStepState
 from octopipe.engine.control import (
     change_run,
     change_run_detailed,
-    writer_intent,
-    writer_waiting,
 )
 from octopipe.engine.queries import run_details
 from octopipe.engine.runner import Runner
@@ -198,15 +196,6 @@ def test_a_command_left_by_an_exiting_runner_is_applied_here(failed_run) -> None
         assert ledger.pending_commands() == []
     finally:
         ledger.close()
-
-
-def test_writer_intent_is_visible_to_the_runner(tmp_path: Path) -> None:
-    assert not writer_waiting(tmp_path)
-    with writer_intent(tmp_path):
-        assert writer_waiting(tmp_path)
-        with writer_intent(tmp_path):  # shared: several writers may wait at once
-            assert writer_waiting(tmp_path)
-    assert not writer_waiting(tmp_path)
 
 
 def test_a_killed_run_is_not_retried(failed_run) -> None:

@@ -15,10 +15,9 @@
   command is queued and will be applied. ``pause``/``kill`` then also wait, within the same
   budget, for the runner to let go of the lock. If the runner exits before taking the
   command, it is applied here under the lock instead (and marked in the queue), so a stale
-  ``pause`` never waits for the next start. While queueing, a shared ``flock`` on
-  ``.command.lock`` tells the runner a writer is waiting (``writer_intent`` /
-  ``writer_waiting``): a runner busy with local steps holds SQLite's write lock almost
-  continuously and should leave it free for a moment when it sees one.
+  ``pause`` never waits for the next start. The store tells the runner meanwhile that a
+  writer is waiting (``RunStore.writer_waiting``), so a runner busy with local steps leaves
+  it free for a moment.
 
 Arguments are checked before anything is queued: a bad step index or stage would otherwise
 reach the runner and fail there.
@@ -26,11 +25,7 @@ reach the runner and fail there.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -175,8 +170,7 @@ def _queue_for_runner(
     ledger = open_run_store(paths.ledger)
     try:
         _check_args(ledger, kind, args)
-        with writer_intent(paths.root):
-            command_id = ledger.enqueue_command(kind, args)
+        command_id = ledger.enqueue_command(kind, args)
         while True:
             if all(c.id != command_id for c in ledger.pending_commands()):
                 break  # the runner took it
@@ -233,54 +227,6 @@ def _apply_leftover(
     finally:
         lock.release()
     return ChangeOutcome(kind, message, applied=True, queued=False, command_id=command_id)
-
-
-# --- writers waiting: a hint the runner can honour ----------------------------------------------
-
-INTENT_NAME = ".command.lock"
-
-
-@contextlib.contextmanager
-def writer_intent(run_dir: Path) -> Iterator[None]:
-    """Held (a shared ``flock`` on ``<run>/.command.lock``) while this process waits to
-    write a command into the ledger of a run whose runner is live.
-
-    A runner that runs local steps back to back holds SQLite's write lock almost without a
-    break, and SQLite's busy handler (which polls) can then wait in vain. The runner checks
-    :func:`writer_waiting` between passes and leaves the ledger alone for a moment while it
-    is true. The kernel drops the flock if this process dies, so no stale hint remains.
-    """
-    path = Path(run_dir) / INTENT_NAME
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield  # a hint only: never fail a command over it
-        return
-    try:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
-
-
-def writer_waiting(run_dir: Path) -> bool:
-    """True while some process is waiting to queue a command (see :func:`writer_intent`)."""
-    try:
-        fd = os.open(Path(run_dir) / INTENT_NAME, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def _size(path: Path) -> int:

@@ -30,7 +30,6 @@ from octopipe.core.config_models import ExpressionStep, FanOutStep
 from octopipe.core.states import CommandEvent, RunEvent, RunStatus, UnitStepState
 from octopipe.core.steps import CompiledPipeline, CompiledStep, StepResult
 from octopipe.engine import commands
-from octopipe.engine.control import writer_waiting
 from octopipe.engine.exports import export_run, exports_current
 from octopipe.engine.fingerprint import open_snapshot
 from octopipe.engine.paths import RunPaths
@@ -223,7 +222,7 @@ class Runner:
         executor: LLMExecutor | None,
     ) -> None:
         while not self._stop_reason:
-            await _yield_to_waiting_writer(self.paths)
+            await _yield_to_waiting_writer(ledger)
             self._apply_commands(ledger, log)
             self._report_progress(ledger, executor)
             progressed = False
@@ -235,7 +234,7 @@ class Runner:
                     progressed |= chunk.done > 0
                     if chunk.hit_max_iterations:
                         self._note_max_iterations(log, cstep, chunk.hit_max_iterations)
-                    await _yield_to_waiting_writer(self.paths)
+                    await _yield_to_waiting_writer(ledger)
                     await asyncio.sleep(0)
             if executor is not None:
                 progressed |= await executor.pump()
@@ -345,11 +344,11 @@ class Runner:
                 self.request_stop(outcome.stop, kill=command.kind == "kill", urgent=True)
 
 
-async def _yield_to_waiting_writer(paths: RunPaths, limit_s: float = 2.0) -> None:
-    """Leave the ledger alone while another process waits to queue a command (at most
-    ``limit_s``): back-to-back local chunks would otherwise keep SQLite's write lock busy."""
+async def _yield_to_waiting_writer(ledger: RunStore, limit_s: float = 2.0) -> None:
+    """Leave the store alone while another process waits to queue a command (at most
+    ``limit_s``): back-to-back local chunks would otherwise keep it busy."""
     waited = 0.0
-    while waited < limit_s and writer_waiting(paths.root):
+    while waited < limit_s and ledger.writer_waiting():
         await asyncio.sleep(0.01)
         waited += 0.01
 

@@ -21,6 +21,7 @@ read-only, or read-write only to queue a command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,7 @@ from octopipe.store import integrity, reads
 from octopipe.store.base import guarded
 from octopipe.store.codec import Clock, dumps, get_blob, loads, put_blob, utc_now
 from octopipe.store.connection import connect, store_error
+from octopipe.store.intent import writer_intent
 from octopipe.store.lifecycle import UnitLifecycle
 from octopipe.store.records import (
     AttemptRow,
@@ -147,7 +149,14 @@ class Ledger(UnitLifecycle):
                 )
             if todo:
                 migrate(conn, clock())
-            return cls(conn, str(path), readonly=readonly, clock=clock, durable=durable)
+            return cls(
+                conn,
+                str(path),
+                readonly=readonly,
+                clock=clock,
+                durable=durable,
+                run_dir=path.parent,
+            )
         except BaseException as exc:
             if conn is not None:
                 conn.close()
@@ -418,8 +427,9 @@ class Ledger(UnitLifecycle):
 
     @guarded
     def enqueue_command(self, kind: str, args: Json | None = None) -> int:
-        """Queue a command for the live runner (the one write allowed without the lock)."""
-        with self.transaction():
+        """Queue a command for the live runner (the one write allowed without the lock),
+        holding the writer's intent while it waits for SQLite's write lock."""
+        with self._intent(), self.transaction():
             cur = self._db.execute(
                 "INSERT INTO commands(ts, kind, args_json, state) VALUES (?, ?, ?, ?)",
                 (
@@ -464,6 +474,9 @@ class Ledger(UnitLifecycle):
                 "UPDATE commands SET state = ?, applied_at = ?, result = ? WHERE id = ?",
                 (new.value, self._now(), result, command_id),
             )
+
+    def _intent(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext() if self._run_dir is None else writer_intent(self._run_dir)
 
     # --- batches (minimal: batch mode builds on these) ------------------------------------
 

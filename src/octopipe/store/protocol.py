@@ -124,6 +124,10 @@ class RunStore(RunReader, Protocol):
         """A transaction whose commit survives a power cut (batch records: money moves right
         after them)."""
 
+    def writer_waiting(self) -> bool:
+        """True while another process waits to write (a command being queued): a writer that
+        changes the store back to back should leave it alone for a moment."""
+
     # --- the run ------------------------------------------------------------------------
     def set_run_status(self, event: RunEvent, reason: str | None = None) -> RunStatus: ...
     def update_run(
