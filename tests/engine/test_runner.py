@@ -150,3 +150,23 @@ def test_executor_that_cannot_start_leaves_the_run_as_it_was(tmp_path: Path) -> 
     with pytest.raises(MissingApiKey):
         Runner(paths, executor=no_key).run()  # type: ignore[arg-type]
     assert run_status(paths).status == "pending"
+
+
+def test_the_runner_registers_itself_and_its_claims_carry_it(tmp_path: Path) -> None:
+    import os
+    import socket
+    import sqlite3
+
+    pipeline = write_pipeline(
+        tmp_path / "p",
+        "    - {name: double, scope: expression, expressions: {d: 'n * 2'}}\n",
+        ITEMS,
+    )
+    paths = make_run(pipeline, tmp_path / "runs")
+    assert Runner(paths).run().status is RunStatus.COMPLETE
+    conn = sqlite3.connect(paths.ledger)
+    runners = conn.execute("SELECT id, host, pid FROM runners").fetchall()
+    owners = conn.execute("SELECT DISTINCT claimed_by FROM unit_steps").fetchall()
+    conn.close()
+    assert [(host, pid) for _, host, pid in runners] == [(socket.gethostname(), os.getpid())]
+    assert owners == [(runners[0][0],)]

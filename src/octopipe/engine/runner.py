@@ -49,7 +49,7 @@ from octopipe.errors import (
     UnstorableValue,
     UsageError,
 )
-from octopipe.store import RunStore, open_run_store
+from octopipe.store import RunnerIdentity, RunStore, open_run_store
 from octopipe.store.lock import RunLock
 from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Success
 
@@ -195,7 +195,9 @@ class Runner:
         )
         executor = self.executor_factory(context) if self.executor_factory else None
         _reject_stale_stops(ledger)
+        # One writer: whatever is in flight now was claimed by a runner that has died.
         released = ledger.release_in_flight()
+        ledger.register_runner(RunnerIdentity.here())
         event = (
             RunEvent.REOPEN
             if info.status in (RunStatus.COMPLETE, RunStatus.FAILED)

@@ -66,6 +66,7 @@ class LedgerCore:
         self._conn: sqlite3.Connection | None = conn
         self._where = where
         self._run_dir = run_dir  # where writers leave their intent (None: in memory)
+        self._owner: int | None = None  # the registered runner the claims carry
         self._readonly = readonly
         self._durable = durable
         self._now = clock

@@ -62,7 +62,7 @@ from octopipe.store.records import (
     StepDef,
     VerifyReport,
 )
-from octopipe.store.schema import check_file, check_version, migrate
+from octopipe.store.schema import check_file, check_version, migrate, needed_by_readers
 
 PAGE = 2_000
 _VALID = UnitStepState.VALID.value
@@ -142,12 +142,13 @@ class Ledger(UnitLifecycle):
         try:
             conn = connect(path, readonly=readonly, durable=durable)
             todo = check_version(conn, str(path))
-            if todo and readonly:
+            needed = needed_by_readers(todo)
+            if needed and readonly:
                 raise StoreError(
-                    f"run ledger {path} uses an older schema (needs {', '.join(todo)}); "
+                    f"run ledger {path} uses an older schema (needs {', '.join(needed)}); "
                     "open it once read-write (for example by resuming the run) to upgrade it"
                 )
-            if todo:
+            if todo and not readonly:
                 migrate(conn, clock())
             return cls(
                 conn,

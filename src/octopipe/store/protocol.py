@@ -19,6 +19,8 @@ them on each one; see ``store/README.md``):
   ``IllegalTransition`` before anything is written;
 * history is append-only: attempts are never rewritten or dropped;
 * a unit is in at most one live batch of a step, and a unit of a live batch is never pending;
+* a claim records its owner (:meth:`RunStore.register_runner`), and releasing one owner's
+  claims leaves every other owner's;
 * every id, never a sample, in integrity answers;
 * failures are ``StoreError`` (``CorruptValue`` for a damaged stored value) naming the store.
 
@@ -55,6 +57,7 @@ from octopipe.store.records import (
     Level,
     RepairCounts,
     RunInfo,
+    RunnerIdentity,
     StepDef,
     Success,
     VerifyReport,
@@ -129,6 +132,9 @@ class RunStore(RunReader, Protocol):
         changes the store back to back should leave it alone for a moment."""
 
     # --- the run ------------------------------------------------------------------------
+    def register_runner(self, runner: RunnerIdentity) -> None:
+        """Record the runner driving the run now; the claims this store makes carry it."""
+
     def set_run_status(self, event: RunEvent, reason: str | None = None) -> RunStatus: ...
     def update_run(
         self,
@@ -187,8 +193,9 @@ class RunStore(RunReader, Protocol):
         stage: str | None = None,
         errors: list[Json] | None = None,
     ) -> UnitStepState: ...
-    def release_in_flight(self) -> int:
-        """Claimed units no live batch holds go back to pending."""
+    def release_in_flight(self, *, owner: str | None = None) -> int:
+        """Claimed units no live batch holds go back to pending: every owner's, or only
+        ``owner``'s (a runner's token)."""
 
     def release_units(self, step_idx: int, uids: Sequence[int]) -> int: ...
     def requeue_failed(

@@ -7,11 +7,15 @@ All are frozen dataclasses; JSON-shaped payloads stay plain ``dict``/``list``.
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple
 
 from octopipe.core.states import BatchState, CommandState, RunStatus, UnitStepState
+from octopipe.store.codec import utc_now
 
 Json = dict[str, Any]
 Mode = Literal["batch", "realtime"]
@@ -37,6 +41,22 @@ class RunMeta:
     max_units: int | None = None
     repeat: int | None = None
     options: Json = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunnerIdentity:
+    """A runner, as the claims it makes name it: a random ``token`` (unique across hosts and
+    restarts), where it runs and since when (for people reading the store)."""
+
+    token: str
+    host: str
+    pid: int
+    started_at: str
+
+    @classmethod
+    def here(cls) -> RunnerIdentity:
+        """This process, starting now."""
+        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid(), utc_now())
 
 
 @dataclass(frozen=True)

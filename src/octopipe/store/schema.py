@@ -161,10 +161,31 @@ CREATE TABLE commands (
 CREATE INDEX commands_pending ON commands(state, id);
 """
 
+# Claims carry an owner: the runner that made them (one row per runner start: a random token,
+# the host, the pid, when it started). With several workers on one run, releasing a dead
+# worker's claims must leave the others'. ``claimed_by`` names the runner of a unit-step's
+# last claim; it means "owned" only while the unit is in flight.
+_CLAIM_OWNERS = """
+CREATE TABLE runners (
+    id         INTEGER PRIMARY KEY,
+    token      TEXT NOT NULL UNIQUE,
+    host       TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    started_at TEXT NOT NULL
+);
+ALTER TABLE unit_steps ADD COLUMN claimed_by INTEGER REFERENCES runners(id);
+"""
+
 # Append only. The name is what a store records; never rename or reorder a released entry.
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_initial", _INITIAL),
+    ("0002_claim_owners", _CLAIM_OWNERS),
 ]
+
+# Migrations only a writer uses (readers never read what they add): a reader may open a
+# ledger still lacking them, so runs made before them stay readable by `status`, `verify`
+# and the rest until a writer opens them and applies them.
+WRITERS_ONLY: frozenset[str] = frozenset({"0002_claim_owners"})
 
 _BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS migrations (
@@ -249,6 +270,11 @@ def check_version(conn: sqlite3.Connection, where: str, *, fresh: bool = False) 
             f"{where} has an inconsistent migration history {applied}; expected a prefix of {known}"
         )
     return known[len(applied) :]
+
+
+def needed_by_readers(todo: list[str]) -> list[str]:
+    """The migrations of ``todo`` without which a read-only open cannot proceed."""
+    return [name for name in todo if name not in WRITERS_ONLY]
 
 
 def migrate(conn: sqlite3.Connection, now: str, *, fresh: bool = False) -> list[str]:
