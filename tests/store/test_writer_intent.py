@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ledger_builders import WALK_CLASSIFY_JUDGE, run_meta
 
+from octopipe.core.commands import Pause
 from octopipe.store import memory_run_store, open_run_store
 from octopipe.store.intent import writer_intent, writer_waiting
 from octopipe.store.ledger import Ledger
@@ -34,7 +35,7 @@ def test_queueing_a_command_signals_the_runner_while_it_waits_for_the_write_lock
     try:
         assert not runner.writer_waiting()
         with runner.transaction():  # the runner holds SQLite's write lock
-            thread = threading.Thread(target=lambda: queued.append(cli.enqueue_command("pause")))
+            thread = threading.Thread(target=lambda: queued.append(cli.enqueue_command(Pause())))
             thread.start()
             deadline = time.monotonic() + 5
             while not runner.writer_waiting() and time.monotonic() < deadline:
@@ -52,6 +53,6 @@ def test_queueing_a_command_signals_the_runner_while_it_waits_for_the_write_lock
 
 def test_a_store_in_memory_never_has_a_writer_waiting() -> None:
     store = memory_run_store(run_meta(), WALK_CLASSIFY_JUDGE)
-    store.enqueue_command("pause")
+    store.enqueue_command(Pause())
     assert not store.writer_waiting()
     store.close()

@@ -17,6 +17,7 @@ import click
 from octopipe.cli.options import runs_dir_option
 from octopipe.cli.output import console, print_json
 from octopipe.cli.status_cmds import cost_text
+from octopipe.engine.commands import Command, Kill, Pause, Rename, Repair, Retry
 from octopipe.engine.control import change_run_detailed
 from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
 from octopipe.engine.queries import (
@@ -104,8 +105,8 @@ def _echo_table(headers: list[str], rows: list[list[str]], left: int = 1) -> Non
         click.echo("  ".join(cells).rstrip())
 
 
-def _change(paths: RunPaths, kind: str, args: dict[str, Any], wait_s: float, as_json: bool) -> int:
-    outcome = change_run_detailed(paths, kind, args, wait_s=wait_s)
+def _change(paths: RunPaths, command: Command, wait_s: float, as_json: bool) -> int:
+    outcome = change_run_detailed(paths, command, wait_s=wait_s)
     if as_json:
         print_json({"run": paths.name, **outcome.to_dict()})
     else:
@@ -282,7 +283,7 @@ def repair(run: str, runs_dir: Path | None, wait_s: float, as_json: bool) -> int
     The units become pending at that step; resume the run (`octopipe run RUN`) to process
     them. With a live runner, the repair is queued and applied by it.
     """
-    return _change(_paths(run, runs_dir), "repair", {}, wait_s, as_json)
+    return _change(_paths(run, runs_dir), Repair(), wait_s, as_json)
 
 
 @click.command()
@@ -318,14 +319,12 @@ def retry(
     stays in the ledger. Resume the run (`octopipe run RUN`) to process them.
     """
     paths = _paths(run, runs_dir)
-    args: dict[str, Any] = {}
-    if step_name is not None:
-        args["step_idx"] = step_index_of(paths, step_name)
-    if stage is not None:
-        args["stage"] = stage
-    if unit_ids:
-        args["unit_ids"] = list(dict.fromkeys(unit_ids))
-    return _change(paths, "retry", args, wait_s, as_json)
+    command = Retry(
+        step_idx=None if step_name is None else step_index_of(paths, step_name),
+        stage=stage,
+        unit_ids=tuple(dict.fromkeys(unit_ids)) or None,
+    )
+    return _change(paths, command, wait_s, as_json)
 
 
 # --- revalidate -------------------------------------------------------------------------------
@@ -458,8 +457,7 @@ def export(
 def pause(run: str, runs_dir: Path | None, reason: str | None, wait_s: float, as_json: bool) -> int:
     """Pause a run: its runner finishes the current pass, returns in-flight units to pending
     and exits. `octopipe run RUN` resumes it."""
-    args = {"reason": reason} if reason else {}
-    return _change(_paths(run, runs_dir), "pause", args, wait_s, as_json)
+    return _change(_paths(run, runs_dir), Pause(reason or None), wait_s, as_json)
 
 
 @click.command()
@@ -474,7 +472,7 @@ def kill(run: str, runs_dir: Path | None, yes: bool, wait_s: float, as_json: boo
     paths = _paths(run, runs_dir)
     if not yes:
         click.confirm(f"kill run {paths.name!r}? It cannot be resumed afterwards", abort=True)
-    return _change(paths, "kill", {}, wait_s, as_json)
+    return _change(paths, Kill(), wait_s, as_json)
 
 
 @click.command()
@@ -485,7 +483,7 @@ def kill(run: str, runs_dir: Path | None, yes: bool, wait_s: float, as_json: boo
 @json_option
 def rename(run: str, display_name: str, runs_dir: Path | None, wait_s: float, as_json: bool) -> int:
     """Give a run a new display name (its folder and RUN name stay the same)."""
-    return _change(_paths(run, runs_dir), "rename", {"display_name": display_name}, wait_s, as_json)
+    return _change(_paths(run, runs_dir), Rename(display_name), wait_s, as_json)
 
 
 # --- archive / unarchive --------------------------------------------------------------------

@@ -338,12 +338,13 @@ class Runner:
         self.progress(self._tracker.update(steps, spent, summary() if summary else None))
 
     def _apply_commands(self, ledger: RunStore, log: RunLog) -> None:
-        for command in ledger.pending_commands():
-            outcome = commands.apply(ledger, command.kind, command.args)
-            ledger.mark_command(command.id, outcome.event, outcome.message)
-            log.write("COMMAND", f"{command.kind}: {outcome.message}")
+        for row in ledger.pending_commands():
+            outcome = commands.apply_queued(ledger, row)
+            ledger.mark_command(row.id, outcome.event, outcome.message)
+            log.write("COMMAND", f"{row.kind}: {outcome.message}")
             if outcome.stop is not None:
-                self.request_stop(outcome.stop, kill=command.kind == "kill", urgent=True)
+                kill = isinstance(row.command, commands.Kill)
+                self.request_stop(outcome.stop, kill=kill, urgent=True)
 
 
 async def _yield_to_waiting_writer(ledger: RunStore, limit_s: float = 2.0) -> None:
@@ -489,10 +490,10 @@ def _local_attempt(result: StepResult) -> AttemptRecord | None:
 
 def _reject_stale_stops(ledger: RunStore) -> None:
     """A pause or kill still queued when a runner starts was meant for one that has exited."""
-    for command in ledger.pending_commands():
-        if command.kind in ("pause", "kill"):
+    for row in ledger.pending_commands():
+        if isinstance(row.command, commands.STOPPING):
             ledger.mark_command(
-                command.id, CommandEvent.REJECT, "queued for a runner that had already exited"
+                row.id, CommandEvent.REJECT, "queued for a runner that had already exited"
             )
 
 

@@ -27,6 +27,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from octopipe.core.commands import Command, decode, encode
 from octopipe.core.states import (
     BatchEvent,
     BatchState,
@@ -39,7 +40,7 @@ from octopipe.core.states import (
     advance,
     sources,
 )
-from octopipe.errors import StoreError
+from octopipe.errors import CommandError, CorruptValue, StoreError
 from octopipe.store import batches as batch_sql
 from octopipe.store import integrity, reads
 from octopipe.store.base import guarded
@@ -427,16 +428,18 @@ class Ledger(UnitLifecycle):
         return {int(step): int(units) for step, units in rows if step is not None}
 
     @guarded
-    def enqueue_command(self, kind: str, args: Json | None = None) -> int:
+    def enqueue_command(self, command: Command) -> int:
         """Queue a command for the live runner (the one write allowed without the lock),
-        holding the writer's intent while it waits for SQLite's write lock."""
+        holding the writer's intent while it waits for SQLite's write lock. Stored as
+        ``core.commands.encode`` gives it."""
+        kind, args = encode(command)
         with self._intent(), self.transaction():
             cur = self._db.execute(
                 "INSERT INTO commands(ts, kind, args_json, state) VALUES (?, ?, ?, ?)",
                 (
                     self._now(),
                     kind,
-                    dumps(args or {}, what=f"command {kind}"),
+                    dumps(args, what=f"command {kind}"),
                     CommandState.PENDING.value,
                 ),
             )
@@ -445,16 +448,10 @@ class Ledger(UnitLifecycle):
 
     @guarded
     def pending_commands(self) -> list[CommandRow]:
+        """Queued commands, oldest first, read back through ``core.commands.decode``; a row
+        that is not a command any more comes back with ``command=None`` and the ``problem``."""
         return [
-            CommandRow(
-                i,
-                ts,
-                kind,
-                loads(args, what=f"the arguments of command {i}"),
-                CommandState(state),
-                applied_at,
-                result,
-            )
+            _command_row(i, ts, kind, args, CommandState(state), applied_at, result)
             for i, ts, kind, args, state, applied_at, result in self._db.execute(
                 """SELECT id, ts, kind, args_json, state, applied_at, result FROM commands
                    WHERE state = ? ORDER BY id""",
@@ -558,6 +555,22 @@ class Ledger(UnitLifecycle):
     @guarded
     def batch_units(self, local_id: str) -> list[int]:
         return batch_sql.units_of(self._db, local_id)
+
+
+def _command_row(
+    command_id: int,
+    ts: str,
+    kind: str,
+    args: str,
+    state: CommandState,
+    applied_at: str | None,
+    result: str | None,
+) -> CommandRow:
+    try:
+        command = decode(kind, loads(args, what=f"the argument list of command {command_id}"))
+    except (CommandError, CorruptValue) as exc:
+        return CommandRow(command_id, ts, kind, None, exc.message, state, applied_at, result)
+    return CommandRow(command_id, ts, kind, command, None, state, applied_at, result)
 
 
 def _initialise(

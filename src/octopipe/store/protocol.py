@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, Self
 
+from octopipe.core.commands import Command
 from octopipe.core.states import (
     BatchEvent,
     BatchState,
@@ -110,7 +111,8 @@ class RunReader(Protocol):
     def recent_events(self, limit: int = 10) -> list[EventRow]: ...
     def max_iteration_hits(self) -> dict[int, int]: ...
     def pending_commands(self) -> list[CommandRow]:
-        """Queued commands, oldest first."""
+        """Queued commands, oldest first; one stored unreadably comes back with
+        ``command=None`` and the ``problem``, never as an exception."""
 
     def batches(self, *states: BatchState, step_idx: int | None = None) -> list[BatchRow]: ...
     def batch_units(self, local_id: str) -> list[int]: ...
@@ -209,7 +211,7 @@ class RunStore(RunReader, Protocol):
     ) -> int: ...
 
     # --- commands -----------------------------------------------------------------------
-    def enqueue_command(self, kind: str, args: Json | None = None) -> int:
+    def enqueue_command(self, command: Command) -> int:
         """Queue a command for the live runner (the one write allowed without the lock)."""
 
     def mark_command(

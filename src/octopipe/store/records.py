@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple
 
+from octopipe.core.commands import Command
 from octopipe.core.states import BatchState, CommandState, RunStatus, UnitStepState
 from octopipe.store.codec import utc_now
 
@@ -295,10 +296,15 @@ class EventRow:
 
 @dataclass(frozen=True)
 class CommandRow:
+    """A queued command as stored. ``command`` is ``None`` when the stored row cannot be read
+    back as one (an unknown kind, damaged arguments): ``problem`` says why, and the runner
+    rejects it with that reason instead of stopping."""
+
     id: int
     ts: str
     kind: str
-    args: Json
+    command: Command | None
+    problem: str | None
     state: CommandState
     applied_at: str | None
     result: str | None
