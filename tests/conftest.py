@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-EXAMPLE_NAMES = ("random_walk", "card_game", "persona_panel")
+DEMOS = ROOT.parent / "shared" / "octobatch-demos"
+"""Octobatch's three demos, used by path (CI's checkout has ``../shared`` beside it)."""
+DEMO_NAMES = ("Blackjack", "DrunkenSailor", "NPCDialog")
+
+
+def demo(name: str) -> Path:
+    """A demo folder by path. Without ``../shared/octobatch-demos`` the test is skipped on a
+    developer's machine and fails loudly in CI (``CI=true``): CI must never skip them."""
+    folder = DEMOS / name
+    if not (folder / "config.yaml").is_file():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI needs Octobatch's demos at {DEMOS} (../shared beside the checkout)")
+        pytest.skip(f"Octobatch's demos are not at {DEMOS}")
+    return folder
+
+
+EXAMPLE_NAMES = ("random_walk", "card_game", "persona_panel", "dice_league")
 
 
 @pytest.fixture

@@ -100,6 +100,21 @@ class AnswerHookError(UsageError):
     fails to import, or defines no ``answer(request)`` function)."""
 
 
+class AnalysisArgsError(UsageError):
+    """The built-in analysis (Octobatch's ``analyze_results.py`` options) was given arguments
+    it cannot use; the message says which, as the script would."""
+
+
+class AnalysisEmpty(OctopipeError):
+    """The built-in analysis found nothing to analyse (no records, or none with both the
+    group and the field); Octobatch's script exits 1 with the same message."""
+
+
+class PostProcessError(OctopipeError):
+    """A post-processing step or run-scope step cannot be run as configured (a glob or an
+    output path that leaves the run folder, a script that is missing from the snapshot)."""
+
+
 # --- unit-level failures raised inside the core ------------------------------------------------
 
 

@@ -88,6 +88,21 @@ def test_engine_uses_the_store_only_through_its_interface() -> None:
     assert bad == []
 
 
+def test_nothing_outside_the_store_reaches_the_sqlite_ledger() -> None:
+    """``Ledger`` is the store's implementation: every other package opens a run's store with
+    ``open_run_store`` / ``create_run_store`` and types it as ``RunReader`` / ``RunStore``."""
+    bad = sorted(
+        f"{path.relative_to(SRC)} imports Ledger from {node.module}"
+        for path in SRC.rglob("*.py")
+        if path.parent.name != "store"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith("octopipe.store")
+        and any(alias.name == "Ledger" for alias in node.names)
+    )
+    assert bad == []
+
+
 def test_core_does_no_network_or_processes() -> None:
     bad = {
         f"{path.relative_to(SRC)} imports {name}"

@@ -87,11 +87,13 @@ def test_scripts_the_config_names_are_listed_with_their_key(tmp_path: Path) -> N
         "scripts/finish.sh",
         "script",
         "pipeline.steps[0].script",
-        "not run: this version of octopipe runs no run-scope step scripts",
+        "runs only with `--allow-scripts` (or `--allow-script finish`) on run/post: "
+        "python scripts/finish.sh --run-dir RUN_DIR --step-name finish "
+        "--config RUN_DIR/config/config.yaml",
     )
     analysis = files["scripts/analyze_results.py"]
     assert (analysis.kind, analysis.named_by) == ("script", "post_process[0].script")
-    assert analysis.runs.startswith("never run")
+    assert analysis.runs.startswith("built-in: octopipe's own analysis runs instead")
     hook = files["emulator_answers.py"]
     assert hook.kind == "python"
     assert f"--answers {folder.resolve() / 'emulator_answers.py'}" in hook.runs

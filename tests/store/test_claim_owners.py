@@ -1,6 +1,6 @@
 """Claims carry an owner: the runner that made them. Releasing one owner's claims leaves every
 other owner's, so a store shared by several workers can give back a dead worker's units only.
-Migration ``0002_claim_owners`` brings older ledgers along."""
+Migration ``0004_claim_owners`` brings older ledgers along."""
 
 from __future__ import annotations
 
@@ -92,9 +92,11 @@ def test_this_process_has_a_fresh_identity_each_time() -> None:
 
 
 def old_ledger(path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A ledger written before claims had owners (only ``0001_initial``), two units claimed."""
+    """A ledger written before claims had owners (every migration up to
+    ``0003_attempts_by_step``), two units claimed."""
+    before = [name for name, _ in schema.MIGRATIONS].index("0004_claim_owners")
     with monkeypatch.context() as patch:
-        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:before])
         with Ledger.create(path, run_meta(), WALK_CLASSIFY_JUDGE) as ledger:
             ledger.add_units(units(3))
     conn = sqlite3.connect(path, isolation_level=None)  # what that octopipe's runner left
@@ -123,4 +125,9 @@ def test_an_older_ledger_stays_readable_and_gains_owners_when_a_writer_opens_it(
     conn = sqlite3.connect(path)
     names = [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY seq")]
     conn.close()
-    assert names == ["0001_initial", "0002_claim_owners"]
+    assert names == [
+        "0001_initial",
+        "0002_post_runs",
+        "0003_attempts_by_step",
+        "0004_claim_owners",
+    ]

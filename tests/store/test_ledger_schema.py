@@ -89,10 +89,11 @@ def test_opening_an_older_store_applies_the_new_migration(
 def test_a_store_from_a_newer_octopipe_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     path = make_store(tmp_path / "ledger.db")
     conn = sqlite3.connect(path)
-    future = len(schema.MIGRATIONS) + 1  # one past this octopipe's migrations
+    future = len(schema.MIGRATIONS) + 1
     conn.execute(
         "INSERT INTO migrations(seq, name, applied_at, octopipe) "
-        f"VALUES ({future}, '0099_from_the_future', 'now', '9.0.0')"
+        "VALUES (?, '0099_from_the_future', 'now', '9.0.0')",
+        (future,),
     )
     conn.execute("UPDATE meta SET value = 'octopipe 9.0.0' WHERE key = 'last_writer'")
     conn.execute(f"PRAGMA user_version = {future}")

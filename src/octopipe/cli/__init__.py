@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "unarchive",
         )
     },
+    "post": ("post_cmd", "post"),
+    "analyze": ("post_cmd", "analyze"),
+    "report": ("report_cmds", "report"),
+    "compare": ("report_cmds", "compare"),
     "logs": ("logs_cmd", "logs"),
     "watch": ("logs_cmd", "watch"),
     "models": ("models_cmd", "models"),

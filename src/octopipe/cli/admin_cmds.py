@@ -16,7 +16,7 @@ import click
 
 from octopipe.cli.options import runs_dir_option
 from octopipe.cli.output import console, print_json
-from octopipe.cli.status_cmds import cost_text
+from octopipe.cli.status_cmds import cost_text, print_post_states
 from octopipe.engine.commands import Command, Kill, Pause, Rename, Repair, Retry
 from octopipe.engine.control import change_run_detailed
 from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
@@ -180,6 +180,7 @@ def info(run: str, runs_dir: Path | None, as_json: bool) -> int:
             click.echo(f"  {step_name}: " + ", ".join(f"{k} {v}" for k, v in states.items()))
     else:
         click.echo("batches    none")
+    print_post_states(view.name, view.post)
     click.echo(f"last {len(details.events)} event(s)")
     for event in details.events:
         click.echo(f"  {event['ts']} {event['level']:<7} [{event['tag']}] {event['message']}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -22,10 +23,10 @@ from octopipe.cli.options import (
 )
 from octopipe.cli.output import console, print_json
 from octopipe.cli.progress_view import ProgressView
-from octopipe.cli.status_cmds import _print_status
+from octopipe.cli.status_cmds import _print_status, print_post_report
 from octopipe.core.amounts import format_usd
 from octopipe.core.checker import check_pipeline
-from octopipe.core.config import CONFIG_NAMES, load_pipeline
+from octopipe.core.config import CONFIG_NAMES, Pipeline, load_pipeline
 from octopipe.core.config_models import MAX_POLL_INTERVAL_S
 from octopipe.core.costs import Mode
 from octopipe.core.pipeline_code import CodeListing, folder_code
@@ -36,6 +37,7 @@ from octopipe.engine.create import CreatedRun, RunOptions, create_run
 from octopipe.engine.estimate import estimate_pipeline
 from octopipe.engine.fingerprint import verify_snapshot
 from octopipe.engine.paths import RunPaths, resolve_run
+from octopipe.engine.postprocess import NO_SCRIPTS, ScriptPermission, check_permission, plan
 from octopipe.engine.preflight import check_base_url, check_provider_settings
 from octopipe.engine.providers_setup import (
     check_answer_hook,
@@ -200,6 +202,25 @@ def init(
     help="With --provider fake: resume a run started with --answers on the emulator's "
     "schema-shaped answers instead, running none of that file.",
 )
+@click.option(
+    "--allow-scripts",
+    is_flag=True,
+    help="Run the pipeline folder's own post-process and run-scope scripts when the run "
+    "completes (they run as you, with secrets scrubbed from their environment). Without it "
+    "they are skipped and listed with the command that would run them.",
+)
+@click.option(
+    "--allow-script",
+    "allow_script",
+    multiple=True,
+    metavar="NAME",
+    help="Allow one folder script: its post_process name, its path or its step name (repeatable).",
+)
+@click.option(
+    "--skip-scripts",
+    is_flag=True,
+    help="Resume a run started with --allow-scripts/--allow-script without running them.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the run log.")
 @click.option(
@@ -232,6 +253,9 @@ def run(
     yes: bool,
     quiet: bool,
     accept_snapshot: bool = False,
+    allow_scripts: bool = False,
+    allow_script: tuple[str, ...] = (),
+    skip_scripts: bool = False,
 ) -> int:
     """Drive a run to completion in the foreground.
 
@@ -243,9 +267,14 @@ def run(
     within 24 h); `--realtime` (the default for a new run) calls them directly. On an existing
     run either flag switches its mode: batches already submitted are still collected.
 
-    No code from the pipeline folder runs: an emulator answer hook runs only when named with
-    `--answers FILE`, and a run started with one asks for it again on every resume (or
-    `--generic-answers`).
+    When the run completes, its post-processing runs (`octopipe post` runs it again): the
+    built-in analysis, gzip and unit extraction always; the folder's own scripts only with
+    `--allow-scripts` or `--allow-script NAME`.
+
+    No code from the pipeline folder runs unless you name it: an emulator answer hook runs only
+    when named with `--answers FILE`, folder scripts only with `--allow-scripts`, and a run
+    started with either asks for it again on every resume (or `--generic-answers`,
+    `--skip-scripts`).
     """
     # Bad input is refused before any run exists or changes.
     timeout_s = parse_timeout(timeout) if timeout is not None else None
@@ -254,15 +283,24 @@ def run(
     answers = answers.resolve() if answers is not None else None
     hook: AnswerFn | None = None
     base = _runs_dir(runs_dir)
+    allow = ScriptPermission(allow_scripts, tuple(allow_script))
+    if allow.given and skip_scripts:
+        raise UsageError("--skip-scripts and --allow-scripts/--allow-script exclude each other")
     if _is_pipeline(Path(target)):
         _check_answer_flags(provider, answers, generic_answers)
         hook = _load_hook(answers)  # a broken file is refused before the run exists
+        check_permission(load_pipeline(Path(target)), allow)
         mode = mode or "realtime"
         settings = Settings(provider, model, base_url, max_cost)
-        _confirm_estimate(Path(target), mode, settings, max_units, repeat, yes, answers)  # type: ignore[arg-type]
+        _confirm_estimate(Path(target), mode, settings, max_units, repeat, yes, answers, allow)  # type: ignore[arg-type]
         init = _options(run_name, provider, model, max_units, repeat, mode)
+        extra: dict[str, object] = {}
         if base_url is not None:
-            init = replace(init, extra={"base_url": base_url})
+            extra["base_url"] = base_url
+        if allow.given:
+            extra["scripts"] = allow.to_option()
+        if extra:
+            init = replace(init, extra=extra)
         created = create_run(Path(target), base, init)
         _print_created(created)
         paths = created.paths
@@ -271,7 +309,9 @@ def run(
         if not accept_snapshot:
             verify_snapshot(paths)  # before the snapshot is read (provider settings, hooks)
         _check_resume(paths, run_info(paths), mode, Settings(provider, model, base_url, max_cost))
+        check_permission(load_pipeline(paths.config_dir), allow)
     stored = run_info(paths)
+    allow = _settle_scripts(paths, stored, allow, skip_scripts)
     if hook is None and answers is not None:
         _check_answer_flags(provider or stored.provider, answers, generic_answers)
         hook = _load_hook(answers)
@@ -297,8 +337,9 @@ def run(
             "--runs-dir": runs_dir,
             "--answers": answers,
         }
-        # a --generic-answers choice is recorded on the run, so it needs no flag here
-        return _detach(paths, flags, ["--accept-edited-snapshot"] if accept_snapshot else [])
+        # a --generic-answers or --skip-scripts choice is recorded on the run: no flag needed
+        switches = ["--accept-edited-snapshot"] if accept_snapshot else []
+        return _detach(paths, flags, switches + allow.flags())
     fake = split_fake(provider or stored.provider)[0] == "fake"
     batch = BatchOptions(poll_interval_s=poll_interval or (1.0 if fake else None))
     options = RealtimeOptions(
@@ -326,8 +367,9 @@ def run(
             executor=factory,
             progress=None if quiet else progress_view,
             accept_snapshot=accept_snapshot,
+            post=allow,
         ).run()
-    return _report_end(paths, outcome, answers)
+    return _report_end(paths, outcome, answers, allow)
 
 
 def _check_answer_flags(provider: str | None, answers: Path | None, generic: bool) -> None:
@@ -382,6 +424,35 @@ def _settle_answers(
         )
 
 
+def _settle_scripts(
+    paths: RunPaths, stored: RunInfo, allow: ScriptPermission, skip: bool
+) -> ScriptPermission:
+    """The folder scripts that may run from now on, recorded on the run. As with
+    ``--answers``: a run started with scripts allowed is never resumed without them
+    unnoticed; without the flag again it is refused, unless ``--skip-scripts`` says so."""
+    before = ScriptPermission.from_option(stored.options.get("scripts"))
+    if allow.given:
+        if allow.to_option() != before.to_option():
+            update_settings(paths, options={"scripts": allow.to_option()})
+        shown = "all of them" if allow.everything else ", ".join(allow.names)
+        console.print(
+            f"the folder's own scripts you allowed run after the run completes: {shown}",
+            markup=False,
+        )
+        return allow
+    if before.given and not skip:
+        flags = " ".join(shlex.quote(f) for f in before.flags())
+        raise UsageError(
+            f"run {paths.name!r} was started with {flags}: resume it with `octopipe run "
+            f"{paths.name} {flags}` to run the folder's scripts again, or with --skip-scripts "
+            "to run none of them"
+        )
+    if before.given:
+        update_settings(paths, options={"scripts": None})
+        console.print("the folder's own scripts no longer run for this run", markup=False)
+    return NO_SCRIPTS
+
+
 @dataclass(frozen=True)
 class Settings:
     """Provider settings given on the command line (``None``: not given)."""
@@ -431,19 +502,24 @@ def _settle_settings(
     return mode or stored.mode, max_cost
 
 
-def _report_end(paths: RunPaths, outcome: RunOutcome, answers: Path | None) -> int:
-    """The run's status, where its outputs are, why it paused (and how to resume: with the
-    same ``--answers``); the exit code."""
+def _report_end(
+    paths: RunPaths, outcome: RunOutcome, answers: Path | None, allow: ScriptPermission
+) -> int:
+    """The run's status, its post-processing, where its outputs are, why it paused (and how
+    to resume: with the same ``--answers`` and scripts); the exit code."""
     view = run_status(paths)
-    _print_status(view)
+    _print_status(view, post=False)
+    if outcome.post is not None and outcome.post.actions:
+        print_post_report(paths, outcome.post)
     exported = sorted(p.name for p in paths.outputs.glob("*") if not p.name.startswith("."))
     if exported:
         console.print(f"outputs in {paths.outputs}: {', '.join(exported)}", markup=False)
     if view.status == "paused":
+        again = (f" --answers {answers}" if answers is not None else "") + "".join(
+            f" {shlex.quote(f)}" for f in allow.flags()
+        )
         console.print(
-            f"paused: {view.reason}; resume with `octopipe run {paths.name}"
-            + (f" --answers {answers}`" if answers is not None else "`"),
-            markup=False,
+            f"paused: {view.reason}; resume with `octopipe run {paths.name}{again}`", markup=False
         )
     if outcome.exit_code:
         return outcome.exit_code
@@ -502,6 +578,7 @@ def _confirm_estimate(
     repeat: int | None,
     yes: bool,
     answers: Path | None,
+    allow: ScriptPermission = NO_SCRIPTS,
 ) -> None:
     """Check the settings, print units, calls, tokens and cost before anything is created or
     spent; ask unless --yes."""
@@ -515,6 +592,7 @@ def _confirm_estimate(
     for line in estimate.lines():
         console.print(line, markup=False)
     _print_carried_code(folder, folder_code(folder, pipeline), answers, fake=name == "fake")
+    _print_scripts(pipeline, allow)
     for load in estimate.estimate.per_step:
         if mode == "batch" and load.provider not in BATCH_PROVIDERS:
             raise UsageError(
@@ -561,6 +639,23 @@ def _print_carried_code(
         console.print(
             f"the emulator gives schema-shaped answers; to answer with the folder's {HOOK_NAME} "
             f"instead, add --answers {folder / HOOK_NAME} (its code then runs)",
+            markup=False,
+        )
+
+
+def _print_scripts(pipeline: Pipeline, allow: ScriptPermission) -> None:
+    """Which of the folder's scripts will run when the run completes, and which will not."""
+    scripts = [a for a in plan(pipeline) if a.kind in ("script", "run_script")]
+    if not scripts:
+        return
+    allowed = [a.name for a in scripts if allow.allows(a)]
+    skipped = [a.name for a in scripts if not allow.allows(a)]
+    if allowed:
+        console.print(f"folder scripts that will run (allowed): {', '.join(allowed)}", markup=False)
+    if skipped:
+        console.print(
+            f"folder scripts that will be skipped: {', '.join(skipped)} (--allow-scripts runs "
+            "them)",
             markup=False,
         )
 

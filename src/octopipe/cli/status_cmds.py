@@ -9,6 +9,7 @@ known (a model without a price) says ``unknown`` instead of a number.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -16,9 +17,12 @@ from rich.table import Table
 from octopipe.cli.options import runs_dir_option, runs_dir_or_default
 from octopipe.cli.output import console, err_console, print_json
 from octopipe.core.amounts import format_usd
-from octopipe.engine.paths import resolve_run
+from octopipe.engine.paths import RunPaths, resolve_run
 from octopipe.engine.queries import RunStatusView, list_runs, run_status
 from octopipe.errors import EXIT_FAILURE, EXIT_OK
+
+if TYPE_CHECKING:
+    from octopipe.engine.postprocess import PostReport
 
 
 def cost_text(known_usd: float, unknown_calls: int) -> str:
@@ -44,7 +48,7 @@ def status(run_name: str, runs_dir: Path | None, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _print_status(view: RunStatusView) -> None:
+def _print_status(view: RunStatusView, *, post: bool = True) -> None:
     live = f"runner pid {view.runner_pid}" if view.live else "no runner"
     reason = f" ({view.reason})" if view.reason else ""
     console.print(
@@ -81,6 +85,42 @@ def _print_status(view: RunStatusView) -> None:
         markup=False,
     )
     _print_batches(view)
+    if post:
+        print_post_states(view.name, view.post)
+
+
+def print_post_states(run: str, states: list[dict[str, Any]]) -> None:
+    """The run's post-processing as the ledger last recorded it: each action, its state,
+    its output (relative to the run folder) or why not, and whether it is stale."""
+    if not states:
+        return
+    console.print("post-processing:", markup=False)
+    width = max(len(s["name"]) for s in states)
+    for s in states:
+        state = s["state"]
+        if s["stale"]:
+            state += f" (stale: the results changed since; `octopipe post {run}` re-runs it)"
+        where = s["output"] if s["state"] in ("ok", "failed") and s["output"] else ""
+        detail = s["detail"] if s["state"] != "ok" or not where else ""
+        text = "  ".join(x for x in (where, detail or "") if x)
+        console.print(f"  {s['name']:<{width}}  {s['kind']:<10}  {state}  {text}", markup=False)
+
+
+def print_post_report(paths: RunPaths, report: PostReport) -> None:
+    """What post-processing did at the end of a run (or ``octopipe post``)."""
+    counts = ", ".join(
+        f"{n} {word}"
+        for word in ("ok", "failed", "skipped", "interrupted")
+        if (n := report.count(word))
+    )
+    console.print(f"post-processing: {counts}", markup=False)
+    width = max(len(a.action.name) for a in report.actions)
+    for a in report.actions:
+        written = a.output and a.outcome in ("ok", "failed") and (paths.root / a.output).exists()
+        where = f"{paths.root / a.output}" if written and a.output else ""
+        detail = a.detail if a.outcome != "ok" or not where else ""
+        text = "  ".join(x for x in (where, detail or "") if x)
+        console.print(f"  {a.action.name:<{width}}  {a.outcome:<8}  {text}", markup=False)
 
 
 OPEN_BATCHES_SHOWN = 20

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from octopipe.core.analysis import CUSTOM_STAT_NAMES, parse_analysis_args
 from octopipe.core.config_models import (
     STEP_SCOPES,
     ExpressionStep,
@@ -34,14 +35,22 @@ from octopipe.core.config_models import (
     ValidationSpec,
 )
 from octopipe.core.containment import Escape, escapes_in, real_root, resolve_inside
+from octopipe.core.expressions import compile_expression
 from octopipe.core.limits import check_file_size
 from octopipe.core.schema_refs import SchemaProblems, load_schema
+from octopipe.core.scripts import (
+    ScriptRef,
+    escapes,
+    glob_problem,
+    missing_script_hint,
+    output_problem,
+    resolve_script,
+)
 from octopipe.core.yamlpos import Positions, format_path, load_yaml_with_positions
-from octopipe.errors import ConfigError, ConfigProblem
+from octopipe.errors import AnalysisArgsError, ConfigError, ConfigProblem, ExpressionError
 
 CONFIG_NAMES = ("config.yaml", "config.yml")
 KNOWN_PROVIDERS = ("openai", "anthropic", "gemini", "openai-compatible", "fake")
-BUILTIN_ANALYSIS_SCRIPT = "analyze_results.py"
 _STEP_MODELS: dict[str, type[BaseModel]] = {
     "chunk": LLMStep,
     "expression": ExpressionStep,
@@ -432,20 +441,115 @@ class _LinkChecker:
                 )
 
     def _check_scripts(self) -> None:
+        """Scripts resolve by Octobatch's conventions (``core/scripts.py``); the built-in
+        analysis gets arguments it can use; output paths stay inside the run folder."""
         for i, post in enumerate(self.config.post_process):
-            if post.type == "script" and post.script:
-                if Path(post.script).name == BUILTIN_ANALYSIS_SCRIPT:
-                    continue  # Octobatch's analysis script: octopipe runs its built-in analysis
-                self.inside(post.script, ("post_process", i, "script"), "script")
+            base: tuple[str | int, ...] = ("post_process", i)
+            if post.output is not None and escapes(post.output):
+                self.problem(
+                    (*base, "output"),
+                    f"output {post.output!r} leaves the run's outputs folder (absolute or '..')",
+                )
+            if post.type == "gzip":
+                for j, pattern in enumerate(post.files):
+                    problem = glob_problem(pattern)
+                    if problem:
+                        self.problem((*base, "files", j), f"gzip pattern {pattern!r} {problem}")
+                continue
+            if not post.script:
+                continue
+            ref = resolve_script(self.root, post.script)
+            if ref.kind == "analysis":
+                self._check_analysis_args(post.args, base)
+            else:
+                self._check_folder_script(ref, (*base, "script"), run_step=False)
         for i, step in enumerate(self.config.pipeline.steps):
             if isinstance(step, RunStep):
-                if step.script:
-                    self.inside(step.script, ("pipeline", "steps", i, "script"), "script")
-                elif not step.content_expression:
-                    self.problem(
-                        ("pipeline", "steps", i),
-                        f"run step {step.name!r} needs 'script' or 'content_expression'",
-                    )
+                self._check_run_step(i, step)
+
+    def _check_analysis_args(self, args: list[str], base: tuple[str | int, ...]) -> None:
+        try:
+            spec = parse_analysis_args(args)
+        except AnalysisArgsError as exc:
+            self.problem((*base, "args"), exc.message)
+            return
+        if spec.output is not None and escapes(spec.output):
+            self.problem(
+                (*base, "args"),
+                f"--output {spec.output!r} leaves the run's outputs folder (absolute or '..')",
+            )
+        for stat in spec.custom_stats:
+            if stat.problem:
+                self.problem((*base, "args"), f"--custom-stat {stat.name}: {stat.problem}")
+            elif stat.expression is not None and stat.expression.names - CUSTOM_STAT_NAMES:
+                unknown = ", ".join(map(repr, sorted(stat.expression.names - CUSTOM_STAT_NAMES)))
+                self.problem(
+                    (*base, "args"),
+                    f"--custom-stat {stat.name} reads {unknown}; a custom stat sees "
+                    f"{', '.join(sorted(CUSTOM_STAT_NAMES))}",
+                )
+        for note in spec.notes:
+            self.problem((*base, "args"), note.removeprefix("Warning: "), level="warning")
+
+    def _check_folder_script(
+        self, ref: ScriptRef, path: tuple[str | int, ...], *, run_step: bool
+    ) -> None:
+        if ref.relative is None:
+            self.problem(path, f"script {ref.written!r} is outside the pipeline folder")
+            return
+        before = len(self.problems)
+        self.inside(ref.relative, path, "script")
+        hint = missing_script_hint(ref, run_step=run_step)
+        if hint and len(self.problems) > before and "does not exist" in self.problems[-1].message:
+            last = self.problems[-1]
+            self.problems[-1] = ConfigProblem(
+                last.file,
+                last.line,
+                last.key_path,
+                f"script {ref.written!r} does not exist: {hint}",
+                last.hint,
+                last.level,
+            )
+
+    def _check_run_step(self, i: int, step: RunStep) -> None:
+        base: tuple[str | int, ...] = ("pipeline", "steps", i)
+        if step.upload is not None:
+            self.problem(
+                (*base, "upload"),
+                f"run step {step.name!r}: 'upload' ({step.upload.provider}) cannot be honoured: "
+                "octopipe uploads nothing; remove it and copy the extracted files yourself",
+            )
+        ref = resolve_script(self.root, step.script, run_step=True) if step.script else None
+        if ref is not None and ref.kind == "folder":
+            self._check_folder_script(ref, (*base, "script"), run_step=True)
+            return
+        if ref is None and not step.extraction_keys:
+            self.problem(
+                base,
+                f"run step {step.name!r} needs 'script', or the extraction keys "
+                "(output_dir, filename_expression, content_expression)",
+            )
+            return
+        output_dir = step.output_dir if step.output_dir is not None else "outputs/units"
+        problem = output_problem(output_dir, folder=True)
+        if problem:
+            self.problem((*base, "output_dir"), f"output_dir {output_dir!r} {problem}")
+        for key in ("filename_expression", "content_expression"):
+            source = getattr(step, key)
+            if source is None:
+                continue
+            try:
+                names = compile_expression(source).names
+            except ExpressionError as exc:
+                self.problem((*base, key), f"bad expression: {exc.detail}")
+                continue
+            unknown = sorted(names - {"data"})
+            if unknown:
+                self.problem(
+                    (*base, key),
+                    f"{key} reads {', '.join(map(repr, unknown))}: extraction expressions see "
+                    "only 'data', the record (e.g. data['unit_id'])",
+                )
 
     def _check_ignored_keys(self) -> None:
         for i, step in enumerate(self.config.pipeline.steps):

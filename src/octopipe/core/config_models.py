@@ -96,24 +96,54 @@ class FanOutStep(StepBase):
 
 
 class UploadSpec(Model):
-    provider: Literal["google_drive"]
-    folder_id: str
+    """Octobatch's extraction upload to a cloud drive: parsed so that ``validate`` can refuse
+    it by name (octopipe uploads nothing)."""
+
+    provider: str
+    folder_id: str | None = None
     credentials_env: str | None = None
     delete_local: bool = False
 
 
 class RunStep(StepBase):
-    """Runs once when every unit is terminal: a script, or extraction of one file per record."""
+    """Runs once when every unit is terminal: a script, or extraction of one file per record.
+
+    ``script: scripts/extract_units.py`` (Octobatch's extractor), or no script with any of
+    the extraction keys, is octopipe's built-in extraction; any other script is folder code,
+    run as Octobatch runs it (``python SCRIPT --run-dir RUN --step-name NAME --config
+    RUN/config/config.yaml``) only when the user allows it.
+    """
 
     scope: Literal["run"]
     script: str | None = None
     args: list[str] = Field(default_factory=list)
-    timeout_seconds: float = Field(default=600, gt=0)
+    timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Ours: the script's time limit (default ``api.subprocess_timeout_seconds``, 600 s)."""
     output_dir: str | None = None
+    """Extraction: the folder (relative to the run folder) emptied and filled with one file
+    per record; default ``outputs/units``."""
     filename_expression: str | None = None
+    """Extraction: the file name (without ``.json``) from ``data``, the record; default
+    ``data['unit_id']``."""
     content_expression: str | None = None
-    compression: Literal["gzip"] | None = None
+    """Extraction: what the file holds, from ``data``; default the whole record."""
+    compression: Literal["gzip", "none"] | None = None
     upload: UploadSpec | None = None
+    """Octobatch's Google Drive upload: refused by ``validate`` (octopipe uploads nothing)."""
+
+    @field_validator("args", mode="before")
+    @classmethod
+    def _args_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return value
+
+    @property
+    def extraction_keys(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.output_dir, self.filename_expression, self.content_expression)
+        )
 
 
 def _step_tag(value: Any) -> str:
@@ -186,8 +216,9 @@ class ApiSpec(Model):
     finished and uncollected past the providers' result windows."""
     retry: RetrySpec = Field(default_factory=RetrySpec)
     realtime: RealtimeSpec = Field(default_factory=RealtimeSpec)
-    subprocess_timeout_seconds: float = Field(default=600, gt=0)
-    """Kept for compatibility; bounds post-process scripts and run-scope steps here."""
+    subprocess_timeout_seconds: float = Field(default=600, gt=0, allow_inf_nan=False)
+    """The time limit of post-process scripts and run-scope step scripts (as in Octobatch),
+    unless an entry sets its own ``timeout_seconds``."""
     max_tokens: int = Field(default=4096, gt=0)
     # ours
     base_url: str | None = None
@@ -312,8 +343,11 @@ class PostProcessSpec(Model):
     script: str | None = None
     args: list[str] = Field(default_factory=list)
     output: str | None = None
-    timeout_seconds: float = Field(default=600, gt=0)
+    """A script's standard output is written to ``RUN/outputs/<output>``."""
+    timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Ours: the script's time limit (default ``api.subprocess_timeout_seconds``, 600 s)."""
     files: list[str] = Field(default_factory=list)
+    """``gzip``: glob patterns relative to the run folder."""
     keep_originals: bool = False
 
     @field_validator("args", mode="before")

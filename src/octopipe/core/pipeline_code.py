@@ -8,7 +8,11 @@ user names it. This module only *finds* that code, never runs or imports it:
   native libraries), by its executable bit or by a ``#!`` first line; links are listed by
   their own name and never followed; ``.git`` and ``__pycache__`` are skipped;
 - every script the config names (``post_process[i].script``, a run-scope step's ``script``),
-  whether or not the file exists.
+  whether or not the file exists, resolved by Octobatch's path conventions
+  (``core/scripts.py``), and saying which are octopipe's built-ins (Octobatch's
+  ``scripts/analyze_results.py`` and ``scripts/extract_units.py``: octopipe's own code, which
+  always runs) and which are folder code that runs only with ``--allow-scripts`` (or
+  ``--allow-script NAME``), with the command that would run.
 
 The walk stops after ``MAX_ENTRIES`` folder entries (``CodeListing.complete`` is then false),
 so a folder with millions of files cannot stall ``validate``.
@@ -21,8 +25,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from octopipe.core.config import BUILTIN_ANALYSIS_SCRIPT, Pipeline
+from octopipe.core.config import Pipeline
 from octopipe.core.config_models import RunStep
+from octopipe.core.scripts import resolve_script
 from octopipe.core.yamlpos import format_path
 
 MAX_ENTRIES = 50_000
@@ -56,10 +61,10 @@ class CodeListing:
 
 NEVER = "never run by octopipe"
 AS_HOOK = "runs only if you name it: `octopipe run ... --provider fake --answers {path}`"
-NAMED = {
-    "post_process": "not run: this version of octopipe runs no post-process scripts",
-    "run": "not run: this version of octopipe runs no run-scope step scripts",
-    "analysis": "never run: Octobatch's analysis script, octopipe does its own analysis instead",
+ALLOW = "runs only with `--allow-scripts` (or `--allow-script {name}`) on run/post: {command}"
+BUILTIN = {
+    "analysis": "built-in: octopipe's own analysis runs instead (no code from the folder)",
+    "extract": "built-in: octopipe's own unit extraction runs instead (no code from the folder)",
 }
 
 
@@ -70,9 +75,9 @@ def folder_code(folder: Path, pipeline: Pipeline | None = None) -> CodeListing:
     named = _named_scripts(root, pipeline) if pipeline is not None else {}
     files: list[CodeFile] = []
     for path in sorted(set(found) | set(named)):
-        key, which = named.get(path, (None, None))
-        if which is not None:
-            files.append(CodeFile(path, "script", key, NAMED[which]))
+        if path in named:
+            key, runs = named[path]
+            files.append(CodeFile(path, "script", key, runs))
         elif found[path] == "python":
             files.append(CodeFile(path, "python", None, AS_HOOK.format(path=root / path)))
         else:
@@ -118,22 +123,44 @@ def _code_kind(path: Path) -> str | None:
 
 
 def _named_scripts(root: Path, pipeline: Pipeline) -> dict[str, tuple[str, str]]:
-    """Relative path -> (config key, which kind of script) for every script the config names."""
+    """Path -> (config key, when it runs) for every script the config names: a built-in by
+    the path the config gives, a folder script by its path inside the folder."""
     named: dict[str, tuple[str, str]] = {}
     for i, post in enumerate(pipeline.config.post_process):
         if post.script:
-            which = (
-                "analysis" if Path(post.script).name == BUILTIN_ANALYSIS_SCRIPT else "post_process"
-            )
-            named[_relative(root, post.script)] = (
-                format_path(("post_process", i, "script")),
-                which,
-            )
+            key = format_path(("post_process", i, "script"))
+            name = post.name or post.script
+            args = " ".join(["RUN_DIR", *post.args])
+            named.update(_entry(root, post.script, key, name, args, run_step=False))
     for i, step in enumerate(pipeline.config.pipeline.steps):
         if isinstance(step, RunStep) and step.script:
             key = format_path(("pipeline", "steps", i, "script"))
-            named[_relative(root, step.script)] = (key, "run")
+            args = " ".join(
+                [
+                    "--run-dir RUN_DIR",
+                    f"--step-name {step.name}",
+                    "--config RUN_DIR/config/config.yaml",
+                ]
+            )
+            named.update(_entry(root, step.script, key, step.name, args, run_step=True))
     return named
+
+
+def _entry(
+    root: Path, written: str, key: str, name: str, args: str, *, run_step: bool
+) -> dict[str, tuple[str, str]]:
+    ref = resolve_script(root, written, run_step=run_step)
+    if ref.builtin:
+        return {_relative(root, written): (key, BUILTIN[ref.kind])}
+    path = ref.relative if ref.relative is not None else written
+    shown = f"python {path} {args}"
+    if ref.via_convention:
+        shown += f" (Octobatch's {written})"
+    return {path: (key, ALLOW.format(name=_quoted(name), command=shown))}
+
+
+def _quoted(name: str) -> str:
+    return f"'{name}'" if any(c.isspace() for c in name) else name
 
 
 def _relative(root: Path, script: str) -> str:

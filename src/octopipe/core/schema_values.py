@@ -18,6 +18,12 @@ value validates against the schema for the keywords it understands:
 Not honoured: ``pattern``, ``not``, ``if``/``then``, ``dependentRequired``, and schemas that
 cannot be satisfied at all. Recursion is cut at ``MAX_DEPTH`` by producing only required
 properties and minimal arrays.
+
+``like`` (a unit's record, for ``validate``'s trial run) makes a value plausible for that unit:
+a top-level property named like a field of the record takes the record's value when that value
+is valid for the property (an LLM echoing ``strategy_name``); strings in arrays are drawn from
+the record's own lists of strings when such strings are valid items (cards dealt earlier, not
+random words). Nothing is inferred from what a name means.
 """
 
 from __future__ import annotations
@@ -54,16 +60,47 @@ def seed_from_text(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
-def schema_value(schema: Mapping[str, Any], seed: int | str) -> Any:
-    """A value valid against ``schema``, determined by ``schema`` and ``seed``."""
+def schema_value(
+    schema: Mapping[str, Any], seed: int | str, *, like: Mapping[str, Any] | None = None
+) -> Any:
+    """A value valid against ``schema``, determined by ``schema``, ``seed`` and ``like``."""
     rng = random.Random(seed_from_text(seed) if isinstance(seed, str) else seed)
-    return _Generator(schema, rng).value(schema, 0)
+    return _Generator(schema, rng, like).value(schema, 0)
+
+
+def _string_pool(like: Mapping[str, Any] | None) -> list[str]:
+    """Distinct strings held in the record's lists, in order of first appearance."""
+    pool: dict[str, None] = {}
+    for value in (like or {}).values():
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            pool.update(dict.fromkeys(value))
+    return list(pool)
+
+
+def _fits(value: Any, schema: Any) -> bool:
+    """Whether ``value`` is valid against ``schema`` (a bad schema fits nothing)."""
+    if not isinstance(schema, Mapping):
+        return False
+    try:
+        return bool(_validator_for(schema).is_valid(value))
+    except Exception:  # a schema jsonschema cannot use: do not borrow the value
+        return False
+
+
+def _validator_for(schema: Mapping[str, Any]) -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(schema)
 
 
 class _Generator:
-    def __init__(self, root: Mapping[str, Any], rng: random.Random) -> None:
+    def __init__(
+        self, root: Mapping[str, Any], rng: random.Random, like: Mapping[str, Any] | None = None
+    ) -> None:
         self.root = root
         self.rng = rng
+        self.like = like or {}
+        self.pool = _string_pool(like)
 
     def value(self, schema: Any, depth: int) -> Any:
         if not isinstance(schema, Mapping) or depth > HARD_DEPTH:
@@ -105,13 +142,22 @@ class _Generator:
             return merged
         return schema
 
+    def resolve_any(self, schema: Any) -> Any:
+        return self.resolve(schema) if isinstance(schema, Mapping) else schema
+
     def object(self, schema: Mapping[str, Any], depth: int) -> dict[str, Any]:
         properties: Mapping[str, Any] = schema.get("properties") or {}
         required = [str(name) for name in schema.get("required") or []]
         extra = schema.get("additionalProperties")
         extra_schema = extra if isinstance(extra, Mapping) else {"type": "string"}
         names = list(dict.fromkeys(required + ([] if depth >= MAX_DEPTH else list(properties))))
-        result = {name: self.value(properties.get(name, extra_schema), depth + 1) for name in names}
+        result = {}
+        for name in names:
+            prop = properties.get(name, extra_schema)
+            if depth == 0 and name in self.like and _fits(self.like[name], self.resolve_any(prop)):
+                result[name] = self.like[name]
+            else:
+                result[name] = self.value(prop, depth + 1)
         index = 1
         while len(result) < int(schema.get("minProperties", 0)) and extra is not False:
             result.setdefault(f"extra_{index}", self.value(extra_schema, depth + 1))
@@ -134,8 +180,17 @@ class _Generator:
         if schema.get("uniqueItems"):
             return self.unique_items(prefix, item_schema, count, depth)
         return [
-            self.value(self._item_schema(prefix, item_schema, i), depth + 1) for i in range(count)
+            self.item(self._item_schema(prefix, item_schema, i), depth + 1) for i in range(count)
         ]
+
+    def item(self, schema: Any, depth: int) -> Any:
+        """An array element: a string from the record's own lists when one is valid here."""
+        resolved = self.resolve_any(schema)
+        if self.pool and isinstance(resolved, Mapping) and _type_of(resolved) == "string":
+            fitting = [s for s in self.pool[:1000] if _fits(s, resolved)]
+            if fitting:
+                return self.rng.choice(fitting)
+        return self.value(schema, depth)
 
     def unique_items(
         self, prefix: list[Any], item_schema: Mapping[str, Any], count: int, depth: int
@@ -145,7 +200,7 @@ class _Generator:
         for _ in range(count * 20):
             if len(result) == count:
                 break
-            candidate = self.value(self._item_schema(prefix, item_schema, len(result)), depth + 1)
+            candidate = self.item(self._item_schema(prefix, item_schema, len(result)), depth + 1)
             key = repr(candidate)
             if key not in seen:
                 seen.add(key)

@@ -8,9 +8,10 @@ being one of ``engine.commands`` (``Pause``, ``Kill``, ``Retry``, ``Repair``, ``
   the change in this process (``engine.commands.apply``), refresh the exports a change of
   results made stale (``retry``, ``repair``), write a ``COMMAND`` line to ``run.log``,
   release the lock. ``repair`` here also returns in-flight units no open batch holds to
-  pending: with no runner, nobody is working on them. ``pause`` and ``kill`` have no runner to stop, so they set the
-  run's status directly when the state machine allows it (``running`` — a detached run — can
-  be paused; ``pending``/``running``/``paused`` can be killed) and say so.
+  pending: with no runner, nobody is working on them. ``pause`` and ``kill`` have no runner
+  to stop, so they set the run's status directly when the state machine allows it
+  (``running`` — a detached run — can be paused; ``pending``/``running``/``paused`` can be
+  killed) and say so.
 * **A live runner** holds the lock: ``SwitchMode`` and ``UpdateSettings`` are refused (pause
   the run first); the others are queued in the ledger (the one write allowed
   without the lock) and poll until the runner has taken it off the queue (it applies commands
@@ -55,6 +56,7 @@ from octopipe.engine.commands import (
 )
 from octopipe.engine.exports import refresh_exports
 from octopipe.engine.paths import RunPaths
+from octopipe.engine.postprocess import refresh_after_change
 from octopipe.engine.runlog import RunLog
 from octopipe.errors import CannotWrite, StoreError, UsageError
 from octopipe.store import RunReader, RunStore, open_run_store
@@ -142,7 +144,21 @@ def _apply_held(ledger: RunStore, command: Command, paths: RunPaths) -> str:
             ) from None
         if refreshed:
             message += f"; refreshed {', '.join(f.path.name for f in refreshed)}"
+        message += _refresh_post(ledger, paths)
     return message
+
+
+def _refresh_post(ledger: RunStore, paths: RunPaths) -> str:
+    """Built-in post-processing the change made stale, re-run (``engine/postprocess.py``)."""
+    log = RunLog(paths.log)
+    try:
+        report = refresh_after_change(ledger, paths, log)
+    finally:
+        log.close()
+    if report is None or not report.actions:
+        return ""
+    done = ", ".join(f"{a.action.name} {a.outcome}" for a in report.actions)
+    return f"; post-processing re-run: {done}"
 
 
 def _stop_without_runner(ledger: RunStore, command: Pause | Kill) -> str:

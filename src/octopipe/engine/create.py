@@ -22,6 +22,7 @@ from octopipe.core.checker import CheckReport, check_pipeline
 from octopipe.core.config import Pipeline, load_pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, RunStep
 from octopipe.core.containment import Escape, copy_contained
+from octopipe.core.scripts import resolve_script
 from octopipe.core.units import iter_units
 from octopipe.engine.fingerprint import record_fingerprint
 from octopipe.engine.paths import RunPaths, check_run_name
@@ -78,9 +79,14 @@ def snapshot(pipeline: Pipeline, target: Path) -> None:
     root = pipeline.folder
     shutil.copy2(pipeline.config_file, target / "config.yaml")
     wanted = [pipeline.items_path, pipeline.template_dir, root / pipeline.config.schemas.schema_dir]
-    scripts = [p.script for p in pipeline.config.post_process if p.script]
-    scripts += [s.script for s in pipeline.steps if isinstance(s, RunStep) and s.script]
-    wanted += [root / s for s in scripts]
+    refs = [resolve_script(root, p.script) for p in pipeline.config.post_process if p.script]
+    refs += [
+        resolve_script(root, s.script, run_step=True)
+        for s in pipeline.steps
+        if isinstance(s, RunStep) and s.script
+    ]
+    # Folder scripts by where they really are (``pipelines/<Name>/x.py`` is the folder's x.py).
+    wanted += [root / r.relative for r in refs if r.relative is not None]
     for source in wanted:
         written = Path(os.path.normpath(source))
         if not written.is_relative_to(root) or not os.path.lexists(written):

@@ -132,6 +132,17 @@ def valid_records(ledger: RunReader, step_idx: int) -> Iterator[dict[str, Any]]:
         yield {"unit_id": unit_id, **visible(record)}
 
 
+@contextlib.contextmanager
+def final_step_records(paths: RunPaths) -> Iterator[Iterator[dict[str, Any]]]:
+    """The records valid at the run's last unit step (``unit_id`` and every field), streamed
+    from the store opened read-only: what the built-in analysis reads."""
+    ledger = open_run_store(paths.ledger, readonly=True)
+    try:
+        yield valid_records(ledger, len(ledger.steps) - 1)
+    finally:
+        ledger.close()
+
+
 def failure_records(ledger: RunReader, step_idx: int) -> Iterator[dict[str, Any]]:
     step = ledger.steps[step_idx].name
     for row in ledger.iter_failures(step_idx):
@@ -412,17 +423,36 @@ def default_export_names(ledger: RunReader) -> list[str]:
 
 
 def exports_present(ledger: RunReader, paths: RunPaths) -> bool:
-    """Whether every default export of the run exists (they are written atomically)."""
-    return all((paths.outputs / name).is_file() for name in default_export_names(ledger))
+    """Whether every default export of the run exists (they are written atomically), plain
+    or compressed by a ``gzip`` post-processing step."""
+    return all(
+        (paths.outputs / name).is_file() or (paths.outputs / f"{name}.gz").is_file()
+        for name in default_export_names(ledger)
+    )
 
 
 def exports_current(ledger: RunReader, paths: RunPaths) -> bool:
-    """Whether every default export exists and every recorded export was written at the
-    ledger's current results version (a run made before versions were recorded: no)."""
+    """Whether every default export exists (plain or gzipped) and every recorded export was
+    written at the ledger's current results version (a run made before versions were
+    recorded: no)."""
     manifest = read_manifest(paths)
-    return all(name in manifest for name in default_export_names(ledger)) and not stale_exports(
-        ledger, paths, manifest
-    )
+    return all(
+        name in manifest or f"{name}.gz" in manifest for name in default_export_names(ledger)
+    ) and not stale_exports(ledger, paths, manifest)
+
+
+def note_compressed(paths: RunPaths, name: str, *, keep_original: bool) -> bool:
+    """Record that the export ``outputs/<name>`` was gzipped in place (a ``gzip``
+    post-processing step) into ``<name>.gz``: from now on that is the export refreshed when
+    the ledger moves, and the plain one too only when it was kept. False when ``name`` is
+    not a recorded export (nothing to record)."""
+    entries = read_manifest(paths)
+    entry = entries.get(name)
+    if entry is None or entry.compressed:
+        return False
+    gz = ExportFile(paths.outputs / f"{name}.gz", entry.step, entry.kind, entry.fmt, True, 0)
+    _record(paths, gz, entry.results_version, drop=None if keep_original else name)
+    return True
 
 
 def export_run(ledger: RunReader, paths: RunPaths) -> list[Path]:
@@ -503,9 +533,9 @@ def stale_exports(
     ]
 
 
-def _record(paths: RunPaths, written: ExportFile, version: int) -> None:
+def _record(paths: RunPaths, written: ExportFile, version: int, *, drop: str | None = None) -> None:
     """Add ``written`` to the manifest (read-modify-write under a lock: a CLI export and a
-    runner's end-of-run export may meet)."""
+    runner's end-of-run export may meet); ``drop`` removes another entry in the same write."""
     lock_path = paths.root / ".exports.lock"
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -514,6 +544,8 @@ def _record(paths: RunPaths, written: ExportFile, version: int) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         entries = read_manifest(paths)
+        if drop is not None:
+            entries.pop(drop, None)
         entries[written.path.name] = ManifestEntry(
             written.path.name,
             written.step,

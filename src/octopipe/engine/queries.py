@@ -20,6 +20,7 @@ from typing import Any
 
 from octopipe.core.states import BATCH_TERMINAL, DerivedStatus, UnitStepState, derive_status
 from octopipe.engine.paths import RunPaths, iter_runs
+from octopipe.engine.post_view import post_view
 from octopipe.errors import OctopipeError, UsageError
 from octopipe.store import RunReader, open_run_store
 from octopipe.store.lock import holder_pid, is_held
@@ -104,6 +105,7 @@ class RunStatusView:
     batch_counts: dict[str, int] = field(default_factory=dict)  # state -> batches
     open_batches: list[dict[str, Any]] = field(default_factory=list)  # not yet collected
     error: str | None = None  # why the run's ledger cannot be read (status "unreadable")
+    post: list[dict[str, Any]] = field(default_factory=list)  # post-processing, latest states
 
     @classmethod
     def unreadable(cls, paths: RunPaths, archived: bool, error: str) -> RunStatusView:
@@ -192,6 +194,7 @@ def _view(ledger: RunReader, paths: RunPaths, archived: bool) -> RunStatusView:
         steps=steps,
         archived=archived,
         path=str(paths.root),
+        post=[state.to_dict() for state in post_view(ledger, paths, live=live)],
         **_batches(ledger),
     )
 

@@ -36,6 +36,7 @@ from octopipe.core.steps import CompiledPipeline, CompiledStep
 from octopipe.engine.exports import refresh_exports
 from octopipe.engine.fingerprint import check_snapshot
 from octopipe.engine.paths import RunPaths
+from octopipe.engine.postprocess import refresh_after_change
 from octopipe.engine.runlog import RunLog
 from octopipe.errors import RunLocked, UsageError
 from octopipe.store import RunReader, RunStore, open_run_store
@@ -139,6 +140,7 @@ def revalidate_run(
                 refreshed = refresh_exports(ledger, paths)  # may fail: the pass is logged
                 if refreshed:
                     log.write("EXPORT", ", ".join(f.path.name for f in refreshed))
+                refresh_after_change(ledger, paths, log)  # built-ins re-run; scripts go stale
             finally:
                 log.close()
         finally:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 from octopipe.core.budget import Budget
+from octopipe.core.config import Pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep
 from octopipe.core.states import CommandEvent, RunEvent, RunStatus, UnitStepState
 from octopipe.core.steps import CompiledPipeline, CompiledStep, StepResult
@@ -33,6 +34,7 @@ from octopipe.engine import commands
 from octopipe.engine.exports import export_run, exports_current
 from octopipe.engine.fingerprint import open_snapshot
 from octopipe.engine.paths import RunPaths
+from octopipe.engine.postprocess import NO_SCRIPTS, PostReport, ScriptPermission, run_post
 from octopipe.engine.progress import (
     PROGRESS_EVERY_S,
     ProgressSnapshot,
@@ -99,6 +101,7 @@ class RunOutcome:
     reason: str | None = None
     counts: dict[int, dict[UnitStepState, int]] = field(default_factory=dict)
     exit_code: int = 0
+    post: PostReport | None = None  # what post-processing did, when it ran
 
 
 class Runner:
@@ -111,8 +114,11 @@ class Runner:
         export: bool = True,
         progress: Callable[[ProgressSnapshot], None] | None = None,
         accept_snapshot: bool = False,
+        post: ScriptPermission | None = NO_SCRIPTS,
     ) -> None:
         self.paths = paths
+        self.post = post  # None: no post-processing (tests); else which folder scripts may run
+        self._pipeline: Pipeline | None = None
         self.accept_snapshot = accept_snapshot  # take an edited config/ knowingly
         self.echo = echo
         self.executor_factory = executor
@@ -175,13 +181,15 @@ class Runner:
             raise UsageError(f"run {info.name!r} was killed; it cannot be resumed")
         # The snapshot must be the one the ledger was made from (fingerprint and steps).
         pipeline = open_snapshot(ledger, self.paths, accept=self.accept_snapshot)
+        self._pipeline = pipeline
         compiled = CompiledPipeline(pipeline)
         if info.status in (RunStatus.COMPLETE, RunStatus.FAILED) and not _has_work(ledger.counts()):
             if self.export and not exports_current(ledger, self.paths):
                 # killed mid-export, or the results changed since (revalidate, repair ...)
                 written = export_run(ledger, self.paths)
                 log.write("EXPORT", ", ".join(p.name for p in written))
-            return RunOutcome(info.status, info.status_reason, ledger.counts())
+            post = self._post_process(ledger, log, only_stale=True)
+            return RunOutcome(info.status, info.status_reason, ledger.counts(), post=post)
         # The executor (provider clients, API keys) is built before the run is marked running:
         # a missing key leaves the run as it was, not "running" with no runner.
         context = RunContext(
@@ -278,7 +286,31 @@ class Runner:
         status = ledger.set_run_status(RunEvent.FINISH)
         counts = ledger.counts()
         log.write("COMPLETE", _summary(ledger, counts))
-        return RunOutcome(status, None, counts, 0)
+        # Complete first: post-processing reports its failures but never unmakes the run.
+        post = self._post_process(ledger, log, only_stale=False)
+        code = EXIT_INTERRUPTED if self._interrupts else 0
+        return RunOutcome(status, None, counts, code, post=post)
+
+    def _post_process(
+        self, ledger: RunStore, log: RunLog, *, only_stale: bool
+    ) -> PostReport | None:
+        """Run-scope steps and ``post_process`` (``engine/postprocess.py``); a problem that
+        stops it is logged (the run stays complete; ``octopipe post`` runs it again)."""
+        if self.post is None or not self.export or self._pipeline is None:
+            return None
+        try:
+            return run_post(
+                ledger,
+                self.paths,
+                self._pipeline,
+                log,
+                allow=self.post,
+                only_stale=only_stale,
+                cancelled=self._stopping,
+            )
+        except OctopipeError as exc:
+            log.write("POST", f"post-processing stopped: {exc.message}")
+            return None
 
     async def _die(
         self, ledger: RunStore, log: RunLog, executor: LLMExecutor | None, exc: Exception

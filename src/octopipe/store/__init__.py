@@ -8,7 +8,7 @@ The engine uses :class:`RunReader` / :class:`RunStore` (``store/protocol.py``) o
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock, holder_pid, is_held
 from octopipe.store.opening import create_run_store, memory_run_store, open_run_store
-from octopipe.store.protocol import RunReader, RunStore
+from octopipe.store.protocol import ReportReader, RunReader, RunStore
 from octopipe.store.records import (
     AttemptRecord,
     AttemptRow,
@@ -39,6 +39,7 @@ __all__ = [
     "Failure",
     "FailureRow",
     "Ledger",
+    "ReportReader",
     "RunInfo",
     "RunLock",
     "RunMeta",

@@ -48,6 +48,7 @@ from octopipe.store.codec import Clock, dumps, get_blob, loads, put_blob, utc_no
 from octopipe.store.connection import connect, store_error
 from octopipe.store.intent import writer_intent
 from octopipe.store.lifecycle import UnitLifecycle
+from octopipe.store.post_runs import PostRuns, ViewReads
 from octopipe.store.records import (
     AttemptRow,
     BatchRow,
@@ -63,6 +64,7 @@ from octopipe.store.records import (
     StepDef,
     VerifyReport,
 )
+from octopipe.store.report_reads import ReportReads
 from octopipe.store.schema import check_file, check_version, migrate, needed_by_readers
 
 PAGE = 2_000
@@ -70,7 +72,7 @@ _VALID = UnitStepState.VALID.value
 _UNIT_SCOPES = ("chunk", "expression", "fan_out")
 
 
-class Ledger(UnitLifecycle):
+class Ledger(UnitLifecycle, PostRuns, ViewReads):
     """One run's ledger. Build with :meth:`create`, :meth:`open` or :meth:`in_memory`."""
 
     # --- construction ---------------------------------------------------------------------
@@ -555,6 +557,12 @@ class Ledger(UnitLifecycle):
     @guarded
     def batch_units(self, local_id: str) -> list[int]:
         return batch_sql.units_of(self._db, local_id)
+
+    # --- reports ---------------------------------------------------------------------------
+
+    def report_reads(self) -> ReportReads:
+        """The aggregates of ``report`` and ``compare`` over this ledger."""
+        return ReportReads(self)
 
 
 def _command_row(

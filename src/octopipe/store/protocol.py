@@ -1,8 +1,9 @@
 """The run store as the engine sees it: two protocols, whatever keeps the records.
 
-``RunReader`` is what a view needs (``status``, ``info``, ``verify``, exports, the TUI): the
-run, counts per step and state, integrity reports, results and failures, history, events,
-the command queue, batches. It never changes anything and never slows the writer.
+``RunReader`` is what a view needs (``status``, ``info``, ``verify``, exports, ``report``,
+the TUI): the run, counts per step and state, integrity reports, results and failures,
+history, events, the command queue, batches, post-processing records and the report
+aggregates (``ReportReader``). It never changes anything and never slows the writer.
 
 ``RunStore`` adds what the run's one writer does: claims, verdicts, requeues, batch records,
 commands, the run's status, events, and the transaction that groups them. Beside it, two
@@ -31,6 +32,7 @@ reads the same against the protocol.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, Self
@@ -45,24 +47,51 @@ from octopipe.core.states import (
     UnitStepState,
 )
 from octopipe.store.records import (
+    AttemptGroup,
     AttemptRecord,
     AttemptRow,
     BatchRow,
     ClaimedUnit,
     CommandRow,
     CostTotals,
+    ErrorText,
     EventRow,
+    FailedAttempt,
     Failure,
     FailureRow,
     Json,
     Level,
+    PostKind,
+    PostOutcome,
+    PostRunRow,
     RepairCounts,
     RunInfo,
     RunnerIdentity,
     StepDef,
     Success,
+    ValueGroup,
     VerifyReport,
 )
+
+
+class ReportReader(Protocol):
+    """The aggregates behind ``report`` and ``compare``: each one set-based over the store,
+    never a loop over units in the caller (see ``store/report_reads.py``)."""
+
+    def attempt_groups(self) -> list[AttemptGroup]:
+        """Attempts with their token and cost sums by step, outcome, attempt number, mode,
+        provider and model."""
+
+    def units_retried(self) -> dict[int, int]:
+        """Distinct units with more than one attempt, per step."""
+
+    def stage_counts(self, step_idx: int) -> list[tuple[str, str | None, int]]:
+        """``(state, stage, units)`` of a step's retrying and failed units."""
+
+    def children_of(self, step_idx: int) -> int: ...
+    def error_texts(self, step_idx: int, *, attempts: bool = False) -> list[ErrorText]: ...
+    def failure_groups(self, step_idx: int, field: str) -> list[ValueGroup]: ...
+    def sample_fields(self) -> list[str]: ...
 
 
 class RunReader(Protocol):
@@ -116,6 +145,20 @@ class RunReader(Protocol):
 
     def batches(self, *states: BatchState, step_idx: int | None = None) -> list[BatchRow]: ...
     def batch_units(self, local_id: str) -> list[int]: ...
+
+    # --- post-processing, the Octobatch-compatible view, reports ------------------------
+    def post_runs(self) -> list[PostRunRow]:
+        """The latest record of every post-processing action, in plan order."""
+
+    def post_history(self, action: str) -> list[PostRunRow]: ...
+    def unit_uids(self) -> array[int]:
+        """Every unit's number in order: a unit's rank is its index here."""
+
+    def iter_units(self) -> Iterator[tuple[int, str, Json]]: ...
+    def iter_valid_with_uid(self, step_idx: int) -> Iterator[tuple[int, str, Json]]: ...
+    def iter_failed_attempts(self, step_idx: int) -> Iterator[FailedAttempt]: ...
+    def report_reads(self) -> ReportReader:
+        """The report aggregates over this store."""
 
 
 class RunStore(RunReader, Protocol):
@@ -241,3 +284,23 @@ class RunStore(RunReader, Protocol):
         actual_usd: float | None = None,
     ) -> BatchRow: ...
     def note_batch_status(self, local_id: str, provider_status: str) -> None: ...
+
+    # --- post-processing ----------------------------------------------------------------
+    def start_post_run(
+        self,
+        position: int,
+        action: str,
+        name: str,
+        kind: PostKind,
+        command: Sequence[str],
+        output: str | None,
+        results_version: int,
+        *,
+        outcome: PostOutcome = "running",
+        detail: str | None = None,
+    ) -> int:
+        """Record that an action starts (or was skipped, and why); returns its record's id."""
+
+    def finish_post_run(
+        self, row_id: int, outcome: PostOutcome, exit_code: int | None, detail: str | None
+    ) -> None: ...

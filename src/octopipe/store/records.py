@@ -320,3 +320,78 @@ class CostTotals:
     input_tokens: int
     output_tokens: int
     cached_tokens: int
+
+
+PostKind = Literal["analysis", "script", "gzip", "run_script", "extract"]
+PostOutcome = Literal["running", "ok", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class PostRunRow:
+    """One execution (or skip) of a post-processing action or run-scope step, as recorded.
+
+    ``results_version`` is the ledger's results version it was computed from: when the ledger
+    has moved past it, the output is stale. ``outcome`` ``running`` with no live runner means
+    it was interrupted."""
+
+    id: int
+    position: int
+    action: str
+    name: str
+    kind: PostKind
+    command: list[str]
+    output: str | None
+    results_version: int
+    started_at: str
+    finished_at: str | None
+    outcome: PostOutcome
+    exit_code: int | None
+    detail: str | None
+
+    def to_dict(self) -> Json:
+        return asdict(self)
+
+
+# --- what the Octobatch-compatible view and the reports read ------------------------------------
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    """One attempt of a unit at a step that did not give a valid result."""
+
+    uid: int
+    unit_id: str
+    attempt_no: int
+    stage: str | None
+    errors: list[Any]
+    raw_response: str | None
+    input: Json  # the step's input record
+
+
+class AttemptGroup(NamedTuple):
+    step_idx: int
+    outcome: str
+    attempt_no: int
+    mode: str
+    provider: str | None
+    model: str | None
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    known_usd: float
+    priced: int  # attempts whose cost is known (cost_usd IS NOT NULL)
+
+
+class ErrorText(NamedTuple):
+    stage: str | None
+    text: str | None  # the errors as stored (JSON text)
+    errors: Any  # parsed; None when the stored text is not JSON
+    n: int  # units (failing now) or attempts (history) with exactly these errors
+    samples: list[tuple[int, str]]  # (uid, unit id) of its first and last unit
+
+
+class ValueGroup(NamedTuple):
+    value: str | None  # the field's value as JSON text; None: the record has no such field
+    state: str
+    units: int

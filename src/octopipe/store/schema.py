@@ -161,6 +161,36 @@ CREATE TABLE commands (
 CREATE INDEX commands_pending ON commands(state, id);
 """
 
+_POST_RUNS = """
+CREATE TABLE post_runs (
+    id              INTEGER PRIMARY KEY,
+    position        INTEGER NOT NULL,   -- order of the action in the pipeline's plan
+    action          TEXT NOT NULL,      -- the config key: post_process[3], pipeline.steps[5]
+    name            TEXT NOT NULL,
+    kind            TEXT NOT NULL
+                    CHECK (kind IN ('analysis','script','gzip','run_script','extract')),
+    command_json    TEXT NOT NULL DEFAULT '[]',  -- what runs (argv) or what it does
+    output          TEXT,               -- the file or folder written, relative to the run
+    results_version INTEGER NOT NULL,   -- meta.results_version it was computed from
+    started_at      TEXT NOT NULL,
+    finished_at     TEXT,
+    outcome         TEXT NOT NULL CHECK (outcome IN ('running','ok','failed','skipped')),
+    exit_code       INTEGER,
+    detail          TEXT
+);
+CREATE INDEX post_runs_action ON post_runs(action, id);
+"""
+
+# What `octopipe report` aggregates, in the order it groups by: one pass over this covering
+# index gives every step's attempts, tokens and cost split by outcome, attempt number, mode and
+# model, with no sort and no read of the table; the failed attempts of a step are one range,
+# its retries (attempt_no > 1) three, with their units.
+_ATTEMPTS_BY_STEP = """
+CREATE INDEX attempts_by_step ON attempts(step_idx, outcome, attempt_no, mode, provider, model,
+                                          input_tokens, output_tokens, cached_tokens, cost_usd,
+                                          uid);
+"""
+
 # Claims carry an owner: the runner that made them (one row per runner start: a random token,
 # the host, the pid, when it started). With several workers on one run, releasing a dead
 # worker's claims must leave the others'. ``claimed_by`` names the runner of a unit-step's
@@ -179,13 +209,16 @@ ALTER TABLE unit_steps ADD COLUMN claimed_by INTEGER REFERENCES runners(id);
 # Append only. The name is what a store records; never rename or reorder a released entry.
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_initial", _INITIAL),
-    ("0002_claim_owners", _CLAIM_OWNERS),
+    ("0002_post_runs", _POST_RUNS),
+    ("0003_attempts_by_step", _ATTEMPTS_BY_STEP),
+    ("0004_claim_owners", _CLAIM_OWNERS),
 ]
 
-# Migrations only a writer uses (readers never read what they add): a reader may open a
-# ledger still lacking them, so runs made before them stay readable by `status`, `verify`
-# and the rest until a writer opens them and applies them.
-WRITERS_ONLY: frozenset[str] = frozenset({"0002_claim_owners"})
+# Migrations a read-only open may do without, so runs made before them stay readable by
+# `status`, `verify`, `report` and the rest until a writer opens them and applies them:
+# index-only ones (every query gives the same answer, only slower) and writer-only ones (they
+# add what only a writer reads or writes, such as the owner of a claim).
+READERS_MAY_LACK: frozenset[str] = frozenset({"0003_attempts_by_step", "0004_claim_owners"})
 
 _BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS migrations (
@@ -274,7 +307,7 @@ def check_version(conn: sqlite3.Connection, where: str, *, fresh: bool = False) 
 
 def needed_by_readers(todo: list[str]) -> list[str]:
     """The migrations of ``todo`` without which a read-only open cannot proceed."""
-    return [name for name in todo if name not in WRITERS_ONLY]
+    return [name for name in todo if name not in READERS_MAY_LACK]
 
 
 def migrate(conn: sqlite3.Connection, now: str, *, fresh: bool = False) -> list[str]:
