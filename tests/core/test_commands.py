@@ -81,7 +81,7 @@ def test_the_stored_form_is_the_kind_and_the_fields_that_are_set() -> None:
         (
             "update_settings",
             {"options": [1]},
-            "command 'update_settings': options must be an object with string keys, not (1,)",
+            "command 'update_settings': options must be an object with string keys, not [1]",
         ),
         ("pause", {"reason": "x" * 200}, None),  # long values are fine
     ],

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args, get_type_hints
 
 from octopipe.errors import CommandError
 
@@ -122,6 +122,12 @@ Command = Pause | Kill | Retry | Repair | Rename | SwitchMode | UpdateSettings
 COMMANDS: tuple[type[Command], ...] = get_args(Command)
 BY_KIND: dict[str, type[Command]] = {cls.kind: cls for cls in COMMANDS}
 
+# The fields stored as JSON lists and held as tuples (the others are read back as they are).
+_TUPLE_FIELDS: dict[type[Command], frozenset[str]] = {
+    cls: frozenset(name for name, hint in get_type_hints(cls).items() if "tuple" in str(hint))
+    for cls in COMMANDS
+}
+
 QUEUEABLE: tuple[type[Command], ...] = (Pause, Kill, Retry, Repair, Rename)
 """What a live runner applies from its queue; the others wait for the run to be paused."""
 STOPPING: tuple[type[Command], ...] = (Pause, Kill)
@@ -165,7 +171,8 @@ def decode(kind: str, args: Any) -> Command:
     ]
     if missing:
         raise CommandError(f"command {kind!r}: missing argument(s) {', '.join(missing)}")
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+    lists = _TUPLE_FIELDS[cls]
+    values = {k: tuple(v) if k in lists and isinstance(v, list) else v for k, v in args.items()}
     return cls(**values)
 
 
