@@ -172,7 +172,9 @@ def decode(kind: str, args: Any) -> Command:
     if missing:
         raise CommandError(f"command {kind!r}: missing argument(s) {', '.join(missing)}")
     lists = _TUPLE_FIELDS[cls]
-    values = {k: tuple(v) if k in lists and isinstance(v, list) else v for k, v in args.items()}
+    values: dict[str, Any] = {
+        k: tuple(v) if k in lists and isinstance(v, list) else v for k, v in args.items()
+    }
     return cls(**values)
 
 
