@@ -90,6 +90,11 @@ class UsageError(OctopipeError):
     exit_code = 2
 
 
+class CommandError(UsageError):
+    """A command to a run is malformed: an unknown kind, a missing or ill-typed argument
+    (built by a caller, or read back from a damaged command queue)."""
+
+
 class AnswerHookError(UsageError):
     """The file named by ``--answers`` cannot serve as an emulator answer hook (unreadable,
     fails to import, or defines no ``answer(request)`` function)."""

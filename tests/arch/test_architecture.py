@@ -39,9 +39,21 @@ FORBIDDEN = {
         "octopipe.cli",
         "octopipe.tui",
     ),
-    "engine": ("octopipe.cli", "octopipe.tui"),
-    "cli": ("textual", "octopipe.tui"),
+    "engine": ("octopipe.cli", "octopipe.tui", "sqlite3"),
+    "cli": ("textual", "octopipe.tui", "octopipe.store", "sqlite3"),
+    # The TUI talks to runs through engine queries and commands, like the CLI.
+    "tui": ("octopipe.cli", "octopipe.store", "octopipe.providers", "sqlite3"),
 }
+# What the engine may import of the store: its protocols, the function that opens it, the
+# records going in and out, the run lock and the codec's clock. The SQLite implementation
+# (ledger, schema, connection, the queries) stays behind them.
+ENGINE_MAY_USE_OF_STORE = (
+    "octopipe.store",
+    "octopipe.store.protocol",
+    "octopipe.store.records",
+    "octopipe.store.lock",
+    "octopipe.store.codec",
+)
 CORE_FORBIDDEN_MODULES = (
     "socket",
     "subprocess",
@@ -96,6 +108,36 @@ def test_only_the_engines_provider_setup_and_the_cli_import_the_emulator() -> No
     }
     assert users, "the check sees no importer at all"
     assert sorted(u for u in users if not u.startswith(EMULATOR_USERS)) == []
+
+
+def test_every_package_has_a_row_in_the_layer_table() -> None:
+    packages = {p.name for p in SRC.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(FORBIDDEN)
+
+
+def test_engine_uses_the_store_only_through_its_interface() -> None:
+    bad = sorted(
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in modules("engine")
+        for name in imports_of(path)
+        if name.startswith("octopipe.store") and name not in ENGINE_MAY_USE_OF_STORE
+    )
+    assert bad == []
+
+
+def test_nothing_outside_the_store_reaches_the_sqlite_ledger() -> None:
+    """``Ledger`` is the store's implementation: every other package opens a run's store with
+    ``open_run_store`` / ``create_run_store`` and types it as ``RunReader`` / ``RunStore``."""
+    bad = sorted(
+        f"{path.relative_to(SRC)} imports Ledger from {node.module}"
+        for path in SRC.rglob("*.py")
+        if path.parent.name != "store"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith("octopipe.store")
+        and any(alias.name == "Ledger" for alias in node.names)
+    )
+    assert bad == []
 
 
 def test_core_does_no_network_or_processes() -> None:
@@ -175,3 +217,22 @@ def test_no_mixin_in_the_engine() -> None:
         ))
     ]  # fmt: skip
     assert mixins == []
+
+
+def test_nothing_imports_textual_until_the_tui_lands() -> None:
+    """``textual`` is the optional extra ``tui`` for now: no module may need it."""
+    bad = sorted(
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in SRC.rglob("*.py")
+        for name in imports_of(path)
+        if name == "textual" or name.startswith("textual.")
+    )
+    assert bad == []
+
+
+def test_textual_is_an_optional_extra_not_a_dependency() -> None:
+    import tomllib
+
+    project = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("textual")]
+    assert [d for d in project["optional-dependencies"]["tui"] if d.startswith("textual")]

@@ -45,13 +45,11 @@ from octopipe.engine.providers_setup import (
     llm_executor,
     split_fake,
 )
-from octopipe.engine.queries import run_info, run_status
+from octopipe.engine.queries import RunInfo, run_info, run_status, runner_live
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner, RunOutcome
 from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError, RunLocked, UsageError
 from octopipe.providers.catalog import FAKE, catalog, resolve_api_key
-from octopipe.store.lock import is_held
-from octopipe.store.records import RunInfo
 
 if TYPE_CHECKING:
     from octopipe.emulator.answers import AnswerFn
@@ -323,7 +321,7 @@ def run(
     )
     base_url = base_url or stored.options.get("base_url")
     if detach:
-        if is_held(paths.root):
+        if runner_live(paths):
             raise RunLocked(f"run {paths.name!r} is already being driven by another process")
         flags = {
             "--provider": provider,

@@ -31,7 +31,6 @@ from octopipe.core.config_models import ExpressionStep, FanOutStep
 from octopipe.core.states import CommandEvent, RunEvent, RunStatus, UnitStepState
 from octopipe.core.steps import CompiledPipeline, CompiledStep, StepResult
 from octopipe.engine import commands
-from octopipe.engine.control import writer_waiting
 from octopipe.engine.cost_budget import CostBudget
 from octopipe.engine.exports import export_run, exports_current
 from octopipe.engine.fingerprint import open_snapshot
@@ -53,7 +52,7 @@ from octopipe.errors import (
     UnstorableValue,
     UsageError,
 )
-from octopipe.store.ledger import Ledger
+from octopipe.store import RunnerIdentity, RunStore, open_run_store
 from octopipe.store.lock import RunLock
 from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Success
 
@@ -92,7 +91,7 @@ class RunContext:
     """What an executor needs: the run's files, ledger, compiled steps and log."""
 
     paths: RunPaths
-    ledger: Ledger
+    ledger: RunStore
     compiled: CompiledPipeline
     log: RunLog
     stop_requested: Callable[[], bool]
@@ -156,7 +155,7 @@ class Runner:
         # run too (asyncio.run then leaves SIGINT to us).
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            ledger = Ledger.open(self.paths.ledger)
+            ledger = open_run_store(self.paths.ledger)
             log = RunLog(self.paths.log, self.echo)
             try:
                 return asyncio.run(self._drive(ledger, log))
@@ -184,7 +183,7 @@ class Runner:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    async def _drive(self, ledger: Ledger, log: RunLog) -> RunOutcome:
+    async def _drive(self, ledger: RunStore, log: RunLog) -> RunOutcome:
         info = ledger.run_info()
         if info.status is RunStatus.KILLED:
             raise UsageError(f"run {info.name!r} was killed; it cannot be resumed")
@@ -212,7 +211,9 @@ class Runner:
         )
         executor = self.executor_factory(context) if self.executor_factory else None
         _reject_stale_stops(ledger)
+        # One writer: whatever is in flight now was claimed by a runner that has died.
         released = ledger.release_in_flight()
+        ledger.register_runner(RunnerIdentity.here())
         event = (
             RunEvent.REOPEN
             if info.status in (RunStatus.COMPLETE, RunStatus.FAILED)
@@ -232,10 +233,14 @@ class Runner:
             raise
 
     async def _loop(
-        self, ledger: Ledger, log: RunLog, compiled: CompiledPipeline, executor: LLMExecutor | None
+        self,
+        ledger: RunStore,
+        log: RunLog,
+        compiled: CompiledPipeline,
+        executor: LLMExecutor | None,
     ) -> None:
         while not self._stop_reason:
-            await _yield_to_waiting_writer(self.paths)
+            await _yield_to_waiting_writer(ledger)
             self._apply_commands(ledger, log)
             self._report_progress(ledger, executor)
             progressed = False
@@ -247,7 +252,7 @@ class Runner:
                     progressed |= chunk.done > 0
                     if chunk.hit_max_iterations:
                         self._note_max_iterations(log, cstep, chunk.hit_max_iterations)
-                    await _yield_to_waiting_writer(self.paths)
+                    await _yield_to_waiting_writer(ledger)
                     await asyncio.sleep(0)
             if executor is not None:
                 progressed |= await executor.pump()
@@ -269,7 +274,7 @@ class Runner:
             await asyncio.sleep(IDLE_SLEEP_S)
 
     async def _finish(
-        self, ledger: Ledger, log: RunLog, executor: LLMExecutor | None
+        self, ledger: RunStore, log: RunLog, executor: LLMExecutor | None
     ) -> RunOutcome:
         if executor is not None:
             await executor.stop()
@@ -294,7 +299,9 @@ class Runner:
         code = EXIT_INTERRUPTED if self._interrupts else 0
         return RunOutcome(status, None, counts, code, post=post)
 
-    def _post_process(self, ledger: Ledger, log: RunLog, *, only_stale: bool) -> PostReport | None:
+    def _post_process(
+        self, ledger: RunStore, log: RunLog, *, only_stale: bool
+    ) -> PostReport | None:
         """Run-scope steps and ``post_process`` (``engine/postprocess.py``); a problem that
         stops it is logged (the run stays complete; ``octopipe post`` runs it again)."""
         if self.post is None or not self.export or self._pipeline is None:
@@ -314,7 +321,7 @@ class Runner:
             return None
 
     async def _die(
-        self, ledger: Ledger, log: RunLog, executor: LLMExecutor | None, exc: Exception
+        self, ledger: RunStore, log: RunLog, executor: LLMExecutor | None, exc: Exception
     ) -> None:
         """The runner stops on an error it cannot handle: leave the reason in ``run.log``,
         the event log and the run's status (``paused`` when the ledger refused a write, so
@@ -356,7 +363,7 @@ class Runner:
         )
 
     def _report_progress(
-        self, ledger: Ledger, executor: LLMExecutor | None, force: bool = False
+        self, ledger: RunStore, executor: LLMExecutor | None, force: bool = False
     ) -> None:
         now = time.monotonic()
         if self.progress is None or (not force and now - self._last_progress < self._every):
@@ -371,20 +378,21 @@ class Runner:
         unknown = executor.budget.unpriced_calls if executor is not None else 0
         self.progress(self._tracker.update(steps, spent, batches, unknown))
 
-    def _apply_commands(self, ledger: Ledger, log: RunLog) -> None:
-        for command in ledger.pending_commands():
-            outcome = commands.apply(ledger, command.kind, command.args)
-            ledger.mark_command(command.id, outcome.event, outcome.message)
-            log.write("COMMAND", f"{command.kind}: {outcome.message}")
+    def _apply_commands(self, ledger: RunStore, log: RunLog) -> None:
+        for row in ledger.pending_commands():
+            outcome = commands.apply_queued(ledger, row)
+            ledger.mark_command(row.id, outcome.event, outcome.message)
+            log.write("COMMAND", f"{row.kind}: {outcome.message}")
             if outcome.stop is not None:
-                self.request_stop(outcome.stop, kill=command.kind == "kill", urgent=True)
+                kill = isinstance(row.command, commands.Kill)
+                self.request_stop(outcome.stop, kill=kill, urgent=True)
 
 
-async def _yield_to_waiting_writer(paths: RunPaths, limit_s: float = 2.0) -> None:
-    """Leave the ledger alone while another process waits to queue a command (at most
-    ``limit_s``): back-to-back local chunks would otherwise keep SQLite's write lock busy."""
+async def _yield_to_waiting_writer(ledger: RunStore, limit_s: float = 2.0) -> None:
+    """Leave the store alone while another process waits to queue a command (at most
+    ``limit_s``): back-to-back local chunks would otherwise keep it busy."""
     waited = 0.0
-    while waited < limit_s and writer_waiting(paths.root):
+    while waited < limit_s and ledger.writer_waiting():
         await asyncio.sleep(0.01)
         waited += 0.01
 
@@ -399,7 +407,7 @@ class ChunkOutcome:
 
 
 def run_local_chunk(
-    ledger: Ledger,
+    ledger: RunStore,
     index: int,
     cstep: CompiledStep,
     limit: int,
@@ -444,7 +452,7 @@ def _compute(
 
 
 def _record_chunk(
-    ledger: Ledger, index: int, results: list[tuple[ClaimedUnit, StepResult]], fan_out: bool
+    ledger: RunStore, index: int, results: list[tuple[ClaimedUnit, StepResult]], fan_out: bool
 ) -> None:
     """Claim the computed units (still the oldest pending: the runner is the one writer) and
     record them, in one transaction."""
@@ -478,7 +486,7 @@ def _record_chunk(
             )
 
 
-def _record_successes(ledger: Ledger, index: int, successes: list[Success]) -> None:
+def _record_successes(ledger: RunStore, index: int, successes: list[Success]) -> None:
     """Record a chunk's successes; a unit whose output cannot be stored (NaN, ...) fails alone."""
     try:
         with ledger.transaction():
@@ -521,12 +529,12 @@ def _local_attempt(result: StepResult) -> AttemptRecord | None:
     return None
 
 
-def _reject_stale_stops(ledger: Ledger) -> None:
+def _reject_stale_stops(ledger: RunStore) -> None:
     """A pause or kill still queued when a runner starts was meant for one that has exited."""
-    for command in ledger.pending_commands():
-        if command.kind in ("pause", "kill"):
+    for row in ledger.pending_commands():
+        if isinstance(row.command, commands.STOPPING):
             ledger.mark_command(
-                command.id, CommandEvent.REJECT, "queued for a runner that had already exited"
+                row.id, CommandEvent.REJECT, "queued for a runner that had already exited"
             )
 
 
@@ -544,7 +552,7 @@ def _llm_steps_waiting(
     return None
 
 
-def _summary(ledger: Ledger, counts: dict[int, dict[UnitStepState, int]]) -> str:
+def _summary(ledger: RunStore, counts: dict[int, dict[UnitStepState, int]]) -> str:
     parts = []
     for index, step in enumerate(ledger.steps):
         by_state = counts.get(index, {})
