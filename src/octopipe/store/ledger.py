@@ -59,6 +59,7 @@ from octopipe.store.records import (
     RunInfo,
     RunMeta,
     StepDef,
+    TierCost,
     VerifyReport,
 )
 from octopipe.store.schema import check_file, check_version, migrate, needed_by_readers
@@ -365,6 +366,10 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads):
 
     def cost_totals(self) -> CostTotals:
         return self._read(reads.cost_totals)
+
+    def cost_by_tier(self) -> list[TierCost]:
+        """Cost per (provider, model, tier) and its standard-price equivalent."""
+        return self._read(reads.cost_by_tier)
 
     # --- blobs, events, commands ----------------------------------------------------------
 
