@@ -262,6 +262,21 @@ class TransientProviderError(ProviderError):
     retryable = True
 
 
+class FlexUnavailable(TransientProviderError):
+    """HTTP 429 "resource unavailable" to a flex-tier request (OpenAI's ``service_tier:
+    "flex"``): flex has no capacity right now. Not a rate limit (the account's pace is not
+    at fault, so pacing does not slow down) and not the unit's fault (no attempt of its
+    budget is spent): retried, then, as ``--flex-fallback`` says, sent at standard or parked
+    and tried again at flex."""
+
+    def __init__(
+        self, message: str, *, provider: str, status: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(message, provider=provider, status=status)
+        self.retry_after = retry_after
+
+
 class ProviderUnreachable(TransientProviderError):
     """No HTTP exchange took place: connection refused or reset, host not found."""
 

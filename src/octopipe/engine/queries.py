@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from octopipe.core.states import BATCH_TERMINAL, DerivedStatus, UnitStepState, derive_status
+from octopipe.engine.cost_split import split_costs
 from octopipe.engine.paths import RunPaths, iter_runs
 from octopipe.engine.post_view import post_view
 from octopipe.errors import OctopipeError, UsageError
@@ -109,6 +110,11 @@ class RunStatusView:
     open_batches: list[dict[str, Any]] = field(default_factory=list)  # not yet collected
     error: str | None = None  # why the run's ledger cannot be read (status "unreadable")
     post: list[dict[str, Any]] = field(default_factory=list)  # post-processing, latest states
+    prices: dict[str, Any] | None = None
+    """What priced the run's calls (its last session's): database and version, price files."""
+    costs: dict[str, Any] | None = None
+    """Cost by tier and by model with the standard-price equivalent (`cost_split`); only
+    views of one run (``status``, ``info``) fill it, ``ps`` does not."""
 
     @classmethod
     def unreadable(cls, paths: RunPaths, archived: bool, error: str) -> RunStatusView:
@@ -154,15 +160,18 @@ class RunStatusView:
         return data
 
 
-def run_status(paths: RunPaths, archived: bool = False) -> RunStatusView:
+def run_status(paths: RunPaths, archived: bool = False, *, costs: bool = False) -> RunStatusView:
+    """``costs``: also split the cost by tier and model (one more pass over the attempts)."""
     ledger = open_run_store(paths.ledger, readonly=True)
     try:
-        return _view(ledger, paths, archived)
+        return _view(ledger, paths, archived, split=costs)
     finally:
         ledger.close()
 
 
-def _view(ledger: RunReader, paths: RunPaths, archived: bool) -> RunStatusView:
+def _view(
+    ledger: RunReader, paths: RunPaths, archived: bool, *, split: bool = False
+) -> RunStatusView:
     info = ledger.run_info()
     counts = ledger.counts()
     hits = ledger.max_iteration_hits()
@@ -200,6 +209,8 @@ def _view(ledger: RunReader, paths: RunPaths, archived: bool) -> RunStatusView:
         archived=archived,
         path=str(paths.root),
         post=[state.to_dict() for state in post_view(ledger, paths, live=live)],
+        prices=info.options.get("prices"),
+        costs=split_costs(ledger.cost_by_tier()).to_dict() if split else None,
         **_batches(ledger),
     )
 
@@ -288,7 +299,7 @@ def run_details(paths: RunPaths, *, last_events: int = 10) -> RunDetails:
     state, the last events. Read-only; never takes the lock."""
     ledger = open_run_store(paths.ledger, readonly=True)
     try:
-        view = _view(ledger, paths, archived=False)
+        view = _view(ledger, paths, archived=False, split=True)
         info = ledger.run_info()
         funnel = []
         for index, step in enumerate(view.steps):

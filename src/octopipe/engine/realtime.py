@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from octopipe.core.costs import estimate_tokens
+from octopipe.core.costs import Tier, estimate_tokens
 from octopipe.core.judge import PriceList
 from octopipe.core.registry import Registry
 from octopipe.core.steps import StepFailure
@@ -50,18 +51,25 @@ from octopipe.engine.realtime_attempts import (
     render_failure,
 )
 from octopipe.engine.realtime_ledger import RealtimeRecorder
-from octopipe.engine.routes import refuse_unpriced_cap, resolve_routes
+from octopipe.engine.routes import (
+    FLEX_TIMEOUT_S,
+    refuse_unflexible,
+    refuse_unpriced_cap,
+    resolve_routes,
+)
 from octopipe.engine.runlog import Trace
 from octopipe.engine.runner import RunContext
 from octopipe.errors import (
     EXIT_PROVIDER,
     AdapterError,
+    FlexUnavailable,
     MalformedResponse,
     ProviderError,
     RateLimited,
     TransientProviderError,
 )
 from octopipe.providers.base import DEADLINE_GRACE_S, LLMRequest, LLMResponse, RealtimeProvider
+from octopipe.providers.catalog import catalog
 from octopipe.store.records import ClaimedUnit
 
 STOP_GRACE_S = 2.0
@@ -82,6 +90,8 @@ class RealtimeOptions:
     max_attempts: int | None = None
     base_url: str | None = None  # an OpenAI-compatible server (over ``api.base_url``)
     price_as: dict[str, str] = field(default_factory=dict)  # provider -> registry provider
+    flex: bool | None = None  # --flex (None: api.realtime.service_tier)
+    flex_fallback: str | None = None  # --flex-fallback standard|none (None: the config's)
 
 
 class RealtimeExecutor:
@@ -108,6 +118,11 @@ class RealtimeExecutor:
         self.retry = config.api.retry
         self.auto_retry = config.api.realtime.auto_retry
         self.outage_grace_s = config.api.realtime.pause_after_outage_seconds
+        realtime = config.api.realtime
+        self.flex = options.flex if options.flex is not None else realtime.service_tier == "flex"
+        self.tier: Tier = "flex" if self.flex else "standard"
+        self.flex_fallback = options.flex_fallback or realtime.flex_fallback
+        self.request_timeout_s = config.api.request_timeout_seconds
         explicit = options.concurrency or config.api.realtime.concurrency
         self.session_usd = 0.0  # what this executor's recorded calls cost
         self.calls_priced = 0
@@ -142,7 +157,9 @@ class RealtimeExecutor:
             self.options.price_as,
         )
         priced = [(r.cstep.name, r.provider, r.model, r.price_provider) for r in routes if r]
-        refuse_unpriced_cap(priced, self.registry, "realtime", self.budget.cap)
+        if self.flex:
+            refuse_unflexible(priced, self.registry, lambda name: _flexible(client_for(name)))
+        refuse_unpriced_cap(priced, self.registry, "realtime", self.budget.cap, tier=self.tier)
         for route in routes:
             if route is None:
                 out.append(None)
@@ -171,9 +188,10 @@ class RealtimeExecutor:
                     route.model,
                     client,
                     pacers[key],
-                    route.request_defaults,
-                    PriceList(self.registry, route.price_provider, route.model, "standard"),
+                    _with_tier(route.request_defaults, self.flex),
+                    PriceList(self.registry, route.price_provider, route.model, self.tier),
                     healths[watched],
+                    tier=self.tier,
                 )
             )
         return out
@@ -331,6 +349,14 @@ class RealtimeExecutor:
             t0 = time.monotonic()
             try:
                 response = await self._send(target, request)
+            except FlexUnavailable:
+                # flex has no capacity: not the account's pace (the pacer is left alone)
+                self._trace(target, request, t0, status="429 flex unavailable")
+                if attempt == self.retry.max_attempts or target.health.is_open:
+                    if self.flex_fallback == "standard":
+                        return await self._at_standard(target, request)
+                    raise  # parked uncharged by ``outage``; tried at flex again later
+                await asyncio.sleep(delay)
             except RateLimited as exc:
                 target.pacer.on_rate_limited(exc.retry_after)
                 self._trace(target, request, t0, status=429)
@@ -351,6 +377,13 @@ class RealtimeExecutor:
                 return response
             delay = min(delay * self.retry.backoff_multiplier, self.retry.max_delay_seconds)
         raise AssertionError("unreachable")
+
+    async def _at_standard(self, target: StepTarget, request: LLMRequest) -> LLMResponse:
+        """``--flex-fallback standard``: the call flex could not take, sent at the standard
+        tier (with the standard timeout), and priced there."""
+        standard = dataclasses.replace(request, service_tier=None, timeout_s=self.request_timeout_s)
+        response = await self._call(target, standard)
+        return dataclasses.replace(response, service_tier=response.service_tier or "default")
 
     async def _send(self, target: StepTarget, request: LLMRequest) -> LLMResponse:
         task = asyncio.current_task()
@@ -541,6 +574,21 @@ class RealtimeExecutor:
 
 DEFAULT_CONCURRENCY = 32
 MAX_DEFAULT_CONCURRENCY = 256
+
+
+def _with_tier(defaults: dict[str, Any], flex: bool) -> dict[str, Any]:
+    """The request defaults of a step at the flex tier: ``service_tier`` and the longer
+    timeout (`routes.FLEX_TIMEOUT_S`)."""
+    if not flex:
+        return defaults
+    timeout = max(float(defaults.get("timeout_s") or 0.0), FLEX_TIMEOUT_S)
+    return {**defaults, "service_tier": "flex", "timeout_s": timeout}
+
+
+def _flexible(client: RealtimeProvider) -> bool:
+    """The client's provider (``fake``: the vendor it emulates) offers the flex tier."""
+    spec = catalog().get(client.name)
+    return spec is not None and spec.flex
 
 
 def default_concurrency(rpms: list[float]) -> int:

@@ -36,6 +36,7 @@ from typing import Any
 
 from octopipe.core.error_text import error_keys
 from octopipe.core.states import UnitStepState, derive_status
+from octopipe.engine.cost_split import CostSplit, split_costs
 from octopipe.engine.paths import RunPaths
 from octopipe.errors import UsageError
 from octopipe.store import ReportReader, RunReader, open_run_store
@@ -230,6 +231,10 @@ class RunReport:
     steps: list[StepReport]
     failures_by: str | None = None
     top: int = TOP_ERRORS
+    costs: CostSplit | None = None
+    """Cost by tier and model, with the standard-price equivalent (the saving)."""
+    prices: dict[str, Any] | None = None
+    """What priced the run's calls (run option ``prices``)."""
 
     @property
     def units(self) -> int:
@@ -320,6 +325,8 @@ class RunReport:
             "cost_per_valid_unit": significant(self.cost_per_valid_unit),
             "max_iterations": self.max_iterations,
             "failures_by": self.failures_by,
+            "cost_by_tier": None if self.costs is None else self.costs.to_dict(),
+            "prices": self.prices,
             "steps": [step_dict(s) for s in self.steps],
         }
 
@@ -495,6 +502,8 @@ def _build(
         steps=steps,
         failures_by=failures_by,
         top=top,
+        costs=split_costs(ledger.cost_by_tier()),
+        prices=info.options.get("prices"),
     )
 
 

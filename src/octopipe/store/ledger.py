@@ -62,6 +62,7 @@ from octopipe.store.records import (
     RunInfo,
     RunMeta,
     StepDef,
+    TierCost,
     VerifyReport,
 )
 from octopipe.store.report_reads import ReportReads
@@ -376,6 +377,10 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads):
 
     def cost_totals(self) -> CostTotals:
         return self._read(reads.cost_totals)
+
+    def cost_by_tier(self) -> list[TierCost]:
+        """Cost per (provider, model, tier) and its standard-price equivalent."""
+        return self._read(reads.cost_by_tier)
 
     # --- blobs, events, commands ----------------------------------------------------------
 

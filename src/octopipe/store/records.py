@@ -326,6 +326,25 @@ class CostTotals:
     cached_tokens: int
 
 
+@dataclass(frozen=True)
+class TierCost:
+    """What the answered calls of one (provider, model, tier) cost, and what the same usage
+    costs at the standard realtime price. Unknown costs are counted, not guessed: ``*_usd``
+    sums the known ones, ``unknown_*`` counts the calls whose price is unknown."""
+
+    provider: str
+    model: str
+    tier: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    known_usd: float
+    unknown_calls: int
+    standard_known_usd: float
+    standard_unknown_calls: int
+
+
 PostKind = Literal["analysis", "script", "gzip", "run_script", "extract"]
 PostOutcome = Literal["running", "ok", "failed", "skipped"]
 
