@@ -2,7 +2,7 @@
 a run's overview, pages of its units, one unit with every attempt, and its log's tail.
 
 Everything opens ledgers read-only and never takes a run lock. Nothing here loads every unit:
-the units table is paged by ``Ledger.unit_page`` (a keyset on uid through an index), the
+the units table is paged by ``RunReader.unit_page`` (a keyset on uid through an index), the
 failure counts are one indexed ``GROUP BY`` per run.
 
 ``RunIndex`` keeps the last view of each run with the signature it was read at (the ledger
@@ -22,10 +22,9 @@ from typing import Any
 from octopipe.engine.paths import RunPaths, iter_runs
 from octopipe.engine.queries import UNREADABLE, RunStatusView, status_of
 from octopipe.errors import OctopipeError
-from octopipe.store.browse_reads import UnitAtStep, UnitRow
-from octopipe.store.ledger import Ledger
+from octopipe.store import open_run_store
 from octopipe.store.lock import is_held
-from octopipe.store.records import AttemptRow, Json
+from octopipe.store.records import AttemptRow, Json, UnitAtStep, UnitRow
 
 VALIDATION_STAGES = frozenset({"parse", "schema", "rules"})
 LIVE_STATUSES = frozenset({"running", "pending"})
@@ -78,7 +77,7 @@ class DashboardRow:
 def read_row(paths: RunPaths, archived: bool = False) -> DashboardRow:
     """A run's dashboard row, with one read-only open of its ledger."""
     try:
-        ledger = Ledger.open(paths.ledger, readonly=True)
+        ledger = open_run_store(paths.ledger, readonly=True)
     except OSError as exc:
         return DashboardRow(RunStatusView.unreadable(paths, archived, f"{paths.ledger}: {exc}"))
     except OctopipeError as exc:
@@ -217,7 +216,7 @@ def units_page(
 ) -> list[UnitRow]:
     """A page of units at a step: uid order after ``after_uid``; with ``prefix``, id order
     after ``after_unit_id``."""
-    ledger = Ledger.open(paths.ledger, readonly=True)
+    ledger = open_run_store(paths.ledger, readonly=True)
     try:
         return ledger.unit_page(
             step_idx,
@@ -234,7 +233,7 @@ def units_page(
 
 def unit_detail(paths: RunPaths, unit_id: str) -> UnitDetail | None:
     """Everything the ledger holds about one unit, ``None`` if the run has no such unit."""
-    ledger = Ledger.open(paths.ledger, readonly=True)
+    ledger = open_run_store(paths.ledger, readonly=True)
     try:
         found = ledger.unit_fields(unit_id)
         if found is None:
@@ -253,7 +252,7 @@ def unit_detail(paths: RunPaths, unit_id: str) -> UnitDetail | None:
 
 def failed_by_stage(paths: RunPaths) -> dict[str, dict[str, int]]:
     """Units with no attempt left, by step name and stage."""
-    ledger = Ledger.open(paths.ledger, readonly=True)
+    ledger = open_run_store(paths.ledger, readonly=True)
     try:
         names = [s.name for s in ledger.steps]
         return {names[k]: v for k, v in sorted(ledger.failed_by_stage().items())}
@@ -321,7 +320,7 @@ def export_results(paths: RunPaths) -> str:
     ``outputs/`` (read-only ledger; the file is written atomically). Returns a summary."""
     from octopipe.engine.exports import write_export  # heavy: only when exporting
 
-    ledger = Ledger.open(paths.ledger, readonly=True)
+    ledger = open_run_store(paths.ledger, readonly=True)
     try:
         written = write_export(ledger, paths, len(ledger.steps) - 1)
     finally:

@@ -16,8 +16,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from octopipe.engine.batch import LIVE, BatchExecutor, BatchOptions
+from octopipe.core.states import BATCH_LIVE
+from octopipe.engine.batch import BatchExecutor, BatchOptions
 from octopipe.engine.combined import CombinedExecutor
+from octopipe.engine.cost_budget import CostBudget
 from octopipe.engine.realtime import RealtimeExecutor, RealtimeOptions
 from octopipe.engine.runner import ExecutorFactory, LLMExecutor, RunContext
 from octopipe.errors import UsageError
@@ -152,7 +154,6 @@ def _factory(
         batch,
         provider=run_options.provider,
         model=options.model,
-        max_cost_usd=options.max_cost_usd,
         timeout_s=options.timeout_s,
         max_attempts=options.max_attempts,
         price_as=options.price_as,
@@ -174,26 +175,36 @@ def _factory(
             settings = _settings(name, vendor, emulator, base_url, api.request_timeout_seconds)
             return make_batch_provider(settings)
 
+        budget = CostBudget.of_run(ctx, options.max_cost_usd)  # one cap for every executor
         if mode == "batch":
-            combined = CombinedExecutor([])
+            combined = CombinedExecutor(budget)
+            fallen_back: list[RealtimeExecutor] = []
 
             def fall_back(step_index: int) -> None:
-                realtime = combined.realtime
-                if realtime is None:
-                    realtime = RealtimeExecutor(ctx, run_options, client_for, only_steps=set())
+                if not fallen_back:
+                    realtime = RealtimeExecutor(
+                        ctx, run_options, client_for, only_steps=set(), budget=budget
+                    )
+                    fallen_back.append(realtime)
                     combined.add(realtime)
-                assert realtime.only_steps is not None
-                realtime.only_steps.add(step_index)
+                steps = fallen_back[0].only_steps
+                assert steps is not None
+                steps.add(step_index)
 
-            combined.add(BatchExecutor(ctx, batch_options, batch_client_for, fallback=fall_back))
+            combined.add(
+                BatchExecutor(
+                    ctx, batch_options, batch_client_for, fallback=fall_back, budget=budget
+                )
+            )
             return combined
-        realtime = RealtimeExecutor(ctx, run_options, client_for)
-        if not ctx.ledger.batches(*LIVE):
+        realtime = RealtimeExecutor(ctx, run_options, client_for, budget=budget)
+        if not ctx.ledger.batches(*BATCH_LIVE):
             return realtime
         # Switched from batch: batches already at the provider are still followed and
         # collected; everything new runs in realtime.
         follow = dataclasses.replace(batch_options, submit=False)
-        return CombinedExecutor([BatchExecutor(ctx, follow, batch_client_for), realtime])
+        following = BatchExecutor(ctx, follow, batch_client_for, budget=budget)
+        return CombinedExecutor(budget, (following, realtime))
 
     return make
 

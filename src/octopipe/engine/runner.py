@@ -31,11 +31,12 @@ from octopipe.core.config_models import ExpressionStep, FanOutStep
 from octopipe.core.states import CommandEvent, RunEvent, RunStatus, UnitStepState
 from octopipe.core.steps import CompiledPipeline, CompiledStep, StepResult
 from octopipe.engine import commands
-from octopipe.engine.control import writer_waiting
+from octopipe.engine.cost_budget import CostBudget
 from octopipe.engine.exports import export_run, exports_current
 from octopipe.engine.fingerprint import open_snapshot
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.postprocess import NO_SCRIPTS, PostReport, ScriptPermission, run_post
+from octopipe.engine.prices import price_record
 from octopipe.engine.progress import (
     PROGRESS_EVERY_S,
     ProgressSnapshot,
@@ -52,7 +53,7 @@ from octopipe.errors import (
     UnstorableValue,
     UsageError,
 )
-from octopipe.store.ledger import Ledger
+from octopipe.store import RunnerIdentity, RunStore, open_run_store
 from octopipe.store.lock import RunLock
 from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Success
 
@@ -66,6 +67,10 @@ IDLE_SLEEP_S = 0.2
 class LLMExecutor(Protocol):
     """Runs the LLM steps of a run (realtime or batch). The runner calls it every pass."""
 
+    budget: CostBudget
+    """The run's money (``engine.cost_budget``): one object shared by every executor of the
+    run, so the cost cap holds for the run in both modes."""
+
     async def pump(self) -> bool:
         """Start and collect work; True when something happened."""
 
@@ -74,6 +79,9 @@ class LLMExecutor(Protocol):
 
     async def stop(self) -> None:
         """Stop starting work; return in-flight realtime units to the ledger as pending."""
+
+    def batch_summary(self) -> dict[str, int]:
+        """Batches not yet collected, counted by state (empty when there are none)."""
 
 
 ExecutorFactory = Callable[["RunContext"], LLMExecutor]
@@ -84,7 +92,7 @@ class RunContext:
     """What an executor needs: the run's files, ledger, compiled steps and log."""
 
     paths: RunPaths
-    ledger: Ledger
+    ledger: RunStore
     compiled: CompiledPipeline
     log: RunLog
     stop_requested: Callable[[], bool]
@@ -148,7 +156,7 @@ class Runner:
         # run too (asyncio.run then leaves SIGINT to us).
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            ledger = Ledger.open(self.paths.ledger)
+            ledger = open_run_store(self.paths.ledger)
             log = RunLog(self.paths.log, self.echo)
             try:
                 return asyncio.run(self._drive(ledger, log))
@@ -176,7 +184,7 @@ class Runner:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    async def _drive(self, ledger: Ledger, log: RunLog) -> RunOutcome:
+    async def _drive(self, ledger: RunStore, log: RunLog) -> RunOutcome:
         info = ledger.run_info()
         if info.status is RunStatus.KILLED:
             raise UsageError(f"run {info.name!r} was killed; it cannot be resumed")
@@ -203,8 +211,13 @@ class Runner:
             lambda: self._urgent,
         )
         executor = self.executor_factory(context) if self.executor_factory else None
+        if executor is not None:
+            # which price source and version price this session's calls (``info``, ``status``)
+            ledger.update_run(options={"prices": price_record(pipeline)})
         _reject_stale_stops(ledger)
+        # One writer: whatever is in flight now was claimed by a runner that has died.
         released = ledger.release_in_flight()
+        ledger.register_runner(RunnerIdentity.here())
         event = (
             RunEvent.REOPEN
             if info.status in (RunStatus.COMPLETE, RunStatus.FAILED)
@@ -224,10 +237,14 @@ class Runner:
             raise
 
     async def _loop(
-        self, ledger: Ledger, log: RunLog, compiled: CompiledPipeline, executor: LLMExecutor | None
+        self,
+        ledger: RunStore,
+        log: RunLog,
+        compiled: CompiledPipeline,
+        executor: LLMExecutor | None,
     ) -> None:
         while not self._stop_reason:
-            await _yield_to_waiting_writer(self.paths)
+            await _yield_to_waiting_writer(ledger)
             self._apply_commands(ledger, log)
             self._report_progress(ledger, executor)
             progressed = False
@@ -239,7 +256,7 @@ class Runner:
                     progressed |= chunk.done > 0
                     if chunk.hit_max_iterations:
                         self._note_max_iterations(log, cstep, chunk.hit_max_iterations)
-                    await _yield_to_waiting_writer(self.paths)
+                    await _yield_to_waiting_writer(ledger)
                     await asyncio.sleep(0)
             if executor is not None:
                 progressed |= await executor.pump()
@@ -261,7 +278,7 @@ class Runner:
             await asyncio.sleep(IDLE_SLEEP_S)
 
     async def _finish(
-        self, ledger: Ledger, log: RunLog, executor: LLMExecutor | None
+        self, ledger: RunStore, log: RunLog, executor: LLMExecutor | None
     ) -> RunOutcome:
         if executor is not None:
             await executor.stop()
@@ -286,7 +303,9 @@ class Runner:
         code = EXIT_INTERRUPTED if self._interrupts else 0
         return RunOutcome(status, None, counts, code, post=post)
 
-    def _post_process(self, ledger: Ledger, log: RunLog, *, only_stale: bool) -> PostReport | None:
+    def _post_process(
+        self, ledger: RunStore, log: RunLog, *, only_stale: bool
+    ) -> PostReport | None:
         """Run-scope steps and ``post_process`` (``engine/postprocess.py``); a problem that
         stops it is logged (the run stays complete; ``octopipe post`` runs it again)."""
         if self.post is None or not self.export or self._pipeline is None:
@@ -306,7 +325,7 @@ class Runner:
             return None
 
     async def _die(
-        self, ledger: Ledger, log: RunLog, executor: LLMExecutor | None, exc: Exception
+        self, ledger: RunStore, log: RunLog, executor: LLMExecutor | None, exc: Exception
     ) -> None:
         """The runner stops on an error it cannot handle: leave the reason in ``run.log``,
         the event log and the run's status (``paused`` when the ledger refused a write, so
@@ -348,7 +367,7 @@ class Runner:
         )
 
     def _report_progress(
-        self, ledger: Ledger, executor: LLMExecutor | None, force: bool = False
+        self, ledger: RunStore, executor: LLMExecutor | None, force: bool = False
     ) -> None:
         now = time.monotonic()
         if self.progress is None or (not force and now - self._last_progress < self._every):
@@ -358,25 +377,26 @@ class Runner:
         # counts() grows with the run (0.3 s at 1M units): keep it under a tenth of the time.
         self._every = max(PROGRESS_EVERY_S, 10 * (time.monotonic() - now))
         steps = snapshot_steps([(s.name, s.scope) for s in ledger.steps], counts)
-        spent = getattr(executor, "spent", None)
-        summary = getattr(executor, "batch_summary", None)
-        unknown = getattr(executor, "unpriced_calls", 0)
-        self.progress(self._tracker.update(steps, spent, summary() if summary else None, unknown))
+        spent = executor.budget.spent if executor is not None else None
+        batches = executor.batch_summary() if executor is not None else None
+        unknown = executor.budget.unpriced_calls if executor is not None else 0
+        self.progress(self._tracker.update(steps, spent, batches, unknown))
 
-    def _apply_commands(self, ledger: Ledger, log: RunLog) -> None:
-        for command in ledger.pending_commands():
-            outcome = commands.apply(ledger, command.kind, command.args)
-            ledger.mark_command(command.id, outcome.event, outcome.message)
-            log.write("COMMAND", f"{command.kind}: {outcome.message}")
+    def _apply_commands(self, ledger: RunStore, log: RunLog) -> None:
+        for row in ledger.pending_commands():
+            outcome = commands.apply_queued(ledger, row)
+            ledger.mark_command(row.id, outcome.event, outcome.message)
+            log.write("COMMAND", f"{row.kind}: {outcome.message}")
             if outcome.stop is not None:
-                self.request_stop(outcome.stop, kill=command.kind == "kill", urgent=True)
+                kill = isinstance(row.command, commands.Kill)
+                self.request_stop(outcome.stop, kill=kill, urgent=True)
 
 
-async def _yield_to_waiting_writer(paths: RunPaths, limit_s: float = 2.0) -> None:
-    """Leave the ledger alone while another process waits to queue a command (at most
-    ``limit_s``): back-to-back local chunks would otherwise keep SQLite's write lock busy."""
+async def _yield_to_waiting_writer(ledger: RunStore, limit_s: float = 2.0) -> None:
+    """Leave the store alone while another process waits to queue a command (at most
+    ``limit_s``): back-to-back local chunks would otherwise keep it busy."""
     waited = 0.0
-    while waited < limit_s and writer_waiting(paths.root):
+    while waited < limit_s and ledger.writer_waiting():
         await asyncio.sleep(0.01)
         waited += 0.01
 
@@ -391,7 +411,7 @@ class ChunkOutcome:
 
 
 def run_local_chunk(
-    ledger: Ledger,
+    ledger: RunStore,
     index: int,
     cstep: CompiledStep,
     limit: int,
@@ -436,7 +456,7 @@ def _compute(
 
 
 def _record_chunk(
-    ledger: Ledger, index: int, results: list[tuple[ClaimedUnit, StepResult]], fan_out: bool
+    ledger: RunStore, index: int, results: list[tuple[ClaimedUnit, StepResult]], fan_out: bool
 ) -> None:
     """Claim the computed units (still the oldest pending: the runner is the one writer) and
     record them, in one transaction."""
@@ -470,7 +490,7 @@ def _record_chunk(
             )
 
 
-def _record_successes(ledger: Ledger, index: int, successes: list[Success]) -> None:
+def _record_successes(ledger: RunStore, index: int, successes: list[Success]) -> None:
     """Record a chunk's successes; a unit whose output cannot be stored (NaN, ...) fails alone."""
     try:
         with ledger.transaction():
@@ -513,12 +533,12 @@ def _local_attempt(result: StepResult) -> AttemptRecord | None:
     return None
 
 
-def _reject_stale_stops(ledger: Ledger) -> None:
+def _reject_stale_stops(ledger: RunStore) -> None:
     """A pause or kill still queued when a runner starts was meant for one that has exited."""
-    for command in ledger.pending_commands():
-        if command.kind in ("pause", "kill"):
+    for row in ledger.pending_commands():
+        if isinstance(row.command, commands.STOPPING):
             ledger.mark_command(
-                command.id, CommandEvent.REJECT, "queued for a runner that had already exited"
+                row.id, CommandEvent.REJECT, "queued for a runner that had already exited"
             )
 
 
@@ -536,7 +556,7 @@ def _llm_steps_waiting(
     return None
 
 
-def _summary(ledger: Ledger, counts: dict[int, dict[UnitStepState, int]]) -> str:
+def _summary(ledger: RunStore, counts: dict[int, dict[UnitStepState, int]]) -> str:
     parts = []
     for index, step in enumerate(ledger.steps):
         by_state = counts.get(index, {})

@@ -18,41 +18,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from octopipe.core.states import UnitStepState
 from octopipe.store import reads
 from octopipe.store.base import LedgerCore, guarded
-from octopipe.store.records import Json
+from octopipe.store.records import Json, UnitAtStep, UnitRow
 
 MAX_PAGE = 1_000
 _PREFIX_END = "\U0010ffff"
-
-
-@dataclass(frozen=True)
-class UnitRow:
-    """One unit at one step, as a units table lists it."""
-
-    uid: int
-    unit_id: str
-    state: UnitStepState
-    attempts: int
-    stage: str | None
-    error: str | None
-    updated_at: str
-
-
-@dataclass(frozen=True)
-class UnitAtStep:
-    """A unit at one step, for the inspector: what went in and what came out."""
-
-    step_idx: int
-    state: UnitStepState
-    attempts: int
-    stage: str | None
-    error: str | None
-    input: Json  # the unit's record at this step (fields + outputs of earlier steps)
-    output: Json | None  # this step's output when valid
 
 
 class BrowseReads(LedgerCore):

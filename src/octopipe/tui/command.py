@@ -67,7 +67,9 @@ def tui(
             queries.paths(run_name)  # RunNotFound before anything prints
         print_dump(queries, sys.stdout, run=run_name, as_json=as_json, include_archived=archived)
         return EXIT_OK
+    _need("textual", "textual-serve" if serve else "textual")
     if serve:
+        _need("textual_serve", "textual-serve")
         return _serve(base, pipelines_dir, read_only, run_name, port)
     control = ReadOnlyControl(base) if read_only else RunControl(base)
     from octopipe.tui.app import build_app
@@ -76,6 +78,17 @@ def tui(
         queries.paths(run_name)
     build_app(queries, control, read_only=read_only, start_run=run_name).run()
     return EXIT_OK
+
+
+def _need(module: str, package: str) -> None:
+    """A clear message instead of an ImportError when the optional extra is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(
+            f"the terminal UI needs {package}, which is not installed: "
+            "pip install 'octopipe[tui]' (--dump works without it)"
+        )
 
 
 def _serve(

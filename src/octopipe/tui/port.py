@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from octopipe.core.commands import Command, Kill, Pause, Rename, Retry
 from octopipe.core.states import UnitStepState
 from octopipe.engine import browse
 from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
@@ -288,23 +289,24 @@ class RunControl:
     def _paths(self, name: str) -> RunPaths:
         return resolve_run(name, self.runs_dir)
 
-    def _change(self, name: str, kind: str, args: dict[str, Any], command: str) -> ActionResult:
+    def _change(self, name: str, command: Command, cli_text: str) -> ActionResult:
+        """``command`` (one of the typed commands the CLI sends) through the engine: a live
+        runner applies it; with none, it is applied under the run's lock."""
         from octopipe.engine.control import change_run_detailed
 
-        outcome = change_run_detailed(self._paths(name), kind, args, wait_s=self._wait_s)
-        return ActionResult(outcome.message, command)
+        outcome = change_run_detailed(self._paths(name), command, wait_s=self._wait_s)
+        return ActionResult(outcome.message, cli_text)
 
     def pause(self, name: str) -> ActionResult:
-        return self._change(name, "pause", {}, cli(self.runs_dir, "pause", name))
+        return self._change(name, Pause(), cli(self.runs_dir, "pause", name))
 
     def kill(self, name: str) -> ActionResult:
-        return self._change(name, "kill", {}, cli(self.runs_dir, "kill", name, "--yes"))
+        return self._change(name, Kill(), cli(self.runs_dir, "kill", name, "--yes"))
 
     def rename(self, name: str, display_name: str) -> ActionResult:
         return self._change(
             name,
-            "rename",
-            {"display_name": display_name},
+            Rename(display_name=display_name),
             cli(self.runs_dir, "rename", name, display_name),
         )
 
@@ -317,19 +319,16 @@ class RunControl:
         unit_ids: Sequence[str] = (),
     ) -> ActionResult:
         """Requeue failed units (by step, stage, ids): only those."""
-        args: dict[str, Any] = {}
         words: list[object] = ["retry", name]
         if step is not None:
-            args["step_idx"] = step[0]
             words += ["--step", step[1]]
         if stage is not None:
-            args["stage"] = stage
             words += ["--stage", stage]
-        if unit_ids:
-            args["unit_ids"] = list(dict.fromkeys(unit_ids))
-            for unit in args["unit_ids"]:
-                words += ["--unit", unit]
-        return self._change(name, "retry", args, cli(self.runs_dir, *words))
+        ids = tuple(dict.fromkeys(unit_ids)) or None
+        for unit in ids or ():
+            words += ["--unit", unit]
+        command = Retry(step_idx=None if step is None else step[0], stage=stage, unit_ids=ids)
+        return self._change(name, command, cli(self.runs_dir, *words))
 
     def resume(self, name: str) -> ActionResult:
         """Start a runner for the run in the background (``octopipe run RUN --detach``)."""
@@ -410,8 +409,8 @@ class ReadOnlyControl(RunControl):
 
     read_only = True
 
-    def _change(self, name: str, kind: str, args: dict[str, Any], command: str) -> ActionResult:
-        raise ReadOnlyRefused(kind)
+    def _change(self, name: str, command: Command, cli_text: str) -> ActionResult:
+        raise ReadOnlyRefused(command.kind)
 
     def _run_cli(self, argv: list[str], command: str) -> ActionResult:
         raise ReadOnlyRefused(argv[0])
