@@ -15,6 +15,7 @@ from textual.worker import WorkerCancelled
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from admin_builders import expression_pipeline, fail_llm_units, llm_pipeline, make_run
 
+from octopipe.core.commands import Kill
 from octopipe.core.states import RunEvent
 from octopipe.engine.control import change_run
 from octopipe.engine.paths import RunPaths
@@ -66,7 +67,7 @@ class Runs:
             (RunEvent.FAIL, "provider refused the API key (401)"),
         )
         killed = make_run(expr, self.dir, "killed", drive=False)
-        change_run(killed, "kill")
+        change_run(killed, Kill())
         _set_status(make_run(expr, self.dir, "detached", drive=False), (RunEvent.START, None))
         running = make_run(expr, self.dir, "running", drive=False)
         _set_status(running, (RunEvent.START, None))
