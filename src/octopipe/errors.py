@@ -90,6 +90,11 @@ class UsageError(OctopipeError):
     exit_code = 2
 
 
+class CommandError(UsageError):
+    """A command to a run is malformed: an unknown kind, a missing or ill-typed argument
+    (built by a caller, or read back from a damaged command queue)."""
+
+
 class AnswerHookError(UsageError):
     """The file named by ``--answers`` cannot serve as an emulator answer hook (unreadable,
     fails to import, or defines no ``answer(request)`` function)."""
@@ -255,6 +260,21 @@ class TransientProviderError(ProviderError):
     """408, 5xx, 529, connection reset, timeout: worth retrying the same request."""
 
     retryable = True
+
+
+class FlexUnavailable(TransientProviderError):
+    """HTTP 429 "resource unavailable" to a flex-tier request (OpenAI's ``service_tier:
+    "flex"``): flex has no capacity right now. Not a rate limit (the account's pace is not
+    at fault, so pacing does not slow down) and not the unit's fault (no attempt of its
+    budget is spent): retried, then, as ``--flex-fallback`` says, sent at standard or parked
+    and tried again at flex."""
+
+    def __init__(
+        self, message: str, *, provider: str, status: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(message, provider=provider, status=status)
+        self.retry_after = retry_after
 
 
 class ProviderUnreachable(TransientProviderError):

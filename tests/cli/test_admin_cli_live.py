@@ -3,7 +3,7 @@ in the ledger, the runner applies it, ``pause`` stops it; ``logs -f`` follows it
 
 A runner busy with local steps computes them without holding SQLite's write lock (it claims
 and records each slice in one short transaction) and leaves the ledger to a CLI that signals,
-through ``engine.control.writer_intent``, that it waits to queue a command. The ``real`` case
+through ``store.intent.writer_intent`` (taken by ``enqueue_command``), that it waits to queue a command. The ``real`` case
 runs ``octopipe run`` as it is; the ``yielding`` case adds an extra wait before each pass, so
 the CLI side is tested with a runner that yields more than it must, too.
 """
@@ -29,7 +29,7 @@ MAIN = "from octopipe.cli import main; main()"
 YIELDING_MAIN = """
 import time
 from octopipe.engine import runner
-from octopipe.engine.control import writer_waiting
+from octopipe.store.intent import writer_waiting
 
 apply = runner.Runner._apply_commands
 

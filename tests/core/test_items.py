@@ -101,7 +101,13 @@ def test_mapping_without_key_for_a_list_strategy_hints_the_list_key(tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    ("text", "kind"), [("42\n", "a int"), ("just text\n", "a string"), ("true\n", "a bool")]
+    ("text", "kind"),
+    [
+        ("42\n", "a int"),
+        ("just text\n", "a string"),
+        ("true\n", "a bool"),
+        ('""\n', "an empty string"),
+    ],
 )
 def test_scalar_top_level_is_refused(tmp_path: Path, text: str, kind: str) -> None:
     path = write(tmp_path, "items.yaml", text)

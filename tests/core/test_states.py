@@ -14,6 +14,8 @@ from itertools import product
 import pytest
 
 from octopipe.core.states import (
+    BATCH_ENDED,
+    BATCH_LIVE,
     BatchEvent,
     BatchState,
     CommandEvent,
@@ -150,6 +152,18 @@ def test_a_non_state_is_a_type_error() -> None:
 )
 def test_is_terminal(state: UnitStepState | BatchState | RunStatus, terminal: bool) -> None:
     assert is_terminal(state) is terminal
+
+
+def test_live_and_ended_batch_states() -> None:
+    ended = {BatchState.COMPLETED, BatchState.EXPIRED, BatchState.CANCELLED, BatchState.FAILED}
+    assert ended == BATCH_ENDED
+    assert {BatchState.INTENT, BatchState.SUBMITTED, *ended} == BATCH_LIVE
+    # a live batch is one the engine still has to move: the table has a way out of each
+    for state in BATCH_LIVE:
+        assert not is_terminal(state) and any(s == state for s, _ in BATCH)
+    # an ended batch is collected (or salvaged), and nothing else
+    for state in BATCH_ENDED:
+        assert {e for s, e in BATCH if s == state} <= {"collect_ok", "salvage_ok"}
 
 
 def test_sources_lists_the_states_an_event_leaves() -> None:

@@ -205,3 +205,31 @@ def foreign_batches(emulator: EmulatorThread, vendor: str, count: int, size: int
                 else {}
             ),
         )
+
+
+# --- the in-process fake provider (no HTTP) ------------------------------------------------------
+
+
+def drive_fake(
+    paths: RunPaths,
+    fake: Any,
+    *,
+    model: str = "gpt-4o-mini",
+    batch: BatchOptions = FAST,
+    max_cost_usd: float | None = None,
+) -> RunOutcome:
+    """One pass of the runner with a ``BatchExecutor`` whose every provider is ``fake`` (an
+    ``octopipe.testing.FakeBatchProvider``): the scheduling, the ledger and the judge are
+    real, the provider is in-process."""
+    import dataclasses
+
+    from octopipe.engine.batch import BatchExecutor
+    from octopipe.engine.cost_budget import CostBudget
+
+    options = dataclasses.replace(batch, provider="fake", model=model)
+
+    def make(ctx: Any) -> Any:
+        budget = CostBudget.of_run(ctx, max_cost_usd)
+        return BatchExecutor(ctx, options, lambda name: fake, budget=budget)
+
+    return Runner(paths, executor=make).run()

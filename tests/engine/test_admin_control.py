@@ -9,15 +9,14 @@ import pytest
 from admin_builders import delete_rows, expression_pipeline, make_run
 
 from octopipe.core.states import RunEvent, RunStatus, UnitStepState
+from octopipe.engine.commands import Kill, Pause, Rename, Repair, Retry, SwitchMode, UpdateSettings
 from octopipe.engine.control import (
     change_run,
     change_run_detailed,
-    writer_intent,
-    writer_waiting,
 )
 from octopipe.engine.queries import run_details
 from octopipe.engine.runner import Runner
-from octopipe.errors import UsageError
+from octopipe.errors import CommandError, UsageError
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
 
@@ -52,7 +51,7 @@ def test_retry_requeues_only_failed_units_and_keeps_history(failed_run) -> None:
     failed = sorted(u for u, s in before.items() if s is UnitStepState.EXHAUSTED)
     assert len(failed) == 6 and len(before) == 18  # items 2, 5, 8 (x2 repeats)
 
-    message = change_run(failed_run, "retry", {"step_idx": 1})
+    message = change_run(failed_run, Retry(step_idx=1))
     assert message == "requeued 6 failed unit(s)"
     after = _states(failed_run, 1)
     for unit_id, state in after.items():
@@ -74,8 +73,8 @@ def test_retry_requeues_only_failed_units_and_keeps_history(failed_run) -> None:
 
 def test_retry_filters_by_unit_and_stage(failed_run) -> None:
     failed = sorted(u for u, s in _states(failed_run, 1).items() if s is UnitStepState.EXHAUSTED)
-    assert change_run(failed_run, "retry", {"stage": "rules"}) == "requeued 0 failed unit(s)"
-    assert change_run(failed_run, "retry", {"unit_ids": failed[:2]}) == (
+    assert change_run(failed_run, Retry(stage="rules")) == "requeued 0 failed unit(s)"
+    assert change_run(failed_run, Retry(unit_ids=tuple(failed[:2]))) == (
         "requeued 2 failed unit(s)"
     )
     states = _states(failed_run, 1)
@@ -85,13 +84,13 @@ def test_retry_filters_by_unit_and_stage(failed_run) -> None:
         UnitStepState.EXHAUSTED,
     ]
     with pytest.raises(UsageError, match="no unit"):
-        change_run(failed_run, "retry", {"unit_ids": ["nope"]})
+        change_run(failed_run, Retry(unit_ids=("nope",)))
     with pytest.raises(UsageError, match="no step"):
-        change_run(failed_run, "retry", {"step_idx": 7})
+        change_run(failed_run, Retry(step_idx=7))
     with pytest.raises(UsageError, match="unknown stage"):
-        change_run(failed_run, "retry", {"stage": "vibes"})
-    with pytest.raises(UsageError, match="unknown change"):
-        change_run(failed_run, "explode", {})
+        change_run(failed_run, Retry(stage="vibes"))
+    with pytest.raises(CommandError, match="command 'retry': step_idx must be a step index"):
+        change_run(failed_run, Retry(step_idx="1"))  # type: ignore[arg-type]
 
 
 def test_repair_requeues_missing_units(failed_run) -> None:
@@ -101,7 +100,7 @@ def test_repair_requeues_missing_units(failed_run) -> None:
         assert sorted(ledger.verify().steps[1].missing) == deleted
     finally:
         ledger.close()
-    assert change_run(failed_run, "repair", {}) == "requeued 5 missing unit(s)"
+    assert change_run(failed_run, Repair()) == "requeued 5 missing unit(s)"
     ledger = Ledger.open(failed_run.ledger, readonly=True)
     try:
         assert ledger.verify().ok
@@ -110,7 +109,7 @@ def test_repair_requeues_missing_units(failed_run) -> None:
 
 
 def test_rename_pause_kill_without_runner(failed_run) -> None:
-    outcome = change_run_detailed(failed_run, "rename", {"display_name": "  Nice name "})
+    outcome = change_run_detailed(failed_run, Rename("  Nice name "))
     assert outcome.applied and not outcome.queued
     ledger = Ledger.open(failed_run.ledger, readonly=True)
     try:
@@ -118,12 +117,12 @@ def test_rename_pause_kill_without_runner(failed_run) -> None:
     finally:
         ledger.close()
     with pytest.raises(UsageError, match="display name"):
-        change_run(failed_run, "rename", {"display_name": "  "})
+        change_run(failed_run, Rename("  "))
 
     # a complete run: nothing to pause, and it cannot be killed
-    assert "nothing to pause" in change_run(failed_run, "pause", {})
+    assert "nothing to pause" in change_run(failed_run, Pause())
     with pytest.raises(UsageError, match="cannot be killed"):
-        change_run(failed_run, "kill", {})
+        change_run(failed_run, Kill())
 
 
 def test_pause_detached_run_and_kill(tmp_path: Path) -> None:
@@ -135,11 +134,11 @@ def test_pause_detached_run_and_kill(tmp_path: Path) -> None:
     ledger.close()
     assert run_details(paths).status.status == "detached"
 
-    message = change_run(paths, "pause", {})
+    message = change_run(paths, Pause())
     assert "status set from running to paused" in message
     assert "2 in-flight unit(s) returned to pending" in message
-    assert "already paused" in change_run(paths, "pause", {})
-    assert "to killed" in change_run(paths, "kill", {})
+    assert "already paused" in change_run(paths, Pause())
+    assert "to killed" in change_run(paths, Kill())
     ledger = Ledger.open(paths.ledger, readonly=True)
     try:
         assert ledger.run_info().status is RunStatus.KILLED
@@ -153,7 +152,7 @@ def test_change_is_queued_when_the_lock_is_held(failed_run) -> None:
     holder = RunLock(failed_run.root)
     assert holder.try_acquire()
     try:
-        outcome = change_run_detailed(failed_run, "rename", {"display_name": "x"}, wait_s=0.2)
+        outcome = change_run_detailed(failed_run, Rename("x"), wait_s=0.2)
     finally:
         holder.release()
     assert outcome.queued and not outcome.applied
@@ -161,7 +160,7 @@ def test_change_is_queued_when_the_lock_is_held(failed_run) -> None:
     ledger = Ledger.open(failed_run.ledger, readonly=True)
     try:
         pending = ledger.pending_commands()
-        assert [(c.kind, c.args) for c in pending] == [("rename", {"display_name": "x"})]
+        assert [(c.kind, c.command) for c in pending] == [("rename", Rename("x"))]
         assert ledger.run_info().display_name == "fails"
     finally:
         ledger.close()
@@ -187,7 +186,7 @@ def test_a_command_left_by_an_exiting_runner_is_applied_here(failed_run) -> None
     timer = threading.Timer(0.3, holder.release)
     timer.start()
     try:
-        outcome = change_run_detailed(failed_run, "retry", {"step_idx": 1}, wait_s=5)
+        outcome = change_run_detailed(failed_run, Retry(step_idx=1), wait_s=5)
     finally:
         timer.join()
         holder.release()
@@ -200,20 +199,67 @@ def test_a_command_left_by_an_exiting_runner_is_applied_here(failed_run) -> None
         ledger.close()
 
 
-def test_writer_intent_is_visible_to_the_runner(tmp_path: Path) -> None:
-    assert not writer_waiting(tmp_path)
-    with writer_intent(tmp_path):
-        assert writer_waiting(tmp_path)
-        with writer_intent(tmp_path):  # shared: several writers may wait at once
-            assert writer_waiting(tmp_path)
-    assert not writer_waiting(tmp_path)
-
-
 def test_a_killed_run_is_not_retried(failed_run) -> None:
     ledger = Ledger.open(failed_run.ledger)
     ledger.set_run_status(RunEvent.REOPEN)
     ledger.set_run_status(RunEvent.KILL, "test")
     ledger.close()
-    for kind in ("retry", "repair"):
+    for command in (Retry(), Repair()):
         with pytest.raises(UsageError, match="killed"):
-            change_run(failed_run, kind, {})
+            change_run(failed_run, command)
+
+
+def test_a_mode_switch_and_settings_are_commands_too(failed_run) -> None:
+    assert change_run(failed_run, SwitchMode("realtime")) == "batch -> realtime"
+    assert change_run(failed_run, SwitchMode("realtime")) == "mode stays realtime"
+    message = change_run(failed_run, UpdateSettings("openai", "gpt-x", {"max_cost_usd": 3.0}))
+    assert message == "max_cost_usd=3.0, model=gpt-x, provider=openai"
+    ledger = Ledger.open(failed_run.ledger, readonly=True)
+    try:
+        info = ledger.run_info()
+        events = [(e.tag, e.message) for e in ledger.events()][-2:]
+    finally:
+        ledger.close()
+    assert (info.mode, info.provider, info.model) == ("realtime", "openai", "gpt-x")
+    assert info.options["max_cost_usd"] == 3.0
+    assert events == [
+        ("MODE", "mode batch -> realtime"),
+        ("SETTINGS", "model=gpt-x, provider=openai"),
+    ]
+    assert "[COMMAND] switch_mode: batch -> realtime" in failed_run.log.read_text()
+
+
+def test_settings_wait_for_a_live_runner_to_be_paused(failed_run) -> None:
+    holder = RunLock(failed_run.root)
+    assert holder.try_acquire()
+    try:
+        for command in (SwitchMode("realtime"), UpdateSettings(model="m")):
+            with pytest.raises(UsageError, match="`octopipe pause fails` first"):
+                change_run(failed_run, command, wait_s=0.2)
+    finally:
+        holder.release()
+    ledger = Ledger.open(failed_run.ledger, readonly=True)
+    try:
+        assert ledger.pending_commands() == []  # nothing was queued
+        assert ledger.run_info().mode == "batch"
+    finally:
+        ledger.close()
+
+
+def test_a_runner_rejects_a_queued_settings_change(failed_run) -> None:
+    change_run(failed_run, Retry(step_idx=1))  # work for the runner to do
+    ledger = Ledger.open(failed_run.ledger)
+    try:
+        ledger.enqueue_command(SwitchMode("realtime"))
+        ledger.enqueue_command(Rename("renamed by the runner"))
+    finally:
+        ledger.close()
+    Runner(failed_run, export=False).run()
+    log = failed_run.log.read_text()
+    assert "[COMMAND] switch_mode: switch_mode is applied only while no runner is live" in log
+    assert "[COMMAND] rename: renamed to 'renamed by the runner'" in log
+    ledger = Ledger.open(failed_run.ledger, readonly=True)
+    try:
+        assert ledger.run_info().mode == "batch"
+    finally:
+        ledger.close()

@@ -37,7 +37,7 @@ from octopipe.core.registry import load_registry
 from octopipe.core.states import RunStatus, UnitStepState
 from octopipe.emulator import EmulatorConfig, EmulatorThread
 from octopipe.engine import providers_setup
-from octopipe.engine.batch_collect import DOWNLOAD_TRIES, Refetch, after_incomplete
+from octopipe.engine.batch_plan import DOWNLOAD_TRIES, Refetch, after_incomplete
 from octopipe.engine.paths import RunPaths
 from octopipe.errors import IncompleteResults
 from octopipe.providers.base import ProviderSettings

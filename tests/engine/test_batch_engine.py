@@ -1,7 +1,11 @@
-"""Batch mode end to end: pipelines driven through each vendor's batch API on the emulator."""
+"""Batch mode end to end: pipelines driven through each vendor's batch API on the emulator.
+
+What needs only scheduling (429 or auth on submit, ...) runs on the in-process fake provider
+in ``test_batch_scheduling.py``."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 from pathlib import Path
@@ -151,23 +155,6 @@ def test_fan_out_between_two_batch_steps_and_retry_of_only_the_failed_units(
     )
     assert {u for u, n in attempts.items() if n == 2} == set(retried)
     assert all(n == 1 for u, n in attempts.items() if u not in retried)
-
-
-def test_a_rate_limited_submit_is_retried_without_using_an_attempt(tmp_path: Path) -> None:
-    paths = make_run(small_walk(tmp_path, repeat=4, chunk=50), tmp_path / "runs", mode="batch")
-    # The first batch API call (the file upload of the first submit) answers 429.
-    config = EmulatorConfig(answer_fn=walk_answer, fault_schedule=("429",), retry_after_s=0.1)
-    result = drive_batch(paths, emulator_config=config)
-
-    assert result.outcome.status is RunStatus.COMPLETE
-    check = check_ledger(paths)
-    states = Counter(r["state"] for r in batch_rows(paths))
-    assert states == {"abandoned": 1, "collected": 1}
-    # units went back to pending with their budget intact: one attempt each
-    assert ledger_rows(paths, "SELECT MAX(attempt_no) FROM attempts WHERE step_idx = 1") == [(1,)]
-    assert check.counts[1][UnitStepState.VALID] == 4
-    log = paths.log.read_text()
-    assert "rate limited on submit" in log
 
 
 def test_cost_cap_counts_batches_in_flight_and_pauses(tmp_path: Path) -> None:
@@ -373,34 +360,15 @@ def test_progress_shows_open_batches_and_the_heartbeat_names_them(tmp_path: Path
     # chunk 3, 6 units: two batches open at once (their state depends on when the snapshot
     # was taken: intent, submitted or completed), none left at the end
     shown = next(s for s in snapshots if sum(s.batches.values()) == 2)
-    (state,) = shown.batches
-    assert f"open batches: 2 {state}" in one_line(shown)
+    listed = ", ".join(f"{n} {state}" for state, n in sorted(shown.batches.items()))
+    assert f"open batches: {listed}" in one_line(shown)
     assert snapshots[-1].batches == {}
     heartbeat = [x for x in paths.log.read_text().splitlines() if "[HEARTBEAT]" in x]
-    assert heartbeat and all("2 open batch(es)" in x for x in heartbeat)
-    assert "in_progress 0/3" in "".join(heartbeat)
-
-
-@pytest.mark.parametrize("fault", ["quota", "401"])
-def test_quota_or_auth_errors_on_submit_pause_the_run_with_the_reason(
-    tmp_path: Path, fault: str
-) -> None:
-    paths = make_run(small_walk(tmp_path, repeat=4, chunk=50), tmp_path / "runs", mode="batch")
-    config = EmulatorConfig(answer_fn=walk_answer, fault_schedule=(fault,))
-    result = drive_batch(paths, emulator_config=config)
-
-    assert result.outcome.status is RunStatus.PAUSED
-    assert result.outcome.exit_code == 6  # the README's code for auth/quota, as in realtime
-    reason = result.outcome.reason or ""
-    assert (
-        ("quota" in reason.lower())
-        if fault == "quota"
-        else ("auth" in reason.lower() or "key" in reason.lower())
-    )
-    check = check_ledger(paths, finished=False)
-    assert check.counts[1][UnitStepState.PENDING] == 4  # nothing lost, no attempt used
-    assert [r["state"] for r in batch_rows(paths)] == ["abandoned"]
-    assert result.stats["batches_created"] == {}
+    # every heartbeat counts the batches open then (under load one may come before the
+    # second batch is packed); once both are at the provider, it names both with their status
+    assert heartbeat and all(re.search(r"\] [12] open batch\(es\): b0000", x) for x in heartbeat)
+    both = [x for x in heartbeat if "2 open batch(es)" in x]
+    assert both and any(x.count("in_progress 0/3") == 2 for x in both)
 
 
 def test_a_provider_without_a_batch_api_is_refused_before_the_run_starts(tmp_path: Path) -> None:

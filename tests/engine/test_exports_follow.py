@@ -12,6 +12,7 @@ from pathlib import Path
 
 from admin_builders import expression_pipeline, make_run
 
+from octopipe.engine.commands import Repair, Retry
 from octopipe.engine.control import change_run
 from octopipe.engine.exports import exports_current, write_export
 from octopipe.engine.paths import RunPaths
@@ -74,7 +75,7 @@ def test_resuming_a_complete_run_refreshes_exports_the_ledger_has_moved_past(
 
 def test_retry_and_resume_keep_the_failure_exports_true(tmp_path: Path) -> None:
     paths = _complete_with_failures(tmp_path)
-    message = change_run(paths, "retry", {"step_idx": LABEL, "unit_ids": ["item002"]})
+    message = change_run(paths, Retry(step_idx=LABEL, unit_ids=("item002",)))
     assert message.startswith("requeued 1 failed unit(s); refreshed ")
     assert "label_failures.jsonl" in message
     # item002 is pending again: it is no longer a failure
@@ -96,7 +97,7 @@ def test_repair_then_resume_exports_the_repaired_units(tmp_path: Path) -> None:
         )
     finally:
         ledger.close()
-    assert change_run(paths, "repair", {}).startswith("requeued 1 missing unit(s); refreshed ")
+    assert change_run(paths, Repair()).startswith("requeued 1 missing unit(s); refreshed ")
     assert _exported(paths)[0] == ["item000", "item001", "item003"]
     Runner(paths).run()
     assert _exported(paths) == (

@@ -15,6 +15,7 @@ from post_builders import drive, echo_output, make_league_run
 from octopipe.core.analysis import analyze, captured, parse_analysis_args, render
 from octopipe.core.states import RunStatus
 from octopipe.engine import script_exec
+from octopipe.engine.commands import Retry
 from octopipe.engine.control import change_run
 from octopipe.engine.exports import exports_current, valid_records
 from octopipe.engine.post_view import post_view
@@ -145,7 +146,7 @@ def test_results_that_change_make_post_processing_stale_until_it_runs_again(tmp_
     assert {state for state, _ in states(paths).values()} == {"ok"}
     assert not any(stale for _, stale in states(paths).values())
     # retry the units the rule turned down: the ledger's results move on
-    message = change_run(paths, "retry", {"step": 1})
+    message = change_run(paths, Retry(step_idx=1))
     assert "requeued" in message
     assert all(stale for _, stale in states(paths).values())  # never silently stale
     drive(paths)  # resumed without scripts: built-ins re-run, folder scripts skipped (stale)

@@ -96,7 +96,7 @@ def test_cost_is_the_sum_of_what_the_emulator_reported(vendor: str, tmp_path: Pa
     assert checked.cost_usd == pytest.approx(expected, rel=1e-12, abs=1e-15)
     assert run_status(paths).cost_usd == pytest.approx(expected, abs=1e-6)  # shown rounded
     # the executor's running total (what the cost cap compares) agrees with the ledger
-    assert result.executor.spent == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert result.executor.budget.spent == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
 def test_max_cost_pauses_with_the_cap_in_the_reason(tmp_path: Path) -> None:
@@ -120,6 +120,31 @@ def test_max_cost_pauses_with_the_cap_in_the_reason(tmp_path: Path) -> None:
     resumed = drive(paths, RealtimeOptions(provider="fake"), EmulatorConfig(answer_fn=walk_answer))
     assert resumed.outcome.status.value == "complete"
     assert check_ledger(paths).attempts == 40
+
+
+def test_a_resumed_run_counts_calls_in_flight_at_what_a_call_costs_not_at_all_spent(
+    tmp_path: Path,
+) -> None:
+    """A run paused with some money spent, resumed with a cap that leaves room for every
+    remaining call, finishes in one go: the calls in flight are counted at the average cost
+    of a call, not each at the whole sum spent before the resume."""
+    paths = make_run(_walk(tmp_path), tmp_path / "runs", repeat=40)
+    one_call = 30e-6
+    config = EmulatorConfig(answer_fn=walk_answer, latency_ms=50)
+    first = drive(
+        paths, RealtimeOptions(provider="fake", max_cost_usd=5 * one_call, concurrency=2), config
+    )
+    assert first.outcome.status.value == "paused"
+    spent_before = _run_info(paths)[1].known_usd
+    assert spent_before >= 4 * one_call
+
+    cap = 60 * one_call  # the 40 calls of the run cost about 40 * one_call
+    resumed = drive(
+        paths, RealtimeOptions(provider="fake", max_cost_usd=cap, concurrency=32), config
+    )
+    assert resumed.outcome.status.value == "complete", resumed.outcome.reason
+    assert check_ledger(paths).attempts == 40
+    assert _run_info(paths)[1].known_usd <= cap
 
 
 def test_timeout_pauses_promptly_without_sending_what_waits_for_the_pacer(tmp_path: Path) -> None:

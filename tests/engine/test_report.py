@@ -308,20 +308,23 @@ def test_unknown_prices_stay_unknown_never_zero(tmp_path: Path) -> None:
 
 
 def test_a_run_made_before_the_report_index_reads_the_same(run: RunPaths) -> None:
-    """A ledger without migration 0002 (made by an older octopipe) opens read-only for the
-    report and gives the same figures; the next writer builds the index."""
+    """A ledger without migration 0003 (made by an older octopipe, so without the later
+    0004 either) opens read-only for the report and gives the same figures; the next writer
+    builds the index."""
     before = run_report(run).to_dict()
     db = sqlite3.connect(run.ledger)
     db.executescript(
-        "DROP INDEX attempts_by_step; DELETE FROM migrations WHERE name = '0003_attempts_by_step';"
+        "DROP INDEX attempts_by_step; DROP TABLE runners;"
+        "ALTER TABLE unit_steps DROP COLUMN claimed_by;"
         # an older octopipe had no later migration either (0005_attempt_tiers: two columns)
         "ALTER TABLE attempts DROP COLUMN tier; ALTER TABLE attempts DROP COLUMN standard_cost_usd;"
-        "DELETE FROM migrations WHERE name = '0005_attempt_tiers';"
         # nor the maintained totals (0006_attempt_totals: a table and its triggers)
         "DROP TABLE attempt_totals; DROP TRIGGER attempt_totals_insert; "
         "DROP TRIGGER attempt_totals_update; DROP TRIGGER attempt_totals_delete; "
-        "DELETE FROM migrations WHERE name = '0006_attempt_totals';"
-        "PRAGMA user_version = 1;"
+        "DELETE FROM migrations WHERE name IN "
+        "('0003_attempts_by_step', '0004_claim_owners', '0005_attempt_tiers', "
+        "'0006_attempt_totals');"
+        "PRAGMA user_version = 2;"
     )
     db.close()
     assert run_report(run).to_dict() == before

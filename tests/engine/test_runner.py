@@ -213,3 +213,62 @@ def test_executor_that_cannot_start_leaves_the_run_as_it_was(tmp_path: Path) -> 
     with pytest.raises(MissingApiKey):
         Runner(paths, executor=no_key).run()  # type: ignore[arg-type]
     assert run_status(paths).status == "pending"
+
+
+def test_the_runner_registers_itself_and_its_claims_carry_it(tmp_path: Path) -> None:
+    import os
+    import socket
+    import sqlite3
+
+    pipeline = write_pipeline(
+        tmp_path / "p",
+        "    - {name: double, scope: expression, expressions: {d: 'n * 2'}}\n",
+        ITEMS,
+    )
+    paths = make_run(pipeline, tmp_path / "runs")
+    assert Runner(paths).run().status is RunStatus.COMPLETE
+    conn = sqlite3.connect(paths.ledger)
+    runners = conn.execute("SELECT id, host, pid FROM runners").fetchall()
+    owners = conn.execute("SELECT DISTINCT claimed_by FROM unit_steps").fetchall()
+    conn.close()
+    assert [(host, pid) for _, host, pid in runners] == [(socket.gethostname(), os.getpid())]
+    assert owners == [(runners[0][0],)]
+
+
+def test_a_queued_row_that_is_no_command_is_rejected_and_the_run_goes_on(tmp_path: Path) -> None:
+    import sqlite3
+
+    from octopipe.engine.commands import Rename
+    from octopipe.store import open_run_store
+
+    pipeline = write_pipeline(
+        tmp_path / "p",
+        "    - {name: double, scope: expression, expressions: {d: 'n * 2'}}\n",
+        ITEMS,
+    )
+    paths = make_run(pipeline, tmp_path / "runs")
+    conn = sqlite3.connect(paths.ledger, isolation_level=None)
+    for kind, args in (("explode", "{}"), ("rename", '{"display_name": 5}'), ("kill", "{oops")):
+        conn.execute(
+            "INSERT INTO commands(ts, kind, args_json, state) VALUES ('t', ?, ?, 'pending')",
+            (kind, args),
+        )
+    conn.close()
+    with open_run_store(paths.ledger) as store:
+        store.enqueue_command(Rename("after the bad ones"))
+
+    assert Runner(paths).run().status is RunStatus.COMPLETE
+    conn = sqlite3.connect(paths.ledger)
+    rows = conn.execute("SELECT kind, state, result FROM commands ORDER BY id").fetchall()
+    conn.close()
+    assert rows[:2] == [
+        ("explode", "rejected", "unknown command 'explode'"),
+        ("rename", "rejected", "command 'rename': display_name must be a string, not 5"),
+    ]
+    assert rows[2][:2] == ("kill", "rejected") and "is corrupt" in rows[2][2]
+    assert rows[3] == ("rename", "applied", "renamed to 'after the bad ones'")
+    log = paths.log.read_text()
+    assert "[COMMAND] explode: unknown command 'explode'" in log
+    assert "[COMMAND] rename: command 'rename': display_name must be a string, not 5" in log
+    with open_run_store(paths.ledger, readonly=True) as store:
+        assert store.run_info().display_name == "after the bad ones"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from ledger_builders import MakeLedger, failed_attempt, pass_step, units, valid_attempt
+from ledger_builders import MakeLedger, failed_attempt, pass_step, tamper, units, valid_attempt
 
+from command_examples import EXAMPLES
+from octopipe.core.commands import Pause, Retry
 from octopipe.core.states import (
     BatchEvent,
     BatchState,
@@ -162,11 +164,11 @@ def test_events_are_read_in_order_after_an_id(make_ledger: MakeLedger) -> None:
 
 def test_commands_queue_and_are_applied_once(make_ledger: MakeLedger) -> None:
     ledger = make_ledger()
-    pause = ledger.enqueue_command("pause", {"reason": "user"})
-    retry = ledger.enqueue_command("retry", {"step": 1})
-    assert [(c.kind, c.args, c.state) for c in ledger.pending_commands()] == [
-        ("pause", {"reason": "user"}, CommandState.PENDING),
-        ("retry", {"step": 1}, CommandState.PENDING),
+    pause = ledger.enqueue_command(Pause("user"))
+    retry = ledger.enqueue_command(Retry(step_idx=1))
+    assert [(c.kind, c.command, c.state) for c in ledger.pending_commands()] == [
+        ("pause", Pause("user"), CommandState.PENDING),
+        ("retry", Retry(step_idx=1), CommandState.PENDING),
     ]
     ledger.mark_command(pause, CommandEvent.APPLY, "paused")
     ledger.mark_command(retry, CommandEvent.REJECT, "run is paused")
@@ -177,6 +179,47 @@ def test_commands_queue_and_are_applied_once(make_ledger: MakeLedger) -> None:
         ledger.mark_command(99, CommandEvent.APPLY)
 
 
+def test_every_command_reads_back_from_the_queue_as_it_was_queued(
+    make_ledger: MakeLedger,
+) -> None:
+    ledger = make_ledger()
+    ids = [ledger.enqueue_command(command) for command in EXAMPLES]
+    rows = ledger.pending_commands()
+    assert [(r.id, r.kind, r.command, r.problem) for r in rows] == [
+        (i, c.kind, c, None) for i, c in zip(ids, EXAMPLES, strict=True)
+    ]
+
+
+def test_a_queued_row_that_is_no_command_comes_back_with_the_reason(
+    make_ledger: MakeLedger,
+) -> None:
+    ledger = make_ledger()
+    good = ledger.enqueue_command(Pause())
+    rows = [
+        ("explode", "{}"),
+        ("rename", '{"display_name": 5}'),
+        ("retry", "{not json"),
+    ]
+    for kind, args in rows:
+        tamper(
+            ledger,
+            "INSERT INTO commands(ts, kind, args_json, state) VALUES ('t', ?, ?, 'pending')",
+            (kind, args),
+        )
+    read = ledger.pending_commands()
+    assert [(r.kind, r.command) for r in read] == [
+        ("pause", Pause()),
+        ("explode", None),
+        ("rename", None),
+        ("retry", None),
+    ]
+    assert read[0].id == good and read[0].problem is None
+    assert read[1].problem == "unknown command 'explode'"
+    assert read[2].problem == "command 'rename': display_name must be a string, not 5"
+    assert read[3].problem is not None
+    assert read[3].problem.startswith(f"the argument list of command {read[3].id} is corrupt")
+
+
 def test_a_second_process_can_queue_a_command_while_the_runner_has_it_open(
     make_ledger: MakeLedger,
 ) -> None:
@@ -184,7 +227,7 @@ def test_a_second_process_can_queue_a_command_while_the_runner_has_it_open(
     if runner.path == ":memory:":
         pytest.skip("needs a file")
     with Ledger.open(runner.path) as cli:
-        cli.enqueue_command("pause")
+        cli.enqueue_command(Pause())
     assert [c.kind for c in runner.pending_commands()] == ["pause"]
 
 

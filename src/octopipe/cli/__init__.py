@@ -20,7 +20,8 @@ from dotenv import load_dotenv
 from octopipe import __version__
 from octopipe.cli.output import run_guarded
 
-# command name -> (module under octopipe.cli, attribute)
+# command name -> (module under octopipe.cli, or a full module path, attribute). ``tui`` lives
+# in the tui package, named here by string so the CLI never imports it (nor Textual) itself.
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate_cmd", "validate"),
     "units": ("inspect_cmds", "units"),
@@ -53,6 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "watch": ("logs_cmd", "watch"),
     "models": ("models_cmd", "models"),
     "emulator": ("emulator_cmd", "emulator"),
+    "tui": ("octopipe.tui.command", "tui"),
 }
 
 
@@ -66,7 +68,8 @@ class LazyGroup(click.Group):
         target = COMMANDS.get(cmd_name)
         if target is None:
             return None
-        module = importlib.import_module(f"octopipe.cli.{target[0]}")
+        name = target[0] if "." in target[0] else f"octopipe.cli.{target[0]}"
+        module = importlib.import_module(name)
         command = getattr(module, target[1])
         assert isinstance(command, click.Command)
         return command

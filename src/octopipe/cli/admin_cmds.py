@@ -17,13 +17,18 @@ import click
 from octopipe.cli.options import runs_dir_option
 from octopipe.cli.output import console, print_json
 from octopipe.cli.status_cmds import cost_text, print_post_states
-from octopipe.engine.control import change_run_detailed, step_index
+from octopipe.engine.commands import Command, Kill, Pause, Rename, Repair, Retry
+from octopipe.engine.control import change_run_detailed
 from octopipe.engine.paths import RunPaths, default_runs_dir, resolve_run
-from octopipe.engine.queries import run_details
+from octopipe.engine.queries import (
+    STAGES,
+    StepReport,
+    VerifyReport,
+    run_details,
+    step_index_of,
+    verify_run,
+)
 from octopipe.errors import EXIT_FAILURE, EXIT_OK
-from octopipe.store.ledger import Ledger
-from octopipe.store.lock import is_held
-from octopipe.store.records import STAGES, StepReport, VerifyReport
 
 
 # Heavy engine modules (pipeline parsing, validation) are imported only by the commands that
@@ -34,10 +39,10 @@ def _revalidate_run(*args: Any, **kwargs: Any) -> Any:
     return revalidate_run(*args, **kwargs)
 
 
-def _write_export(*args: Any, **kwargs: Any) -> Any:
-    from octopipe.engine.exports import write_export
+def _export_run_steps(*args: Any, **kwargs: Any) -> Any:
+    from octopipe.engine.exports import export_run_steps
 
-    return write_export(*args, **kwargs)
+    return export_run_steps(*args, **kwargs)
 
 
 def _archive_run(*args: Any, **kwargs: Any) -> Any:
@@ -100,8 +105,8 @@ def _echo_table(headers: list[str], rows: list[list[str]], left: int = 1) -> Non
         click.echo("  ".join(cells).rstrip())
 
 
-def _change(paths: RunPaths, kind: str, args: dict[str, Any], wait_s: float, as_json: bool) -> int:
-    outcome = change_run_detailed(paths, kind, args, wait_s=wait_s)
+def _change(paths: RunPaths, command: Command, wait_s: float, as_json: bool) -> int:
+    outcome = change_run_detailed(paths, command, wait_s=wait_s)
     if as_json:
         print_json({"run": paths.name, **outcome.to_dict()})
     else:
@@ -206,11 +211,7 @@ def verify(run: str, runs_dir: Path | None, deep: bool, as_json: bool) -> int:
     anything is out of place.
     """
     paths = _paths(run, runs_dir)
-    ledger = Ledger.open(paths.ledger, readonly=True)
-    try:
-        report = ledger.verify(runner_live=is_held(paths.root), deep=deep)
-    finally:
-        ledger.close()
+    report = verify_run(paths, deep=deep)
     if as_json:
         print_json({"run": paths.name, "deep": deep, **report.to_dict()})
     else:
@@ -283,7 +284,7 @@ def repair(run: str, runs_dir: Path | None, wait_s: float, as_json: bool) -> int
     The units become pending at that step; resume the run (`octopipe run RUN`) to process
     them. With a live runner, the repair is queued and applied by it.
     """
-    return _change(_paths(run, runs_dir), "repair", {}, wait_s, as_json)
+    return _change(_paths(run, runs_dir), Repair(), wait_s, as_json)
 
 
 @click.command()
@@ -319,18 +320,12 @@ def retry(
     stays in the ledger. Resume the run (`octopipe run RUN`) to process them.
     """
     paths = _paths(run, runs_dir)
-    args: dict[str, Any] = {}
-    if step_name is not None:
-        ledger = Ledger.open(paths.ledger, readonly=True)
-        try:
-            args["step_idx"] = step_index(ledger, step_name)
-        finally:
-            ledger.close()
-    if stage is not None:
-        args["stage"] = stage
-    if unit_ids:
-        args["unit_ids"] = list(dict.fromkeys(unit_ids))
-    return _change(paths, "retry", args, wait_s, as_json)
+    command = Retry(
+        step_idx=None if step_name is None else step_index_of(paths, step_name),
+        stage=stage,
+        unit_ids=tuple(dict.fromkeys(unit_ids)) or None,
+    )
+    return _change(paths, command, wait_s, as_json)
 
 
 # --- revalidate -------------------------------------------------------------------------------
@@ -427,27 +422,7 @@ def export(
     Files are written atomically and are reproducible: exporting twice gives the same bytes.
     """
     paths = _paths(run, runs_dir)
-    ledger = Ledger.open(paths.ledger, readonly=True)
-    try:
-        if step_name is not None:
-            indexes = [step_index(ledger, step_name)]
-        elif failures:
-            indexes = list(range(len(ledger.steps)))
-        else:
-            indexes = [len(ledger.steps) - 1]
-        written = [
-            _write_export(
-                ledger,
-                paths,
-                k,
-                fmt=fmt,
-                compress=compress,
-                failures=failures,
-            )
-            for k in indexes
-        ]
-    finally:
-        ledger.close()
+    written = _export_run_steps(paths, step_name, fmt=fmt, compress=compress, failures=failures)
     if as_json:
         print_json(
             {
@@ -483,8 +458,7 @@ def export(
 def pause(run: str, runs_dir: Path | None, reason: str | None, wait_s: float, as_json: bool) -> int:
     """Pause a run: its runner finishes the current pass, returns in-flight units to pending
     and exits. `octopipe run RUN` resumes it."""
-    args = {"reason": reason} if reason else {}
-    return _change(_paths(run, runs_dir), "pause", args, wait_s, as_json)
+    return _change(_paths(run, runs_dir), Pause(reason or None), wait_s, as_json)
 
 
 @click.command()
@@ -499,7 +473,7 @@ def kill(run: str, runs_dir: Path | None, yes: bool, wait_s: float, as_json: boo
     paths = _paths(run, runs_dir)
     if not yes:
         click.confirm(f"kill run {paths.name!r}? It cannot be resumed afterwards", abort=True)
-    return _change(paths, "kill", {}, wait_s, as_json)
+    return _change(paths, Kill(), wait_s, as_json)
 
 
 @click.command()
@@ -510,7 +484,7 @@ def kill(run: str, runs_dir: Path | None, yes: bool, wait_s: float, as_json: boo
 @json_option
 def rename(run: str, display_name: str, runs_dir: Path | None, wait_s: float, as_json: bool) -> int:
     """Give a run a new display name (its folder and RUN name stay the same)."""
-    return _change(_paths(run, runs_dir), "rename", {"display_name": display_name}, wait_s, as_json)
+    return _change(_paths(run, runs_dir), Rename(display_name), wait_s, as_json)
 
 
 # --- archive / unarchive --------------------------------------------------------------------

@@ -18,8 +18,8 @@ import click
 
 from octopipe.cli.options import runs_dir_option, runs_dir_or_default
 from octopipe.engine.paths import RunPaths, resolve_run
+from octopipe.engine.queries import runner_live
 from octopipe.errors import EXIT_FAILURE, EXIT_OK
-from octopipe.store.lock import is_held
 
 FOLLOW_POLL_S = 0.25
 
@@ -86,7 +86,7 @@ def follow_log(
     pending = b""
     last = time.monotonic()
     while True:
-        live = is_held(paths.root)
+        live = runner_live(paths)
         if every is not None and time.monotonic() - last >= every_s:
             every()
             last = time.monotonic()

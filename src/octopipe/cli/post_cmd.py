@@ -115,7 +115,7 @@ Example: octopipe analyze blackjack_run --group-by strategy_name --count-field r
 def analyze(run: str, runs_dir: Path | None, args: tuple[str, ...]) -> int:
     from octopipe.core.analysis import analyze as aggregate
     from octopipe.core.analysis import captured, parse_analysis_args, render
-    from octopipe.engine.queries import final_step_records
+    from octopipe.engine.exports import final_step_records
 
     spec = parse_analysis_args(args)
     paths = resolve_run(run, runs_dir_or_default(runs_dir))

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from octopipe.cli.status_cmds import cost_text
+from octopipe.cli.status_cmds import cost_text, prices_text, print_cost_split
 from octopipe.engine.compare import Comparison, SharedAnalysis, run_summary
 from octopipe.engine.report import (
     ErrorSummary,
@@ -112,6 +112,10 @@ def print_report(report: RunReport, console: Console) -> None:
     console.print(_funnel(report))
     _step_notes(report, console)
     console.print(_costs(report))
+    if report.costs is not None:
+        print_cost_split(report.costs.to_dict())
+    if report.prices:
+        console.print(f"priced by {prices_text(report.prices)}", markup=False)
     for step in report.steps:
         _print_errors(console, step, step.errors, "units failing now", step.error_groups)
         if step.retries.extra_attempts:

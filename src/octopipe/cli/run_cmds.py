@@ -45,13 +45,11 @@ from octopipe.engine.providers_setup import (
     llm_executor,
     split_fake,
 )
-from octopipe.engine.queries import run_info, run_status
+from octopipe.engine.queries import RunInfo, run_info, run_status, runner_live
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner, RunOutcome
 from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError, RunLocked, UsageError
 from octopipe.providers.catalog import FAKE, catalog, resolve_api_key
-from octopipe.store.lock import is_held
-from octopipe.store.records import RunInfo
 
 if TYPE_CHECKING:
     from octopipe.emulator.answers import AnswerFn
@@ -223,6 +221,22 @@ def init(
     is_flag=True,
     help="Resume a run started with --allow-scripts/--allow-script without running them.",
 )
+@click.option(
+    "--flex",
+    "flex",
+    flag_value=True,
+    default=None,
+    help="Realtime calls at OpenAI's flex tier (service_tier flex): flex prices, slower "
+    "answers (900 s timeout), sometimes 'resource unavailable'; refused for a model with no "
+    "flex price. Kept with the run (config: api.realtime.service_tier: flex).",
+)
+@click.option(
+    "--flex-fallback",
+    type=click.Choice(["standard", "none"]),
+    help="When flex stays unavailable after the in-call retries: 'standard' sends that call "
+    "at the standard tier (and price); 'none' (the default) keeps the unit, uncharged, and "
+    "tries flex again later.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the run log.")
 @click.option(
@@ -258,6 +272,8 @@ def run(
     allow_scripts: bool = False,
     allow_script: tuple[str, ...] = (),
     skip_scripts: bool = False,
+    flex: bool | None = None,
+    flex_fallback: str | None = None,
 ) -> int:
     """Drive a run to completion in the foreground.
 
@@ -293,10 +309,19 @@ def run(
         hook = _load_hook(answers)  # a broken file is refused before the run exists
         check_permission(load_pipeline(Path(target)), allow)
         mode = mode or "realtime"
+        _check_flex(mode, flex, flex_fallback)
         settings = Settings(provider, model, base_url, max_cost)
-        _confirm_estimate(Path(target), mode, settings, max_units, repeat, yes, answers, allow)  # type: ignore[arg-type]
+        _confirm_estimate(
+            Path(target),
+            mode,  # type: ignore[arg-type]
+            settings, max_units, repeat, yes, answers, allow, flex=flex,
+        )  # fmt: skip
         init = _options(run_name, provider, model, max_units, repeat, mode)
         extra: dict[str, object] = {}
+        if flex is not None:
+            extra["flex"] = flex
+        if flex_fallback is not None:
+            extra["flex_fallback"] = flex_fallback
         if base_url is not None:
             extra["base_url"] = base_url
         if allow.given:
@@ -310,8 +335,19 @@ def run(
         paths = resolve_run(target, base)
         if not accept_snapshot:
             verify_snapshot(paths)  # before the snapshot is read (provider settings, hooks)
-        _check_resume(paths, run_info(paths), mode, Settings(provider, model, base_url, max_cost))
+        before = run_info(paths)
+        flex = flex if flex is not None else before.options.get("flex")
+        flex_fallback = flex_fallback or before.options.get("flex_fallback")
+        _check_flex(mode or before.mode, flex, flex_fallback)
+        _check_resume(paths, before, mode, Settings(provider, model, base_url, max_cost), flex=flex)
         check_permission(load_pipeline(paths.config_dir), allow)
+        changed = {
+            key: value
+            for key, value in (("flex", flex), ("flex_fallback", flex_fallback))
+            if value is not None and before.options.get(key) != value
+        }
+        if changed:
+            update_settings(paths, options=changed)
     stored = run_info(paths)
     allow = _settle_scripts(paths, stored, allow, skip_scripts)
     if hook is None and answers is not None:
@@ -323,7 +359,7 @@ def run(
     )
     base_url = base_url or stored.options.get("base_url")
     if detach:
-        if is_held(paths.root):
+        if runner_live(paths):
             raise RunLocked(f"run {paths.name!r} is already being driven by another process")
         flags = {
             "--provider": provider,
@@ -338,9 +374,11 @@ def run(
             "--base-url": base_url,
             "--runs-dir": runs_dir,
             "--answers": answers,
+            "--flex-fallback": flex_fallback,
         }
         # a --generic-answers or --skip-scripts choice is recorded on the run: no flag needed
         switches = ["--accept-edited-snapshot"] if accept_snapshot else []
+        switches += ["--flex"] if flex else []
         return _detach(paths, flags, switches + allow.flags())
     fake = split_fake(provider or stored.provider)[0] == FAKE
     batch = BatchOptions(poll_interval_s=poll_interval or (1.0 if fake else None))
@@ -354,6 +392,8 @@ def run(
         timeout_s=timeout_s,
         max_attempts=max_attempts,
         base_url=base_url,
+        flex=flex,
+        flex_fallback=flex_fallback,
     )
     live = sys.stderr.isatty() and not quiet
     with (
@@ -465,7 +505,25 @@ class Settings:
     max_cost: float | None
 
 
-def _check_resume(paths: RunPaths, stored: RunInfo, mode: str | None, given: Settings) -> None:
+def _check_flex(mode: str, flex: bool | None, fallback: str | None) -> None:
+    """Flex is a realtime tier: ``--flex`` with a batch run is refused, not ignored."""
+    if flex and mode == "batch":
+        raise UsageError(
+            "--flex is a realtime tier (OpenAI's service_tier flex); a batch run is already "
+            "priced at batch rates: give one of --flex and --batch"
+        )
+    if fallback is not None and not flex:
+        raise UsageError("--flex-fallback applies to a run with --flex")
+
+
+def _check_resume(
+    paths: RunPaths,
+    stored: RunInfo,
+    mode: str | None,
+    given: Settings,
+    *,
+    flex: bool | None = None,
+) -> None:
     """What ``check_provider_settings`` refuses, for a run about to resume with these flags
     over what it recorded (its snapshot, not the source folder)."""
     cap = given.max_cost if given.max_cost is not None else stored.options.get("max_cost_usd")
@@ -477,6 +535,7 @@ def _check_resume(paths: RunPaths, stored: RunInfo, mode: str | None, given: Set
         base_url=given.base_url,
         recorded_base_url=stored.options.get("base_url"),
         max_cost_usd=None if cap is None else float(cap),
+        flex=flex,
     )
 
 
@@ -581,6 +640,8 @@ def _confirm_estimate(
     yes: bool,
     answers: Path | None,
     allow: ScriptPermission = NO_SCRIPTS,
+    *,
+    flex: bool | None = None,
 ) -> None:
     """Check the settings, print units, calls, tokens and cost before anything is created or
     spent; ask unless --yes."""
@@ -608,6 +669,7 @@ def _confirm_estimate(
         model=model,
         base_url=given.base_url,
         max_cost_usd=given.max_cost,
+        flex=flex,
     )
     if not estimate.estimate.per_step:
         return

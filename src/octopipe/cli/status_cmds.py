@@ -40,7 +40,7 @@ def cost_text(known_usd: float, unknown_calls: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def status(run_name: str, runs_dir: Path | None, as_json: bool) -> int:
     """Where a run stands: per step, units pending, in flight, valid, failed; cost; liveness."""
-    view = run_status(resolve_run(run_name, runs_dir_or_default(runs_dir)))
+    view = run_status(resolve_run(run_name, runs_dir_or_default(runs_dir)), costs=True)
     if as_json:
         print_json(view.to_dict())
     else:
@@ -84,9 +84,65 @@ def _print_status(view: RunStatusView, *, post: bool = True) -> None:
         f"tokens in {view.input_tokens:,}, out {view.output_tokens:,}",
         markup=False,
     )
+    if view.costs is not None:
+        print_cost_split(view.costs)
+    if view.prices:
+        console.print(f"priced by {prices_text(view.prices)}", markup=False)
     _print_batches(view)
     if post:
         print_post_states(view.name, view.post)
+
+
+def _usd(value: float | None) -> str:
+    return "unknown" if value is None else format_usd(value)
+
+
+def print_cost_split(costs: dict[str, Any]) -> None:
+    """Cost by model and tier, what the same answers cost in realtime at standard prices,
+    and the saving (``cost_split.CostSplit.to_dict``); nothing when no call was answered."""
+    rows = costs.get("by_model_and_tier") or []
+    if not rows:
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("model", "tier", "calls", "tokens in", "tokens out", "cost", "at standard"):
+        table.add_column(column, justify="left" if column in ("model", "tier") else "right")
+    table.add_column("saving", justify="right")
+    for row in rows:
+        cost = row["cost_usd"]
+        shown = (
+            _usd(cost)
+            if cost is not None or not row["known_cost_usd"]
+            else (f"{format_usd(row['known_cost_usd'])} + unknown")
+        )
+        table.add_row(
+            row["model"],
+            row["tier"],
+            f"{row['calls']:,}",
+            f"{row['input_tokens']:,}",
+            f"{row['output_tokens']:,}",
+            shown,
+            _usd(row["standard_cost_usd"]),
+            _usd(row["saving_usd"]),
+        )
+    console.print(
+        "cost by model and tier (at standard: the same answers in realtime at standard prices):",
+        markup=False,
+    )
+    console.print(table)
+    if len(rows) > 1:
+        console.print(
+            f"total {_usd(costs['cost_usd'])}, at standard {_usd(costs['standard_cost_usd'])}, "
+            f"saving {_usd(costs['saving_usd'])}",
+            markup=False,
+        )
+
+
+def prices_text(prices: dict[str, Any]) -> str:
+    """``genai-prices 0.0.x (bundled data)`` and the price files in front of it."""
+    files = [
+        f"{f['file']} (sha256 {str(f.get('sha256'))[:12]})" for f in prices.get("price_files") or []
+    ]
+    return str(prices.get("database")) + (f" with {', '.join(files)}" if files else "")
 
 
 def print_post_states(run: str, states: list[dict[str, Any]]) -> None:

@@ -189,6 +189,13 @@ class RealtimeSpec(Model):
     """Ours: how long every call may fail (refused connections, timeouts, 5xx) before the run
     pauses with the reason. Meanwhile no new unit is sent, one waiting unit probes the
     provider at growing intervals, and no unit is charged an attempt for the outage."""
+    service_tier: Literal["standard", "flex"] = "standard"
+    """Ours: ``flex`` sends realtime calls at the flex tier (like ``run --flex``): OpenAI's
+    ``service_tier: "flex"``, at flex prices, slower, sometimes "resource unavailable"."""
+    flex_fallback: Literal["standard", "none"] = "none"
+    """Ours: what a flex call that stays "resource unavailable" after its in-call retries
+    becomes (like ``run --flex-fallback``): ``standard`` sends it once at the standard tier
+    (and price); ``none`` parks the unit, uncharged, to try flex again later."""
 
 
 class BatchSpec(Model):

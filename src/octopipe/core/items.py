@@ -97,7 +97,7 @@ def load_items(path: Path, key: str | None = None) -> list[Any] | dict[str, Any]
         return data
     raise _error(
         path,
-        f"the items file must hold a list or a mapping, not {_type_name(data)}",
+        f"the items file must hold a list or a mapping, not {describe_type(data)}",
         line=_line_of(path, fmt, ()),
     )
 
@@ -216,7 +216,7 @@ def _list_under_key(path: Path, fmt: ItemsFormat, data: Any, key: str) -> list[A
     if not isinstance(data, dict):
         raise _error(
             path,
-            f"processing.items.key is {key!r} but the items file holds {_type_name(data)}, "
+            f"processing.items.key is {key!r} but the items file holds {describe_type(data)}, "
             "not a mapping; remove the key or wrap the list in a mapping",
             line=_line_of(path, fmt, ()),
         )
@@ -234,7 +234,7 @@ def _list_under_key(path: Path, fmt: ItemsFormat, data: Any, key: str) -> list[A
     if not isinstance(value, list):
         raise _error(
             path,
-            f"{key!r} must be a list of items, not {_type_name(value)}",
+            f"{key!r} must be a list of items, not {describe_type(value)}",
             line=_line_of(path, fmt, (key,)),
             key_path=key,
         )
@@ -425,7 +425,9 @@ def _refuse_key(path: Path, fmt: ItemsFormat, key: str | None) -> None:
         )
 
 
-def _type_name(value: Any) -> str:
+def describe_type(value: Any) -> str:
+    """What a loaded YAML/JSON value is, for messages: ``a mapping``, ``a list``, ``null``,
+    ``an empty string``, ``a string``, ``a int`` ... (items files and unit names share it)."""
     if value is None:
         return "null"
     if isinstance(value, dict):
@@ -433,7 +435,7 @@ def _type_name(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return "a string"
+        return "an empty string" if not value else "a string"
     return f"a {type(value).__name__}"
 
 

@@ -120,6 +120,11 @@ BATCH_TRANSITIONS: Mapping[tuple[BatchState, BatchEvent], BatchState] = MappingP
 # A batch in any other state may still hold units the provider is working on (or results
 # not yet salvaged): its units stay claimed until it reaches one of these.
 BATCH_TERMINAL: frozenset[BatchState] = frozenset({_B.COLLECTED, _B.ABANDONED})
+# Not terminal: the batch still holds its units (an intent, a batch at the provider, results
+# waiting to be collected). The engine follows every live batch.
+BATCH_LIVE: frozenset[BatchState] = frozenset(BatchState) - BATCH_TERMINAL
+# Ended at the provider (finished, expired, cancelled or failed): what it has is collected.
+BATCH_ENDED: frozenset[BatchState] = BATCH_LIVE - {_B.INTENT, _B.SUBMITTED}
 
 
 # --- the run ------------------------------------------------------------------------------------

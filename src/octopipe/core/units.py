@@ -300,7 +300,7 @@ class _DirectPlan:
             raise self._item_error(
                 index,
                 line,
-                f"is {_kind(item)}; direct items must be mappings (their keys become the unit's "
+                f"is {items_io.describe_type(item)}; direct items must be mappings (their keys become the unit's "
                 "fields)",
             )
         value = _raw_name(item, self._name_field)
@@ -430,7 +430,7 @@ def _cross_product_plan(processing: ProcessingSpec, path: Path) -> _CombinationP
         raise _items_error(
             path,
             "cross_product reads one list per position from a mapping (source_key -> list); "
-            f"the items file holds {_kind(data)}",
+            f"the items file holds {items_io.describe_type(data)}",
             line=items_io.key_line(path, ()),
         )
     positions = _position_names(processing.positions)
@@ -472,7 +472,7 @@ def _source_list(path: Path, data: dict[str, Any], source_key: str, position: st
     if not isinstance(group, list):
         raise _items_error(
             path,
-            f"{source_key!r} (position {position!r}) must be a list, not {_kind(group)}",
+            f"{source_key!r} (position {position!r}) must be a list, not {items_io.describe_type(group)}",
             line=items_io.key_line(path, (source_key,)),
             key_path=(source_key,),
         )
@@ -613,19 +613,9 @@ def _no_name_message(name_field: str) -> str:
 
 
 def _bad_name_message(value: Any) -> str:
-    return f"has a name that is {_kind(value)}; ids are built from strings or numbers"
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "an empty string" if not value else "a string"
-    return f"a {type(value).__name__}"
+    return (
+        f"has a name that is {items_io.describe_type(value)}; ids are built from strings or numbers"
+    )
 
 
 def _where(index: int, line: int | None) -> str:

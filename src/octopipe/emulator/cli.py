@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--retry-after-s", type=float, default=1.0, help="Retry-After of injected 429s")
     add("--cached-input-tokens", type=int, default=0, help="cached prompt tokens to report")
+    add(
+        "--flex-unavailable-rate",
+        type=float,
+        default=0.0,
+        help='share of flex requests answered 429 "resource unavailable" (0..1)',
+    )
     add("--seed", type=int, default=0, help="seed for fault draws and jitter")
     add(
         "--answers",
@@ -152,6 +158,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         fault_schedule=_csv(args.schedule),
         retry_after_s=args.retry_after_s,
         cached_input_tokens=args.cached_input_tokens,
+        flex_unavailable_rate=args.flex_unavailable_rate,
         seed=args.seed,
         batch_delay_s=args.batch_delay_s,
         batch_expire_s=args.batch_expire_s,

@@ -58,6 +58,10 @@ class EmulatorConfig:
     """Retry-After sent with injected 429s."""
     hang_max_s: float = 300.0
     """A hung request is released after this long, or when the emulator stops."""
+    flex_unavailable_rate: float = 0.0
+    """Share of flex-tier requests (OpenAI ``service_tier: "flex"``) answered with the 429
+    "resource unavailable" flex sends when it has no capacity, drawn from a generator seeded
+    with ``seed`` (0: flex always has capacity; 1: never)."""
     cached_input_tokens: int = 0
     """Reported as cached prompt tokens in every answer (capped at the prompt's size)."""
     api_key: str | None = None

@@ -35,6 +35,7 @@ from octopipe.emulator.faults import EmulatorStats, FaultPlan, RateLimiter
 from octopipe.emulator.vendors import VENDORS
 from octopipe.emulator.vendors.anthropic_batch import AnthropicBatchRoutes
 from octopipe.emulator.vendors.base import (
+    FLEX_UNAVAILABLE,
     InvalidRequest,
     Reply,
     Route,
@@ -71,6 +72,7 @@ class EmulatorCore:
         self.batches = BatchStore(config, self.stats)
         self.requests: deque[EmulatorRequest] = deque(maxlen=config.max_recorded_requests)
         self._rng = random.Random(config.seed)
+        self._flex_rng = random.Random(f"flex-{config.seed}")
         self._ids = itertools.count(1)
         self._closing: asyncio.Event | None = None
 
@@ -126,6 +128,12 @@ class EmulatorCore:
         if wait is not None:
             self.stats.rate_limited()
             return vendor.error("429", model=model, retry_after=wait, request_id=request_id)
+        flex = vendor.serves_flex and request.body.get("service_tier") == "flex"
+        if flex and self._flex_rng.random() < config.flex_unavailable_rate:
+            self.stats.fault(FLEX_UNAVAILABLE)
+            return vendor.error(
+                FLEX_UNAVAILABLE, model=model, retry_after=None, request_id=request_id
+            )
         fault = self.faults.next()
         if fault is not None:
             self.stats.fault(fault)

@@ -22,7 +22,7 @@ from pathlib import Path
 from octopipe.core.states import RUN_TERMINAL
 from octopipe.engine.paths import ARCHIVE_DIR, LEDGER_FILE, RunPaths
 from octopipe.errors import RunLocked, RunNotFound, UsageError
-from octopipe.store.ledger import Ledger
+from octopipe.store import open_run_store
 from octopipe.store.lock import RunLock, holder_pid
 
 
@@ -108,7 +108,7 @@ def _collision(source: Path, dest: Path, verb: str) -> UsageError:
 
 
 def _check_finished(folder: Path) -> None:
-    ledger = Ledger.open(folder / LEDGER_FILE, readonly=True)
+    ledger = open_run_store(folder / LEDGER_FILE, readonly=True)
     try:
         status = ledger.run_info().status
     finally:

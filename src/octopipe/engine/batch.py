@@ -2,8 +2,12 @@
 
 Each pass of the runner's loop calls ``pump``, which never blocks on the network: provider
 calls run as one asyncio task per batch (submit, poll, cancel or collect), and ``pump`` starts
-the next one when a batch is due. The ledger is the only memory that matters; everything kept
-here (poll timers, backoffs) is rebuilt harmlessly after a restart.
+the next one when a batch is due. What is due is decided by ``engine.batch_plan`` (pure: the
+open batches, the timers and ``now`` in, actions out); this module performs the actions
+through the adapters, records what came of them and feeds the outcomes back to the planner
+for the next timers. Submission is a collaborator (``batch_submit.BatchSubmitter``). The
+ledger is the only memory that matters; everything kept here (poll timers, backoffs) is
+rebuilt harmlessly after a restart.
 
 The life of a batch (``core.states`` has the transitions):
 
@@ -42,26 +46,31 @@ import asyncio
 import contextlib
 import math
 import random
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from octopipe.core.amounts import format_usd
 from octopipe.core.config_models import MAX_POLL_INTERVAL_S
 from octopipe.core.registry import Registry
-from octopipe.core.states import BatchEvent, BatchState
-from octopipe.engine.batch_collect import (
-    DOWNLOAD_TRIES,
-    LOST,
-    BatchRecorder,
-    Tally,
-    after_incomplete,
-    run_tag,
-)
+from octopipe.core.states import BATCH_LIVE, BatchEvent, BatchState
+from octopipe.engine import batch_plan as plan
+from octopipe.engine.batch_collect import LOST, BatchRecorder, Tally, run_tag
 from octopipe.engine.batch_packing import CostModel, batch_limits
-from octopipe.engine.batch_submit import RECONCILE_AFTER_S, SubmitMixin
+from octopipe.engine.batch_plan import (
+    DOWNLOAD_TRIES,
+    JITTER,
+    BatchAction,
+    BatchTimer,
+    OpenBatch,
+    PlanSettings,
+    StepTimer,
+    StepView,
+)
+from octopipe.engine.batch_submit import BatchClients, BatchSubmitter, Outcome, trace_op
+from octopipe.engine.cost_budget import CostBudget
 from octopipe.engine.prices import price_registry
 from octopipe.engine.routes import StepRoute, resolve_routes
 from octopipe.engine.runlog import Trace
@@ -71,24 +80,12 @@ from octopipe.providers.batch_base import (
     INTENT_KEY,
     BatchHandle,
     BatchProvider,
+    BatchRequestLine,
     BatchStatus,
 )
 from octopipe.providers.catalog import catalog
 from octopipe.store.records import BatchRow
 
-LIVE = (
-    BatchState.INTENT,
-    BatchState.SUBMITTED,
-    BatchState.COMPLETED,
-    BatchState.EXPIRED,
-    BatchState.CANCELLED,
-    BatchState.FAILED,
-)
-ENDED = (BatchState.COMPLETED, BatchState.EXPIRED, BatchState.CANCELLED, BatchState.FAILED)
-POLL_STRETCH = 8  # a quiet batch is polled at most this many intervals apart
-POLL_MAX_S = 600.0
-JITTER = 0.1
-RECONCILE_MISSES = 1  # lookups that may miss before an intent is abandoned (then one more)
 CLOCK_SLACK_S = 3600.0
 """The search for an intent's batch looks back this far before the intent was recorded: the
 provider stamps batches with its own clock, which may be behind ours."""
@@ -107,7 +104,6 @@ class BatchOptions:
 
     provider: str | None = None
     model: str | None = None
-    max_cost_usd: float | None = None
     timeout_s: float | None = None
     max_attempts: int | None = None
     submit: bool = True
@@ -128,20 +124,7 @@ class BatchOptions:
             )
 
 
-@dataclass
-class _Timer:
-    due: float = 0.0
-    every: float = 0.0
-    last_done: int = -1
-    last_status: str = ""
-    cancel_sent: bool = False
-    misses: int = 0  # reconcile lookups that did not find the intent's batch
-    downloads: int = 0  # incomplete downloads of the batch's results in a row
-    last_cut: tuple[int, ...] | None = None  # the signature of the last incomplete one
-    recorded: int = 0  # lines those incomplete downloads recorded
-
-
-class BatchExecutor(SubmitMixin):
+class BatchExecutor:
     def __init__(
         self,
         ctx: RunContext,
@@ -149,18 +132,28 @@ class BatchExecutor(SubmitMixin):
         client_for: Callable[[str], BatchProvider],
         registry: Registry | None = None,
         fallback: Callable[[int], None] | None = None,
+        *,
+        budget: CostBudget,
     ) -> None:
         self.ctx = ctx
+        self.budget = budget
         self.options = options
-        self.client_for = client_for
         self.registry = registry or price_registry(ctx.compiled.pipeline)
         self.fallback = fallback
         config = ctx.compiled.pipeline.config
         self.api = config.api
         self.max_attempts = options.max_attempts or config.processing.validation_retry.max_attempts
-        self.cost_cap = options.max_cost_usd or config.api.realtime.cost_cap_usd
-        self.poll_s = options.poll_interval_s or config.api.poll_interval_seconds
-        self.linger_s = options.linger_s if options.linger_s is not None else min(self.poll_s, 60.0)
+        poll_s = options.poll_interval_s or config.api.poll_interval_seconds
+        retry = config.api.retry
+        self.settings = PlanSettings(
+            poll_s=poll_s,
+            linger_s=options.linger_s if options.linger_s is not None else min(poll_s, 60.0),
+            deadline_hours=config.api.batch.deadline_hours,
+            max_inflight=config.api.max_inflight_batches,
+            retry_initial_s=retry.initial_delay_seconds,
+            retry_multiplier=retry.backoff_multiplier,
+            retry_max_s=retry.max_delay_seconds,
+        )
         self.costs = CostModel(self.registry)
         info = ctx.ledger.run_info()
         self.tag = run_tag(info.name, info.created_at)
@@ -175,31 +168,24 @@ class BatchExecutor(SubmitMixin):
                         f"step {route.cstep.name!r}: provider {route.provider!r} has no batch "
                         f"API; run it with --realtime, or use {catalog().batch_names()}"
                     )
-        self.limits = {
+        limits = {
             i: batch_limits(
                 self.registry, r.provider, r.model, config.api, config.processing.chunk_size
             )
             for i, r in self.routes.items()
         }
-        self.clients: dict[str, BatchProvider] = {}
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.timers: dict[str, _Timer] = {}
-        self.step_backoff: dict[int, tuple[float, float]] = {}  # step -> (until, last delay)
-        self.waiting_since: dict[int, float] = {}
-        self.paused_steps: set[int] = set()  # fell back to realtime after a deadline
-        self.committed_elsewhere: Callable[[], float] = lambda: 0.0  # see CombinedExecutor
-        self.base_spent = ctx.ledger.cost_totals().known_usd
-        self.spent = self.base_spent
-        self.unpriced_calls = ctx.ledger.cost_totals().unknown_cost_attempts
-        self.live: list[BatchRow] = []
-        self.submitting: dict[str, int] = {}  # batches on the wire -> bytes of requests
-        self.reconciling: set[str] = set()
-        self.retries_waiting: dict[int, bool] = {}
-        self._budget_blocked: tuple[float, int] | None = None
-        self._fresh_estimates = 0.0  # batches created since ``live`` was read
+        self.limits = limits
+        self.clients = BatchClients(client_for)
         self.trace = Trace(ctx.paths.trace)
-        self._token = secrets.token_hex(4)
-        self._seq = len(ctx.ledger.batches()) + 1
+        self.submitter = BatchSubmitter(
+            ctx, budget, self.costs, limits, self.tag, self.clients, self.trace
+        )
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.timers: dict[str, BatchTimer] = {}
+        self.step_timers: dict[int, StepTimer] = {}
+        self.paused_steps: set[int] = set()  # fell back to realtime after a deadline
+        self.live: list[BatchRow] = []
+        self.reconciling: set[str] = set()
         self._last_heartbeat = time.monotonic()
         self._rng = random.Random()
         self.deadline = time.monotonic() + options.timeout_s if options.timeout_s else None
@@ -208,12 +194,12 @@ class BatchExecutor(SubmitMixin):
 
     async def pump(self) -> bool:
         progressed = self._reap()
-        self.live = self.ctx.ledger.batches(*LIVE)
-        self._fresh_estimates = 0.0
+        self.live = self.ctx.ledger.batches(*BATCH_LIVE)
+        self.submitter.open_batches_read()
+        self.budget.hold_open_batches(sum(b.estimate_usd or 0.0 for b in self.live))
         now = time.monotonic()
-        for row in self.live:
-            if row.local_id not in self.tasks and not self.ctx.stop_requested():
-                progressed |= self._schedule(row, now)
+        if not self.ctx.stop_requested():
+            progressed |= self._follow(now)
         if self._check_limits():
             return progressed
         if self.options.submit and not self.ctx.stop_requested():
@@ -234,76 +220,110 @@ class BatchExecutor(SubmitMixin):
         recorded); polls and collections are cancelled (a collection resumes where it stopped).
         Batches stay at the provider; the next start picks them up."""
         for local_id, task in list(self.tasks.items()):
-            if local_id not in self.submitting:
+            if local_id not in self.submitter.submitting:
                 task.cancel()
         if self.tasks:
             await asyncio.wait(list(self.tasks.values()), timeout=120)
         self._reap()
         self.trace.close()
-        for client in self.clients.values():
+        for client in self.clients.made():
             with contextlib.suppress(Exception):
                 await client.aclose()
 
-    # --- what is due ---------------------------------------------------------------------------
+    def batch_summary(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for b in self.live:
+            out[b.state.value] = out.get(b.state.value, 0) + 1
+        return out
 
-    def _schedule(self, row: BatchRow, now: float) -> bool:
-        timer = self.timers.setdefault(row.local_id, _Timer(every=self.poll_s))
-        if now < timer.due:
-            return False
-        if row.state in ENDED:
-            self._start(row.local_id, self._collect(row))
-            return True
-        if row.state is BatchState.INTENT:
-            # One at a time, and never while a submit is on the wire: an intent of a provider
-            # without batch metadata is matched by size and time, and two matches running at
-            # once (or one racing a submit) could both pick the same batch.
-            if self.submitting or any(r in self.tasks for r in self.reconciling):
-                return False
+    # --- what is due (decided by ``batch_plan``) ----------------------------------------------
+
+    def _follow(self, now: float) -> bool:
+        """Start the operation the planner says is due for each open batch; True when a
+        collection started."""
+        rows = {row.local_id: row for row in self.live}
+        actions, self.timers = plan.plan_batches(
+            self._snapshot(),
+            self.timers,
+            now,
+            self.settings,
+            busy=frozenset(self.tasks),
+            submitting=bool(self.submitter.submitting),
+            reconciling=any(r in self.tasks for r in self.reconciling),
+        )
+        for action in actions:
+            self._start(action.local_id, self._operation(action, rows[action.local_id]))
+        return any(isinstance(a, plan.Collect) for a in actions)
+
+    def _operation(self, action: BatchAction, row: BatchRow) -> Any:
+        if isinstance(action, plan.Collect):
+            return self._collect(row)
+        if isinstance(action, plan.Reconcile):
             self.reconciling.add(row.local_id)
-            self._start(row.local_id, self._reconcile(row))
-        elif row.state is BatchState.SUBMITTED:
-            if self._past_deadline(row) and not timer.cancel_sent:
-                timer.cancel_sent = True
-                self._start(row.local_id, self._cancel_stuck(row))
-            else:
-                self._start(row.local_id, self._poll(row, timer))
-        return False
+            return self._reconcile(row)
+        if isinstance(action, plan.Cancel):
+            return self._cancel_stuck(row)
+        return self._poll(row)
+
+    def _snapshot(self) -> list[OpenBatch]:
+        wall = datetime.now(UTC)
+        return [OpenBatch(b.local_id, b.state, _age_h(b, wall)) for b in self.live]
 
     def _submit_due(self, now: float) -> bool:
         progressed = False
-        cap = self.api.max_inflight_batches
         inflight = len(self.live)
         for index, route in self.routes.items():
-            if index in self.paused_steps:
-                continue
             limits = self.limits[index]
-            while inflight < cap and not self.ctx.stop_requested():
-                if self.submitting or self.reconciling:
-                    # One submit on the wire at a time: a 50,000-request batch costs ~200 MB
-                    # while it is built and sent, and an intent being reconciled must not
-                    # race a new batch of the same size.
-                    return progressed
-                if now < self.step_backoff.get(index, (0.0, 0.0))[0]:
+            while not self.ctx.stop_requested() and plan.submit_open(
+                inflight,
+                self.settings,
+                submitting=bool(self.submitter.submitting),
+                reconciling=bool(self.reconciling),
+            ):
+                timer = self.step_timers.get(index)
+                paused = index in self.paused_steps
+                if not plan.step_open(timer, now, paused=paused):
                     break
                 pending = self.ctx.ledger.pending_count(index, limits.max_requests)
-                if not pending:
-                    self.waiting_since.pop(index, None)
+                upstream = bool(pending) and pending < limits.max_requests
+                view = StepView(
+                    index,
+                    pending,
+                    limits.max_requests,
+                    upstream_live=upstream and self.ctx.ledger.live_before(index),
+                    paused=paused,
+                )
+                submit, self.step_timers[index] = plan.plan_step(view, timer, now, self.settings)
+                if submit is None or not self._pack(route, len(self.live)):
                     break
-                if pending < limits.max_requests and self.ctx.ledger.live_before(index):
-                    since = self.waiting_since.setdefault(index, now)
-                    if now - since < self.linger_s:
-                        break
-                if not self._pack_and_submit(route):
-                    break
-                self.waiting_since.pop(index, None)
+                self.step_timers[index] = plan.after_packed(self.step_timers[index])
                 inflight += 1
                 progressed = True
         return progressed
 
-    # --- reconcile, poll, cancel --------------------------------------------------------------
+    def _pack(self, route: StepRoute, open_batches: int) -> bool:
+        packed = self.submitter.pack(route, open_batches)
+        if packed.row is not None:
+            self._start(packed.row.local_id, self._submit(route, packed.row, packed.lines))
+        return packed.progressed
+
+    # --- submit, reconcile, poll, cancel --------------------------------------------------------
+
+    async def _submit(self, route: StepRoute, row: BatchRow, lines: list[BatchRequestLine]) -> None:
+        result = await self.submitter.submit(route, row, lines)
+        now = time.monotonic()
+        step = self.step_timers.get(route.index)
+        if result.outcome is Outcome.SUBMITTED:
+            self.timers[row.local_id], self.step_timers[route.index] = plan.after_submitted(
+                step, now, self.settings
+            )
+        elif result.outcome is Outcome.RATE_LIMITED:
+            self._back_off(route.index, result.retry_after)
+        elif result.outcome is Outcome.UNCERTAIN:
+            self.timers[row.local_id] = plan.after_uncertain_submit(now)
 
     async def _reconcile(self, row: BatchRow) -> None:
-        client = self._client(row.provider)
+        client = self.clients(row.provider)
         finder = client.finder()
         if finder is None:  # its batches carry no metadata (the spec's can_find)
             found = await _match_unrecorded(client, row, self._known_ids())
@@ -312,21 +332,19 @@ class BatchExecutor(SubmitMixin):
                 since = _timestamp(row.created_at) - CLOCK_SLACK_S
                 found = await finder.find(INTENT_KEY, row.local_id, since=since)
             except ProviderError as exc:
-                self.timers[row.local_id] = _Timer(due=time.monotonic() + RECONCILE_AFTER_S)
+                self._after_lookup(row, "error")
                 self.ctx.log.write("RECONCILE", f"batch {row.local_id}: {exc.message}; will retry")
                 return
-        timer = self.timers.setdefault(row.local_id, _Timer(every=self.poll_s))
-        if not found and timer.misses < RECONCILE_MISSES:
+        decision = self._after_lookup(row, "found" if found else "missing")
+        if decision is plan.Lookup.LOOK_AGAIN:
             # A provider's list may lag behind a batch just created: look again before
             # concluding the intent never reached it (and resubmitting its units).
-            timer.misses += 1
-            timer.due = time.monotonic() + RECONCILE_AFTER_S
             return
-        if not found:
+        if decision is plan.Lookup.ABANDON:
             self.ctx.ledger.advance_batch(
                 row.local_id, BatchEvent.RECONCILE_MISSING, error="never reached the provider"
             )
-            self.retries_waiting[row.step_idx] = True
+            self.submitter.retries_may_wait(row.step_idx)
             self.ctx.log.write(
                 "RECONCILE", f"batch {row.local_id} never reached the provider; units requeued"
             )
@@ -338,29 +356,36 @@ class BatchExecutor(SubmitMixin):
             provider_batch_id=handle.provider_batch_id,
             provider_status="submitted",
         )
-        self.timers[row.local_id] = _Timer(due=time.monotonic(), every=self.poll_s)
         self.ctx.log.write(
             "RECONCILE", f"batch {row.local_id} found at the provider: {handle.provider_batch_id}"
         )
 
+    def _after_lookup(self, row: BatchRow, result: Any) -> plan.Lookup:
+        timer, decision = plan.after_lookup(
+            self.timers.get(row.local_id), result, time.monotonic(), self.settings
+        )
+        self.timers[row.local_id] = timer
+        return decision
+
     def _known_ids(self) -> set[str]:
         return {b.provider_batch_id for b in self.ctx.ledger.batches() if b.provider_batch_id}
 
-    async def _poll(self, row: BatchRow, timer: _Timer) -> None:
-        client = self._client(row.provider)
+    async def _poll(self, row: BatchRow) -> None:
+        client = self.clients(row.provider)
         t0 = time.monotonic()
         try:
             status = await client.poll(_handle(row))
         except ProviderError as exc:
             self._trace("poll", row, t0, status=exc.status or type(exc).__name__)
-            if exc.status == 404:
+            kind = plan.poll_error(exc)
+            if kind is plan.PollError.LOST:
                 self._lost(row)
-                return
-            if exc.fatal_for_run:
+            elif kind is plan.PollError.PAUSE:
                 self.ctx.request_stop(exc.message, exit_code=exc.exit_code)
-                return
-            timer.every = min(timer.every * 2, POLL_MAX_S)
-            timer.due = time.monotonic() + timer.every
+            else:
+                self.timers[row.local_id] = plan.after_poll_error(
+                    self._timer(row.local_id), time.monotonic()
+                )
             return
         self._trace("poll", row, t0, status=status.state, done=status.done, total=status.total)
         note = _describe(status)
@@ -371,15 +396,13 @@ class BatchExecutor(SubmitMixin):
             )
             self.ctx.log.write("POLL", f"batch {row.local_id}: {note}")
             return
+        timer = self._timer(row.local_id)
         if note != timer.last_status:
             self.ctx.ledger.note_batch_status(row.local_id, note)
-        if status.done == timer.last_done:  # nothing moved: look less often
-            timer.every = min(timer.every * 1.5, self.poll_s * POLL_STRETCH, POLL_MAX_S)
-        else:
-            timer.every = self.poll_s
-        timer.last_done, timer.last_status = status.done, note
         spread = 1 + self._rng.uniform(-JITTER, JITTER)
-        timer.due = time.monotonic() + max(self.poll_s, timer.every) * spread
+        self.timers[row.local_id] = plan.after_poll(
+            timer, status.done, note, time.monotonic(), self.settings, spread
+        )
 
     def _lost(self, row: BatchRow) -> None:
         self.ctx.ledger.advance_batch(
@@ -390,17 +413,8 @@ class BatchExecutor(SubmitMixin):
         )
         self.ctx.log.write("POLL", f"batch {row.local_id}: not found at the provider")
 
-    def _past_deadline(self, row: BatchRow) -> bool:
-        from datetime import UTC, datetime
-
-        if row.submitted_at is None:
-            return False
-        submitted = datetime.fromisoformat(row.submitted_at.replace("Z", "+00:00"))
-        age_h = (datetime.now(UTC) - submitted).total_seconds() / 3600
-        return age_h > self.api.batch.deadline_hours
-
     async def _cancel_stuck(self, row: BatchRow) -> None:
-        client = self._client(row.provider)
+        client = self.clients(row.provider)
         hours = self.api.batch.deadline_hours
         self.ctx.log.write(
             "CANCEL", f"batch {row.local_id} still running after {hours:g} h; cancelling it"
@@ -414,7 +428,7 @@ class BatchExecutor(SubmitMixin):
                 "FALLBACK",
                 f"step {self.routes[row.step_idx].cstep.name}: the rest runs in realtime",
             )
-        self.timers[row.local_id].due = time.monotonic()  # poll now; cancel_sent stays set
+        self.timers[row.local_id] = plan.after_cancel(self._timer(row.local_id), time.monotonic())
 
     # --- collect ---------------------------------------------------------------------------------
 
@@ -429,11 +443,11 @@ class BatchExecutor(SubmitMixin):
         try:
             await self._collect_into(row, recorder, tally)
         finally:
-            self.spent += tally.cost_usd  # what was recorded, even if collection stopped
-            self.unpriced_calls += tally.unpriced
+            # what was recorded, even if collection stopped
+            self.budget.charge(tally.cost_usd, unpriced=tally.unpriced)
 
     async def _collect_into(self, row: BatchRow, recorder: BatchRecorder, tally: Tally) -> None:
-        client = self._client(row.provider)
+        client = self.clients(row.provider)
         t0 = time.monotonic()
         if row.provider_batch_id is not None:
             buffer = []
@@ -460,7 +474,9 @@ class BatchExecutor(SubmitMixin):
                         "COLLECT", f"batch {row.local_id}: {exc.message}; will try again"
                     )
                     recorder.record(row, buffer, tally)
-                    self.timers[row.local_id] = _Timer(due=time.monotonic() + self.poll_s)
+                    self.timers[row.local_id] = plan.after_collect_error(
+                        time.monotonic(), self.settings
+                    )
                     return
                 # Results deleted (OpenAI and Anthropic keep them for a limited time) or the
                 # batch gone: the units are sent again, without charging them an attempt.
@@ -471,7 +487,7 @@ class BatchExecutor(SubmitMixin):
             recorder.record(row, buffer, tally)
         final = recorder.finish(row, tally)
         if tally.released_any(row.state):
-            self.retries_waiting[row.step_idx] = True  # units with an attempt may be pending
+            self.submitter.retries_may_wait(row.step_idx)  # units with an attempt may wait
         if tally.stop_reason:
             self.ctx.log.write("PAUSE", f"{row.provider}: {tally.stop_reason}")
             self.ctx.request_stop(tally.stop_reason)
@@ -489,22 +505,21 @@ class BatchExecutor(SubmitMixin):
         )
 
     def _take_as_complete(self, row: BatchRow, exc: IncompleteResults, tally: Tally) -> bool:
-        """After an incomplete download (``batch_collect.after_incomplete``): schedule the
+        """After an incomplete download (``batch_plan.after_cut_download``): schedule the
         next download or pause the run (False), or take the results as complete (True)."""
-        timer = self.timers.setdefault(row.local_id, _Timer(every=self.poll_s))
-        timer.downloads += 1
-        decision = after_incomplete(exc, timer.downloads, timer.last_cut, self.poll_s)
-        timer.last_cut = exc.signature
+        recorded = tally.valid + tally.failed
+        timer, decision = plan.after_cut_download(
+            self.timers.get(row.local_id), exc, recorded, time.monotonic(), self.settings
+        )
+        self.timers[row.local_id] = timer
         if tally.stop_reason:  # a line said the account cannot be used
             self.ctx.log.write("PAUSE", f"{row.provider}: {tally.stop_reason}")
             self.ctx.request_stop(tally.stop_reason)
-        timer.recorded += tally.valid + tally.failed
-        recorded = f"{tally.valid + tally.failed:,} lines recorded"
+        lines = f"{recorded:,} lines recorded"
         if decision.delay_s is not None:
-            timer.due = time.monotonic() + decision.delay_s
             self.ctx.log.write(
                 "COLLECT",
-                f"batch {row.local_id}: {exc.message}; {recorded}, fetching them again in "
+                f"batch {row.local_id}: {exc.message}; {lines}, fetching them again in "
                 f"{decision.delay_s:.2g} s (download {timer.downloads + 1} of {DOWNLOAD_TRIES})",
             )
             return False
@@ -535,23 +550,26 @@ class BatchExecutor(SubmitMixin):
             if exc is None:
                 continue
             self.ctx.log.write("ERROR", f"batch {key}: {type(exc).__name__}: {exc}")
-            if isinstance(exc, ProviderError) and not exc.fatal_for_run:
-                timer = self.timers.setdefault(key, _Timer(every=self.poll_s))
-                timer.every = min(max(timer.every, self.poll_s) * 2, POLL_MAX_S)
-                timer.due = time.monotonic() + timer.every  # try again later, not at once
-            elif isinstance(exc, OctopipeError):  # no key, auth, quota, a provider not set up
+            timer, decision = plan.after_task_error(
+                self.timers.get(key), exc, time.monotonic(), self.settings
+            )
+            if decision is plan.TaskError.RETRY:
+                assert timer is not None
+                self.timers[key] = timer  # try again later, not at once
+            elif decision is plan.TaskError.PAUSE:  # no key, auth, quota, a provider not set up
+                assert isinstance(exc, OctopipeError)
                 self.ctx.request_stop(str(exc), exit_code=exc.exit_code)
             else:
                 raise exc
         return bool(done)
 
-    def _client(self, provider: str) -> BatchProvider:
-        if provider not in self.clients:
-            self.clients[provider] = self.client_for(provider)
-        return self.clients[provider]
+    def _timer(self, local_id: str) -> BatchTimer:
+        return self.timers.get(local_id) or plan.new_timer(self.settings)
 
-    def _new_timer(self, **fields: Any) -> _Timer:
-        return _Timer(**fields)
+    def _back_off(self, index: int, retry_after: float | None) -> None:
+        self.step_timers[index] = plan.back_off(
+            self.step_timers.get(index), retry_after, time.monotonic(), self.settings
+        )
 
     def _check_limits(self) -> bool:
         if self.deadline is not None and time.monotonic() >= self.deadline:
@@ -564,36 +582,26 @@ class BatchExecutor(SubmitMixin):
             return
         self._last_heartbeat = now
         waiting = self.live
-        due = [
-            self.timers[b.local_id].due
-            for b in waiting
-            if b.state is BatchState.SUBMITTED and b.local_id in self.timers
-        ]
+        due = plan.next_poll_in(self._snapshot(), self.timers, now)
         parts = [f"{b.local_id} {b.provider_status or b.state.value}" for b in waiting[:5]]
         more = f" (+{len(waiting) - 5} more)" if len(waiting) > 5 else ""
-        next_poll = f"; next poll in {max(0, min(due) - now):.0f} s" if due else ""
+        next_poll = f"; next poll in {due:.0f} s" if due is not None else ""
         self.ctx.log.write(
             "HEARTBEAT",
             f"{len(waiting)} open batch(es): {', '.join(parts)}{more}{next_poll}; "
-            f"spent {format_usd(self.spent)}",
+            f"spent {format_usd(self.budget.spent)}",
         )
-
-    def batch_summary(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for b in self.live:
-            out[b.state.value] = out.get(b.state.value, 0) + 1
-        return out
 
     def _trace(self, op: str, row: BatchRow, t0: float, **fields: Any) -> None:
-        self.trace.write(
-            kind="batch",
-            op=op,
-            batch=row.local_id,
-            provider=row.provider,
-            model=row.model,
-            latency_ms=round((time.monotonic() - t0) * 1000),
-            **fields,
-        )
+        trace_op(self.trace, op, row, t0, **fields)
+
+
+def _age_h(row: BatchRow, wall: datetime) -> float | None:
+    """Hours since ``row`` was submitted (``None``: not submitted)."""
+    if row.submitted_at is None:
+        return None
+    submitted = datetime.fromisoformat(row.submitted_at.replace("Z", "+00:00"))
+    return (wall - submitted).total_seconds() / 3600
 
 
 def _handle(row: BatchRow) -> BatchHandle:
@@ -636,8 +644,6 @@ async def _match_unrecorded(
 
 def _timestamp(iso: str) -> float:
     """A ledger timestamp (ISO 8601, UTC) as Unix seconds."""
-    from datetime import datetime
-
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 

@@ -5,8 +5,9 @@ Guarantees:
 - Results are recorded in slices (``COLLECT_SLICE`` lines per transaction), each line joined to
   its unit by ``custom_id`` (``<run tag>-u<uid>``). Only units still ``in_flight`` at the step are
   recorded, so collecting a batch again after a crash half-way records each unit once.
-- An answer is checked exactly as in realtime (parse, schema, rules) and priced at *batch*
-  rates from what the line reports it used. A line that failed at the provider is a failed
+- An answer is judged exactly as in realtime (``core.judge``: parse, schema, rules, and
+  whether a failure ends the unit) and priced at *batch* rates from what the line reports it
+  used. A line that failed at the provider is a failed
   attempt (retryable by its error type); a request that never ran (batch expired or cancelled)
   goes back to pending without using an attempt.
 - ``finish`` deals with every unit the results did not mention: for a completed batch that is a
@@ -16,9 +17,10 @@ Guarantees:
   units with budget left are queued for the next batch, in the same transaction.
 - ``finish`` is called only on complete results. A download that came back incomplete
   (``errors.IncompleteResults``) leaves the batch open -- what it held is recorded, the rest
-  of its units stay in flight -- and ``after_incomplete`` decides: fetch again after a
-  backoff, take the results as complete (a download that looked short came back the same),
-  or, after ``DOWNLOAD_TRIES`` cut downloads in a row, pause the run with the reason. A line
+  of its units stay in flight -- and the planner (``batch_plan.after_cut_download``) decides:
+  fetch again after a backoff, take the results as complete (a download that looked short
+  came back the same), or, after ``DOWNLOAD_TRIES`` cut downloads in a row, pause the run
+  with the reason. A line
   the provider answered and charged is never resubmitted because a download lost it.
 """
 
@@ -28,23 +30,18 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
 
-from octopipe.core.costs import AttemptCost, attempt_cost
+from octopipe.core.judge import PriceList, Verdict, judge_answer, judge_error, judge_missing
 from octopipe.core.registry import Registry
 from octopipe.core.states import BatchEvent, BatchState
+from octopipe.engine.attempts import attempt_of, attempts_of
 from octopipe.engine.batch_packing import CostModel
 from octopipe.engine.routes import StepRoute
 from octopipe.engine.runner import RunContext
-from octopipe.errors import IncompleteResults
 from octopipe.providers.batch_base import BatchResultLine
-from octopipe.store.codec import utc_now
-from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure, Stage, Success
+from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure, Success
 
 COLLECT_SLICE = 2_000
-DOWNLOAD_TRIES = 6
-"""Incomplete downloads of one batch's results in a row before the run pauses (the waits
-between them double from min(1 s, poll interval): at most 31 s in all)."""
 NOT_RUN = frozenset({"cancelled", "expired"})
 LOST = "not found"  # provider_status of a batch the provider no longer knows
 # Line errors that say the account cannot be used (as in realtime, they pause the run).
@@ -78,32 +75,6 @@ def uid_of(tag: str, custom: str) -> int | None:
     if head == tag and number.isdigit():
         return int(number)
     return None
-
-
-@dataclass(frozen=True)
-class Refetch:
-    """What to do after a batch's results came back incomplete (see ``after_incomplete``).
-    Neither field set: take the results as complete; what they lack was dropped."""
-
-    delay_s: float | None = None
-    """Fetch the results again after this long."""
-    pause: str | None = None
-    """Stop the run, with this reason (the batch stays open for the next start)."""
-
-
-def after_incomplete(
-    exc: IncompleteResults, tries: int, previous: tuple[int, ...] | None, poll_s: float
-) -> Refetch:
-    """Decide after an incomplete download: ``tries`` counts this batch's incomplete downloads
-    in a row, this one included; ``previous`` is the signature of the one before it."""
-    if not exc.certain and previous == exc.signature:
-        return Refetch()  # looked short, and came back exactly the same: it is what it is
-    if tries >= DOWNLOAD_TRIES:
-        return Refetch(
-            pause=f"{exc.message}, {tries} downloads in a row; no request was taken as "
-            "missing, resume to fetch them again"
-        )
-    return Refetch(delay_s=min(1.0, poll_s) * 2 ** (tries - 1))
 
 
 @dataclass
@@ -157,11 +128,13 @@ class BatchRecorder:
         self.registry = registry
         self.max_attempts = max_attempts
         self.costs = costs
+        self.price = PriceList(registry, route.price_provider, route.model, "batch")
+        """Batch rates; each batch's answers are priced as of its submission (``record``)."""
 
     def record(self, batch: BatchRow, lines: Sequence[BatchResultLine], tally: Tally) -> None:
         """One slice of result lines, in one transaction."""
         by_uid: dict[int, BatchResultLine] = {}
-        submitted = request_time(batch.submitted_at or batch.created_at)
+        price = self.price.requested_at(request_time(batch.submitted_at or batch.created_at))
         for line in lines:
             uid = uid_of(self.tag, line.custom_id)
             if uid is None:
@@ -175,6 +148,7 @@ class BatchRecorder:
         failures: list[Failure] = []
         for unit in units:
             line = by_uid[unit.uid]
+            attempts = attempts_of(unit, self.max_attempts)
             if line.response is None:
                 assert line.error is not None
                 if line.error.type in NOT_RUN:  # stays claimed until the batch ends (finish)
@@ -184,50 +158,25 @@ class BatchRecorder:
                     tally.returned += 1
                     tally.stop_reason = tally.stop_reason or line.error.message
                     continue
-                errors = [
-                    {
-                        "type": line.error.type,
-                        "status": line.error.status,
-                        "message": line.error.message,
-                    }
-                ]
-                attempt = self._attempt(batch, unit, "error", stage="provider", errors=errors)
-                failures.append(self._failure(unit, attempt, line.error.retryable))
-                continue
-            response = line.response
-            result = self.route.cstep.check_answer(response.text, unit.record)
-            cost = attempt_cost(
-                self.registry,
-                self.route.price_provider,
-                self.route.model,
-                response.usage,
-                "batch",
-                submitted,
-            )
-            self.costs.observe(response.usage.output_tokens)
-            if cost.cost_usd is None:
-                tally.unpriced += 1
+                error = line.error
+                verdict = judge_error(
+                    error.type, error.status, error.message, error.retryable, attempts
+                )
             else:
-                tally.cost_usd += cost.cost_usd
-            failure = result.failure
-            attempt = self._attempt(
-                batch,
-                unit,
-                "valid" if failure is None else "failed",
-                stage=cast(Stage, failure.stage) if failure else None,
-                errors=list(failure.errors) if failure else list(result.warnings),
-                response=response.text,
-                usage=(
-                    response.usage.input_tokens,
-                    response.usage.output_tokens,
-                    response.usage.cached_input_tokens,
-                ),
-                cost=cost,
-            )
-            if failure is None:
-                successes.append(Success(unit.uid, result.delta or {}, attempt))
+                response = line.response
+                verdict = judge_answer(
+                    self.route.cstep, unit.record, response.text, response.usage, price, attempts,
+                )  # fmt: skip
+                self.costs.observe(response.usage.output_tokens)
+                if verdict.cost_usd is None:
+                    tally.unpriced += 1
+                else:
+                    tally.cost_usd += verdict.cost_usd
+            attempt = self._attempt(batch, unit, verdict)
+            if verdict.ok:
+                successes.append(Success(unit.uid, verdict.delta or {}, attempt))
             else:
-                failures.append(self._failure(unit, attempt, failure.retryable))
+                failures.append(Failure(unit.uid, attempt, verdict.terminal))
         with ledger.transaction():
             if successes:
                 ledger.record_successes(self.route.index, successes)
@@ -256,17 +205,11 @@ class BatchRecorder:
                 if batch.state is BatchState.FAILED
                 else "the provider's results had no line for this request (dropped)"
             )
-            errors = [{"type": "missing_result", "message": message}]
             for start in range(0, len(missing), COLLECT_SLICE):
                 units = ledger.in_flight_units(
                     self.route.index, missing[start : start + COLLECT_SLICE]
                 )
-                failures = [
-                    self._failure(
-                        u, self._attempt(batch, u, "error", stage="provider", errors=errors), True
-                    )
-                    for u in units
-                ]
+                failures = [self._missing(batch, u, message) for u in units]
                 with ledger.transaction():
                     ledger.record_failures(self.route.index, failures)
                 tally.failed += len(failures)
@@ -284,42 +227,22 @@ class BatchRecorder:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _failure(self, unit: ClaimedUnit, attempt: AttemptRecord, retryable: bool) -> Failure:
-        used = unit.budget_used + 1
-        return Failure(unit.uid, attempt, not retryable or used >= self.max_attempts)
-
-    def _attempt(
-        self,
-        batch: BatchRow,
-        unit: ClaimedUnit,
-        outcome: Any,
-        *,
-        stage: Stage | None = None,
-        errors: list[Any] | None = None,
-        response: str | None = None,
-        usage: tuple[int, int, int] = (0, 0, 0),
-        cost: AttemptCost | None = None,
-    ) -> AttemptRecord:
-        request = None
-        if outcome != "valid":  # keep the prompt of a failure for inspection (as realtime does)
-            rendered = self.route.cstep.try_render(unit.unit_id, unit.record)
-            request = rendered if isinstance(rendered, str) else None
-        return AttemptRecord(
-            outcome=outcome,
+    def _attempt(self, batch: BatchRow, unit: ClaimedUnit, verdict: Verdict) -> AttemptRecord:
+        return attempt_of(
+            verdict,
             mode="batch",
             provider=self.route.provider,
             model=self.route.model,
-            stage=stage,
-            errors=errors or [],
-            request=request,
-            response=response,
-            input_tokens=usage[0],
-            output_tokens=usage[1],
-            cached_tokens=usage[2],
-            cost_usd=0.0 if cost is None else cost.cost_usd,
-            tier=None if cost is None else cost.tier,
-            standard_cost_usd=0.0 if cost is None else cost.standard_usd,
+            prompt=self._prompt(unit) if verdict.keeps_prompt else None,
             started_at=batch.submitted_at or batch.created_at,
-            finished_at=utc_now(),
             batch_local_id=batch.local_id,
         )
+
+    def _missing(self, batch: BatchRow, unit: ClaimedUnit, message: str) -> Failure:
+        verdict = judge_missing(message, attempts_of(unit, self.max_attempts))
+        return Failure(unit.uid, self._attempt(batch, unit, verdict), verdict.terminal)
+
+    def _prompt(self, unit: ClaimedUnit) -> str | None:
+        """The unit's prompt, rendered again (kept with a failure for inspection)."""
+        rendered = self.route.cstep.try_render(unit.unit_id, unit.record)
+        return rendered if isinstance(rendered, str) else None

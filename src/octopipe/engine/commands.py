@@ -1,20 +1,52 @@
 """Changes to a run, applied by its one writer.
 
-``apply(ledger, kind, args)`` is called either by the live runner (for a command another
-process queued) or by ``control.change_run`` after taking the run's lock itself. Either way the
-change happens in the process that holds the lock, in one transaction.
+The commands themselves are ``core.commands`` (re-exported here: this is where the CLI and
+the TUI take them from). ``apply(ledger, command)`` makes the change, in the process that
+holds the run's lock: the live runner, for a command another process queued
+(:func:`apply_queued`), or ``control.change_run`` after taking the lock itself. The ``match``
+is exhaustive: a new command does not type-check until it is handled here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
+from octopipe.core.commands import (
+    CHANGES_RESULTS,
+    COMMANDS,
+    QUEUEABLE,
+    STOPPING,
+    Command,
+    Kill,
+    Pause,
+    Rename,
+    Repair,
+    Retry,
+    SwitchMode,
+    UpdateSettings,
+)
 from octopipe.core.states import CommandEvent
-from octopipe.store.ledger import Ledger
+from octopipe.store import RunStore
+from octopipe.store.records import CommandRow
 
-KINDS = ("pause", "kill", "retry", "repair", "rename")
-RESULT_KINDS = ("retry", "repair")  # kinds that change what the exports show
+__all__ = [
+    "CHANGES_RESULTS",
+    "COMMANDS",
+    "QUEUEABLE",
+    "STOPPING",
+    "Command",
+    "CommandOutcome",
+    "Kill",
+    "Pause",
+    "Rename",
+    "Repair",
+    "Retry",
+    "SwitchMode",
+    "UpdateSettings",
+    "apply",
+    "apply_queued",
+]
 
 
 @dataclass(frozen=True)
@@ -24,22 +56,17 @@ class CommandOutcome:
     stop: str | None = None  # a runner applying this command stops with this reason
 
 
-def apply(ledger: Ledger, kind: str, args: dict[str, Any] | None) -> CommandOutcome:
-    args = args or {}
-    match kind:
-        case "pause":
-            return CommandOutcome(
-                CommandEvent.APPLY, "pausing", stop=args.get("reason") or "paused by request"
-            )
-        case "kill":
+def apply(ledger: RunStore, command: Command) -> CommandOutcome:
+    """Make the change ``command`` asks for; the caller holds the run's lock."""
+    match command:
+        case Pause(reason=reason):
+            return CommandOutcome(CommandEvent.APPLY, "pausing", stop=reason or "paused by request")
+        case Kill():
             return CommandOutcome(CommandEvent.APPLY, "killing", stop="killed by request")
-        case "retry":
-            step = args.get("step_idx")
-            count = ledger.requeue_failed(
-                step_idx=step, stage=args.get("stage"), unit_ids=args.get("unit_ids")
-            )
+        case Retry(step_idx=step_idx, stage=stage, unit_ids=unit_ids):
+            count = ledger.requeue_failed(step_idx=step_idx, stage=stage, unit_ids=unit_ids)
             return CommandOutcome(CommandEvent.APPLY, f"requeued {count} failed unit(s)")
-        case "repair":
+        case Repair():
             done = ledger.repair()
             message = f"requeued {done.missing} missing unit(s)"
             if done.recounted:
@@ -48,7 +75,37 @@ def apply(ledger: Ledger, kind: str, args: dict[str, Any] | None) -> CommandOutc
                     "their stored attempts"
                 )
             return CommandOutcome(CommandEvent.APPLY, message)
-        case "rename":
-            ledger.update_run(display_name=str(args["display_name"]))
-            return CommandOutcome(CommandEvent.APPLY, f"renamed to {args['display_name']!r}")
-    return CommandOutcome(CommandEvent.REJECT, f"unknown command {kind!r}")
+        case Rename(display_name=name):
+            ledger.update_run(display_name=name)
+            return CommandOutcome(CommandEvent.APPLY, f"renamed to {name!r}")
+        case SwitchMode(mode=mode):
+            old = ledger.run_info().mode
+            ledger.update_run(mode=mode)
+            if mode == old:
+                return CommandOutcome(CommandEvent.APPLY, f"mode stays {mode}")
+            ledger.log_event("info", "MODE", f"mode {old} -> {mode}")
+            return CommandOutcome(CommandEvent.APPLY, f"{old} -> {mode}")
+        case UpdateSettings(provider=provider, model=model, options=options):
+            named = {k: v for k, v in (("provider", provider), ("model", model)) if v is not None}
+            ledger.update_run(options={**options, **named}, provider=provider, model=model)
+            if named:
+                ledger.log_event("info", "SETTINGS", pairs(named), named)
+            return CommandOutcome(CommandEvent.APPLY, pairs({**options, **named}))
+        case _:
+            assert_never(command)
+
+
+def apply_queued(ledger: RunStore, row: CommandRow) -> CommandOutcome:
+    """What the live runner does with a queued command: apply it, or reject one that cannot
+    be read back (saying why) or that waits for the run to be paused."""
+    if row.command is None:
+        return CommandOutcome(CommandEvent.REJECT, row.problem or f"unknown command {row.kind!r}")
+    if not isinstance(row.command, QUEUEABLE):
+        return CommandOutcome(
+            CommandEvent.REJECT, f"{row.kind} is applied only while no runner is live"
+        )
+    return apply(ledger, row.command)
+
+
+def pairs(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items()))

@@ -1,40 +1,40 @@
 """Changing a run from outside its runner, and the detailed view the admin commands show.
 
-``change_run(paths, kind, args)`` is the one way the CLI and the TUI change a run:
+``change_run(paths, command)`` is the one way the CLI and the TUI change a run, ``command``
+being one of ``engine.commands`` (``Pause``, ``Kill``, ``Retry``, ``Repair``, ``Rename``,
+``SwitchMode``, ``UpdateSettings``):
 
 * **No live runner** (the run lock is free): take the lock, open the ledger read-write, apply
   the change in this process (``engine.commands.apply``), refresh the exports a change of
   results made stale (``retry``, ``repair``), write a ``COMMAND`` line to ``run.log``,
   release the lock. ``repair`` here also returns in-flight units no open batch holds to
-  pending: with no runner, nobody is working on them. ``pause`` and ``kill`` have no runner to stop, so they set the
-  run's status directly when the state machine allows it (``running`` — a detached run — can
-  be paused; ``pending``/``running``/``paused`` can be killed) and say so.
-* **A live runner** holds the lock: queue the command in the ledger (the one write allowed
+  pending: with no runner, nobody is working on them. ``pause`` and ``kill`` have no runner
+  to stop, so they set the run's status directly when the state machine allows it
+  (``running`` — a detached run — can be paused; ``pending``/``running``/``paused`` can be
+  killed) and say so.
+* **A live runner** holds the lock: ``SwitchMode`` and ``UpdateSettings`` are refused (pause
+  the run first); the others are queued in the ledger (the one write allowed
   without the lock) and poll until the runner has taken it off the queue (it applies commands
   on every pass of its loop), or until ``wait_s`` passes, in which case the answer says the
   command is queued and will be applied. ``pause``/``kill`` then also wait, within the same
   budget, for the runner to let go of the lock. If the runner exits before taking the
   command, it is applied here under the lock instead (and marked in the queue), so a stale
-  ``pause`` never waits for the next start. While queueing, a shared ``flock`` on
-  ``.command.lock`` tells the runner a writer is waiting (``writer_intent`` /
-  ``writer_waiting``): a runner busy with local steps holds SQLite's write lock almost
-  continuously and should leave it free for a moment when it sees one.
+  ``pause`` never waits for the next start. The store tells the runner meanwhile that a
+  writer is waiting (``RunStore.writer_waiting``), so a runner busy with local steps leaves
+  it free for a moment.
 
-Arguments are checked before anything is queued: a bad step index or stage would otherwise
-reach the runner and fail there.
+Arguments are checked against the run before anything is queued: a bad step index, stage or
+unit id would otherwise reach the runner and fail there.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from octopipe.core.commands import Mode
 from octopipe.core.states import (
     RUN_TRANSITIONS,
     CommandEvent,
@@ -42,16 +42,27 @@ from octopipe.core.states import (
     RunStatus,
 )
 from octopipe.engine import commands
+from octopipe.engine.commands import (
+    CHANGES_RESULTS,
+    QUEUEABLE,
+    Command,
+    Kill,
+    Pause,
+    Rename,
+    Repair,
+    Retry,
+    SwitchMode,
+    UpdateSettings,
+)
 from octopipe.engine.exports import refresh_exports
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.runlog import RunLog
 from octopipe.errors import CannotWrite, StoreError, UsageError
-from octopipe.store.ledger import Ledger
+from octopipe.store import RunReader, RunStore, open_run_store
 from octopipe.store.lock import RunLock, is_held
 from octopipe.store.records import STAGES
 
 POLL_S = 0.05
-STOP_KINDS = ("pause", "kill")
 
 
 @dataclass(frozen=True)
@@ -68,59 +79,58 @@ class ChangeOutcome:
         return asdict(self)
 
 
-def change_run(
-    paths: RunPaths, kind: str, args: dict[str, Any] | None = None, *, wait_s: float = 5.0
-) -> str:
-    """Apply ``kind`` to the run (see the module notes); returns a one-line account of it.
+def change_run(paths: RunPaths, command: Command, *, wait_s: float = 5.0) -> str:
+    """Apply ``command`` to the run (see the module notes); returns a one-line account of it.
 
-    Raises ``UsageError`` when the change is refused (unknown kind, bad arguments, a move the
-    run's state machine does not allow).
+    Raises ``UsageError`` when the change is refused (bad arguments for this run, a move the
+    run's state machine does not allow, a settings change while a runner is live).
     """
-    return change_run_detailed(paths, kind, args, wait_s=wait_s).message
+    return change_run_detailed(paths, command, wait_s=wait_s).message
 
 
-def change_run_detailed(
-    paths: RunPaths, kind: str, args: dict[str, Any] | None = None, *, wait_s: float = 5.0
-) -> ChangeOutcome:
-    if kind not in commands.KINDS:
-        raise UsageError(f"unknown change {kind!r}; one of: {', '.join(commands.KINDS)}")
-    args = dict(args or {})
+def change_run_detailed(paths: RunPaths, command: Command, *, wait_s: float = 5.0) -> ChangeOutcome:
     lock = RunLock(paths.root)
     if lock.try_acquire():
         try:
-            return _apply_locally(paths, kind, args)
+            return _apply_locally(paths, command)
         finally:
             lock.release()
-    return _queue_for_runner(paths, kind, args, wait_s)
+    if not isinstance(command, QUEUEABLE):
+        raise UsageError(
+            f"run {paths.name!r} is being driven by another process; "
+            f"`octopipe pause {paths.name}` first, then change its settings"
+        )
+    return _queue_for_runner(paths, command, wait_s)
 
 
 # --- without a runner ---------------------------------------------------------------------------
 
 
-def _apply_locally(paths: RunPaths, kind: str, args: dict[str, Any]) -> ChangeOutcome:
-    ledger = Ledger.open(paths.ledger)
+def _apply_locally(paths: RunPaths, command: Command) -> ChangeOutcome:
+    ledger = open_run_store(paths.ledger)
     try:
-        _check_args(ledger, kind, args)
-        message = _apply_held(ledger, kind, args, paths)
+        command = _checked(ledger, command)
+        message = _apply_held(ledger, command, paths)
     finally:
         ledger.close()
-    _log(paths, kind, message)
-    return ChangeOutcome(kind, message, applied=True, queued=False)
+    _log(paths, command.kind, message)
+    return ChangeOutcome(command.kind, message, applied=True, queued=False)
 
 
-def _apply_held(ledger: Ledger, kind: str, args: dict[str, Any], paths: RunPaths) -> str:
+def _apply_held(ledger: RunStore, command: Command, paths: RunPaths) -> str:
     """Apply a change in this process, which holds the run lock; ``UsageError`` if refused."""
-    if kind in STOP_KINDS:
-        return _stop_without_runner(ledger, kind, args)
-    outcome = commands.apply(ledger, kind, args)
+    if isinstance(command, Pause | Kill):
+        return _stop_without_runner(ledger, command)
+    kind = command.kind
+    outcome = commands.apply(ledger, command)
     if outcome.event is CommandEvent.REJECT:
         raise UsageError(outcome.message)
     message = outcome.message
-    if kind == "repair":
+    if isinstance(command, Repair):
         released = ledger.release_in_flight()  # no runner: nobody is working on them
         if released:
             message += f"; returned {released} stranded in-flight unit(s) to pending"
-    if kind in commands.RESULT_KINDS:
+    if isinstance(command, CHANGES_RESULTS):
         try:
             refreshed = refresh_exports(ledger, paths)
         except CannotWrite as exc:  # the change is made and stays made; say so, then fail
@@ -137,7 +147,7 @@ def _apply_held(ledger: Ledger, kind: str, args: dict[str, Any], paths: RunPaths
     return message
 
 
-def _refresh_post(ledger: Ledger, paths: RunPaths) -> str:
+def _refresh_post(ledger: RunStore, paths: RunPaths) -> str:
     """Built-in post-processing the change made stale, re-run (``engine/postprocess.py``)."""
     # Imported here: post-processing loads the pipeline's config (pydantic models), which the
     # read-only tools that import this module (verify, info ...) never need.
@@ -150,22 +160,23 @@ def _refresh_post(ledger: Ledger, paths: RunPaths) -> str:
         log.close()
     if report is None or not report.actions:
         return ""
-    return f"; post-processing re-run: {', '.join(f'{a.action.name} {a.outcome}' for a in report.actions)}"
+    done = ", ".join(f"{a.action.name} {a.outcome}" for a in report.actions)
+    return f"; post-processing re-run: {done}"
 
 
-def _stop_without_runner(ledger: Ledger, kind: str, args: dict[str, Any]) -> str:
+def _stop_without_runner(ledger: RunStore, command: Pause | Kill) -> str:
+    pause = isinstance(command, Pause)
     status = ledger.run_info().status
-    event = RunEvent.PAUSE if kind == "pause" else RunEvent.KILL
-    target = RunStatus.PAUSED if kind == "pause" else RunStatus.KILLED
+    event = RunEvent.PAUSE if pause else RunEvent.KILL
+    target = RunStatus.PAUSED if pause else RunStatus.KILLED
     if status is target:
         return f"no runner is driving the run; it is already {status.value}"
     if (status, event) not in RUN_TRANSITIONS:
-        if kind == "pause":
+        if pause:
             return f"no runner is driving the run and it is {status.value}: nothing to pause"
         raise UsageError(f"the run is {status.value}; a {status.value} run cannot be killed")
-    reason = args.get("reason") or (
-        "paused by request (no live runner)" if kind == "pause" else "killed by request"
-    )
+    given = command.reason if isinstance(command, Pause) else None
+    reason = given or ("paused by request (no live runner)" if pause else "killed by request")
     with ledger.transaction():
         released = ledger.release_in_flight()
         ledger.set_run_status(event, reason)
@@ -184,22 +195,20 @@ def _log(paths: RunPaths, kind: str, message: str) -> None:
 # --- through the live runner ------------------------------------------------------------------
 
 
-def _queue_for_runner(
-    paths: RunPaths, kind: str, args: dict[str, Any], wait_s: float
-) -> ChangeOutcome:
+def _queue_for_runner(paths: RunPaths, command: Command, wait_s: float) -> ChangeOutcome:
     log_offset = _size(paths.log)
     deadline = time.monotonic() + wait_s
-    ledger = Ledger.open(paths.ledger)
+    kind = command.kind
+    ledger = open_run_store(paths.ledger)
     try:
-        _check_args(ledger, kind, args)
-        with writer_intent(paths.root):
-            command_id = ledger.enqueue_command(kind, args)
+        command = _checked(ledger, command)
+        command_id = ledger.enqueue_command(command)
         while True:
             if all(c.id != command_id for c in ledger.pending_commands()):
                 break  # the runner took it
             if not is_held(paths.root):
                 # The runner exited before its next pass: apply the command here instead.
-                leftover = _apply_leftover(paths, ledger, command_id, kind, args)
+                leftover = _apply_leftover(paths, ledger, command_id, command)
                 if leftover is not None:
                     return leftover
             if time.monotonic() >= deadline:
@@ -223,14 +232,14 @@ def _queue_for_runner(
     if result.startswith("unknown command"):
         raise UsageError(f"the runner rejected {kind}: {result}")
     message = f"applied by the live runner: {result}"
-    if kind in STOP_KINDS:
+    if isinstance(command, Pause | Kill):
         stopped = _wait_released(paths.root, deadline)
         message += "; the runner has stopped" if stopped else "; the runner is stopping"
     return ChangeOutcome(kind, message, applied=True, queued=True, command_id=command_id)
 
 
 def _apply_leftover(
-    paths: RunPaths, ledger: Ledger, command_id: int, kind: str, args: dict[str, Any]
+    paths: RunPaths, ledger: RunStore, command_id: int, command: Command
 ) -> ChangeOutcome | None:
     """Apply our queued command under the lock if no runner took it; ``None`` if a runner
     holds the lock again (it will apply the command) or has already taken it."""
@@ -241,63 +250,15 @@ def _apply_leftover(
         if all(c.id != command_id for c in ledger.pending_commands()):
             return None
         try:
-            message = _apply_held(ledger, kind, args, paths)
+            message = _apply_held(ledger, command, paths)
         except UsageError as exc:
             ledger.mark_command(command_id, CommandEvent.REJECT, exc.message)
             raise
         ledger.mark_command(command_id, CommandEvent.APPLY, message)
-        _log(paths, kind, message)
+        _log(paths, command.kind, message)
     finally:
         lock.release()
-    return ChangeOutcome(kind, message, applied=True, queued=False, command_id=command_id)
-
-
-# --- writers waiting: a hint the runner can honour ----------------------------------------------
-
-INTENT_NAME = ".command.lock"
-
-
-@contextlib.contextmanager
-def writer_intent(run_dir: Path) -> Iterator[None]:
-    """Held (a shared ``flock`` on ``<run>/.command.lock``) while this process waits to
-    write a command into the ledger of a run whose runner is live.
-
-    A runner that runs local steps back to back holds SQLite's write lock almost without a
-    break, and SQLite's busy handler (which polls) can then wait in vain. The runner checks
-    :func:`writer_waiting` between passes and leaves the ledger alone for a moment while it
-    is true. The kernel drops the flock if this process dies, so no stale hint remains.
-    """
-    path = Path(run_dir) / INTENT_NAME
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield  # a hint only: never fail a command over it
-        return
-    try:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
-
-
-def writer_waiting(run_dir: Path) -> bool:
-    """True while some process is waiting to queue a command (see :func:`writer_intent`)."""
-    try:
-        fd = os.open(Path(run_dir) / INTENT_NAME, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    return ChangeOutcome(command.kind, message, applied=True, queued=False, command_id=command_id)
 
 
 def _size(path: Path) -> int:
@@ -336,42 +297,38 @@ def _wait_released(run_dir: Path, deadline: float) -> bool:
 # --- argument checks ----------------------------------------------------------------------------
 
 
-def _check_args(ledger: Ledger, kind: str, args: dict[str, Any]) -> None:
-    if kind in ("retry", "repair") and ledger.run_info().status is RunStatus.KILLED:
-        raise UsageError(f"the run was killed; it cannot be resumed, so there is nothing to {kind}")
-    if kind == "retry":
-        step = args.get("step_idx")
-        if step is not None and not (isinstance(step, int) and 0 <= step < len(ledger.steps)):
+def _checked(ledger: RunReader, command: Command) -> Command:
+    """``command`` as it will be applied to this run (a display name trimmed), or
+    ``UsageError`` saying why this run cannot take it."""
+    if isinstance(command, Retry | Repair) and ledger.run_info().status is RunStatus.KILLED:
+        raise UsageError(
+            f"the run was killed; it cannot be resumed, so there is nothing to {command.kind}"
+        )
+    if isinstance(command, Retry):
+        step = command.step_idx
+        if step is not None and not 0 <= step < len(ledger.steps):
             raise UsageError(f"no step {step!r} in this run")
-        stage = args.get("stage")
+        stage = command.stage
         if stage is not None and stage not in STAGES:
             raise UsageError(f"unknown stage {stage!r}; one of: {', '.join(STAGES)}")
-        unit_ids = args.get("unit_ids")
-        if unit_ids is not None:
-            unknown = [u for u in unit_ids if not _has_unit(ledger, u)]
+        if command.unit_ids is not None:
+            unknown = [u for u in command.unit_ids if not _has_unit(ledger, u)]
             if unknown:
                 raise UsageError(f"no unit(s) {', '.join(map(repr, unknown))} in this run")
-    elif kind == "rename":
-        name = str(args.get("display_name") or "").strip()
+    elif isinstance(command, Rename):
+        name = command.display_name.strip()
         if not name or len(name) > 200 or any(ord(ch) < 32 for ch in name):
             raise UsageError("a display name must be 1 to 200 printable characters")
-        args["display_name"] = name
+        return Rename(name)
+    return command
 
 
-def _has_unit(ledger: Ledger, unit_id: str) -> bool:
+def _has_unit(ledger: RunReader, unit_id: str) -> bool:
     try:
         ledger.uid_of(unit_id)
     except StoreError:  # no such unit
         return False
     return True
-
-
-def step_index(ledger: Ledger, name: str) -> int:
-    """The index of a per-unit step by name; ``UsageError`` naming the choices otherwise."""
-    names = [s.name for s in ledger.steps]
-    if name not in names:
-        raise UsageError(f"no step {name!r} in this run; steps: {', '.join(names)}")
-    return names.index(name)
 
 
 # --- the detailed view (``info``) -----------------------------------------------------------
@@ -386,10 +343,10 @@ def update_settings(
     model: str | None = None,
 ) -> None:
     """Record, on a run with no live runner, that its LLM steps now go ``batch`` or
-    ``realtime`` (batches already submitted are collected either way), run options to keep
-    for later resumes (``max_cost_usd``, ``base_url``) and/or the provider and model given on
-    resume (shown by ``info`` and ``status``, used by later resumes). A live runner: pause it
-    first."""
+    ``realtime`` (``SwitchMode``: batches already submitted are collected either way), run
+    options to keep for later resumes (``max_cost_usd``, ``base_url``) and/or the provider
+    and model given on resume (``UpdateSettings``: shown by ``info`` and ``status``, used by
+    later resumes), in one transaction. A live runner: pause it first."""
     lock = RunLock(paths.root)
     if not lock.try_acquire():
         raise UsageError(
@@ -397,26 +354,20 @@ def update_settings(
             f"`octopipe pause {paths.name}` first, then change its settings"
         )
     try:
-        ledger = Ledger.open(paths.ledger)
-        named = {k: v for k, v in (("provider", provider), ("model", model)) if v is not None}
+        switch = None if mode is None else SwitchMode(cast(Mode, mode))
+        settings = UpdateSettings(provider, model, options or {})
+        ledger = open_run_store(paths.ledger)
         try:
             old = ledger.run_info().mode
-            ledger.update_run(
-                mode=mode, options={**(options or {}), **named}, provider=provider, model=model
-            )
-            if mode is not None and mode != old:
-                ledger.log_event("info", "MODE", f"mode {old} -> {mode}")
-            if named:
-                ledger.log_event("info", "SETTINGS", _pairs(named), named)
+            with ledger.transaction():
+                if switch is not None:
+                    commands.apply(ledger, switch)
+                updated = commands.apply(ledger, settings)
         finally:
             ledger.close()
         if mode is not None and mode != old:
             _log(paths, "mode", f"{old} -> {mode}")
-        if options or named:
-            _log(paths, "options", _pairs({**(options or {}), **named}))
+        if settings.options or provider is not None or model is not None:
+            _log(paths, "options", updated.message)
     finally:
         lock.release()
-
-
-def _pairs(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(values.items()))

@@ -27,7 +27,7 @@ from octopipe.core.units import iter_units
 from octopipe.engine.fingerprint import record_fingerprint, step_defs
 from octopipe.engine.paths import RunPaths, check_run_name
 from octopipe.errors import CannotWrite, ConfigError, UsageError
-from octopipe.store.ledger import Ledger
+from octopipe.store import create_run_store
 from octopipe.store.records import RunMeta
 
 
@@ -170,7 +170,7 @@ def _write_ledger(
         repeat=options.repeat,
         options=options.to_json(),
     )
-    ledger = Ledger.create(paths.ledger, meta, step_defs(pipeline))
+    ledger = create_run_store(paths.ledger, meta, step_defs(pipeline))
     try:
         record_fingerprint(ledger, paths)  # the snapshot this ledger is made from
         units = iter_units(

@@ -17,7 +17,7 @@ are written with a leading ``'`` (OWASP's advice), so they show as text. Numbers
 JSONL and Parquet are written as they are.
 
 Exports follow the ledger. Every export is recorded in the run's ``.exports.json`` with the
-ledger's results version it was read at (``Ledger.results_version``, counted up by every
+ledger's results version it was read at (``RunReader.results_version``, counted up by every
 change of a verdict); :func:`refresh_exports` rewrites each recorded export whose version is
 behind, and :func:`export_run` writes the default set and refreshes the rest. A file that
 cannot be written (read-only folder, full disk) raises ``CannotWrite`` naming it.
@@ -43,8 +43,9 @@ from typing import Any, BinaryIO, Literal
 
 from octopipe.core.fields import visible
 from octopipe.engine.paths import RunPaths
+from octopipe.engine.queries import step_index
 from octopipe.errors import CannotWrite, UsageError
-from octopipe.store.ledger import Ledger
+from octopipe.store import RunReader, open_run_store
 from octopipe.store.records import FailureRow
 
 Format = Literal["jsonl", "csv", "parquet"]
@@ -129,12 +130,23 @@ def _umask() -> int:
 # --- records ----------------------------------------------------------------------------------
 
 
-def valid_records(ledger: Ledger, step_idx: int) -> Iterator[dict[str, Any]]:
+def valid_records(ledger: RunReader, step_idx: int) -> Iterator[dict[str, Any]]:
     for unit_id, record in ledger.iter_valid(step_idx):
         yield {"unit_id": unit_id, **visible(record)}
 
 
-def failure_records(ledger: Ledger, step_idx: int) -> Iterator[dict[str, Any]]:
+@contextlib.contextmanager
+def final_step_records(paths: RunPaths) -> Iterator[Iterator[dict[str, Any]]]:
+    """The records valid at the run's last unit step (``unit_id`` and every field), streamed
+    from the store opened read-only: what the built-in analysis reads."""
+    ledger = open_run_store(paths.ledger, readonly=True)
+    try:
+        yield valid_records(ledger, len(ledger.steps) - 1)
+    finally:
+        ledger.close()
+
+
+def failure_records(ledger: RunReader, step_idx: int) -> Iterator[dict[str, Any]]:
     step = ledger.steps[step_idx].name
     for row in ledger.iter_failures(step_idx):
         yield {"unit_id": row.unit_id, "step": step, **_failure_fields(row)}
@@ -333,7 +345,7 @@ def export_path(
 
 
 def write_export(
-    ledger: Ledger,
+    ledger: RunReader,
     paths: RunPaths,
     step_idx: int,
     *,
@@ -371,7 +383,7 @@ def write_export(
 
 
 def export_step(
-    ledger: Ledger,
+    ledger: RunReader,
     paths: RunPaths,
     step_idx: int,
     *,
@@ -382,12 +394,38 @@ def export_step(
     return write_export(ledger, paths, step_idx, fmt=fmt, compress=compress, failures=failures).path
 
 
-def default_export_names(ledger: Ledger) -> list[str]:
+def export_run_steps(
+    paths: RunPaths,
+    step_name: str | None = None,
+    *,
+    fmt: Format = "jsonl",
+    compress: bool = False,
+    failures: bool = False,
+) -> list[ExportFile]:
+    """``octopipe export``: one step by name, or by default the last step's results (every
+    step's failures with ``failures``), read from the store opened read-only."""
+    ledger = open_run_store(paths.ledger, readonly=True)
+    try:
+        if step_name is not None:
+            indexes = [step_index(ledger, step_name)]
+        elif failures:
+            indexes = list(range(len(ledger.steps)))
+        else:
+            indexes = [len(ledger.steps) - 1]
+        return [
+            write_export(ledger, paths, k, fmt=fmt, compress=compress, failures=failures)
+            for k in indexes
+        ]
+    finally:
+        ledger.close()
+
+
+def default_export_names(ledger: RunReader) -> list[str]:
     last = ledger.steps[-1].name
     return [f"{last}_validated.jsonl"] + [f"{s.name}_failures.jsonl" for s in ledger.steps]
 
 
-def exports_present(ledger: Ledger, paths: RunPaths) -> bool:
+def exports_present(ledger: RunReader, paths: RunPaths) -> bool:
     """Whether every default export of the run exists (they are written atomically), plain
     or compressed by a ``gzip`` post-processing step."""
     return all(
@@ -396,7 +434,7 @@ def exports_present(ledger: Ledger, paths: RunPaths) -> bool:
     )
 
 
-def exports_current(ledger: Ledger, paths: RunPaths) -> bool:
+def exports_current(ledger: RunReader, paths: RunPaths) -> bool:
     """Whether every default export exists (plain or gzipped) and every recorded export was
     written at the ledger's current results version (a run made before versions were
     recorded: no)."""
@@ -420,7 +458,7 @@ def note_compressed(paths: RunPaths, name: str, *, keep_original: bool) -> bool:
     return True
 
 
-def export_run(ledger: Ledger, paths: RunPaths) -> list[Path]:
+def export_run(ledger: RunReader, paths: RunPaths) -> list[Path]:
     """The default exports at the end of a run (the last step's results and every failure),
     then every other recorded export that the ledger has moved past."""
     last = len(ledger.steps) - 1
@@ -430,7 +468,7 @@ def export_run(ledger: Ledger, paths: RunPaths) -> list[Path]:
     return written + [f.path for f in refresh_exports(ledger, paths)]
 
 
-def refresh_exports(ledger: Ledger, paths: RunPaths) -> list[ExportFile]:
+def refresh_exports(ledger: RunReader, paths: RunPaths) -> list[ExportFile]:
     """Rewrite every recorded export the ledger has moved past (or that was deleted); exports
     never written are not created. Returns what was rewritten."""
     names = [s.name for s in ledger.steps]
@@ -486,7 +524,7 @@ def read_manifest(paths: RunPaths) -> dict[str, ManifestEntry]:
 
 
 def stale_exports(
-    ledger: Ledger, paths: RunPaths, manifest: dict[str, ManifestEntry] | None = None
+    ledger: RunReader, paths: RunPaths, manifest: dict[str, ManifestEntry] | None = None
 ) -> list[ManifestEntry]:
     """Recorded exports written before the ledger's last change of results, or gone."""
     current = ledger.results_version()

@@ -30,7 +30,7 @@ from octopipe.core.config import Pipeline, load_pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep
 from octopipe.engine.paths import RunPaths
 from octopipe.errors import SnapshotChanged, StoreError
-from octopipe.store.ledger import Ledger
+from octopipe.store import RunReader, RunStore, open_run_store
 from octopipe.store.records import StepDef
 
 IGNORED_DIRS = frozenset({"__pycache__"})
@@ -85,14 +85,14 @@ def differences(recorded: dict[str, str], current: dict[str, str]) -> list[str]:
     return out
 
 
-def record_fingerprint(ledger: Ledger, paths: RunPaths) -> None:
+def record_fingerprint(ledger: RunStore, paths: RunPaths) -> None:
     """At init: the snapshot as the ledger was made from it."""
     ledger.record_snapshot_fingerprint(
         fingerprint(paths.config_dir), "fingerprinted the run's snapshot (config/)"
     )
 
 
-def check_snapshot(ledger: Ledger, paths: RunPaths) -> None:
+def check_snapshot(ledger: RunReader, paths: RunPaths) -> None:
     """Refuse a snapshot that differs from its recorded fingerprint (read-only: for checks
     made before the run's lock is taken, and by ``revalidate``)."""
     recorded = ledger.snapshot_fingerprint()
@@ -105,14 +105,14 @@ def check_snapshot(ledger: Ledger, paths: RunPaths) -> None:
 
 def verify_snapshot(paths: RunPaths) -> None:
     """:func:`check_snapshot` on a run by its folder (opens the ledger read-only)."""
-    ledger = Ledger.open(paths.ledger, readonly=True)
+    ledger = open_run_store(paths.ledger, readonly=True)
     try:
         check_snapshot(ledger, paths)
     finally:
         ledger.close()
 
 
-def open_snapshot(ledger: Ledger, paths: RunPaths, *, accept: bool = False) -> Pipeline:
+def open_snapshot(ledger: RunStore, paths: RunPaths, *, accept: bool = False) -> Pipeline:
     """The run's pipeline, for the process that drives it (it holds the lock; the ledger is
     open read-write). ``accept`` takes an edited snapshot knowingly: its new fingerprint is
     recorded, with the files named in the event log."""
@@ -142,7 +142,7 @@ def step_defs(pipeline: Pipeline) -> list[StepDef]:
     return [StepDef(s.name, SCOPES[type(s)]) for s in pipeline.unit_steps]  # type: ignore[arg-type]
 
 
-def check_steps(pipeline: Pipeline, ledger: Ledger, paths: RunPaths) -> None:
+def check_steps(pipeline: Pipeline, ledger: RunReader, paths: RunPaths) -> None:
     """The snapshot's per-unit steps must be the ledger's, in order, with the same scopes."""
     found = [(s.name, s.scope) for s in step_defs(pipeline)]
     stored = [(s.name, s.scope) for s in ledger.steps]

@@ -45,8 +45,8 @@ from typing import IO, Any
 from octopipe.core.fields import visible
 from octopipe.engine.paths import RunPaths
 from octopipe.errors import CannotWrite
-from octopipe.store.ledger import Ledger
-from octopipe.store.post_runs import FailedAttempt
+from octopipe.store import RunReader
+from octopipe.store.records import FailedAttempt
 
 VIEW_DIR = "chunks"
 MANIFEST = "MANIFEST.json"
@@ -124,7 +124,7 @@ def _fill(files: _ChunkFiles, rows: Iterable[tuple[int, dict[str, Any]]]) -> int
     return files.lines
 
 
-def write_view(ledger: Ledger, paths: RunPaths, chunk_size: int) -> ViewSummary:
+def write_view(ledger: RunReader, paths: RunPaths, chunk_size: int) -> ViewSummary:
     """Rebuild ``RUN/chunks/`` and ``RUN/MANIFEST.json`` from the ledger (module notes)."""
     uids = ledger.unit_uids()
     try:
@@ -165,7 +165,7 @@ def _touch_missing(root: Path, chunks: int, steps: list[str]) -> None:
                 (folder / f"{step}_{kind}.jsonl").touch()
 
 
-def _valid_rows(ledger: Ledger, index: int) -> Iterator[tuple[int, dict[str, Any]]]:
+def _valid_rows(ledger: RunReader, index: int) -> Iterator[tuple[int, dict[str, Any]]]:
     for uid, unit_id, record in ledger.iter_valid_with_uid(index):
         yield uid, {"unit_id": unit_id, **visible(record)}
 
@@ -191,7 +191,7 @@ def remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _write_manifest(ledger: Ledger, paths: RunPaths, items: dict[int, int]) -> None:
+def _write_manifest(ledger: RunReader, paths: RunPaths, items: dict[int, int]) -> None:
     info = ledger.run_info()
     manifest = {
         "generated_by": "octopipe: derived from ledger.db for Octobatch scripts; never read back",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from octopipe.engine.paths import RunPaths
-from octopipe.store.ledger import Ledger
+from octopipe.store import RunReader
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class PostState:
         }
 
 
-def post_view(ledger: Ledger, paths: RunPaths, *, live: bool) -> list[PostState]:
+def post_view(ledger: RunReader, paths: RunPaths, *, live: bool) -> list[PostState]:
     """The latest state of every post-processing action of a run (read-only)."""
     version = ledger.results_version()
     states = []

@@ -66,7 +66,7 @@ from octopipe.engine.run_steps import extract_units
 from octopipe.engine.runlog import RunLog
 from octopipe.engine.script_exec import ScriptOutcome, run_script
 from octopipe.errors import OctopipeError, PostProcessError, RunLocked, UsageError
-from octopipe.store.ledger import Ledger
+from octopipe.store import RunReader, RunStore, open_run_store
 from octopipe.store.lock import RunLock
 from octopipe.store.records import PostKind, PostOutcome, PostRunRow
 
@@ -269,7 +269,7 @@ class PostReport:
 
 
 def run_post(
-    ledger: Ledger,
+    ledger: RunStore,
     paths: RunPaths,
     pipeline: Pipeline,
     log: RunLog,
@@ -336,7 +336,7 @@ class _Interrupted(Exception):
 class _Runner:
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: RunStore,
         paths: RunPaths,
         log: RunLog,
         version: int,
@@ -582,7 +582,7 @@ def _gzip_file(path: Path) -> None:
 # --- entry points for commands -------------------------------------------------------------------
 
 
-def _has_work(ledger: Ledger) -> bool:
+def _has_work(ledger: RunReader) -> bool:
     live = (UnitStepState.PENDING, UnitStepState.IN_FLIGHT)
     return any(by.get(s, 0) for by in ledger.counts().values() for s in live)
 
@@ -604,7 +604,7 @@ def rerun_post(
             "when it completes (`octopipe watch` follows it)"
         )
     try:
-        ledger = Ledger.open(paths.ledger)
+        ledger = open_run_store(paths.ledger)
         try:
             info = ledger.run_info()
             if info.status is not RunStatus.COMPLETE or _has_work(ledger):
@@ -648,7 +648,7 @@ def check_permission(pipeline: Pipeline, allow: ScriptPermission) -> None:
         raise UsageError(_unknown_scripts(unknown, actions))
 
 
-def refresh_after_change(ledger: Ledger, paths: RunPaths, log: RunLog) -> PostReport | None:
+def refresh_after_change(ledger: RunStore, paths: RunPaths, log: RunLog) -> PostReport | None:
     """After ``revalidate``, ``retry`` or ``repair`` changed a complete run's results (the
     caller holds the lock): re-run the built-in post-processing the ledger has moved past;
     folder scripts are not run (nobody allowed them on this command), so ``status`` shows

@@ -11,6 +11,8 @@ to (CLI flag > step > ``api`` > registry default):
 - ``--base-url`` is a plain ``http(s)://host[:port]/path`` (credentials belong in the
   provider's key variable, never in a URL that is recorded with the run), and some step
   uses such a provider;
+- with flex (``--flex`` or ``api.realtime.service_tier: flex``; realtime only), every step's
+  provider offers the flex tier (``ProviderSpec.flex``) and its model has a flex price;
 - with a cost cap (``--max-cost`` or ``api.realtime.cost_cap_usd``), every step's model has
   a known price in the run's mode: a cap that cannot be counted is refused, never ignored.
 """
@@ -28,9 +30,9 @@ from octopipe.core.costs import Mode
 from octopipe.core.registry import load_registry
 from octopipe.engine.prices import price_registry
 from octopipe.engine.providers_setup import split_fake
-from octopipe.engine.routes import refuse_unpriced_cap
+from octopipe.engine.routes import refuse_unflexible, refuse_unpriced_cap
 from octopipe.errors import UsageError
-from octopipe.providers.catalog import ProviderSpec, catalog
+from octopipe.providers.catalog import FAKE, ProviderSpec, catalog
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ def check_provider_settings(
     max_cost_usd: float | None,
     recorded_base_url: str | None = None,
     env: Mapping[str, str] | None = None,
+    flex: bool | None = None,
 ) -> list[StepProvider]:
     """Refuse settings that cannot work (see the module doc); returns the steps' providers.
     ``base_url`` is ``--base-url``; ``recorded_base_url`` the one kept with the run."""
@@ -115,13 +118,26 @@ def check_provider_settings(
             + " (for example http://127.0.0.1:8000/v1)"
         )
     cap = max_cost_usd or pipeline.config.api.realtime.cost_cap_usd
-    refuse_unpriced_cap(
-        [(s.step, s.provider, s.model, s.provider) for s in steps],
-        price_registry(pipeline),
-        mode,
-        cap,
-    )
+    registry = price_registry(pipeline)
+    priced = [(s.step, s.provider, s.model, s.provider) for s in steps]
+    if mode == "realtime" and wants_flex(pipeline, flex):
+        _, vendor = split_fake(provider)
+        refuse_unflexible(priced, registry, lambda name: can_flex(name, vendor))
+    refuse_unpriced_cap(priced, registry, mode, cap)
     return steps
+
+
+def wants_flex(pipeline: Pipeline, flex: bool | None) -> bool:
+    """``--flex`` given (``flex``), else ``api.realtime.service_tier``."""
+    return flex if flex is not None else pipeline.config.api.realtime.service_tier == "flex"
+
+
+def can_flex(provider: str, vendor: str | None = None) -> bool:
+    """Whether ``provider`` offers the flex tier (``fake``: the vendor it emulates)."""
+    if provider == FAKE:
+        provider = vendor or catalog().emulated()[0]
+    spec = catalog().get(provider)
+    return spec is not None and spec.flex
 
 
 def _needs_base_url(provider: str) -> ProviderSpec | None:

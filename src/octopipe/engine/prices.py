@@ -75,14 +75,25 @@ def price_registry(pipeline: Pipeline | None = None, registry: Registry | None =
     return out
 
 
-def price_record(registry: Registry) -> dict[str, Any]:
-    """What priced a run: the database and version, and each price file with its SHA-256."""
-    files = []
-    for name in registry.overrides.files:
-        path = Path(name)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-        files.append({"file": name, "sha256": digest})
+def price_record(pipeline: Pipeline | None = None) -> dict[str, Any]:
+    """What prices a run: the database and its version, and each price file in front of it
+    (the user's by its path, the pipeline's by its name in the folder) with its SHA-256."""
+    _database_ready()
+    files: list[dict[str, Any]] = []
+    user = user_price_file()
+    if user.is_file():
+        files.append({"file": str(user), "sha256": _sha256(user)})
+    if pipeline is not None and pipeline.prices_path is not None:
+        shown = str(pipeline.config.prices)
+        files.append({"file": shown, "sha256": _sha256(pipeline.prices_path)})
     return {"database": price_db.database_version(), "price_files": files}
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 __all__ = [

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from octopipe.engine.batch import LIVE, BatchExecutor, BatchOptions
+from octopipe.core.states import BATCH_LIVE
+from octopipe.engine.batch import BatchExecutor, BatchOptions
 from octopipe.engine.combined import CombinedExecutor
+from octopipe.engine.cost_budget import CostBudget
 from octopipe.engine.realtime import RealtimeExecutor, RealtimeOptions
 from octopipe.engine.runner import ExecutorFactory, LLMExecutor, RunContext
 from octopipe.errors import UsageError
-from octopipe.providers.base import ProviderSettings, RealtimeProvider
+from octopipe.providers.base import LLMRequest, LLMResponse, ProviderSettings, RealtimeProvider
 from octopipe.providers.batch_base import BatchProvider
 from octopipe.providers.catalog import (
     FAKE,
@@ -152,7 +154,6 @@ def _factory(
         batch,
         provider=run_options.provider,
         model=options.model,
-        max_cost_usd=options.max_cost_usd,
         timeout_s=options.timeout_s,
         max_attempts=options.max_attempts,
         price_as=options.price_as,
@@ -174,26 +175,36 @@ def _factory(
             settings = _settings(name, vendor, emulator, base_url, api.request_timeout_seconds)
             return make_batch_provider(settings)
 
+        budget = CostBudget.of_run(ctx, options.max_cost_usd)  # one cap for every executor
         if mode == "batch":
-            combined = CombinedExecutor([])
+            combined = CombinedExecutor(budget)
+            fallen_back: list[RealtimeExecutor] = []
 
             def fall_back(step_index: int) -> None:
-                realtime = combined.realtime
-                if realtime is None:
-                    realtime = RealtimeExecutor(ctx, run_options, client_for, only_steps=set())
+                if not fallen_back:
+                    realtime = RealtimeExecutor(
+                        ctx, run_options, client_for, only_steps=set(), budget=budget
+                    )
+                    fallen_back.append(realtime)
                     combined.add(realtime)
-                assert realtime.only_steps is not None
-                realtime.only_steps.add(step_index)
+                steps = fallen_back[0].only_steps
+                assert steps is not None
+                steps.add(step_index)
 
-            combined.add(BatchExecutor(ctx, batch_options, batch_client_for, fallback=fall_back))
+            combined.add(
+                BatchExecutor(
+                    ctx, batch_options, batch_client_for, fallback=fall_back, budget=budget
+                )
+            )
             return combined
-        realtime = RealtimeExecutor(ctx, run_options, client_for)
-        if not ctx.ledger.batches(*LIVE):
+        realtime = RealtimeExecutor(ctx, run_options, client_for, budget=budget)
+        if not ctx.ledger.batches(*BATCH_LIVE):
             return realtime
         # Switched from batch: batches already at the provider are still followed and
         # collected; everything new runs in realtime.
         follow = dataclasses.replace(batch_options, submit=False)
-        return CombinedExecutor([BatchExecutor(ctx, follow, batch_client_for), realtime])
+        following = BatchExecutor(ctx, follow, batch_client_for, budget=budget)
+        return CombinedExecutor(budget, (following, realtime))
 
     return make
 
@@ -211,3 +222,43 @@ def _settings(
         return ProviderSettings(target, "emulated-key", emulator.base_url_for(target), timeout_s)
     url = base_url if catalog().spec(name).needs_base_url else None
     return ProviderSettings(name, resolve_api_key(name), url, timeout_s)
+
+
+def one_call(provider: str, request: LLMRequest, timeout_s: float = 120.0) -> LLMResponse:
+    """One realtime call outside any run (troubleshoot): through the provider catalog, the
+    emulator started in this process for ``fake`` (no key, nothing billed)."""
+    import asyncio
+
+    check_provider(provider)
+    name, vendor = split_fake(provider)
+    assert name is not None
+
+    async def call(emulator: Any) -> LLMResponse:
+        client = make_provider(_settings(name, vendor, emulator, None, timeout_s))
+        try:
+            return await client.complete(request)
+        finally:
+            await client.aclose()
+
+    if name != FAKE:
+        return asyncio.run(call(None))
+    remote = os.environ.get(EMULATOR_URL_ENV)
+    if remote:
+        return asyncio.run(call(RemoteEmulator(remote)))
+    from octopipe.emulator import EmulatorConfig, EmulatorThread
+
+    started = EmulatorThread(EmulatorConfig()).start()
+    try:
+        return asyncio.run(call(started))
+    finally:
+        started.stop()
+
+
+def configured_providers(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The catalog's providers whose API key is set (none of them needs a base URL)."""
+    env = os.environ if env is None else env
+    return tuple(
+        spec.name
+        for spec in catalog().builtins()
+        if spec.key_variables and any(env.get(v) for v in spec.key_variables)
+    )

@@ -14,20 +14,35 @@ status ``unreadable`` and the reason, never hiding the others.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from octopipe.core.states import BATCH_TERMINAL, DerivedStatus, UnitStepState, derive_status
-from octopipe.engine.exports import valid_records
+from octopipe.engine.cost_split import split_costs
 from octopipe.engine.paths import RunPaths, iter_runs
 from octopipe.engine.post_view import post_view
-from octopipe.errors import OctopipeError
-from octopipe.store.ledger import Ledger
+from octopipe.errors import OctopipeError, UsageError
+from octopipe.store import RunReader, open_run_store
 from octopipe.store.lock import holder_pid, is_held
-from octopipe.store.records import RunInfo
+from octopipe.store.records import STAGES, RunInfo, StepReport, VerifyReport
+
+__all__ = [
+    "STAGES",
+    "RunDetails",
+    "RunInfo",
+    "RunStatusView",
+    "StepReport",
+    "VerifyReport",
+    "list_runs",
+    "run_details",
+    "run_info",
+    "run_status",
+    "runner_live",
+    "step_index",
+    "step_index_of",
+    "verify_run",
+]
 
 FAILED_STATES = (UnitStepState.FAILED, UnitStepState.EXHAUSTED)
 UNREADABLE = "unreadable"
@@ -95,6 +110,11 @@ class RunStatusView:
     open_batches: list[dict[str, Any]] = field(default_factory=list)  # not yet collected
     error: str | None = None  # why the run's ledger cannot be read (status "unreadable")
     post: list[dict[str, Any]] = field(default_factory=list)  # post-processing, latest states
+    prices: dict[str, Any] | None = None
+    """What priced the run's calls (its last session's): database and version, price files."""
+    costs: dict[str, Any] | None = None
+    """Cost by tier and by model with the standard-price equivalent (`cost_split`); only
+    views of one run (``status``, ``info``) fill it, ``ps`` does not."""
 
     @classmethod
     def unreadable(cls, paths: RunPaths, archived: bool, error: str) -> RunStatusView:
@@ -127,12 +147,12 @@ class RunStatusView:
 
     @property
     def progress(self) -> float:
-        """Share of units that reached a terminal state at the last step."""
+        """Done units / all units: a unit is done when valid at the last step or failed (no
+        attempt left) at any step; units not yet at the last step count as not done."""
         if not self.steps or not self.units:
             return 0.0
-        last = self.steps[-1]
-        done = last.valid + last.failed
-        return min(1.0, done / max(last.total, 1))
+        done = self.steps[-1].valid + sum(step.failed for step in self.steps)
+        return min(1.0, done / self.units)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -140,15 +160,23 @@ class RunStatusView:
         return data
 
 
-def run_status(paths: RunPaths, archived: bool = False) -> RunStatusView:
-    ledger = Ledger.open(paths.ledger, readonly=True)
+def run_status(paths: RunPaths, archived: bool = False, *, costs: bool = False) -> RunStatusView:
+    """``costs``: also split the cost by tier and model (one more pass over the attempts)."""
+    ledger = open_run_store(paths.ledger, readonly=True)
     try:
-        return _view(ledger, paths, archived)
+        return _view(ledger, paths, archived, split=costs)
     finally:
         ledger.close()
 
 
-def _view(ledger: Ledger, paths: RunPaths, archived: bool) -> RunStatusView:
+def status_of(ledger: RunReader, paths: RunPaths, archived: bool = False) -> RunStatusView:
+    """``run_status`` over a store the caller has opened (read-only) for more reads."""
+    return _view(ledger, paths, archived)
+
+
+def _view(
+    ledger: RunReader, paths: RunPaths, archived: bool, *, split: bool = False
+) -> RunStatusView:
     info = ledger.run_info()
     counts = ledger.counts()
     hits = ledger.max_iteration_hits()
@@ -186,11 +214,13 @@ def _view(ledger: Ledger, paths: RunPaths, archived: bool) -> RunStatusView:
         archived=archived,
         path=str(paths.root),
         post=[state.to_dict() for state in post_view(ledger, paths, live=live)],
+        prices=info.options.get("prices"),
+        costs=split_costs(ledger.cost_by_tier()).to_dict() if split else None,
         **_batches(ledger),
     )
 
 
-def _batches(ledger: Ledger) -> dict[str, Any]:
+def _batches(ledger: RunReader) -> dict[str, Any]:
     """Batches by state, and what each batch not yet collected is doing at the provider."""
     counts: Counter[str] = Counter()
     open_batches = []
@@ -272,9 +302,9 @@ OPTION_KEYS = ("provider", "model", "max_units", "repeat", "mode")
 def run_details(paths: RunPaths, *, last_events: int = 10) -> RunDetails:
     """Status plus what ``info`` shows: options, funnel with failures by stage, batches by
     state, the last events. Read-only; never takes the lock."""
-    ledger = Ledger.open(paths.ledger, readonly=True)
+    ledger = open_run_store(paths.ledger, readonly=True)
     try:
-        view = _view(ledger, paths, archived=False)
+        view = _view(ledger, paths, archived=False, split=True)
         info = ledger.run_info()
         funnel = []
         for index, step in enumerate(view.steps):
@@ -321,21 +351,43 @@ def run_details(paths: RunPaths, *, last_events: int = 10) -> RunDetails:
     )
 
 
-@contextmanager
-def final_step_records(paths: RunPaths) -> Iterator[Iterator[dict[str, Any]]]:
-    """The records valid at the run's last unit step (``unit_id`` and every field), streamed
-    from the ledger opened read-only: what the built-in analysis reads."""
-    ledger = Ledger.open(paths.ledger, readonly=True)
+def run_info(paths: RunPaths) -> RunInfo:
+    """The run's stored description (name, mode, provider, model ...), read-only and cheap."""
+    ledger = open_run_store(paths.ledger, readonly=True)
     try:
-        yield valid_records(ledger, len(ledger.steps) - 1)
+        return ledger.run_info()
     finally:
         ledger.close()
 
 
-def run_info(paths: RunPaths) -> RunInfo:
-    """The run's stored description (name, mode, provider, model ...), read-only and cheap."""
-    ledger = Ledger.open(paths.ledger, readonly=True)
+def runner_live(paths: RunPaths) -> bool:
+    """Whether a runner drives the run now (it holds the run lock). Only a reader's view:
+    the answer may change the instant after it is given."""
+    return is_held(paths.root)
+
+
+def verify_run(paths: RunPaths, *, deep: bool = False) -> VerifyReport:
+    """``octopipe verify``: every unit accounted for at every step, read-only; stranded
+    units are looked for only when no runner is live."""
+    ledger = open_run_store(paths.ledger, readonly=True)
     try:
-        return ledger.run_info()
+        return ledger.verify(runner_live=is_held(paths.root), deep=deep)
+    finally:
+        ledger.close()
+
+
+def step_index(ledger: RunReader, name: str) -> int:
+    """The index of a per-unit step by name; ``UsageError`` naming the choices otherwise."""
+    names = [s.name for s in ledger.steps]
+    if name not in names:
+        raise UsageError(f"no step {name!r} in this run; steps: {', '.join(names)}")
+    return names.index(name)
+
+
+def step_index_of(paths: RunPaths, name: str) -> int:
+    """:func:`step_index` of a run's step, read from its store opened read-only."""
+    ledger = open_run_store(paths.ledger, readonly=True)
+    try:
+        return step_index(ledger, name)
     finally:
         ledger.close()

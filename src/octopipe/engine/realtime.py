@@ -26,43 +26,51 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from octopipe.core.amounts import format_usd
-from octopipe.core.costs import attempt_cost, estimate_tokens
+from octopipe.core.costs import Tier, estimate_tokens
+from octopipe.core.judge import PriceList
 from octopipe.core.registry import Registry
 from octopipe.core.steps import StepFailure
+from octopipe.engine.attempts import attempts_of
+from octopipe.engine.cost_budget import CostBudget
 from octopipe.engine.outage import ErrorDigest, ProviderHealth, Verdict, error_label
 from octopipe.engine.pacing import Pacer
 from octopipe.engine.prices import price_registry
 from octopipe.engine.realtime_attempts import (
     Finished,
     StepTarget,
-    attempt_record,
-    check_failure,
+    answered,
     internal_failure,
     malformed_failure,
     provider_failure,
-    served_tier,
+    render_failure,
 )
 from octopipe.engine.realtime_ledger import RealtimeRecorder
-from octopipe.engine.routes import refuse_unpriced_cap, resolve_routes
+from octopipe.engine.routes import (
+    FLEX_TIMEOUT_S,
+    refuse_unflexible,
+    refuse_unpriced_cap,
+    resolve_routes,
+)
 from octopipe.engine.runlog import Trace
 from octopipe.engine.runner import RunContext
 from octopipe.errors import (
     EXIT_PROVIDER,
     AdapterError,
+    FlexUnavailable,
     MalformedResponse,
     ProviderError,
     RateLimited,
     TransientProviderError,
 )
 from octopipe.providers.base import DEADLINE_GRACE_S, LLMRequest, LLMResponse, RealtimeProvider
-from octopipe.store.records import ClaimedUnit, Stage
+from octopipe.providers.catalog import catalog
+from octopipe.store.records import ClaimedUnit
 
 STOP_GRACE_S = 2.0
 """After Ctrl+C or ``pause``: how long answers already on their way are waited for."""
@@ -82,6 +90,8 @@ class RealtimeOptions:
     max_attempts: int | None = None
     base_url: str | None = None  # an OpenAI-compatible server (over ``api.base_url``)
     price_as: dict[str, str] = field(default_factory=dict)  # provider -> registry provider
+    flex: bool | None = None  # --flex (None: api.realtime.service_tier)
+    flex_fallback: str | None = None  # --flex-fallback standard|none (None: the config's)
 
 
 class RealtimeExecutor:
@@ -92,10 +102,14 @@ class RealtimeExecutor:
         client_for: Callable[[str], RealtimeProvider],
         registry: Registry | None = None,
         only_steps: set[int] | None = None,
+        *,
+        budget: CostBudget,
     ) -> None:
         """``only_steps``: the LLM steps this executor may start (``None``: all); the set may
-        grow while the run goes on (a batch step falling back to realtime)."""
+        grow while the run goes on (a batch step falling back to realtime). ``budget``: the
+        run's money, shared with the run's other executors."""
         self.ctx = ctx
+        self.budget = budget
         self.only_steps = only_steps
         self.options = options
         self.registry = registry or price_registry(ctx.compiled.pipeline)
@@ -104,21 +118,20 @@ class RealtimeExecutor:
         self.retry = config.api.retry
         self.auto_retry = config.api.realtime.auto_retry
         self.outage_grace_s = config.api.realtime.pause_after_outage_seconds
-        self.cost_cap = options.max_cost_usd or config.api.realtime.cost_cap_usd
+        realtime = config.api.realtime
+        self.flex = options.flex if options.flex is not None else realtime.service_tier == "flex"
+        self.tier: Tier = "flex" if self.flex else "standard"
+        self.flex_fallback = options.flex_fallback or realtime.flex_fallback
+        self.request_timeout_s = config.api.request_timeout_seconds
         explicit = options.concurrency or config.api.realtime.concurrency
-        # Money spent or committed by the other executor of a combined run (open batches at
-        # their estimate): the cost cap holds for the run, not for each mode.
-        self.committed_elsewhere: Callable[[], float] = lambda: 0.0
-        self.base_spent = ctx.ledger.cost_totals().known_usd
-        self.spent = self.base_spent
+        self.session_usd = 0.0  # what this executor's recorded calls cost
         self.calls_priced = 0
-        self.unpriced_calls = ctx.ledger.cost_totals().unknown_cost_attempts
         self.tasks: dict[asyncio.Task[Finished], tuple[StepTarget, ClaimedUnit]] = {}
         self.sending: set[asyncio.Task[Any]] = set()  # tasks with a request on the wire
         self.done: list[Finished] = []
         self.parked: list[tuple[StepTarget, ClaimedUnit]] = []  # transient failure, uncharged
         self.held: list[tuple[Finished, int]] = []  # refused; provider successes at the time
-        self.recorder = RealtimeRecorder(ctx, self.max_attempts, self.auto_retry)
+        self.recorder = RealtimeRecorder(ctx, self.auto_retry)
         self.digest = ErrorDigest(ctx.log.write)
         self.trace = Trace(ctx.paths.trace)
         self.targets = [t for t in self._targets(client_for) if t is not None]
@@ -144,7 +157,9 @@ class RealtimeExecutor:
             self.options.price_as,
         )
         priced = [(r.cstep.name, r.provider, r.model, r.price_provider) for r in routes if r]
-        refuse_unpriced_cap(priced, self.registry, "realtime", self.cost_cap)
+        if self.flex:
+            refuse_unflexible(priced, self.registry, lambda name: _flexible(client_for(name)))
+        refuse_unpriced_cap(priced, self.registry, "realtime", self.budget.cap, tier=self.tier)
         for route in routes:
             if route is None:
                 out.append(None)
@@ -173,9 +188,10 @@ class RealtimeExecutor:
                     route.model,
                     client,
                     pacers[key],
-                    route.request_defaults,
-                    route.price_provider,
+                    _with_tier(route.request_defaults, self.flex),
+                    PriceList(self.registry, route.price_provider, route.model, self.tier),
                     healths[watched],
+                    tier=self.tier,
                 )
             )
         return out
@@ -209,6 +225,9 @@ class RealtimeExecutor:
     def busy(self) -> bool:
         waiting = self.parked or self.held or self.recorder.waiting
         return bool(self.tasks or self.done or waiting)
+
+    def batch_summary(self) -> dict[str, int]:
+        return {}  # realtime has no batches
 
     async def stop(self) -> None:
         """Record what finished; wait for calls on the wire (a short grace after Ctrl+C or
@@ -309,46 +328,18 @@ class RealtimeExecutor:
     async def _attempt_call(self, target: StepTarget, unit: ClaimedUnit, started: str) -> Finished:
         prompt = target.cstep.try_render(unit.unit_id, unit.record)
         if isinstance(prompt, StepFailure):
-            return Finished(
-                target,
-                unit,
-                attempt_record(
-                    target, "failed", started, stage="render", errors=list(prompt.errors)
-                ),
-                failure=prompt,
-            )
+            return render_failure(target, unit, started, prompt)
         request = LLMRequest(
             unit_id=unit.unit_id, step=target.cstep.name, prompt=prompt, **target.request_defaults
         )
+        attempts = attempts_of(unit, self.max_attempts)
         try:
             response = await self._call(target, request)
         except MalformedResponse as exc:
-            return malformed_failure(self.registry, target, unit, prompt, started, exc)
+            return malformed_failure(target, unit, prompt, started, exc, attempts)
         except ProviderError as exc:
-            return provider_failure(target, unit, prompt, started, exc)
-        cost = attempt_cost(
-            self.registry,
-            target.price_provider,
-            target.model,
-            response.usage,
-            served_tier(target, response),
-            datetime.now(UTC),
-        )
-        try:
-            result = target.cstep.check_answer(response.text, unit.record)
-        except Exception as exc:  # the answer is paid for: keep it, fail the unit on it
-            return check_failure(target, unit, prompt, started, response, cost, exc)
-        attempt = attempt_record(
-            target,
-            "valid" if result.ok else "failed",
-            started,
-            response=response,
-            request=prompt if not result.ok else None,
-            cost=cost,
-            stage=cast(Stage, result.failure.stage) if result.failure else None,
-            errors=list(result.failure.errors) if result.failure else list(result.warnings),
-        )
-        return Finished(target, unit, attempt, result.delta, result.failure, answered=True)
+            return provider_failure(target, unit, prompt, started, exc, attempts)
+        return answered(target, unit, prompt, started, response, attempts)
 
     async def _call(self, target: StepTarget, request: LLMRequest) -> LLMResponse:
         """One request with in-call retries for rate limits and transient errors."""
@@ -358,6 +349,14 @@ class RealtimeExecutor:
             t0 = time.monotonic()
             try:
                 response = await self._send(target, request)
+            except FlexUnavailable:
+                # flex has no capacity: not the account's pace (the pacer is left alone)
+                self._trace(target, request, t0, status="429 flex unavailable")
+                if attempt == self.retry.max_attempts or target.health.is_open:
+                    if self.flex_fallback == "standard":
+                        return await self._at_standard(target, request)
+                    raise  # parked uncharged by ``outage``; tried at flex again later
+                await asyncio.sleep(delay)
             except RateLimited as exc:
                 target.pacer.on_rate_limited(exc.retry_after)
                 self._trace(target, request, t0, status=429)
@@ -379,6 +378,13 @@ class RealtimeExecutor:
             delay = min(delay * self.retry.backoff_multiplier, self.retry.max_delay_seconds)
         raise AssertionError("unreachable")
 
+    async def _at_standard(self, target: StepTarget, request: LLMRequest) -> LLMResponse:
+        """``--flex-fallback standard``: the call flex could not take, sent at the standard
+        tier (with the standard timeout), and priced there."""
+        standard = dataclasses.replace(request, service_tier=None, timeout_s=self.request_timeout_s)
+        response = await self._call(target, standard)
+        return dataclasses.replace(response, service_tier=response.service_tier or "default")
+
     async def _send(self, target: StepTarget, request: LLMRequest) -> LLMResponse:
         task = asyncio.current_task()
         if task is not None:
@@ -396,7 +402,9 @@ class RealtimeExecutor:
     def _internal_failure(
         self, target: StepTarget, unit: ClaimedUnit, started: str, exc: BaseException
     ) -> Finished:
-        finished = internal_failure(target, unit, started, exc)
+        finished = internal_failure(
+            target, unit, started, exc, attempts_of(unit, self.max_attempts)
+        )
         assert finished.failure is not None
         message = finished.failure.message
         self.ctx.log.write("ERROR", f"{unit.unit_id} @ {target.cstep.name}: {message}")
@@ -448,12 +456,12 @@ class RealtimeExecutor:
 
     def _charge_text(self, f: Finished) -> str:
         assert f.failure is not None
-        used = f.unit.budget_used + 1
+        used = f"{f.unit.budget_used + 1}/{self.max_attempts}"
         if not f.failure.retryable:
-            return f"attempt {used}/{self.max_attempts} charged, now exhausted (not retryable)"
-        if used >= self.max_attempts:
-            return f"attempt {used}/{self.max_attempts} charged, now exhausted"
-        return f"attempt {used}/{self.max_attempts} charged, retried later"
+            return f"attempt {used} charged, now exhausted (not retryable)"
+        if f.terminal:
+            return f"attempt {used} charged, now exhausted"
+        return f"attempt {used} charged, retried later"
 
     def _note(self, f: Finished, outcome: str) -> None:
         assert f.error is not None
@@ -521,18 +529,20 @@ class RealtimeExecutor:
         for item in written:
             item.target.health.forget(item.unit.uid)
             if item.error is None or not item.error.fatal_for_run:
-                self.spent += item.attempt.cost_usd or 0.0
+                self.budget.charge(
+                    item.attempt.cost_usd or 0.0, unpriced=item.attempt.cost_usd is None
+                )
+                self.session_usd += item.attempt.cost_usd or 0.0
                 self.calls_priced += item.attempt.cost_usd is not None
-                self.unpriced_calls += item.attempt.cost_usd is None
         return True
 
     def _check_limits(self) -> bool:
-        calls = max(1, self.calls_priced)
-        projected = self.spent + len(self.tasks) * (self.spent / calls) + self.committed_elsewhere()
-        if self.cost_cap is not None and projected >= self.cost_cap:
-            self.ctx.request_stop(
-                f"cost cap {format_usd(self.cost_cap)} reached (spent {format_usd(self.spent)})"
-            )
+        # Calls in flight count at what a call of this session cost (nothing before the first
+        # answer, as in a fresh run), never at the whole sum spent before a resume.
+        per_call = self.session_usd / max(1, self.calls_priced)
+        self.budget.hold_calls(len(self.tasks) * per_call)
+        if self.budget.reached():
+            self.ctx.request_stop(self.budget.reached_reason())
             return True
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self.ctx.request_stop("time limit reached")
@@ -564,6 +574,21 @@ class RealtimeExecutor:
 
 DEFAULT_CONCURRENCY = 32
 MAX_DEFAULT_CONCURRENCY = 256
+
+
+def _with_tier(defaults: dict[str, Any], flex: bool) -> dict[str, Any]:
+    """The request defaults of a step at the flex tier: ``service_tier`` and the longer
+    timeout (`routes.FLEX_TIMEOUT_S`)."""
+    if not flex:
+        return defaults
+    timeout = max(float(defaults.get("timeout_s") or 0.0), FLEX_TIMEOUT_S)
+    return {**defaults, "service_tier": "flex", "timeout_s": timeout}
+
+
+def _flexible(client: RealtimeProvider) -> bool:
+    """The client's provider (``fake``: the vendor it emulates) offers the flex tier."""
+    spec = catalog().get(client.name)
+    return spec is not None and spec.flex
 
 
 def default_concurrency(rpms: list[float]) -> int:

@@ -27,9 +27,8 @@ RETRY_AFTER_S = 0.25
 
 
 class RealtimeRecorder:
-    def __init__(self, ctx: RunContext, max_attempts: int, auto_retry: bool) -> None:
+    def __init__(self, ctx: RunContext, auto_retry: bool) -> None:
         self.ctx = ctx
-        self.max_attempts = max_attempts
         self.auto_retry = auto_retry
         self.unwritten: list[Finished] = []  # judged, waiting for the ledger
         self.unreleased: list[Finished] = []  # units to return to pending, no attempt used
@@ -90,13 +89,9 @@ class RealtimeRecorder:
         successes = [
             Success(f.unit.uid, f.delta or {}, f.attempt) for f in items if f.failure is None
         ]
-        failures = []
-        for f in items:
-            if f.failure is None:
-                continue
-            used = f.unit.budget_used + 1
-            terminal = not f.failure.retryable or used >= self.max_attempts
-            failures.append(Failure(f.unit.uid, f.attempt, terminal))
+        failures = [
+            Failure(f.unit.uid, f.attempt, f.terminal) for f in items if f.failure is not None
+        ]
         if successes:
             failures += self._record_successes(target, successes)
         if failures:

@@ -36,11 +36,12 @@ from typing import Any
 
 from octopipe.core.error_text import error_keys
 from octopipe.core.states import UnitStepState, derive_status
+from octopipe.engine.cost_split import CostSplit, split_costs
 from octopipe.engine.paths import RunPaths
 from octopipe.errors import UsageError
-from octopipe.store.ledger import Ledger
+from octopipe.store import ReportReader, RunReader, open_run_store
 from octopipe.store.lock import is_held
-from octopipe.store.report_reads import AttemptGroup, ErrorText, ReportReads, ValueGroup
+from octopipe.store.records import AttemptGroup, ErrorText, ValueGroup
 
 TOP_ERRORS = 10
 SAMPLES = 3
@@ -230,6 +231,10 @@ class RunReport:
     steps: list[StepReport]
     failures_by: str | None = None
     top: int = TOP_ERRORS
+    costs: CostSplit | None = None
+    """Cost by tier and model, with the standard-price equivalent (the saving)."""
+    prices: dict[str, Any] | None = None
+    """What priced the run's calls (run option ``prices``)."""
 
     @property
     def units(self) -> int:
@@ -320,6 +325,8 @@ class RunReport:
             "cost_per_valid_unit": significant(self.cost_per_valid_unit),
             "max_iterations": self.max_iterations,
             "failures_by": self.failures_by,
+            "cost_by_tier": None if self.costs is None else self.costs.to_dict(),
+            "prices": self.prices,
             "steps": [step_dict(s) for s in self.steps],
         }
 
@@ -418,7 +425,7 @@ def run_report(
     (refused when no record has it); ``errors=False`` leaves the error groups out (compare)."""
     if failures_by is not None:
         check_field_name(failures_by)
-    ledger = Ledger.open(paths.ledger, readonly=True)
+    ledger = open_run_store(paths.ledger, readonly=True)
     try:
         return _build(ledger, paths, failures_by, top, errors, now or datetime.now(UTC))
     finally:
@@ -434,14 +441,14 @@ def check_field_name(name: str) -> None:
 
 
 def _build(
-    ledger: Ledger,
+    ledger: RunReader,
     paths: RunPaths,
     failures_by: str | None,
     top: int,
     errors: bool,
     now: datetime,
 ) -> RunReport:
-    reads = ReportReads(ledger)
+    reads = ledger.report_reads()
     info = ledger.run_info()
     counts = ledger.counts()
     hits = ledger.max_iteration_hits()
@@ -495,6 +502,8 @@ def _build(
         steps=steps,
         failures_by=failures_by,
         top=top,
+        costs=split_costs(ledger.cost_by_tier()),
+        prices=info.options.get("prices"),
     )
 
 
@@ -608,7 +617,7 @@ def value_rows(groups: list[ValueGroup]) -> list[ValueRow]:
     return sorted(rows, key=lambda r: (-r.failing, -(r.fail_rate or 0), json.dumps(r.value)))
 
 
-def _check_field_seen(name: str, steps: list[StepReport], reads: ReportReads) -> None:
+def _check_field_seen(name: str, steps: list[StepReport], reads: ReportReader) -> None:
     seen = any(not row.missing for s in steps for row in s.failures_by or [])
     if seen:
         return

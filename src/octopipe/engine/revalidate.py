@@ -39,7 +39,7 @@ from octopipe.engine.paths import RunPaths
 from octopipe.engine.postprocess import refresh_after_change
 from octopipe.engine.runlog import RunLog
 from octopipe.errors import RunLocked, UsageError
-from octopipe.store.ledger import Ledger
+from octopipe.store import RunReader, RunStore, open_run_store
 from octopipe.store.lock import RunLock, holder_pid
 from octopipe.store.records import FailureRow
 
@@ -90,7 +90,7 @@ class RevalidationReport:
         }
 
 
-def recorded_source(ledger: Ledger) -> Path | None:
+def recorded_source(ledger: RunReader) -> Path | None:
     """The pipeline folder the run was created from, if its ledger recorded it."""
     candidates: list[Any] = [ledger.run_info().options]
     after = 0
@@ -126,7 +126,7 @@ def revalidate_run(
             f"(`octopipe pause {paths.name}`), then revalidate"
         )
     try:
-        ledger = Ledger.open(paths.ledger)
+        ledger = open_run_store(paths.ledger)
         try:
             folder = _config_folder(ledger, paths, use_source, source)
             if folder == paths.config_dir:
@@ -157,7 +157,9 @@ def _summary(report: RevalidationReport) -> str:
     )
 
 
-def _config_folder(ledger: Ledger, paths: RunPaths, use_source: bool, source: Path | None) -> Path:
+def _config_folder(
+    ledger: RunStore, paths: RunPaths, use_source: bool, source: Path | None
+) -> Path:
     if source is not None:
         folder = source
     elif use_source:
@@ -175,7 +177,7 @@ def _config_folder(ledger: Ledger, paths: RunPaths, use_source: bool, source: Pa
     return folder.resolve()
 
 
-def _revalidate(ledger: Ledger, folder: Path, step: str | None) -> RevalidationReport:
+def _revalidate(ledger: RunStore, folder: Path, step: str | None) -> RevalidationReport:
     compiled = CompiledPipeline(load_pipeline(folder))
     names = [s.name for s in ledger.steps]
     if step is not None:
@@ -201,7 +203,7 @@ def _revalidate(ledger: Ledger, folder: Path, step: str | None) -> RevalidationR
     return RevalidationReport(str(folder), results)
 
 
-def _revalidate_step(ledger: Ledger, index: int, cstep: CompiledStep) -> StepRevalidation:
+def _revalidate_step(ledger: RunStore, index: int, cstep: CompiledStep) -> StepRevalidation:
     result = StepRevalidation(cstep.name)
     by_stage: dict[str, int] = {}
     # Each group is read in full before it is written: passing units leave the failed set.

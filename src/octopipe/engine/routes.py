@@ -7,13 +7,13 @@ unit's prompt, schema and limits do not depend on the mode it runs in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from octopipe.core.amounts import format_usd
 from octopipe.core.config_models import LLMStep
-from octopipe.core.costs import Mode, TokenCounts, cost_usd
+from octopipe.core.costs import Mode, Tier, TokenCounts, cost_usd
 from octopipe.core.registry import Registry
 from octopipe.core.steps import CompiledPipeline, CompiledStep
 from octopipe.errors import UsageError
@@ -77,11 +77,44 @@ def resolve_routes(
     return out
 
 
+FLEX_TIMEOUT_S = 900.0
+"""The request timeout of a flex call (unless ``api.request_timeout_seconds`` is longer):
+flex answers more slowly than the standard tier, and OpenAI advises 15 minutes."""
+
+
+def refuse_unflexible(
+    steps: Iterable[tuple[str, str, str, str]],
+    registry: Registry,
+    can_flex: Callable[[str], bool],
+) -> None:
+    """``run --flex`` (or ``api.realtime.service_tier: flex``) needs every LLM step's
+    provider to offer the flex tier (``can_flex(provider)``: the catalog's ``flex``
+    capability) and its model to have a known flex price. ``steps`` are ``(step, provider,
+    model, price provider)``; the first that does not is refused (``UsageError`` naming the
+    step, the provider and the model) before anything is sent."""
+    probe = TokenCounts(1000, 1000, 0)
+    for step, provider, model, price_provider in steps:
+        if not can_flex(provider):
+            raise UsageError(
+                f"--flex: step {step!r} uses provider {provider!r}, which has no flex tier; "
+                "run without --flex (or set api.realtime.service_tier: standard), or use a "
+                "provider that offers flex (openai)"
+            )
+        if cost_usd(registry, price_provider, model, probe, tier="flex") is None:
+            raise UsageError(
+                f"--flex: step {step!r} uses {provider}/{model}, which has no known flex price "
+                "(the vendor offers flex on some models only; `octopipe models` lists the flex "
+                "prices); choose a model with a flex price, or supply one in a price file"
+            )
+
+
 def refuse_unpriced_cap(
     steps: Iterable[tuple[str, str, str, str]],
     registry: Registry,
     mode: Mode,
     cost_cap_usd: float | None,
+    *,
+    tier: Tier | None = None,
 ) -> None:
     """A cost cap holds only if every LLM step's calls can be priced. ``steps`` are
     ``(step, provider, model, price provider)``; with a cap set, a step whose model has no
@@ -91,10 +124,10 @@ def refuse_unpriced_cap(
         return
     probe = TokenCounts(1000, 1000, 0)
     for step, provider, model, price_provider in steps:
-        if cost_usd(registry, price_provider, model, probe, mode) is None:
+        if cost_usd(registry, price_provider, model, probe, mode, tier=tier) is None:
             raise UsageError(
                 f"--max-cost {format_usd(cost_cap_usd)} cannot be held: step {step!r} uses "
-                f"{provider}/{model}, which has no known {mode} price (`octopipe models` "
+                f"{provider}/{model}, which has no known {tier or mode} price (`octopipe models` "
                 "lists the priced ones); supply its price in ~/.config/octopipe/prices.yaml "
                 "or in a price file the pipeline names under `prices:`, choose a priced "
                 "model, or run without a cost cap"

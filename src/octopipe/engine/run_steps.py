@@ -33,7 +33,7 @@ from octopipe.engine.exports import valid_records
 from octopipe.engine.octobatch_view import remove
 from octopipe.engine.paths import RunPaths
 from octopipe.errors import OctopipeError, PostProcessError
-from octopipe.store.ledger import Ledger
+from octopipe.store import RunReader
 
 DEFAULT_OUTPUT_DIR = "outputs/units"
 DEFAULT_FILENAME = "data['unit_id']"
@@ -81,7 +81,7 @@ def output_folder(paths: RunPaths, written: str | None) -> tuple[str, Path]:
     return shown, target
 
 
-def extract_units(ledger: Ledger, paths: RunPaths, step: RunStep) -> ExtractSummary:
+def extract_units(ledger: RunReader, paths: RunPaths, step: RunStep) -> ExtractSummary:
     """Write one file per valid record of the last unit step (see the module notes)."""
     shown, target = output_folder(paths, step.output_dir)
     name_expr = compile_expression(step.filename_expression or DEFAULT_FILENAME)

@@ -32,11 +32,12 @@ from octopipe.core.config_models import ExpressionStep, FanOutStep
 from octopipe.core.states import CommandEvent, RunEvent, RunStatus, UnitStepState
 from octopipe.core.steps import CompiledPipeline, CompiledStep, StepResult
 from octopipe.engine import commands
-from octopipe.engine.control import writer_waiting
+from octopipe.engine.cost_budget import CostBudget
 from octopipe.engine.exports import export_run, exports_current
 from octopipe.engine.fingerprint import open_snapshot
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.postprocess import NO_SCRIPTS, PostReport, ScriptPermission, run_post
+from octopipe.engine.prices import price_record
 from octopipe.engine.progress import (
     PROGRESS_EVERY_S,
     ProgressSnapshot,
@@ -53,8 +54,8 @@ from octopipe.errors import (
     UnstorableValue,
     UsageError,
 )
+from octopipe.store import RunnerIdentity, RunStore, open_run_store
 from octopipe.store.codec import dumps, parse
-from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
 from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Success
 
@@ -68,6 +69,10 @@ IDLE_SLEEP_S = 0.2
 class LLMExecutor(Protocol):
     """Runs the LLM steps of a run (realtime or batch). The runner calls it every pass."""
 
+    budget: CostBudget
+    """The run's money (``engine.cost_budget``): one object shared by every executor of the
+    run, so the cost cap holds for the run in both modes."""
+
     async def pump(self) -> bool:
         """Start and collect work; True when something happened."""
 
@@ -76,6 +81,9 @@ class LLMExecutor(Protocol):
 
     async def stop(self) -> None:
         """Stop starting work; return in-flight realtime units to the ledger as pending."""
+
+    def batch_summary(self) -> dict[str, int]:
+        """Batches not yet collected, counted by state (empty when there are none)."""
 
 
 ExecutorFactory = Callable[["RunContext"], LLMExecutor]
@@ -86,7 +94,7 @@ class RunContext:
     """What an executor needs: the run's files, ledger, compiled steps and log."""
 
     paths: RunPaths
-    ledger: Ledger
+    ledger: RunStore
     compiled: CompiledPipeline
     log: RunLog
     stop_requested: Callable[[], bool]
@@ -150,7 +158,7 @@ class Runner:
         # run too (asyncio.run then leaves SIGINT to us).
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            ledger = Ledger.open(self.paths.ledger)
+            ledger = open_run_store(self.paths.ledger)
             log = RunLog(self.paths.log, self.echo)
             try:
                 return asyncio.run(self._drive(ledger, log))
@@ -178,7 +186,7 @@ class Runner:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    async def _drive(self, ledger: Ledger, log: RunLog) -> RunOutcome:
+    async def _drive(self, ledger: RunStore, log: RunLog) -> RunOutcome:
         info = ledger.run_info()
         if info.status is RunStatus.KILLED:
             raise UsageError(f"run {info.name!r} was killed; it cannot be resumed")
@@ -205,8 +213,13 @@ class Runner:
             lambda: self._urgent,
         )
         executor = self.executor_factory(context) if self.executor_factory else None
+        if executor is not None:
+            # which price source and version price this session's calls (``info``, ``status``)
+            ledger.update_run(options={"prices": price_record(pipeline)})
         _reject_stale_stops(ledger)
+        # One writer: whatever is in flight now was claimed by a runner that has died.
         released = ledger.release_in_flight()
+        ledger.register_runner(RunnerIdentity.here())
         event = (
             RunEvent.REOPEN
             if info.status in (RunStatus.COMPLETE, RunStatus.FAILED)
@@ -226,11 +239,15 @@ class Runner:
             raise
 
     async def _loop(
-        self, ledger: Ledger, log: RunLog, compiled: CompiledPipeline, executor: LLMExecutor | None
+        self,
+        ledger: RunStore,
+        log: RunLog,
+        compiled: CompiledPipeline,
+        executor: LLMExecutor | None,
     ) -> None:
         chains = local_chains(compiled)
         while not self._stop_reason:
-            await _yield_to_waiting_writer(self.paths)
+            await _yield_to_waiting_writer(ledger)
             self._apply_commands(ledger, log)
             self._report_progress(ledger, executor)
             progressed = False
@@ -247,7 +264,7 @@ class Runner:
                     progressed |= chunk.done > 0
                     for hit_index, hits in sorted(chunk.hits.items()):
                         self._note_max_iterations(log, compiled.steps[hit_index], hits)
-                    await _yield_to_waiting_writer(self.paths)
+                    await _yield_to_waiting_writer(ledger)
                     await asyncio.sleep(0)
             if executor is not None:
                 progressed |= await executor.pump()
@@ -269,7 +286,7 @@ class Runner:
             await asyncio.sleep(IDLE_SLEEP_S)
 
     async def _finish(
-        self, ledger: Ledger, log: RunLog, executor: LLMExecutor | None
+        self, ledger: RunStore, log: RunLog, executor: LLMExecutor | None
     ) -> RunOutcome:
         if executor is not None:
             await executor.stop()
@@ -294,7 +311,9 @@ class Runner:
         code = EXIT_INTERRUPTED if self._interrupts else 0
         return RunOutcome(status, None, counts, code, post=post)
 
-    def _post_process(self, ledger: Ledger, log: RunLog, *, only_stale: bool) -> PostReport | None:
+    def _post_process(
+        self, ledger: RunStore, log: RunLog, *, only_stale: bool
+    ) -> PostReport | None:
         """Run-scope steps and ``post_process`` (``engine/postprocess.py``); a problem that
         stops it is logged (the run stays complete; ``octopipe post`` runs it again)."""
         if self.post is None or not self.export or self._pipeline is None:
@@ -314,7 +333,7 @@ class Runner:
             return None
 
     async def _die(
-        self, ledger: Ledger, log: RunLog, executor: LLMExecutor | None, exc: Exception
+        self, ledger: RunStore, log: RunLog, executor: LLMExecutor | None, exc: Exception
     ) -> None:
         """The runner stops on an error it cannot handle: leave the reason in ``run.log``,
         the event log and the run's status (``paused`` when the ledger refused a write, so
@@ -356,7 +375,7 @@ class Runner:
         )
 
     def _report_progress(
-        self, ledger: Ledger, executor: LLMExecutor | None, force: bool = False
+        self, ledger: RunStore, executor: LLMExecutor | None, force: bool = False
     ) -> None:
         now = time.monotonic()
         if self.progress is None or (not force and now - self._last_progress < self._every):
@@ -366,25 +385,26 @@ class Runner:
         # counts() grows with the run (0.3 s at 1M units): keep it under a tenth of the time.
         self._every = max(PROGRESS_EVERY_S, 10 * (time.monotonic() - now))
         steps = snapshot_steps([(s.name, s.scope) for s in ledger.steps], counts)
-        spent = getattr(executor, "spent", None)
-        summary = getattr(executor, "batch_summary", None)
-        unknown = getattr(executor, "unpriced_calls", 0)
-        self.progress(self._tracker.update(steps, spent, summary() if summary else None, unknown))
+        spent = executor.budget.spent if executor is not None else None
+        batches = executor.batch_summary() if executor is not None else None
+        unknown = executor.budget.unpriced_calls if executor is not None else 0
+        self.progress(self._tracker.update(steps, spent, batches, unknown))
 
-    def _apply_commands(self, ledger: Ledger, log: RunLog) -> None:
-        for command in ledger.pending_commands():
-            outcome = commands.apply(ledger, command.kind, command.args)
-            ledger.mark_command(command.id, outcome.event, outcome.message)
-            log.write("COMMAND", f"{command.kind}: {outcome.message}")
+    def _apply_commands(self, ledger: RunStore, log: RunLog) -> None:
+        for row in ledger.pending_commands():
+            outcome = commands.apply_queued(ledger, row)
+            ledger.mark_command(row.id, outcome.event, outcome.message)
+            log.write("COMMAND", f"{row.kind}: {outcome.message}")
             if outcome.stop is not None:
-                self.request_stop(outcome.stop, kill=command.kind == "kill", urgent=True)
+                kill = isinstance(row.command, commands.Kill)
+                self.request_stop(outcome.stop, kill=kill, urgent=True)
 
 
-async def _yield_to_waiting_writer(paths: RunPaths, limit_s: float = 2.0) -> None:
-    """Leave the ledger alone while another process waits to queue a command (at most
-    ``limit_s``): back-to-back local chunks would otherwise keep SQLite's write lock busy."""
+async def _yield_to_waiting_writer(ledger: RunStore, limit_s: float = 2.0) -> None:
+    """Leave the store alone while another process waits to queue a command (at most
+    ``limit_s``): back-to-back local chunks would otherwise keep it busy."""
     waited = 0.0
-    while waited < limit_s and writer_waiting(paths.root):
+    while waited < limit_s and ledger.writer_waiting():
         await asyncio.sleep(0.01)
         waited += 0.01
 
@@ -430,7 +450,7 @@ def local_chains(compiled: CompiledPipeline) -> dict[int, tuple[CompiledStep, ..
 
 
 def run_local_chunk(
-    ledger: Ledger,
+    ledger: RunStore,
     index: int,
     cstep: CompiledStep,
     limit: int,
@@ -521,7 +541,7 @@ def _walk(
 
 
 def _record_walks(
-    ledger: Ledger, index: int, steps: Sequence[CompiledStep], walks: list[_Walk]
+    ledger: RunStore, index: int, steps: Sequence[CompiledStep], walks: list[_Walk]
 ) -> None:
     """Claim and record each step of the computed units, step after step, in one
     transaction: each unit is pending at ``index`` or recorded at every step it reached."""
@@ -583,12 +603,12 @@ def _local_attempt(result: StepResult) -> AttemptRecord | None:
     return None
 
 
-def _reject_stale_stops(ledger: Ledger) -> None:
+def _reject_stale_stops(ledger: RunStore) -> None:
     """A pause or kill still queued when a runner starts was meant for one that has exited."""
-    for command in ledger.pending_commands():
-        if command.kind in ("pause", "kill"):
+    for row in ledger.pending_commands():
+        if isinstance(row.command, commands.STOPPING):
             ledger.mark_command(
-                command.id, CommandEvent.REJECT, "queued for a runner that had already exited"
+                row.id, CommandEvent.REJECT, "queued for a runner that had already exited"
             )
 
 
@@ -606,7 +626,7 @@ def _llm_steps_waiting(
     return None
 
 
-def _summary(ledger: Ledger, counts: dict[int, dict[UnitStepState, int]]) -> str:
+def _summary(ledger: RunStore, counts: dict[int, dict[UnitStepState, int]]) -> str:
     parts = []
     for index, step in enumerate(ledger.steps):
         by_state = counts.get(index, {})

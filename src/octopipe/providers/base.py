@@ -41,6 +41,9 @@ class LLMRequest:
     temperature: float | None = None
     structured_output: bool = True
     timeout_s: float = 120.0
+    service_tier: str | None = None
+    """The vendor's service tier to ask for (``"flex"``); ``None``: the default tier. Only
+    adapters of providers whose spec has the ``flex`` capability send it."""
 
     @property
     def wants_structured_output(self) -> bool:
@@ -78,6 +81,8 @@ class LLMResponse:
     model: str
     request_id: str | None
     latency_s: float
+    service_tier: str | None = None
+    """The tier the vendor says served the call (OpenAI: ``default``, ``flex``...)."""
 
 
 MAX_RAW_CHARS = 100_000

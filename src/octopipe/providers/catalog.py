@@ -73,6 +73,10 @@ class ProviderSpec:
     raw_input_includes_cached: bool = True
     """Whether the vendor's own input-token count includes prompt-cache hits (the adapters
     normalise it: ``base.Usage``)."""
+    flex: bool = False
+    """Its realtime adapter can ask for the flex tier (``LLMRequest.service_tier="flex"``:
+    slower, sometimes "resource unavailable", at flex prices); ``run --flex`` is refused for
+    the others."""
     description: str = field(default="", compare=False)
 
     @property
@@ -164,6 +168,7 @@ def builtin_specs() -> tuple[ProviderSpec, ...]:
             base_url_variable="OPENAI_BASE_URL",
             can_find=True,
             emulated=True,
+            flex=True,
             description="OpenAI Chat Completions and Batch API",
         ),
         ProviderSpec(

@@ -4,7 +4,8 @@ Guarantees:
 
 - Classification reads exception classes, HTTP status codes, headers and *structured* body
   fields (error codes, google.rpc detail messages). It never searches free-text messages.
-- HTTP status -> error: 429 ``RateLimited``; 401/403 ``AuthError``; 402 ``QuotaExhausted``;
+- HTTP status -> error: 429 ``RateLimited`` (OpenAI's flex "resource unavailable" 429, told
+  by its ``error.code``, ``FlexUnavailable``); 401/403 ``AuthError``; 402 ``QuotaExhausted``;
   408, 409, 499 and every 5xx (including Anthropic's 529) ``TransientProviderError``;
   other 4xx (400, 404, 413, 422, ...) ``BadRequest``. Timeouts become ``ProviderTimeout``,
   connection failures ``TransientProviderError``.
@@ -43,6 +44,7 @@ from typing import Any
 from octopipe.errors import (
     AuthError,
     BadRequest,
+    FlexUnavailable,
     ProviderError,
     ProviderTimeout,
     ProviderUnreachable,
@@ -54,6 +56,9 @@ from octopipe.errors import (
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 499})
 AUTH_STATUSES = frozenset({401, 403})
 OPENAI_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
+OPENAI_FLEX_UNAVAILABLE_CODES = frozenset({"resource_unavailable"})
+"""``error.code``/``error.type`` of the 429 a flex-tier request gets when flex has no
+capacity ("resource unavailable"; `FlexUnavailable`), as opposed to ``rate_limit_exceeded``."""
 ANTHROPIC_QUOTA_CODES = frozenset(
     {
         "enforced_spend_limit_reached",
@@ -79,6 +84,7 @@ class ErrorFacts:
     quota: bool = False
     auth: bool = False
     request_id: str | None = None
+    flex_unavailable: bool = False
 
 
 def error_from_facts(facts: ErrorFacts, *, provider: str, secret: str | None) -> ProviderError:
@@ -91,6 +97,8 @@ def error_from_facts(facts: ErrorFacts, *, provider: str, secret: str | None) ->
         return QuotaExhausted(message, provider=provider, status=status)
     if facts.auth:
         return AuthError(message, provider=provider, status=status)
+    if status == 429 and facts.flex_unavailable:
+        return FlexUnavailable(message, provider=provider, retry_after=facts.retry_after)
     if status == 429:
         return RateLimited(message, provider=provider, retry_after=facts.retry_after)
     return _class_for_status(status)(message, provider=provider, status=status)
@@ -219,6 +227,7 @@ def _openai_facts(exc: Any) -> ErrorFacts:
         retry_after=parse_retry_after(exc.response.headers),
         quota=bool(codes & OPENAI_QUOTA_CODES),
         request_id=exc.request_id,
+        flex_unavailable=bool(codes & OPENAI_FLEX_UNAVAILABLE_CODES),
     )
 
 

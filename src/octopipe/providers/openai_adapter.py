@@ -5,6 +5,8 @@ Guarantees:
 - Uses the official ``openai.AsyncOpenAI`` client with SDK retries off (``max_retries`` from
   the settings, 0 by default) and a timeout on every request, plus an outer deadline of
   ``timeout_s + DEADLINE_GRACE_S`` over the whole call.
+- ``service_tier`` is sent when the request asks for one (``"flex"``: ``run --flex``), and
+  the tier the answer names is kept (``LLMResponse.service_tier``).
 - Structured output is requested natively: ``response_format={"type": "json_schema",
   "json_schema": {"name", "schema", "strict": True}}``.
 - It sends ``max_completion_tokens`` (required by OpenAI's reasoning models), or with
@@ -82,6 +84,8 @@ class OpenAIProvider:
         }
         if request.temperature is not None:
             params["temperature"] = request.temperature
+        if request.service_tier is not None:
+            params["service_tier"] = request.service_tier
         if request.wants_structured_output:
             params["response_format"] = {
                 "type": "json_schema",
@@ -112,9 +116,14 @@ class OpenAIProvider:
                 model=answer.model or request.model,
                 request_id=getattr(answer, "_request_id", None) or answer.id,
                 latency_s=latency_s,
+                service_tier=_tier_name(getattr(answer, "service_tier", None)),
             )
 
         return read_answer(self.name, completion, convert, _usage_of)
+
+
+def _tier_name(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _usage_of(completion: Any) -> Usage:

@@ -14,11 +14,13 @@ import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from octopipe.errors import CorruptValue, StoreError
 from octopipe.store.codec import Clock, dumps
 from octopipe.store.connection import store_error
+from octopipe.store.intent import writer_waiting
 from octopipe.store.records import Json, StepDef
 
 P = ParamSpec("P")
@@ -59,9 +61,12 @@ class LedgerCore:
         readonly: bool,
         clock: Clock,
         durable: bool = False,
+        run_dir: Path | None = None,
     ) -> None:
         self._conn: sqlite3.Connection | None = conn
         self._where = where
+        self._run_dir = run_dir  # where writers leave their intent (None: in memory)
+        self._owner: int | None = None  # the registered runner the claims carry
         self._readonly = readonly
         self._durable = durable
         self._now = clock
@@ -97,6 +102,11 @@ class LedgerCore:
     @property
     def path(self) -> str:
         return self._where
+
+    def writer_waiting(self) -> bool:
+        """True while another process waits to write into this ledger (``store/intent.py``):
+        the runner leaves SQLite's write lock free for a moment when it sees one."""
+        return self._run_dir is not None and writer_waiting(self._run_dir)
 
     @property
     def _db(self) -> sqlite3.Connection:

@@ -21,11 +21,13 @@ read-only, or read-write only to queue a command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from octopipe.core.commands import Command, decode, encode
 from octopipe.core.states import (
     BatchEvent,
     BatchState,
@@ -38,12 +40,14 @@ from octopipe.core.states import (
     advance,
     sources,
 )
-from octopipe.errors import StoreError
+from octopipe.errors import CommandError, CorruptValue, StoreError
 from octopipe.store import batches as batch_sql
 from octopipe.store import integrity, reads
 from octopipe.store.base import guarded
+from octopipe.store.browse_reads import BrowseReads
 from octopipe.store.codec import Clock, dumps, get_blob, loads, put_blob, utc_now
 from octopipe.store.connection import connect, store_error
+from octopipe.store.intent import writer_intent
 from octopipe.store.lifecycle import UnitLifecycle
 from octopipe.store.post_runs import PostRuns, ViewReads
 from octopipe.store.records import (
@@ -59,8 +63,10 @@ from octopipe.store.records import (
     RunInfo,
     RunMeta,
     StepDef,
+    TierCost,
     VerifyReport,
 )
+from octopipe.store.report_reads import ReportReads
 from octopipe.store.schema import check_file, check_version, migrate, needed_by_readers
 
 PAGE = 2_000
@@ -68,7 +74,7 @@ _VALID = UnitStepState.VALID.value
 _UNIT_SCOPES = ("chunk", "expression", "fan_out")
 
 
-class Ledger(UnitLifecycle, PostRuns, ViewReads):
+class Ledger(UnitLifecycle, PostRuns, ViewReads, BrowseReads):
     """One run's ledger. Build with :meth:`create`, :meth:`open` or :meth:`in_memory`."""
 
     # --- construction ---------------------------------------------------------------------
@@ -149,7 +155,14 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads):
                 )
             if todo and not readonly:
                 migrate(conn, clock())
-            return cls(conn, str(path), readonly=readonly, clock=clock, durable=durable)
+            return cls(
+                conn,
+                str(path),
+                readonly=readonly,
+                clock=clock,
+                durable=durable,
+                run_dir=path.parent,
+            )
         except BaseException as exc:
             if conn is not None:
                 conn.close()
@@ -366,6 +379,10 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads):
     def cost_totals(self) -> CostTotals:
         return self._read(reads.cost_totals)
 
+    def cost_by_tier(self) -> list[TierCost]:
+        """Cost per (provider, model, tier) and its standard-price equivalent."""
+        return self._read(reads.cost_by_tier)
+
     # --- blobs, events, commands ----------------------------------------------------------
 
     @guarded
@@ -419,15 +436,18 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads):
         return {int(step): int(units) for step, units in rows if step is not None}
 
     @guarded
-    def enqueue_command(self, kind: str, args: Json | None = None) -> int:
-        """Queue a command for the live runner (the one write allowed without the lock)."""
-        with self.transaction():
+    def enqueue_command(self, command: Command) -> int:
+        """Queue a command for the live runner (the one write allowed without the lock),
+        holding the writer's intent while it waits for SQLite's write lock. Stored as
+        ``core.commands.encode`` gives it."""
+        kind, args = encode(command)
+        with self._intent(), self.transaction():
             cur = self._db.execute(
                 "INSERT INTO commands(ts, kind, args_json, state) VALUES (?, ?, ?, ?)",
                 (
                     self._now(),
                     kind,
-                    dumps(args or {}, what=f"command {kind}"),
+                    dumps(args, what=f"command {kind}"),
                     CommandState.PENDING.value,
                 ),
             )
@@ -436,16 +456,10 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads):
 
     @guarded
     def pending_commands(self) -> list[CommandRow]:
+        """Queued commands, oldest first, read back through ``core.commands.decode``; a row
+        that is not a command any more comes back with ``command=None`` and the ``problem``."""
         return [
-            CommandRow(
-                i,
-                ts,
-                kind,
-                loads(args, what=f"the arguments of command {i}"),
-                CommandState(state),
-                applied_at,
-                result,
-            )
+            _command_row(i, ts, kind, args, CommandState(state), applied_at, result)
             for i, ts, kind, args, state, applied_at, result in self._db.execute(
                 """SELECT id, ts, kind, args_json, state, applied_at, result FROM commands
                    WHERE state = ? ORDER BY id""",
@@ -466,6 +480,9 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads):
                 "UPDATE commands SET state = ?, applied_at = ?, result = ? WHERE id = ?",
                 (new.value, self._now(), result, command_id),
             )
+
+    def _intent(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext() if self._run_dir is None else writer_intent(self._run_dir)
 
     # --- batches (minimal: batch mode builds on these) ------------------------------------
 
@@ -546,6 +563,28 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads):
     @guarded
     def batch_units(self, local_id: str) -> list[int]:
         return batch_sql.units_of(self._db, local_id)
+
+    # --- reports ---------------------------------------------------------------------------
+
+    def report_reads(self) -> ReportReads:
+        """The aggregates of ``report`` and ``compare`` over this ledger."""
+        return ReportReads(self)
+
+
+def _command_row(
+    command_id: int,
+    ts: str,
+    kind: str,
+    args: str,
+    state: CommandState,
+    applied_at: str | None,
+    result: str | None,
+) -> CommandRow:
+    try:
+        command = decode(kind, loads(args, what=f"the argument list of command {command_id}"))
+    except (CommandError, CorruptValue) as exc:
+        return CommandRow(command_id, ts, kind, None, exc.message, state, applied_at, result)
+    return CommandRow(command_id, ts, kind, command, None, state, applied_at, result)
 
 
 def _initialise(

@@ -27,7 +27,14 @@ from octopipe.store import reads
 from octopipe.store.base import LedgerCore, guarded, marks
 from octopipe.store.codec import dumps, put_blob
 from octopipe.store.connection import store_error
-from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Json, Success
+from octopipe.store.records import (
+    AttemptRecord,
+    ClaimedUnit,
+    Failure,
+    Json,
+    RunnerIdentity,
+    Success,
+)
 
 _PENDING = UnitStepState.PENDING.value
 _IN_FLIGHT = UnitStepState.IN_FLIGHT.value
@@ -84,6 +91,22 @@ class UnitLifecycle(LedgerCore):
     # --- units: the attempt cycle ---------------------------------------------------------
 
     @guarded
+    def register_runner(self, runner: RunnerIdentity) -> None:
+        """Record ``runner`` as the one driving the run from now on: every claim this ledger
+        makes afterwards carries it, so :meth:`release_in_flight` can release its claims
+        alone (a multi-worker run releasing a dead worker's)."""
+        with self.transaction():
+            self._db.execute(
+                """INSERT INTO runners(token, host, pid, started_at) VALUES (?, ?, ?, ?)
+                   ON CONFLICT(token) DO NOTHING""",
+                (runner.token, runner.host, runner.pid, runner.started_at),
+            )
+            row = self._db.execute(
+                "SELECT id FROM runners WHERE token = ?", (runner.token,)
+            ).fetchone()
+        self._owner = int(row[0])
+
+    @guarded
     def claim_pending(
         self, step_idx: int, limit: int, *, retries: bool | None = None
     ) -> list[ClaimedUnit]:
@@ -103,8 +126,9 @@ class UnitLifecycle(LedgerCore):
             ).fetchall()
             now = self._now()
             self._db.executemany(
-                "UPDATE unit_steps SET state = ?, updated_at = ? WHERE step_idx = ? AND uid = ?",
-                ((new.value, now, step_idx, uid) for uid, _, _ in rows),
+                """UPDATE unit_steps SET state = ?, updated_at = ?, claimed_by = ?
+                   WHERE step_idx = ? AND uid = ?""",
+                ((new.value, now, self._owner, step_idx, uid) for uid, _, _ in rows),
             )
             inputs = reads.records(self._db, [r[0] for r in rows], before=step_idx)
         return [
@@ -349,8 +373,9 @@ class UnitLifecycle(LedgerCore):
         return new
 
     @guarded
-    def release_in_flight(self) -> int:
-        """Return every ``in_flight`` unit not held by a live batch to ``pending``.
+    def release_in_flight(self, *, owner: str | None = None) -> int:
+        """Return every ``in_flight`` unit not held by a live batch to ``pending``; with
+        ``owner`` (a runner's token), only the units that runner claimed.
 
         Called at start-up (a dead runner's realtime calls never finished) and on pause.
         Units of a batch that may still return results stay claimed until the batch is
@@ -367,8 +392,10 @@ class UnitLifecycle(LedgerCore):
                         WHERE step_idx = ? AND state = ? AND uid NOT IN (
                             SELECT bu.uid FROM batch_units bu JOIN batches b
                             ON b.id = bu.batch_id
-                            WHERE b.step_idx = ? AND b.state NOT IN ({marks(terminal)}))""",
-                    (new.value, now, k, _IN_FLIGHT, k, *terminal),
+                            WHERE b.step_idx = ? AND b.state NOT IN ({marks(terminal)}))
+                          AND (? IS NULL
+                               OR claimed_by = (SELECT id FROM runners WHERE token = ?))""",
+                    (new.value, now, k, _IN_FLIGHT, k, *terminal, owner, owner),
                 ).rowcount
             if total:
                 self._event("info", "RECOVER", f"released {total} in-flight unit(s)", None)

@@ -14,15 +14,13 @@ import json
 import sqlite3
 from array import array
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from octopipe.core.states import UnitStepState
 from octopipe.errors import StoreError
 from octopipe.store import reads
 from octopipe.store.base import LedgerCore, guarded
 from octopipe.store.codec import dumps, get_blob
-from octopipe.store.records import Json, PostKind, PostOutcome, PostRunRow
+from octopipe.store.records import FailedAttempt, Json, PostKind, PostOutcome, PostRunRow
 
 PAGE = 2_000
 
@@ -133,19 +131,6 @@ def _row(r: Sequence[object]) -> PostRunRow:
 
 
 # --- what the Octobatch-compatible view reads --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FailedAttempt:
-    """One attempt of a unit at a step that did not give a valid result."""
-
-    uid: int
-    unit_id: str
-    attempt_no: int
-    stage: str | None
-    errors: list[Any]
-    raw_response: str | None
-    input: Json  # the step's input record
 
 
 class ViewReads(LedgerCore):

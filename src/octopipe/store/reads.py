@@ -18,8 +18,8 @@ from typing import Any
 from octopipe.core.states import UnitStepState
 from octopipe.errors import CorruptValue
 from octopipe.store.codec import get_blob, loads, parse
-from octopipe.store.records import AttemptRow, CostTotals, FailureRow, Json
-from octopipe.store.schema import has_table
+from octopipe.store.records import AttemptRow, CostTotals, FailureRow, Json, TierCost
+from octopipe.store.schema import has_column, has_table
 
 _VALID = UnitStepState.VALID.value
 
@@ -213,6 +213,48 @@ def _cost_totals(row: Sequence[Any]) -> CostTotals:
         output_tokens=row[4],
         cached_tokens=row[5],
     )
+
+
+def cost_by_tier(conn: sqlite3.Connection) -> list[TierCost]:
+    """`TierCost` per (provider, model, tier) over the answered LLM attempts (an attempt that
+    got no answer used nothing and is left out). An attempt recorded before tiers were (no
+    ``tier`` column, or NULL) is in its mode's tier: realtime ``standard``, batch ``batch``;
+    its standard-price equivalent is its cost in realtime and unknown in batch."""
+    mode_tier = "CASE mode WHEN 'batch' THEN 'batch' ELSE 'standard' END"
+    if has_column(conn, "attempts", "tier"):
+        tier = f"COALESCE(tier, {mode_tier})"
+        standard = "CASE WHEN tier IS NULL AND mode = 'batch' THEN NULL WHEN tier IS NULL THEN cost_usd ELSE standard_cost_usd END"
+    else:
+        tier = mode_tier
+        standard = "CASE mode WHEN 'batch' THEN NULL ELSE cost_usd END"
+    rows = conn.execute(
+        f"""SELECT provider, model, {tier} AS t, COUNT(*),
+                   COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
+                   COALESCE(SUM(cached_tokens), 0),
+                   COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd),
+                   COALESCE(SUM({standard}), 0), COUNT(*) - COUNT({standard})
+            FROM attempts
+            WHERE mode != 'local'
+              AND NOT (outcome = 'error' AND input_tokens = 0 AND output_tokens = 0
+                       AND cost_usd IS NOT NULL AND cost_usd = 0)
+            GROUP BY provider, model, t ORDER BY provider, model, t"""
+    ).fetchall()
+    return [
+        TierCost(
+            provider=str(r[0] or ""),
+            model=str(r[1] or ""),
+            tier=str(r[2]),
+            calls=r[3],
+            input_tokens=r[4],
+            output_tokens=r[5],
+            cached_tokens=r[6],
+            known_usd=float(r[7]),
+            unknown_calls=r[8],
+            standard_known_usd=float(r[9]),
+            standard_unknown_calls=r[10],
+        )
+        for r in rows
+    ]
 
 
 def _maybe_blob(conn: sqlite3.Connection, blob_id: int | None) -> str | None:

@@ -7,11 +7,16 @@ All are frozen dataclasses; JSON-shaped payloads stay plain ``dict``/``list``.
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple
 
+from octopipe.core.commands import Command
 from octopipe.core.states import BatchState, CommandState, RunStatus, UnitStepState
+from octopipe.store.codec import utc_now
 
 Json = dict[str, Any]
 Mode = Literal["batch", "realtime"]
@@ -37,6 +42,22 @@ class RunMeta:
     max_units: int | None = None
     repeat: int | None = None
     options: Json = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunnerIdentity:
+    """A runner, as the claims it makes name it: a random ``token`` (unique across hosts and
+    restarts), where it runs and since when (for people reading the store)."""
+
+    token: str
+    host: str
+    pid: int
+    started_at: str
+
+    @classmethod
+    def here(cls) -> RunnerIdentity:
+        """This process, starting now."""
+        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid(), utc_now())
 
 
 @dataclass(frozen=True)
@@ -282,10 +303,15 @@ class EventRow:
 
 @dataclass(frozen=True)
 class CommandRow:
+    """A queued command as stored. ``command`` is ``None`` when the stored row cannot be read
+    back as one (an unknown kind, damaged arguments): ``problem`` says why, and the runner
+    rejects it with that reason instead of stopping."""
+
     id: int
     ts: str
     kind: str
-    args: Json
+    command: Command | None
+    problem: str | None
     state: CommandState
     applied_at: str | None
     result: str | None
@@ -301,6 +327,25 @@ class CostTotals:
     input_tokens: int
     output_tokens: int
     cached_tokens: int
+
+
+@dataclass(frozen=True)
+class TierCost:
+    """What the answered calls of one (provider, model, tier) cost, and what the same usage
+    costs at the standard realtime price. Unknown costs are counted, not guessed: ``*_usd``
+    sums the known ones, ``unknown_*`` counts the calls whose price is unknown."""
+
+    provider: str
+    model: str
+    tier: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    known_usd: float
+    unknown_calls: int
+    standard_known_usd: float
+    standard_unknown_calls: int
 
 
 PostKind = Literal["analysis", "script", "gzip", "run_script", "extract"]
@@ -331,3 +376,74 @@ class PostRunRow:
 
     def to_dict(self) -> Json:
         return asdict(self)
+
+
+# --- what the Octobatch-compatible view and the reports read ------------------------------------
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    """One attempt of a unit at a step that did not give a valid result."""
+
+    uid: int
+    unit_id: str
+    attempt_no: int
+    stage: str | None
+    errors: list[Any]
+    raw_response: str | None
+    input: Json  # the step's input record
+
+
+class AttemptGroup(NamedTuple):
+    step_idx: int
+    outcome: str
+    attempt_no: int
+    mode: str
+    provider: str | None
+    model: str | None
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    known_usd: float
+    priced: int  # attempts whose cost is known (cost_usd IS NOT NULL)
+
+
+class ErrorText(NamedTuple):
+    stage: str | None
+    text: str | None  # the errors as stored (JSON text)
+    errors: Any  # parsed; None when the stored text is not JSON
+    n: int  # units (failing now) or attempts (history) with exactly these errors
+    samples: list[tuple[int, str]]  # (uid, unit id) of its first and last unit
+
+
+class ValueGroup(NamedTuple):
+    value: str | None  # the field's value as JSON text; None: the record has no such field
+    state: str
+    units: int
+
+
+@dataclass(frozen=True)
+class UnitRow:
+    """One unit at one step, as a units table lists it."""
+
+    uid: int
+    unit_id: str
+    state: UnitStepState
+    attempts: int
+    stage: str | None
+    error: str | None
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class UnitAtStep:
+    """A unit at one step, for the inspector: what went in and what came out."""
+
+    step_idx: int
+    state: UnitStepState
+    attempts: int
+    stage: str | None
+    error: str | None
+    input: Json  # the unit's record at this step (fields + outputs of earlier steps)
+    output: Json | None  # this step's output when valid

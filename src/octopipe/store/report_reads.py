@@ -29,46 +29,29 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from octopipe.core.states import UnitStepState
 from octopipe.store.reads import json_ints
+from octopipe.store.records import AttemptGroup, ErrorText, ValueGroup
 
-if TYPE_CHECKING:
-    from octopipe.store.ledger import Ledger
+
+class _Reading(Protocol):
+    """What the report's reads need of an open ledger (``store.ledger.Ledger``, named
+    structurally: the ledger hands out these reads)."""
+
+    @property
+    def steps(self) -> Sequence[Any]: ...
+
+    def _read(self, fn: Any, *args: Any, **kwargs: Any) -> Any: ...
+
+
+__all__ = ["AttemptGroup", "ErrorText", "ReportReads", "ValueGroup"]
 
 _FAILED = UnitStepState.FAILED.value
 _EXHAUSTED = UnitStepState.EXHAUSTED.value
 _VALID = UnitStepState.VALID.value
-
-
-class AttemptGroup(NamedTuple):
-    step_idx: int
-    outcome: str
-    attempt_no: int
-    mode: str
-    provider: str | None
-    model: str | None
-    attempts: int
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    known_usd: float
-    priced: int  # attempts whose cost is known (cost_usd IS NOT NULL)
-
-
-class ErrorText(NamedTuple):
-    stage: str | None
-    text: str | None  # the errors as stored (JSON text)
-    errors: Any  # parsed; None when the stored text is not JSON
-    n: int  # units (failing now) or attempts (history) with exactly these errors
-    samples: list[tuple[int, str]]  # (uid, unit id) of its first and last unit
-
-
-class ValueGroup(NamedTuple):
-    value: str | None  # the field's value as JSON text; None: the record has no such field
-    state: str
-    units: int
 
 
 ATTEMPT_GROUPS = """
@@ -228,7 +211,7 @@ def sample_fields(conn: sqlite3.Connection) -> list[str]:
 class ReportReads:
     """The queries above on one open ledger (read-only use; serialised like its other reads)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: _Reading) -> None:
         self._ledger = ledger
 
     def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -191,7 +191,21 @@ CREATE INDEX attempts_by_step ON attempts(step_idx, outcome, attempt_no, mode, p
                                           uid);
 """
 
-# Append only. The name is what a store records; never rename or reorder a released entry.
+# Claims carry an owner: the runner that made them (one row per runner start: a random token,
+# the host, the pid, when it started). With several workers on one run, releasing a dead
+# worker's claims must leave the others'. ``claimed_by`` names the runner of a unit-step's
+# last claim; it means "owned" only while the unit is in flight.
+_CLAIM_OWNERS = """
+CREATE TABLE runners (
+    id         INTEGER PRIMARY KEY,
+    token      TEXT NOT NULL UNIQUE,
+    host       TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    started_at TEXT NOT NULL
+);
+ALTER TABLE unit_steps ADD COLUMN claimed_by INTEGER REFERENCES runners(id);
+"""
+
 _ATTEMPT_TIERS = """
 -- The tier that served each LLM attempt (standard, batch, flex, priority) and what the same
 -- usage costs at the standard realtime price (the saving of batch/flex); NULL on attempts
@@ -262,18 +276,27 @@ AFTER UPDATE OF mode, cost_usd, input_tokens, output_tokens, cached_tokens ON at
 END;
 """
 
+# Append only. The name is what a store records; never rename or reorder a released entry.
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_initial", _INITIAL),
     ("0002_post_runs", _POST_RUNS),
     ("0003_attempts_by_step", _ATTEMPTS_BY_STEP),
+    ("0004_claim_owners", _CLAIM_OWNERS),
     ("0005_attempt_tiers", _ATTEMPT_TIERS),
     ("0006_attempt_totals", _ATTEMPT_TOTALS),
 ]
 
-# Migrations that only add an index: a reader may open a ledger still lacking them (every
-# query gives the same answer, only slower), so runs made before them stay readable by
-# `status`, `report` and the rest until a writer opens them and builds the index.
-INDEX_ONLY: frozenset[str] = frozenset({"0003_attempts_by_step"})
+# Migrations a read-only open may do without, so runs made before them stay readable by
+# `status`, `verify`, `report` and the rest until a writer opens them and applies them:
+# index-only ones (every query gives the same answer, only slower), writer-only ones (they
+# add what only a writer reads or writes, such as the owner of a claim) and ones that only add
+# nullable columns readers look for before reading (`has_column`: an old run's attempts have
+# no tier).
+READERS_MAY_LACK: frozenset[str] = frozenset(
+    {"0003_attempts_by_step", "0004_claim_owners", "0005_attempt_tiers", "0006_attempt_totals"}
+)
+"""Also derived-only ones (``0006_attempt_totals``: a maintained total readers look for with
+`has_table` and compute themselves when it is missing)."""
 
 _BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS migrations (
@@ -360,18 +383,8 @@ def check_version(conn: sqlite3.Connection, where: str, *, fresh: bool = False) 
     return known[len(applied) :]
 
 
-ADDED_COLUMNS_ONLY: frozenset[str] = frozenset({"0005_attempt_tiers"})
-"""Migrations that only add nullable columns, which readers look for before reading
-(`has_column`): a run made before them stays readable (its attempts have no tier)."""
-
-
 def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
     return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
-
-
-DERIVED_ONLY: frozenset[str] = frozenset({"0006_attempt_totals"})
-"""Migrations that only add what can be computed from the rest (a maintained total), which
-readers look for before reading (`has_table`) and compute themselves when it is missing."""
 
 
 def has_table(conn: sqlite3.Connection, name: str) -> bool:
@@ -385,7 +398,7 @@ def has_table(conn: sqlite3.Connection, name: str) -> bool:
 
 def needed_by_readers(todo: list[str]) -> list[str]:
     """The migrations of ``todo`` without which a read-only open cannot proceed."""
-    return [name for name in todo if name not in INDEX_ONLY | ADDED_COLUMNS_ONLY | DERIVED_ONLY]
+    return [name for name in todo if name not in READERS_MAY_LACK]
 
 
 def migrate(conn: sqlite3.Connection, now: str, *, fresh: bool = False) -> list[str]:

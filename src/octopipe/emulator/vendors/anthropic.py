@@ -35,6 +35,7 @@ ERRORS: dict[str, tuple[int, str, str]] = {
 
 class AnthropicVendor:
     name = "anthropic"
+    serves_flex = False
 
     def routes(self) -> list[Route]:
         return [Route("POST", "/v1/messages", "anthropic.messages")]

@@ -38,8 +38,15 @@ class Route:
     """Stable label used in stats, e.g. ``openai.chat.completions``."""
 
 
+FLEX_UNAVAILABLE = "flex_unavailable"
+"""The error kind of a flex-tier request flex has no capacity for (``EmulatorConfig.
+flex_unavailable_rate``); only vendors that ``serves_flex`` know it."""
+
+
 class Vendor(Protocol):
     name: str
+    serves_flex: bool
+    """It accepts a ``service_tier: "flex"`` request (and can answer `FLEX_UNAVAILABLE`)."""
 
     def routes(self) -> list[Route]:
         """Paths relative to the vendor's mount point (see ``server.MOUNTS``)."""

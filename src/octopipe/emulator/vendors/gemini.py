@@ -48,6 +48,7 @@ ERRORS: dict[str, tuple[int, str, str]] = {
 
 class GeminiVendor:
     name = "gemini"
+    serves_flex = False
 
     def routes(self) -> list[Route]:
         path = "/{version:v1beta|v1}/models/{model_action}"

@@ -4,7 +4,10 @@ Served at ``POST <mount>/v1/chat/completions``; the SDK's base URL is ``<mount>/
 carry ``usage.prompt_tokens``/``completion_tokens``/``prompt_tokens_details.cached_tokens``
 and an ``x-request-id`` header. Errors use ``{"error": {message, type, param, code}}``; a 429
 carries ``retry-after`` (whole seconds) and ``retry-after-ms``; the quota fault is the real
-``insufficient_quota`` 429, which must *not* be retried.
+``insufficient_quota`` 429, which must *not* be retried. A request with ``service_tier:
+"flex"`` is answered with ``service_tier: "flex"`` (others ``"default"``), or, for the share
+``EmulatorConfig.flex_unavailable_rate``, with the 429 "resource unavailable" (``error.code``
+``resource_unavailable``) flex sends when it has no capacity.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from octopipe.emulator.answers import Answer, EmulatorRequest
 from octopipe.emulator.faults import retry_after_header
 from octopipe.emulator.vendors.base import (
+    FLEX_UNAVAILABLE,
     Reply,
     Route,
     join_texts,
@@ -43,11 +47,19 @@ ERRORS: dict[str, tuple[int, str, str | None, str]] = {
     "500": (500, "server_error", None, "The server had an error processing your request."),
     "503": (503, "server_error", "service_unavailable", "The engine is currently overloaded."),
     "529": (529, "server_error", "overloaded", "Overloaded (emulated)."),
+    FLEX_UNAVAILABLE: (
+        429,
+        "resource_unavailable",
+        "resource_unavailable",
+        "Resource unavailable: flex processing has no capacity for this request right now "
+        "(emulated); retry later or use the default service tier.",
+    ),
 }
 
 
 class OpenAIVendor:
     name = "openai"
+    serves_flex = True
 
     def routes(self) -> list[Route]:
         return [Route("POST", "/v1/chat/completions", "openai.chat.completions")]
@@ -98,7 +110,7 @@ class OpenAIVendor:
                 }
             ],
             "usage": _usage(answer),
-            "service_tier": "default",
+            "service_tier": "flex" if request.body.get("service_tier") == "flex" else "default",
             "system_fingerprint": "fp_octopipe_emulator",
         }
         return Reply(200, body, {"x-request-id": request_id})

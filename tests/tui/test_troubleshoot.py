@@ -1,0 +1,31 @@
+"""T in the run detail: the troubleshoot answer from the emulator, with its cost."""
+
+from __future__ import annotations
+
+from tui_support import settle
+
+
+async def test_t_shows_the_models_answer_and_its_cost(make_app, monkeypatch) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    app = make_app(start_run="judged")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        await pilot.press("t")
+        for _ in range(50):
+            await settle(pilot)
+            if "cost" in app.screen.text.plain:
+                break
+        assert type(app.screen).__name__ == "TroubleshootScreen"
+        first = app.screen.text.plain.splitlines()[0]
+        assert first.startswith("fake/gpt-6-luna ") and " out; cost " in first
+        assert len(app.screen.text.plain.splitlines()) > 2  # the answer follows
+
+
+async def test_t_is_refused_in_read_only_mode(make_app) -> None:
+    app = make_app(read_only=True, start_run="judged")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        await pilot.press("t")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "RunDetailScreen"
