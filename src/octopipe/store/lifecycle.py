@@ -148,9 +148,9 @@ class UnitLifecycle(LedgerCore):
         new = advance(UnitStepState.PENDING, UnitStepEvent.START)
         with self.transaction():
             moved = self._db.execute(
-                """UPDATE unit_steps SET state = ?, updated_at = ?
+                """UPDATE unit_steps SET state = ?, updated_at = ?, claimed_by = ?
                    WHERE step_idx = ? AND state = ? AND uid IN (SELECT value FROM json_each(?))""",
-                (new.value, self._now(), step_idx, _PENDING, reads.json_ints(uids)),
+                (new.value, self._now(), self._owner, step_idx, _PENDING, reads.json_ints(uids)),
             ).rowcount
             if moved != len(uids):
                 raise StoreError(
@@ -571,10 +571,12 @@ class UnitLifecycle(LedgerCore):
                 raise ValueError(f"step {step_idx} is the last step: no next step to claim at")
             return
         state = advance(UnitStepState.PENDING, UnitStepEvent.START).value if claimed else _PENDING
+        owner = self._owner if claimed else None  # a claim carries its runner (0004)
         try:
             self._db.executemany(
-                "INSERT INTO unit_steps(uid, step_idx, state, updated_at) VALUES (?, ?, ?, ?)",
-                ((uid, nxt, state, now) for uid in uids),
+                "INSERT INTO unit_steps(uid, step_idx, state, updated_at, claimed_by) "
+                "VALUES (?, ?, ?, ?, ?)",
+                ((uid, nxt, state, now, owner) for uid in uids),
             )
         except sqlite3.IntegrityError:
             raise StoreError(f"a unit already has a row at step {nxt}") from None
