@@ -24,6 +24,7 @@ from octopipe.engine.compare import Comparison, SharedAnalysis, run_summary
 from octopipe.engine.report import (
     ErrorSummary,
     Money,
+    Retries,
     RunReport,
     StepReport,
     Usage,
@@ -104,6 +105,85 @@ def rate(value: float | None, unit: str) -> str:
     return "-" if value is None else f"{value:,.2f} {unit}/s"
 
 
+# --- the rows both views show: one builder, two renderers ---------------------------------
+
+FUNNEL_COLUMNS = (
+    "scope",
+    "input",
+    "valid",
+    "failed",
+    "retrying",
+    "in flight",
+    "pending",
+    "yield",
+    "pass rate",
+    "1st try",
+)
+COST_COLUMNS = (
+    "calls",
+    "retried units",
+    "extra attempts",
+    "input tokens",
+    "output tokens",
+    "cost",
+    "retry cost",
+    "cost / valid unit",
+)
+FAILURES_BY_COLUMNS = ("units", "valid", "failed", "retrying", "fail rate")
+
+
+def funnel_cells(step: StepReport) -> list[str]:
+    """A step's funnel row after its name, in ``FUNNEL_COLUMNS`` order."""
+    return [
+        step.scope,
+        f"{step.input:,}",
+        f"{step.valid:,}",
+        f"{step.failed:,}",
+        f"{step.retrying:,}",
+        f"{step.in_flight:,}",
+        f"{step.pending:,}",
+        pct(step.yield_),
+        pct(step.pass_rate),
+        pct(step.first_attempt_pass_rate),
+    ]
+
+
+def step_cost_cells(step: StepReport) -> list[str]:
+    """A step's cost row after its name, in ``COST_COLUMNS`` order."""
+    return _cost_cells(step.usage, step.retries, step.cost_per_valid_unit, step.valid)
+
+
+def run_cost_cells(report: RunReport) -> list[str]:
+    """The whole run's cost row, in ``COST_COLUMNS`` order."""
+    return _cost_cells(report.usage, report.retries, report.cost_per_valid_unit, report.valid)
+
+
+def _cost_cells(
+    usage: Usage, retries: Retries, cost_per_valid: float | None, valid: int
+) -> list[str]:
+    return [
+        f"{usage.calls:,}",
+        f"{retries.units:,}",
+        f"{retries.extra_attempts:,}",
+        f"{usage.input_tokens:,}",
+        f"{usage.output_tokens:,}",
+        step_money(usage, usage.cost),
+        step_money(retries.usage, retries.usage.cost),
+        per_valid(cost_per_valid, usage, valid),
+    ]
+
+
+def failures_by_cells(row: ValueRow) -> list[str]:
+    """A value's row after its label, in ``FAILURES_BY_COLUMNS`` order."""
+    return [
+        f"{row.units:,}",
+        f"{row.valid:,}",
+        f"{row.failed:,}",
+        f"{row.retrying:,}",
+        pct(row.fail_rate),
+    ]
+
+
 # --- the terminal view of a report -----------------------------------------------------------
 
 
@@ -154,37 +234,11 @@ def _route(report: RunReport) -> str:
 
 def _funnel(report: RunReport) -> Table:
     table = Table(title="funnel", title_justify="left", box=None, pad_edge=False)
-    for column in (
-        "step",
-        "scope",
-        "input",
-        "valid",
-        "failed",
-        "retrying",
-        "in flight",
-        "pending",
-        "yield",
-        "pass rate",
-        "1st try",
-        "",
-    ):
+    for column in ("step", *FUNNEL_COLUMNS, ""):
         table.add_column(column, justify="left" if column in ("step", "scope", "") else "right")
     widest = max((s.input for s in report.steps), default=0)
     for step in report.steps:
-        table.add_row(
-            plain(step.name),
-            step.scope,
-            f"{step.input:,}",
-            f"{step.valid:,}",
-            f"{step.failed:,}",
-            f"{step.retrying:,}",
-            f"{step.in_flight:,}",
-            f"{step.pending:,}",
-            pct(step.yield_),
-            pct(step.pass_rate),
-            pct(step.first_attempt_pass_rate),
-            funnel_bar(step, widest),
-        )
+        table.add_row(plain(step.name), *funnel_cells(step), funnel_bar(step, widest))
     table.caption = "█ valid  ▓ failed  ▒ retrying  ░ in flight or pending"
     table.caption_justify = "left"
     return table
@@ -255,46 +309,14 @@ def _step_notes(report: RunReport, console: Console) -> None:
 
 def _costs(report: RunReport) -> Table:
     table = Table(title="tokens and cost", title_justify="left", box=None, pad_edge=False)
-    for column in (
-        "step",
-        "calls",
-        "retried units",
-        "extra attempts",
-        "input tokens",
-        "output tokens",
-        "cost",
-        "retry cost",
-        "cost / valid unit",
-        "models",
-    ):
+    for column in ("step", *COST_COLUMNS, "models"):
         table.add_column(column, justify="left" if column in ("step", "models") else "right")
     for step in report.steps:
-        usage = step.usage
         table.add_row(
-            plain(step.name),
-            f"{usage.calls:,}",
-            f"{step.retries.units:,}",
-            f"{step.retries.extra_attempts:,}",
-            f"{usage.input_tokens:,}",
-            f"{usage.output_tokens:,}",
-            step_money(usage, usage.cost),
-            step_money(step.retries.usage, step.retries.usage.cost),
-            per_valid(step.cost_per_valid_unit, usage, step.valid),
-            plain(", ".join(step.models) or "-"),
+            plain(step.name), *step_cost_cells(step), plain(", ".join(step.models) or "-")
         )
-    first, retries, total = report.first, report.retries, report.usage
-    table.add_row(
-        Text("run", style="bold"),
-        f"{total.calls:,}",
-        f"{retries.units:,}",
-        f"{retries.extra_attempts:,}",
-        f"{total.input_tokens:,}",
-        f"{total.output_tokens:,}",
-        step_money(total, total.cost),
-        step_money(retries.usage, retries.usage.cost),
-        per_valid(report.cost_per_valid_unit, total, report.valid),
-        "",
-    )
+    table.add_row(Text("run", style="bold"), *run_cost_cells(report), "")
+    first, retries = report.first, report.retries
     share = report.retry_cost_share
     split = Text(
         f"first attempts {money(first.cost)} ({first.input_tokens:,} in, "
@@ -357,17 +379,13 @@ def _print_failures_by(report: RunReport, console: Console) -> None:
             box=None,
             pad_edge=False,
         )
-        for column in (field, "units", "valid", "failed", "retrying", "fail rate", ""):
+        for column in (field, *FAILURES_BY_COLUMNS, ""):
             table.add_column(column, justify="left" if column in (field, "") else "right")
         top = max(r.failing for r in rows) or 1
         for row in rows[:VALUES_SHOWN]:
             table.add_row(
                 plain(_value_label(row)),
-                f"{row.units:,}",
-                f"{row.valid:,}",
-                f"{row.failed:,}",
-                f"{row.retrying:,}",
-                pct(row.fail_rate),
+                *failures_by_cells(row),
                 Bar(top, 0, row.failing, width=16, color="red"),
             )
         if len(rows) > VALUES_SHOWN:
@@ -401,95 +419,22 @@ def report_markdown(report: RunReport) -> str:
         "",
     ]
     lines += _md_table(
-        [
-            "step",
-            "scope",
-            "input",
-            "valid",
-            "failed",
-            "retrying",
-            "in flight",
-            "pending",
-            "yield",
-            "pass rate",
-            "1st try",
-            "failed by stage",
-            "retrying by stage",
-        ],
+        ["step", *FUNNEL_COLUMNS, "failed by stage", "retrying by stage"],
         [
             [
                 md(s.name),
-                s.scope,
-                f"{s.input:,}",
-                f"{s.valid:,}",
-                f"{s.failed:,}",
-                f"{s.retrying:,}",
-                f"{s.in_flight:,}",
-                f"{s.pending:,}",
-                pct(s.yield_),
-                pct(s.pass_rate),
-                pct(s.first_attempt_pass_rate),
+                *funnel_cells(s),
                 _md_stages(s.failed_by_stage),
                 _md_stages(s.retrying_by_stage),
             ]
             for s in report.steps
         ],
     )
-    notes = [
-        f"- {md(s.name)}: fan-out: {s.fan_out.fanned_out:,} of {s.fan_out.parents:,} units "
-        f"made {s.fan_out.children:,} units"
-        for s in report.steps
-        if s.fan_out is not None
-    ] + [
-        f"- {md(s.name)}: {s.max_iterations:,} unit(s) reached max_iterations"
-        for s in report.steps
-        if s.max_iterations
-    ]
-    if notes:
-        lines += ["", *notes]
+    lines += _md_notes(report)
     lines += ["", "## Tokens and cost", ""]
-    rows = [
-        [
-            md(s.name),
-            f"{s.usage.calls:,}",
-            f"{s.retries.units:,}",
-            f"{s.retries.extra_attempts:,}",
-            f"{s.usage.input_tokens:,}",
-            f"{s.usage.output_tokens:,}",
-            step_money(s.usage, s.usage.cost),
-            step_money(s.retries.usage, s.retries.usage.cost),
-            per_valid(s.cost_per_valid_unit, s.usage, s.valid),
-        ]
-        for s in report.steps
-    ]
-    total = report.usage
-    rows.append(
-        [
-            "**run**",
-            f"{total.calls:,}",
-            f"{report.retries.units:,}",
-            f"{report.retries.extra_attempts:,}",
-            f"{total.input_tokens:,}",
-            f"{total.output_tokens:,}",
-            money(total.cost),
-            money(report.retries.usage.cost),
-            per_valid(report.cost_per_valid_unit, total, report.valid),
-        ]
-    )
-    lines += _md_table(
-        [
-            "step",
-            "calls",
-            "retried units",
-            "extra attempts",
-            "input tokens",
-            "output tokens",
-            "cost",
-            "retry cost",
-            "cost / valid unit",
-        ],
-        rows,
-    )
+    rows = [[md(s.name), *step_cost_cells(s)] for s in report.steps]
+    rows.append(["**run**", *run_cost_cells(report)])
+    lines += _md_table(["step", *COST_COLUMNS], rows)
     share = report.retry_cost_share
     lines += [
         "",
@@ -504,24 +449,34 @@ def report_markdown(report: RunReport) -> str:
             step.name, step.attempt_errors, "attempts", "failed attempts, retried or not"
         )
     if report.failures_by is not None:
-        for step in report.steps:
-            if step.failures_by:
-                lines += ["", f"## Failures at {md(step.name)} by {md(report.failures_by)}", ""]
-                lines += _md_table(
-                    [md(report.failures_by), "units", "valid", "failed", "retrying", "fail rate"],
-                    [
-                        [
-                            md(_value_label(r)),
-                            f"{r.units:,}",
-                            f"{r.valid:,}",
-                            f"{r.failed:,}",
-                            f"{r.retrying:,}",
-                            pct(r.fail_rate),
-                        ]
-                        for r in step.failures_by
-                    ],
-                )
+        lines += _md_failures_by(report, report.failures_by)
     return "\n".join(lines) + "\n"
+
+
+def _md_notes(report: RunReport) -> list[str]:
+    notes = [
+        f"- {md(s.name)}: fan-out: {s.fan_out.fanned_out:,} of {s.fan_out.parents:,} units "
+        f"made {s.fan_out.children:,} units"
+        for s in report.steps
+        if s.fan_out is not None
+    ] + [
+        f"- {md(s.name)}: {s.max_iterations:,} unit(s) reached max_iterations"
+        for s in report.steps
+        if s.max_iterations
+    ]
+    return ["", *notes] if notes else []
+
+
+def _md_failures_by(report: RunReport, field: str) -> list[str]:
+    lines: list[str] = []
+    for step in report.steps:
+        if step.failures_by:
+            lines += ["", f"## Failures at {md(step.name)} by {md(field)}", ""]
+            lines += _md_table(
+                [md(field), *FAILURES_BY_COLUMNS],
+                [[md(_value_label(r)), *failures_by_cells(r)] for r in step.failures_by],
+            )
+    return lines
 
 
 def _md_stages(stages: dict[str, int]) -> str:
