@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import click
 
@@ -246,35 +246,7 @@ def init(
     help="Resume a run whose snapshot (RUN/config/) was edited after init, on purpose: the "
     "new files are fingerprinted and logged. Its steps must still be the ledger's.",
 )
-def run(
-    target: str,
-    run_name: str | None,
-    runs_dir: Path | None,
-    provider: str | None,
-    model: str | None,
-    max_units: int | None,
-    repeat: int | None,
-    mode: str | None,
-    concurrency: int | None,
-    rpm: int | None,
-    tpm: int | None,
-    max_cost: float | None,
-    timeout: str | None,
-    max_attempts: int | None,
-    poll_interval: float | None,
-    base_url: str | None,
-    detach: bool,
-    answers: Path | None,
-    generic_answers: bool,
-    yes: bool,
-    quiet: bool,
-    accept_snapshot: bool = False,
-    allow_scripts: bool = False,
-    allow_script: tuple[str, ...] = (),
-    skip_scripts: bool = False,
-    flex: bool | None = None,
-    flex_fallback: str | None = None,
-) -> int:
+def run(**options: Any) -> int:
     """Drive a run to completion in the foreground.
 
     TARGET is a pipeline folder (a new run is created first) or an existing run (name or
@@ -294,124 +266,211 @@ def run(
     started with either asks for it again on every resume (or `--generic-answers`,
     `--skip-scripts`).
     """
-    # Bad input is refused before any run exists or changes.
-    timeout_s = parse_timeout(timeout) if timeout is not None else None
-    base_url = check_base_url(base_url) if base_url is not None else None
-    check_provider(provider)
-    answers = answers.resolve() if answers is not None else None
+    request = _checked(RunRequest(**options))
+    base = _runs_dir(request.runs_dir)
     hook: AnswerFn | None = None
-    base = _runs_dir(runs_dir)
-    allow = ScriptPermission(allow_scripts, tuple(allow_script))
-    if allow.given and skip_scripts:
-        raise UsageError("--skip-scripts and --allow-scripts/--allow-script exclude each other")
-    if _is_pipeline(Path(target)):
-        _check_answer_flags(provider, answers, generic_answers)
-        hook = _load_hook(answers)  # a broken file is refused before the run exists
-        check_permission(load_pipeline(Path(target)), allow)
-        mode = mode or "realtime"
-        _check_flex(mode, flex, flex_fallback)
-        settings = Settings(provider, model, base_url, max_cost)
-        _confirm_estimate(
-            Path(target),
-            mode,  # type: ignore[arg-type]
-            settings, max_units, repeat, yes, answers, allow, flex=flex,
-        )  # fmt: skip
-        init = _options(run_name, provider, model, max_units, repeat, mode)
-        extra: dict[str, object] = {}
-        if flex is not None:
-            extra["flex"] = flex
-        if flex_fallback is not None:
-            extra["flex_fallback"] = flex_fallback
-        if base_url is not None:
-            extra["base_url"] = base_url
-        if allow.given:
-            extra["scripts"] = allow.to_option()
-        if extra:
-            init = replace(init, extra=extra)
-        created = create_run(Path(target), base, init)
-        _print_created(created)
-        paths = created.paths
+    if _is_pipeline(Path(request.target)):
+        request, hook, paths = _start_new(request, base)
     else:
-        paths = resolve_run(target, base)
-        if not accept_snapshot:
-            verify_snapshot(paths)  # before the snapshot is read (provider settings, hooks)
-        before = run_info(paths)
-        flex = flex if flex is not None else before.options.get("flex")
-        flex_fallback = flex_fallback or before.options.get("flex_fallback")
-        _check_flex(mode or before.mode, flex, flex_fallback)
-        _check_resume(paths, before, mode, Settings(provider, model, base_url, max_cost), flex=flex)
-        check_permission(load_pipeline(paths.config_dir), allow)
-        changed = {
-            key: value
-            for key, value in (("flex", flex), ("flex_fallback", flex_fallback))
-            if value is not None and before.options.get(key) != value
-        }
-        if changed:
-            update_settings(paths, options=changed)
+        request, paths = _prepare_resume(request, base)
     stored = run_info(paths)
-    allow = _settle_scripts(paths, stored, allow, skip_scripts)
-    if hook is None and answers is not None:
-        _check_answer_flags(provider or stored.provider, answers, generic_answers)
-        hook = _load_hook(answers)
-    _settle_answers(paths, stored, provider or stored.provider, answers, generic_answers)
+    allow = _settle_scripts(paths, stored, request.allow, request.skip_scripts)
+    provider = request.provider or stored.provider
+    if hook is None and request.answers is not None:
+        _check_answer_flags(provider, request.answers, request.generic_answers)
+        hook = _load_hook(request.answers)
+    _settle_answers(paths, stored, provider, request.answers, request.generic_answers)
     mode, max_cost = _settle_settings(
-        paths, stored, mode, max_cost, Settings(provider, model, base_url, max_cost)
+        paths, stored, request.mode, request.max_cost, request.settings
     )
-    base_url = base_url or stored.options.get("base_url")
-    if detach:
-        if runner_live(paths):
-            raise RunLocked(f"run {paths.name!r} is already being driven by another process")
-        flags = {
-            "--provider": provider,
-            "--model": model,
-            "--concurrency": concurrency,
-            "--rpm": rpm,
-            "--tpm": tpm,
-            "--max-cost": max_cost,
-            "--timeout": timeout,
-            "--max-attempts": max_attempts,
-            "--poll-interval": poll_interval,
-            "--base-url": base_url,
-            "--runs-dir": runs_dir,
-            "--answers": answers,
-            "--flex-fallback": flex_fallback,
-        }
-        # a --generic-answers or --skip-scripts choice is recorded on the run: no flag needed
-        switches = ["--accept-edited-snapshot"] if accept_snapshot else []
-        switches += ["--flex"] if flex else []
-        return _detach(paths, flags, switches + allow.flags())
-    fake = split_fake(provider or stored.provider)[0] == FAKE
-    batch = BatchOptions(poll_interval_s=poll_interval or (1.0 if fake else None))
+    request = replace(
+        request,
+        mode=mode,
+        max_cost=max_cost,
+        base_url=request.base_url or stored.options.get("base_url"),
+    )
+    if request.detach:
+        return _start_detached(paths, request, allow)
+    resolved = replace(request, provider=provider, model=request.model or stored.model)
+    return _drive(paths, resolved, allow, hook)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What ``octopipe run`` was asked, as the command line gave it (``None``: not given)."""
+
+    target: str
+    run_name: str | None
+    runs_dir: Path | None
+    provider: str | None
+    model: str | None
+    max_units: int | None
+    repeat: int | None
+    mode: str | None
+    concurrency: int | None
+    rpm: int | None
+    tpm: int | None
+    max_cost: float | None
+    timeout: str | None
+    max_attempts: int | None
+    poll_interval: float | None
+    base_url: str | None
+    detach: bool
+    answers: Path | None
+    generic_answers: bool
+    yes: bool
+    quiet: bool
+    accept_snapshot: bool = False
+    allow_scripts: bool = False
+    allow_script: tuple[str, ...] = ()
+    skip_scripts: bool = False
+    flex: bool | None = None
+    flex_fallback: str | None = None
+
+    @property
+    def allow(self) -> ScriptPermission:
+        return ScriptPermission(self.allow_scripts, tuple(self.allow_script))
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(self.provider, self.model, self.base_url, self.max_cost)
+
+    @property
+    def timeout_s(self) -> float | None:
+        return parse_timeout(self.timeout) if self.timeout is not None else None
+
+
+def _checked(request: RunRequest) -> RunRequest:
+    """Bad input refused before any run exists or changes; paths and addresses normalised."""
+    request.timeout_s  # noqa: B018 - parsing is the check
+    check_provider(request.provider)
+    if request.allow.given and request.skip_scripts:
+        raise UsageError("--skip-scripts and --allow-scripts/--allow-script exclude each other")
+    return replace(
+        request,
+        base_url=check_base_url(request.base_url) if request.base_url is not None else None,
+        answers=request.answers.resolve() if request.answers is not None else None,
+    )
+
+
+def _start_new(request: RunRequest, base: Path) -> tuple[RunRequest, AnswerFn | None, RunPaths]:
+    """A new run from a pipeline folder: checks, the estimate (asked unless ``--yes``), then
+    the run created with what the command line chose."""
+    target, allow = Path(request.target), request.allow
+    _check_answer_flags(request.provider, request.answers, request.generic_answers)
+    hook = _load_hook(request.answers)  # a broken file is refused before the run exists
+    check_permission(load_pipeline(target), allow)
+    mode = request.mode or "realtime"
+    _check_flex(mode, request.flex, request.flex_fallback)
+    _confirm_estimate(
+        target,
+        mode,  # type: ignore[arg-type]
+        request.settings, request.max_units, request.repeat, request.yes, request.answers,
+        allow, flex=request.flex,
+    )  # fmt: skip
+    init = _options(
+        request.run_name, request.provider, request.model, request.max_units, request.repeat, mode
+    )
+    extra = {
+        key: value
+        for key, value in (
+            ("flex", request.flex),
+            ("flex_fallback", request.flex_fallback),
+            ("base_url", request.base_url),
+            ("scripts", allow.to_option() if allow.given else None),
+        )
+        if value is not None
+    }
+    if extra:
+        init = replace(init, extra=extra)
+    created = create_run(target, base, init)
+    _print_created(created)
+    return replace(request, mode=mode), hook, created.paths
+
+
+def _prepare_resume(request: RunRequest, base: Path) -> tuple[RunRequest, RunPaths]:
+    """An existing run: its snapshot verified before it is read, the flags checked over what
+    it recorded, a changed flex choice recorded."""
+    paths = resolve_run(request.target, base)
+    if not request.accept_snapshot:
+        verify_snapshot(paths)  # before the snapshot is read (provider settings, hooks)
+    before = run_info(paths)
+    flex = request.flex if request.flex is not None else before.options.get("flex")
+    flex_fallback = request.flex_fallback or before.options.get("flex_fallback")
+    _check_flex(request.mode or before.mode, flex, flex_fallback)
+    _check_resume(paths, before, request.mode, request.settings, flex=flex)
+    check_permission(load_pipeline(paths.config_dir), request.allow)
+    changed = {
+        key: value
+        for key, value in (("flex", flex), ("flex_fallback", flex_fallback))
+        if value is not None and before.options.get(key) != value
+    }
+    if changed:
+        update_settings(paths, options=changed)
+    return replace(request, flex=flex, flex_fallback=flex_fallback), paths
+
+
+def _start_detached(paths: RunPaths, request: RunRequest, allow: ScriptPermission) -> int:
+    """The same run in a new session with the same options; returns at once."""
+    if runner_live(paths):
+        raise RunLocked(f"run {paths.name!r} is already being driven by another process")
+    flags = {
+        "--provider": request.provider,
+        "--model": request.model,
+        "--concurrency": request.concurrency,
+        "--rpm": request.rpm,
+        "--tpm": request.tpm,
+        "--max-cost": request.max_cost,
+        "--timeout": request.timeout,
+        "--max-attempts": request.max_attempts,
+        "--poll-interval": request.poll_interval,
+        "--base-url": request.base_url,
+        "--runs-dir": request.runs_dir,
+        "--answers": request.answers,
+        "--flex-fallback": request.flex_fallback,
+    }
+    # a --generic-answers or --skip-scripts choice is recorded on the run: no flag needed
+    switches = ["--accept-edited-snapshot"] if request.accept_snapshot else []
+    switches += ["--flex"] if request.flex else []
+    return _detach(paths, flags, switches + allow.flags())
+
+
+def _drive(
+    paths: RunPaths, request: RunRequest, allow: ScriptPermission, hook: AnswerFn | None
+) -> int:
+    """Drive the run in this process to its end (or a pause) and report how it ended."""
+    fake = split_fake(request.provider)[0] == FAKE
+    batch = BatchOptions(poll_interval_s=request.poll_interval or (1.0 if fake else None))
     options = RealtimeOptions(
-        provider=provider or stored.provider,
-        model=model or stored.model,
-        concurrency=concurrency,
-        rpm=rpm,
-        tpm=tpm,
-        max_cost_usd=max_cost,
-        timeout_s=timeout_s,
-        max_attempts=max_attempts,
-        base_url=base_url,
-        flex=flex,
-        flex_fallback=flex_fallback,
+        provider=request.provider,
+        model=request.model,
+        concurrency=request.concurrency,
+        rpm=request.rpm,
+        tpm=request.tpm,
+        max_cost_usd=request.max_cost,
+        timeout_s=request.timeout_s,
+        max_attempts=request.max_attempts,
+        base_url=request.base_url,
+        flex=request.flex,
+        flex_fallback=request.flex_fallback,
     )
-    live = sys.stderr.isatty() and not quiet
+    live = sys.stderr.isatty() and not request.quiet
     with (
-        llm_executor(mode, options, answers=hook, batch=batch) as factory,
+        llm_executor(request.mode, options, answers=hook, batch=batch) as factory,  # type: ignore[arg-type]
         ProgressView(sys.stderr, live) as progress_view,
     ):
         # On a terminal the live table replaces the log, except for what needs attention.
         alerts = cast(TextIO, progress_view.alerts())  # write() and flush() are all it needs
-        echo = None if quiet else (alerts if live else sys.stderr)
+        echo = None if request.quiet else (alerts if live else sys.stderr)
         outcome = Runner(
             paths,
             echo=echo,
             executor=factory,
-            progress=None if quiet else progress_view,
-            accept_snapshot=accept_snapshot,
+            progress=None if request.quiet else progress_view,
+            accept_snapshot=request.accept_snapshot,
             post=allow,
         ).run()
-    return _report_end(paths, outcome, answers, allow)
+    return _report_end(paths, outcome, request.answers, allow)
 
 
 def _check_answer_flags(provider: str | None, answers: Path | None, generic: bool) -> None:
