@@ -213,8 +213,9 @@ class Runner:
             lambda: self._urgent,
         )
         executor = self.executor_factory(context) if self.executor_factory else None
-        if executor is not None:
-            # which price source and version price this session's calls (``info``, ``status``)
+        if executor is not None and any(cstep.is_llm for cstep in compiled.steps):
+            # which price source and version price this session's calls (``info``, ``status``);
+            # a pipeline of local steps makes no call and skips loading the price database
             ledger.update_run(options={"prices": price_record(pipeline)})
         _reject_stale_stops(ledger)
         # One writer: whatever is in flight now was claimed by a runner that has died.

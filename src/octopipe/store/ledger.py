@@ -307,8 +307,9 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads, BrowseReads):
 
     @guarded
     def repair(self) -> RepairCounts:
-        """Give every missing unit a ``pending`` row (taking up its attempt history) and raise
-        every attempt counter that is behind its stored attempts, in one transaction."""
+        """Give every missing unit a ``pending`` row (taking up its attempt history), raise
+        every attempt counter that is behind its stored attempts and rebuild a LLM totals row
+        that disagrees with the attempts, in one transaction."""
         with self.transaction():
             done = integrity.repair(self._db, self._steps, self._now())
             if done.missing:
@@ -320,6 +321,10 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads, BrowseReads):
                     f"raised the attempt counter of {done.recounted} unit-step(s) to their "
                     "stored attempts",
                     None,
+                )
+            if done.totals:
+                self._event(
+                    "warning", "REPAIR", "rebuilt the LLM totals row from the attempts", None
                 )
             if done.missing or done.recounted:
                 self._results_changed()

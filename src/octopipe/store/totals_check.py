@@ -1,0 +1,61 @@
+"""Checking and rebuilding the LLM totals row kept by migration ``0006_attempt_totals``.
+
+The row is maintained by triggers, so it only drifts when the file was edited by hand or
+damaged. ``verify`` compares it with a scan of the attempts (one pass over the covering index
+``attempts_by_step``); ``repair`` rewrites it from that scan. A ledger made before the
+migration has no row and nothing to check: readers scan the attempts themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from typing import Any
+
+from octopipe.store.reads import scanned_cost_totals
+from octopipe.store.schema import has_table
+
+_COLUMNS = ("cost_usd", "unpriced", "attempts", "input_tokens", "output_tokens", "cached_tokens")
+
+_STORED = """SELECT COALESCE(cost_usd, 0), unpriced, attempts, input_tokens, output_tokens,
+                    cached_tokens FROM attempt_totals WHERE kind = 'llm'"""
+
+_REBUILD = """
+INSERT OR REPLACE INTO attempt_totals
+SELECT 'llm', COUNT(*), COUNT(*) - COUNT(cost_usd), SUM(cost_usd), COALESCE(SUM(input_tokens), 0),
+       COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cached_tokens), 0)
+FROM attempts WHERE mode != 'local'"""
+
+
+def totals_problems(conn: sqlite3.Connection) -> list[str]:
+    """One line per column of the totals row that disagrees with the attempts (costs within
+    1e-9 relative or 1e-9 USD agree: sums taken in another order may differ in the last
+    bits); a missing row is one problem; no table (an old ledger) is none."""
+    if not has_table(conn, "attempt_totals"):
+        return []
+    stored = conn.execute(_STORED).fetchall()
+    if len(stored) != 1:
+        return ["the LLM totals row (attempt_totals) is missing"]
+    scanned = scanned_cost_totals(conn)
+    return [
+        f"the LLM totals row says {name} = {kept!r}, the attempts add up to {actual!r}"
+        for name, kept, actual in zip(_COLUMNS, stored[0], scanned, strict=True)
+        if not _agree(kept, actual)
+    ]
+
+
+def rebuild_totals(conn: sqlite3.Connection) -> bool:
+    """Rewrite the totals row from the attempts when it disagrees with them; returns whether
+    it did. The caller holds the write transaction."""
+    if not totals_problems(conn):
+        return False
+    conn.execute(_REBUILD)
+    return True
+
+
+def _agree(kept: Any, actual: Any) -> bool:
+    if isinstance(kept, float) or isinstance(actual, float):
+        if not isinstance(kept, int | float) or not isinstance(actual, int | float):
+            return False
+        return math.isclose(kept, actual, rel_tol=1e-9, abs_tol=1e-9)
+    return bool(kept == actual)
