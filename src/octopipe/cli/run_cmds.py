@@ -651,7 +651,7 @@ def _confirm_estimate(
     if not report.ok:
         raise ConfigError(report.errors)
     name, vendor = split_fake(provider)
-    estimate = estimate_pipeline(pipeline, report, mode, provider=name, model=model)
+    estimate = estimate_pipeline(pipeline, report, mode, provider=name, model=model, flex=flex)
     for line in estimate.lines():
         console.print(line, markup=False)
     _print_carried_code(folder, folder_code(folder, pipeline), answers, fake=name == FAKE)
