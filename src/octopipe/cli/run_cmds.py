@@ -232,10 +232,11 @@ def init(
 )
 @click.option(
     "--flex-fallback",
-    type=click.Choice(["standard", "none"]),
+    type=click.Choice(["standard", "batch", "none"]),
     help="When flex stays unavailable after the in-call retries: 'standard' sends that call "
-    "at the standard tier (and price); 'none' (the default) keeps the unit, uncharged, and "
-    "tries flex again later.",
+    "at the standard tier (and price); 'batch' sends that unit and the rest of its step "
+    "through the batch API (batch price); 'none' (the default) keeps the unit, uncharged, "
+    "and tries flex again later.",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the run log.")
