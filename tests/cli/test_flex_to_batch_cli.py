@@ -39,6 +39,12 @@ def test_flex_never_available_sends_every_unit_through_batch(tmp_path: Path) -> 
     )
     assert status["status"] == "complete" and status["failed"] == 0
     assert status["valid"] == status["units"] > 0
+    [priced] = status["price_history"]  # one session, its record kept with its start time
+    assert priced["database"] == status["prices"]["database"] and priced["session_started_at"]
+    info = json.loads(
+        octopipe("info", "fb", "--json", "--runs-dir", str(runs), cwd=tmp_path).stdout
+    )
+    assert json.dumps(info).count("session_started_at") >= 1
 
     db = sqlite3.connect(runs / "fb" / "ledger.db")
     rows = db.execute(
