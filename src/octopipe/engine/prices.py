@@ -110,9 +110,9 @@ def _sha256(path: Path) -> str | None:
 
 __all__ = [
     "price_record",
-    "session_prices",
     "price_registry",
     "read_price_file",
+    "session_prices",
     "snapshot_file",
     "user_price_file",
 ]
