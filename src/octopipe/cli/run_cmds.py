@@ -232,10 +232,11 @@ def init(
 )
 @click.option(
     "--flex-fallback",
-    type=click.Choice(["standard", "none"]),
+    type=click.Choice(["standard", "batch", "none"]),
     help="When flex stays unavailable after the in-call retries: 'standard' sends that call "
-    "at the standard tier (and price); 'none' (the default) keeps the unit, uncharged, and "
-    "tries flex again later.",
+    "at the standard tier (and price); 'batch' sends that unit and the rest of its step "
+    "through the batch API (batch price); 'none' (the default) keeps the unit, uncharged, "
+    "and tries flex again later.",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the run log.")
@@ -710,7 +711,7 @@ def _confirm_estimate(
     if not report.ok:
         raise ConfigError(report.errors)
     name, vendor = split_fake(provider)
-    estimate = estimate_pipeline(pipeline, report, mode, provider=name, model=model)
+    estimate = estimate_pipeline(pipeline, report, mode, provider=name, model=model, flex=flex)
     for line in estimate.lines():
         console.print(line, markup=False)
     _print_carried_code(folder, folder_code(folder, pipeline), answers, fake=name == FAKE)

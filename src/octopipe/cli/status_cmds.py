@@ -88,6 +88,10 @@ def _print_status(view: RunStatusView, *, post: bool = True) -> None:
         print_cost_split(view.costs)
     if view.prices:
         console.print(f"priced by {prices_text(view.prices)}", markup=False)
+    if len(view.price_history) > 1:  # sessions priced by different sources show each
+        for record in view.price_history:
+            started = record.get("session_started_at", "before the history")
+            console.print(f"  session {started}: {prices_text(record)}", markup=False)
     _print_batches(view)
     if post:
         print_post_states(view.name, view.post)

@@ -112,6 +112,8 @@ class RunStatusView:
     post: list[dict[str, Any]] = field(default_factory=list)  # post-processing, latest states
     prices: dict[str, Any] | None = None
     """What priced the run's calls (its last session's): database and version, price files."""
+    price_history: list[dict[str, Any]] = field(default_factory=list)
+    """Every session's price record, oldest first (``prices`` plus ``session_started_at``)."""
     costs: dict[str, Any] | None = None
     """Cost by tier and by model with the standard-price equivalent (`cost_split`); only
     views of one run (``status``, ``info``) fill it, ``ps`` does not."""
@@ -215,6 +217,7 @@ def _view(
         path=str(paths.root),
         post=[state.to_dict() for state in post_view(ledger, paths, live=live)],
         prices=info.options.get("prices"),
+        price_history=list(info.options.get("price_history") or []),
         costs=split_costs(ledger.cost_by_tier()).to_dict() if split else None,
         **_batches(ledger),
     )

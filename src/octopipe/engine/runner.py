@@ -37,7 +37,7 @@ from octopipe.engine.exports import export_run, exports_current
 from octopipe.engine.fingerprint import open_snapshot
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.postprocess import NO_SCRIPTS, PostReport, ScriptPermission, run_post
-from octopipe.engine.prices import price_record
+from octopipe.engine.prices import price_record, session_prices
 from octopipe.engine.progress import (
     PROGRESS_EVERY_S,
     ProgressSnapshot,
@@ -216,7 +216,7 @@ class Runner:
         if executor is not None and any(cstep.is_llm for cstep in compiled.steps):
             # which price source and version price this session's calls (``info``, ``status``);
             # a pipeline of local steps makes no call and skips loading the price database
-            ledger.update_run(options={"prices": price_record(pipeline)})
+            ledger.update_run(options=session_prices(info.options, price_record(pipeline)))
         _reject_stale_stops(ledger)
         # One writer: whatever is in flight now was claimed by a runner that has died.
         released = ledger.release_in_flight()

@@ -60,11 +60,15 @@ class Usage:
     the Anthropic adapter adds ``cache_read_input_tokens`` and ``cache_creation_input_tokens``
     back into ``input_tokens`` so the meaning is the same for every vendor). ``output_tokens``
     includes reasoning/thinking tokens, which every vendor bills as output.
+    ``cache_write_tokens`` is the part of ``input_tokens`` written to the cache, billed at the
+    model's cache-write rate (Anthropic ``cache_creation_input_tokens``, OpenAI
+    ``cache_write_tokens`` when its usage details carry it; Gemini reports none: 0).
     """
 
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True)
