@@ -6,17 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from realtime_support import EXAMPLES, octopipe_command, offline_env
-
 from octopipe.emulator import EmulatorConfig, EmulatorThread
 from octopipe.store.lock import is_held
+from support.realtime import EXAMPLES, octopipe_command, offline_env
 
 
 def octopipe(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE_NAMES, EXAMPLES, line_of
 from octopipe.core.config import load_pipeline
 from octopipe.core.config_models import ExpressionStep, LLMStep
 from octopipe.errors import ConfigError, ConfigProblem
+from support.paths import EXAMPLE_NAMES, EXAMPLES, line_of
 
 
 def problems_of(folder: Path) -> list[ConfigProblem]:

@@ -19,17 +19,6 @@ from typing import Any
 
 import openai  # noqa: F401  (imported before forking: children start in milliseconds)
 import pytest
-from realtime_support import (
-    check_ledger,
-    copy_example,
-    drive,
-    fast_retries,
-    ledger_rows,
-    make_run,
-    realtime_attempts,
-    start_child,
-    walk_answer,
-)
 
 from octopipe.core.config import load_pipeline
 from octopipe.core.costs import cost_usd
@@ -40,6 +29,17 @@ from octopipe.emulator.answers import make_answer
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.store.ledger import Ledger
+from support.realtime import (
+    check_ledger,
+    copy_example,
+    drive,
+    fast_retries,
+    ledger_rows,
+    make_run,
+    realtime_attempts,
+    start_child,
+    walk_answer,
+)
 
 UNITS = 60
 KILLS = 4

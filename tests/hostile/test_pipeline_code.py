@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Result, Sandbox
+
+from support.hostile import Result, Sandbox
 
 HOOK = "emulator_answers.py"
 

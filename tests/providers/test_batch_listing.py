@@ -15,13 +15,13 @@ from typing import Any
 
 import httpx2
 import pytest
-from batch_builders import BatchOpener as Opener
-from batch_builders import lines
 
 from octopipe.emulator import Emulator, EmulatorConfig, run_emulator
 from octopipe.emulator.batches import BatchJob
 from octopipe.providers.batch_anthropic import AnthropicBatchProvider
 from octopipe.providers.batch_base import INTENT_KEY
+from support.provider_batch import BatchOpener as Opener
+from support.provider_batch import lines
 
 FOREIGN = 620  # more than any fixed scan limit a lister might keep (the old one was 500)
 

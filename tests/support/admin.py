@@ -1,7 +1,6 @@
 """Small pipelines and runs for the admin/integrity tests (test_admin_*, test_admin_cli*).
 
-Imported by file name (tests/ has no packages): engine tests find it beside them, CLI tests
-add this folder to ``sys.path``.
+Imported as ``from support.admin import make_run`` from any test folder (engine, cli, tui).
 """
 
 from __future__ import annotations
