@@ -18,7 +18,6 @@ import pytest
 
 from octopipe.emulator import Emulator, EmulatorConfig, run_emulator
 from octopipe.emulator.batches import BatchJob
-from octopipe.providers.batch_anthropic import AnthropicBatchProvider
 from octopipe.providers.batch_base import INTENT_KEY
 from support.provider_batch import BatchOpener as Opener
 from support.provider_batch import lines
@@ -98,12 +97,13 @@ async def test_anthropic_recent_pages_back_past_hundreds_of_newer_batches(
 ) -> None:
     async with run_emulator(EmulatorConfig()) as emu:
         provider = open_batch(emu, "anthropic")
-        assert isinstance(provider, AnthropicBatchProvider)
+        lister = provider.lister()
+        assert lister is not None  # Anthropic's batches are found by size and time
         since = time.time() - 1
         ours = await provider.submit(lines(3), model="emu-model", metadata={})
         add_foreign_batches(emu, "anthropic")
 
-        recent = await provider.recent(since)
+        recent = await lister.recent(since)
 
     assert len(recent) == FOREIGN + 1
     assert recent[-1] == (ours, 3)  # newest first: ours is the oldest
