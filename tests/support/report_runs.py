@@ -4,13 +4,13 @@ The fixture's figures are fixed: which units fail where, with which errors, and 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import textwrap
 from pathlib import Path
 
 from octopipe.engine.create import RunOptions, create_run
 from octopipe.engine.paths import RunPaths
+from support.admin import write_items, write_judge
 
 CONFIG = """
 pipeline:
@@ -60,16 +60,11 @@ PROVIDER = (
 
 
 def fanned_pipeline(folder: Path, n_items: int) -> Path:
-    (folder / "templates").mkdir(parents=True)
-    (folder / "schemas").mkdir()
+    folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(textwrap.dedent(CONFIG))
-    lines = ["items:"]
-    for i in range(n_items):
-        lines += [f"  - name: item{i:03d}", f"    n: {i}", f"    category: {'abc'[i % 3]}"]
-    (folder / "items.yaml").write_text("\n".join(lines) + "\n")
-    (folder / "templates" / "judge.jinja2").write_text("Judge {{ name }} part {{ part }}.\n")
-    schema = {"type": "object", "properties": {"score": {"type": "integer"}}}
-    (folder / "schemas" / "judge.json").write_text(json.dumps(schema))
+    write_items(folder, n_items, category=lambda i: "abc"[i % 3])
+    schema: dict[str, object] = {"type": "object", "properties": {"score": {"type": "integer"}}}
+    write_judge(folder, "Judge {{ name }} part {{ part }}.\n", schema)
     return folder
 
 
