@@ -1,6 +1,6 @@
 """kill -9 of a realtime runner at seeded instants, then resume: nothing lost, nothing twice.
 
-The runner runs in a forked child (``realtime_support.child_main``) against the emulator with
+The runner runs in a forked child (``support.realtime.child_main``) against the emulator with
 40 ms (+ up to 20 ms) latency and 4 calls in flight, so a kill lands while calls are on the
 wire, while answers are being recorded, or during start-up. After every kill the ledger must
 verify clean (units in flight stay claimed until the next start releases them); after the
