@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-from test_run_settings_cli import octopipe, walk_copy
+
+from support.cli import octopipe, walk_copy
 
 PRICES = (
     "openai:\n  house-model-7b:\n    standard: {input: 0.5, output: 1.5}\n"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ledger_builders import MakeLedger, failed_attempt, run_meta, units, valid_attempt
-
 from octopipe.store import reads
 from octopipe.store.ledger import Ledger
 from octopipe.store.records import AttemptRecord, Failure, StepDef, Success
+from support.ledger import MakeLedger, failed_attempt, run_meta, units, valid_attempt
 
 STEPS = (StepDef("walk", "expression"), StepDef("ask", "chunk"))
 

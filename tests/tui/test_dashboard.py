@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from tui_support import PAUSE_REASONS, settle
 
 from octopipe.engine.browse import RunIndex
 from octopipe.store.ledger import Ledger
+from support.tui import PAUSE_REASONS, settle
 
 
 def cells(app, name: str) -> dict[str, str]:
@@ -123,7 +123,7 @@ async def test_new_failures_after_start_are_notified(make_app, runs) -> None:
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
         before = len(app._notifications)
-        from admin_builders import fail_llm_units
+        from support.admin import fail_llm_units
 
         fail_llm_units(runs.dir_paths("judged"), "judge", {"item003": "{}"})
         await pilot.press("ctrl+r")

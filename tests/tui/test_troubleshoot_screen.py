@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tui_support import settle
+from support.tui import settle
 
 
 async def test_t_shows_the_models_answer_and_its_cost(make_app, monkeypatch) -> None:

@@ -176,7 +176,7 @@ class RealtimeExecutor:
                     tpm=self.options.tpm or api.tpm or limits.tpm,
                 )
             client = client_for(route.provider)
-            endpoint = getattr(client, "endpoint", None)
+            endpoint = client.endpoint
             watched = (route.provider, route.model, endpoint)
             if watched not in healths:
                 healths[watched] = ProviderHealth(

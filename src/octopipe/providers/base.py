@@ -124,9 +124,18 @@ def read_answer(provider: str, answer: Any, convert: Any, usage: Any) -> LLMResp
 
 @runtime_checkable
 class RealtimeProvider(Protocol):
-    """A vendor adapter for one-request-one-answer calls."""
+    """A vendor adapter for one-request-one-answer calls.
+
+    ``endpoint`` is where its calls go (a base URL), named in outage messages and keeping the
+    health of two servers of one provider apart; ``None`` when the adapter cannot say. It is a
+    declared member: the engine reads it, never probes for it."""
 
     name: str
+
+    @property
+    def endpoint(self) -> str | None:
+        """Where calls go (see the class doc)."""
+        ...
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         """Send one request. Raises ``octopipe.errors.ProviderError`` subclasses only."""

@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from realtime_support import _recording_emulators, ledger_rows
-
 from octopipe.emulator import EmulatorConfig, EmulatorRequest, EmulatorThread
 from octopipe.engine import providers_setup
 from octopipe.engine.batch import BatchOptions
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner, RunOutcome
+from support.realtime import _recording_emulators, ledger_rows
 
 FAST = BatchOptions(poll_interval_s=0.05, linger_s=0.0)
 

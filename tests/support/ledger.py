@@ -1,4 +1,4 @@
-"""Builders shared by the ledger tests (imported by name: ``from ledger_builders import ...``)."""
+"""Builders shared by the ledger tests (``from support.ledger import ...``)."""
 
 from __future__ import annotations
 

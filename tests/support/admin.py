@@ -1,13 +1,13 @@
 """Small pipelines and runs for the admin/integrity tests (test_admin_*, test_admin_cli*).
 
-Imported by file name (tests/ has no packages): engine tests find it beside them, CLI tests
-add this folder to ``sys.path``.
+Imported as ``from support.admin import make_run`` from any test folder (engine, cli, tui).
 """
 
 from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 from octopipe.engine.create import RunOptions, create_run
@@ -107,11 +107,22 @@ JUDGE_SCHEMA = {
 }
 
 
-def _items(folder: Path, n_items: int) -> None:
+def write_items(folder: Path, n_items: int, **fields: Callable[[int], object]) -> None:
+    """``items.yaml``: items ``item000``.. with ``n`` = their index and each of ``fields``
+    computed from it (``category=lambda i: "abc"[i % 3]``)."""
     lines = ["items:"]
     for i in range(n_items):
         lines += [f"  - name: item{i:03d}", f"    n: {i}"]
+        lines += [f"    {key}: {value(i)}" for key, value in fields.items()]
     (folder / "items.yaml").write_text("\n".join(lines) + "\n")
+
+
+def write_judge(folder: Path, template: str, schema: dict[str, object] = JUDGE_SCHEMA) -> None:
+    """The judge step's files: ``templates/judge.jinja2`` and ``schemas/judge.json``."""
+    (folder / "templates").mkdir(exist_ok=True)
+    (folder / "templates" / "judge.jinja2").write_text(template)
+    (folder / "schemas").mkdir(exist_ok=True)
+    (folder / "schemas" / "judge.json").write_text(json.dumps(schema))
 
 
 def expression_pipeline(
@@ -122,7 +133,7 @@ def expression_pipeline(
     folder.mkdir(parents=True)
     config = EXPRESSION_PIPELINE.format(repeat=repeat, inverse=inverse.replace('"', '\\"'))
     (folder / "config.yaml").write_text(textwrap.dedent(config))
-    _items(folder, n_items)
+    write_items(folder, n_items)
     return folder
 
 
@@ -130,7 +141,7 @@ def slow_pipeline(folder: Path, n_items: int = 20, repeat: int = 50, loops: int 
     folder.mkdir(parents=True)
     config = SLOW_PIPELINE.format(repeat=repeat, loops=loops)
     (folder / "config.yaml").write_text(textwrap.dedent(config))
-    _items(folder, n_items)
+    write_items(folder, n_items)
     return folder
 
 
@@ -138,11 +149,8 @@ def llm_pipeline(folder: Path, n_items: int = 4, repeat: int = 1, minimum: int =
     """prep (expression) -> judge (LLM, rule ``score >= minimum``) -> after (expression)."""
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(LLM_PIPELINE.format(repeat=repeat, minimum=minimum))
-    _items(folder, n_items)
-    (folder / "templates").mkdir()
-    (folder / "templates" / "judge.jinja2").write_text("Rate {{ name }} ({{ target }}).\n")
-    (folder / "schemas").mkdir()
-    (folder / "schemas" / "judge.json").write_text(json.dumps(JUDGE_SCHEMA))
+    write_items(folder, n_items)
+    write_judge(folder, "Rate {{ name }} ({{ target }}).\n")
     return folder
 
 

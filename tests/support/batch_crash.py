@@ -35,8 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crash_support import kill9, wait_for
-from realtime_support import (
+from octopipe.core.costs import TokenCounts, cost_usd
+from octopipe.core.registry import load_registry
+from octopipe.emulator import EmulatorConfig, EmulatorRequest, EmulatorThread
+from octopipe.engine.paths import RunPaths
+from octopipe.store.ledger import Ledger
+from octopipe.store.lock import is_held
+from support.crash import kill9, wait_for
+from support.realtime import (
     check_ledger,
     copy_example,
     ledger_rows,
@@ -45,13 +51,6 @@ from realtime_support import (
     set_keys,
     walk_answer,
 )
-
-from octopipe.core.costs import TokenCounts, cost_usd
-from octopipe.core.registry import load_registry
-from octopipe.emulator import EmulatorConfig, EmulatorRequest, EmulatorThread
-from octopipe.engine.paths import RunPaths
-from octopipe.store.ledger import Ledger
-from octopipe.store.lock import is_held
 
 MODEL = "gpt-4o-mini"
 KINDS = ("timed", "timed", "after_submit", "mid_collect", "before_collected")

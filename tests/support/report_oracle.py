@@ -2,8 +2,7 @@
 the ledger file (no index hints, none of the store's queries), records merged and errors
 counted in Python, row by row. Tests compare every figure of a report with this.
 
-Imported by file name (tests/ has no packages): engine tests find it beside them, CLI and
-hostile tests add this folder to ``sys.path``.
+Imported as ``from support.report_oracle import expected_report`` from any test folder.
 """
 
 from __future__ import annotations

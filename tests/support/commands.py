@@ -1,5 +1,5 @@
 """One example of every command (and of every field set), shared by the codec, store and
-engine tests (imported by name: ``from command_examples import EXAMPLES``)."""
+engine tests (``from support.commands import EXAMPLES``)."""
 
 from __future__ import annotations
 

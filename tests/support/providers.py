@@ -1,4 +1,4 @@
-"""Builders shared by the provider tests (imported by name: tests have no packages)."""
+"""Builders shared by the provider tests (``from support.providers import ...``)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
-"""Builders shared by the batch tests (imported by name: tests have no packages)."""
+"""Builders shared by the batch tests (``from support.providers import ...``)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-
-from provider_builders import VERDICT_SCHEMA, make_request
 
 from octopipe.emulator import Emulator
 from octopipe.providers.batch_base import (
@@ -15,6 +13,7 @@ from octopipe.providers.batch_base import (
     BatchResultLine,
     BatchStatus,
 )
+from support.providers import VERDICT_SCHEMA, make_request
 
 BatchOpener = Callable[[Emulator, str], BatchProvider]
 """The ``open_batch`` fixture: ``open_batch(emu, vendor)`` -> an adapter aimed at ``emu``."""

@@ -1,19 +1,15 @@
 """Fixture runs in every state, made with the real engine, for the TUI's Pilot tests (the
-fixtures are re-exported by conftest.py; helpers are imported from here by name)."""
+fixtures are re-exported by conftest.py; helpers are imported as ``from support.tui import ...``)."""
 
 from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from textual.worker import WorkerCancelled
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from admin_builders import expression_pipeline, fail_llm_units, llm_pipeline, make_run
 
 from octopipe.core.commands import Kill
 from octopipe.core.states import RunEvent
@@ -23,6 +19,7 @@ from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
 from octopipe.tui.app import OctopipeApp, build_app
 from octopipe.tui.port import RunControl, RunQueries
+from support.admin import expression_pipeline, fail_llm_units, llm_pipeline, make_run
 
 FAILING = "10 // ((n + 1) % 3)"  # fails for every item whose n % 3 == 2
 PAUSE_REASONS = {
