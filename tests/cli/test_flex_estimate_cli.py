@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from genai_prices import Usage as DbUsage
 from genai_prices import calc_price
-from test_run_settings_cli import walk_copy
 
 from octopipe.core.checker import check_pipeline
 from octopipe.core.config import load_pipeline
 from octopipe.engine.estimate import RunEstimate, estimate_pipeline
+from support.cli import walk_copy
 
 MODEL = "gpt-6-luna"
 

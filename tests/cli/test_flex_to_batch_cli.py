@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from genai_prices import Usage as DbUsage
 from genai_prices import calc_price
-from test_run_settings_cli import octopipe, offline_env, walk_answer, walk_copy
 
 from octopipe.emulator import EmulatorConfig, EmulatorThread
+from support.cli import octopipe, walk_copy
+from support.realtime import offline_env, walk_answer
 
 MODEL = "gpt-6-luna"
 

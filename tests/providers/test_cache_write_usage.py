@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from genai_prices import Usage as DbUsage
 from genai_prices import calc_price
-from provider_builders import make_request
 
 from octopipe.core.costs import cost_usd
 from octopipe.core.registry import load_registry
 from octopipe.emulator import EmulatorConfig, run_emulator
 from octopipe.providers.anthropic_adapter import anthropic_usage
 from octopipe.providers.openai_adapter import openai_usage
+from support.providers import make_request
 
 LONG_PROMPT = "word " * 4_000  # 5_000 tokens by the emulator's count
 WRITES, READS = 1_200, 300

@@ -3,9 +3,8 @@ repair rebuilds a row that drifted, and leaves a sound one alone."""
 
 from __future__ import annotations
 
-from ledger_builders import MakeLedger, failed_attempt, tamper, units
-
 from octopipe.store.ledger import Ledger
+from support.ledger import MakeLedger, failed_attempt, tamper, units
 
 
 def _two_priced_attempts(ledger: Ledger) -> None:
