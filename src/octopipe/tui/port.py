@@ -432,8 +432,15 @@ class ReadOnlyControl(RunControl):
 
 
 def environment_note() -> str | None:
-    """A warning when no provider API key is set (the emulator needs none)."""
-    keys = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
-    if any(os.environ.get(k) for k in keys):
-        return None
+    """A warning when no provider's API key is set (the emulator needs none). The key
+    variables are the catalog's (``ProviderSpec.key_variables``), plugins' included."""
+    from octopipe.providers.catalog import catalog
+
+    specs = catalog()
+    for name in specs.names():
+        spec = specs.get(name)
+        if spec is None:
+            continue
+        if any(os.environ.get(k) for k in spec.key_variables):
+            return None
     return "no provider API key is set: only --provider fake (the local emulator) can run"

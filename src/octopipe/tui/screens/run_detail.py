@@ -60,6 +60,17 @@ class UnitFilter:
         )
 
 
+def model_text(view: Any, report: Any) -> str:
+    """The models the run's LLM calls used (from its attempts, through the report); before
+    any call, the run's own setting, else "the pipeline's model"."""
+    used = list(report.models) if report is not None else []
+    if used:
+        return ", ".join(used)
+    if view.provider or view.model:
+        return f"{view.provider or 'pipeline provider'}/{view.model or 'pipeline model'}"
+    return "the pipeline's provider/model (no call yet)"
+
+
 class RunDetailScreen(RunActions):
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -216,8 +227,7 @@ class RunDetailScreen(RunActions):
         out.append(status_text(view.status, view.reason) + "\n", style="bold")
         live = f"live, runner pid {view.runner_pid}" if view.live else "no live runner"
         out.append(f"{live}\n")
-        out.append(f"mode {view.mode}; {view.provider or 'pipeline provider'}")
-        out.append(f"/{view.model or 'default model'}\n")
+        out.append(f"mode {view.mode}; {model_text(view, self.report)}\n")
         out.append(f"cost {cost_text(view.known_cost_usd, view.unknown_cost_attempts)}")
         if self.report is not None:
             first = self.report.first.cost
