@@ -167,6 +167,35 @@ class RunQueries:
 
         return troubleshoot(self.paths(name), provider=provider, model=model)
 
+    def troubleshoot_models(self) -> list[ModelChoice]:
+        """The models troubleshoot (T) may ask: every priced model of a configured provider
+        (API key set), cheapest (output, input) first, then the emulator's default model,
+        which is the only one (and so the default) when no provider is configured."""
+        from octopipe.core.registry import load_registry
+        from octopipe.engine.providers_setup import configured_providers
+        from octopipe.providers.catalog import FAKE
+
+        registry = load_registry()
+        priced = []
+        for provider in configured_providers():
+            for info in registry.models(provider):
+                found = registry.rates(provider, info.name, "standard")
+                if found is not None:
+                    rates = found.base
+                    label = (
+                        f"{provider}/{info.name}  ${rates.input:g} in / ${rates.output:g} out "
+                        "per 1M tokens"
+                    )
+                    priced.append(
+                        ((rates.output, rates.input), ModelChoice(provider, info.name, label))
+                    )
+        priced.sort(key=lambda item: item[0])
+        fake_model = registry.default_model(FAKE) or "gpt-6-luna"
+        emulator = ModelChoice(
+            FAKE, fake_model, f"{FAKE}/{fake_model}  the local emulator, no cost"
+        )
+        return [choice for _, choice in priced] + [emulator]
+
     def compare(self, names: Sequence[str]) -> Any:
         from octopipe.engine.compare import compare_runs
 
@@ -403,6 +432,15 @@ class RunControl:
             browse.export_results(self._paths(name)), cli(self.runs_dir, "export", name)
         )
 
+    def save_diagnostics(self, name: str, markdown: str) -> Path:
+        """Write ``markdown`` to ``DIAGNOSTIC.md`` in the run's folder (beside the ledger,
+        never in it) and return the path; an existing file is replaced."""
+        target = self._paths(name).root / "DIAGNOSTIC.md"
+        tmp = target.with_name(".DIAGNOSTIC.md.tmp")
+        tmp.write_text(markdown, encoding="utf-8")
+        tmp.replace(target)
+        return target
+
 
 class ReadOnlyControl(RunControl):
     """``--read-only``: every change is refused with a message; nothing is touched."""
@@ -429,6 +467,9 @@ class ReadOnlyControl(RunControl):
 
     def export(self, name: str) -> ActionResult:
         raise ReadOnlyRefused("export")
+
+    def save_diagnostics(self, name: str, markdown: str) -> Path:
+        raise ReadOnlyRefused("saving DIAGNOSTIC.md")
 
 
 def environment_note() -> str | None:

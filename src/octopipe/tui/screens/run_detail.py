@@ -525,11 +525,11 @@ class RunDetailScreen(RunActions):
         self.app.push_screen(DiagnosticsScreen(self.run_name))
 
     def action_troubleshoot(self) -> None:
-        from octopipe.tui.screens.diagnostics import TroubleshootScreen
+        from octopipe.tui.screens.diagnostics import pick_troubleshoot_model
 
         if self._refused_read_only("troubleshoot (it calls a model)"):
             return
-        self.app.push_screen(TroubleshootScreen(self.run_name))
+        pick_troubleshoot_model(self, self.run_name)
 
     def action_artifacts(self) -> None:
         from octopipe.tui.screens.modals import TextScreen
