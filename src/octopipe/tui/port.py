@@ -11,7 +11,6 @@ command so the screen can show it.
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
@@ -173,7 +172,7 @@ class RunQueries:
         which is the only one (and so the default) when no provider is configured."""
         from octopipe.core.registry import load_registry
         from octopipe.engine.providers_setup import configured_providers
-        from octopipe.providers.catalog import FAKE
+        from octopipe.engine.troubleshoot import cheapest_model
 
         registry = load_registry()
         priced = []
@@ -190,9 +189,9 @@ class RunQueries:
                         ((rates.output, rates.input), ModelChoice(provider, info.name, label))
                     )
         priced.sort(key=lambda item: item[0])
-        fake_model = registry.default_model(FAKE) or "gpt-6-luna"
+        fake, fake_model = cheapest_model(())  # the emulator's default model
         emulator = ModelChoice(
-            FAKE, fake_model, f"{FAKE}/{fake_model}  the local emulator, no cost"
+            fake, fake_model, f"{fake}/{fake_model}  the local emulator, no cost"
         )
         return [choice for _, choice in priced] + [emulator]
 
@@ -473,15 +472,11 @@ class ReadOnlyControl(RunControl):
 
 
 def environment_note() -> str | None:
-    """A warning when no provider's API key is set (the emulator needs none). The key
-    variables are the catalog's (``ProviderSpec.key_variables``), plugins' included."""
-    from octopipe.providers.catalog import catalog
+    """A warning when no provider's API key is set (the emulator needs none). Which variables
+    hold keys is the provider catalog's word (``ProviderSpec.key_variables``, asked through
+    ``engine.providers_setup.configured_providers``), not a list kept here."""
+    from octopipe.engine.providers_setup import configured_providers
 
-    specs = catalog()
-    for name in specs.names():
-        spec = specs.get(name)
-        if spec is None:
-            continue
-        if any(os.environ.get(k) for k in spec.key_variables):
-            return None
+    if configured_providers():
+        return None
     return "no provider API key is set: only --provider fake (the local emulator) can run"
