@@ -14,6 +14,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,6 +314,8 @@ class RunControl:
         self.runs_dir = Path(runs_dir)
         self._spawn = spawn
         self._wait_s = wait_s
+        self._starting: dict[str, threading.Event] = {}
+        self._starting_lock = threading.Lock()
 
     def _paths(self, name: str) -> RunPaths:
         return resolve_run(name, self.runs_dir)
@@ -322,6 +325,7 @@ class RunControl:
         runner applies it; with none, it is applied under the run's lock."""
         from octopipe.engine.control import change_run_detailed
 
+        self._wait_for_start(name)
         outcome = change_run_detailed(self._paths(name), command, wait_s=self._wait_s)
         return ActionResult(outcome.message, cli_text)
 
@@ -361,7 +365,7 @@ class RunControl:
     def resume(self, name: str) -> ActionResult:
         """Start a runner for the run in the background (``octopipe run RUN --detach``)."""
         argv = ["run", name, "--detach", "--runs-dir", str(self.runs_dir)]
-        return self._run_cli(argv, cli(self.runs_dir, "run", name, "--detach"))
+        return self._run_cli(argv, cli(self.runs_dir, "run", name, "--detach"), name)
 
     def launch(self, request: LaunchRequest) -> ActionResult:
         """A new run of a pipeline, driven in the background as ``run --detach`` does."""
@@ -384,10 +388,30 @@ class RunControl:
             if value is not None and value != "":
                 words += [flag, value]
         argv = [str(w) for w in words] + ["--runs-dir", str(self.runs_dir)]
-        return self._run_cli(argv, cli(self.runs_dir, *words))
+        return self._run_cli(argv, cli(self.runs_dir, *words), request.name)
 
-    def _run_cli(self, argv: list[str], command: str) -> ActionResult:
-        done = self._spawn(argv)
+    def _wait_for_start(self, name: str) -> None:
+        """A change of a run this TUI is starting a runner for waits until ``run --detach``
+        has started it (and so written ``runner.starting``, which makes the engine queue the
+        change for that runner instead of applying it before the runner undoes it)."""
+        with self._starting_lock:
+            event = self._starting.get(name)
+        if event is not None:
+            event.wait(timeout=180)
+
+    def _run_cli(self, argv: list[str], command: str, run: str | None = None) -> ActionResult:
+        event = threading.Event()
+        if run is not None:
+            with self._starting_lock:
+                self._starting[run] = event
+        try:
+            done = self._spawn(argv)
+        finally:
+            event.set()
+            if run is not None:
+                with self._starting_lock:
+                    if self._starting.get(run) is event:
+                        del self._starting[run]
         text = "\n".join(t.strip() for t in (done.stdout, done.stderr) if t.strip())
         if done.returncode != 0:
             raise UsageError(f"{command} failed (exit {done.returncode}): {text or 'no output'}")
@@ -449,7 +473,7 @@ class ReadOnlyControl(RunControl):
     def _change(self, name: str, command: Command, cli_text: str) -> ActionResult:
         raise ReadOnlyRefused(command.kind)
 
-    def _run_cli(self, argv: list[str], command: str) -> ActionResult:
+    def _run_cli(self, argv: list[str], command: str, run: str | None = None) -> ActionResult:
         raise ReadOnlyRefused(argv[0])
 
     def archive(self, name: str) -> ActionResult:
