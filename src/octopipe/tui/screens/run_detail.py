@@ -112,6 +112,7 @@ class RunDetailScreen(RunActions):
         self.log_lines: list[str] = []
         self.level = 0
         self.report: Any = None
+        self._report_started = False
         self.units_loaded = 0
         self.funnel_view: Any = None
 
@@ -157,7 +158,10 @@ class RunDetailScreen(RunActions):
             batches.add_column(label, key=key)
         units.focus()
         self.refresh_now()
-        self.load_report()
+        # The report reads every attempt (seconds on a million units): it starts once the
+        # first units are shown, so its thread does not slow the screen's opening down (a
+        # timer starts it anyway should that page never come).
+        self.set_timer(2.0, self._start_report)
         self.follow_log()
         self.set_interval(self.octo.refresh_s, self.refresh_now)
         self.set_interval(1.0, self.follow_log)
@@ -268,6 +272,12 @@ class RunDetailScreen(RunActions):
         if self.row is not None and self.row.view.live:
             self.load_report()
 
+    def _start_report(self) -> None:
+        """The first report of this screen, once (later ones follow a live run)."""
+        if not self._report_started:
+            self._report_started = True
+            self.load_report()
+
     def load_report(self) -> None:
         name = self.run_name
 
@@ -337,6 +347,7 @@ class RunDetailScreen(RunActions):
         def got(rows: list[Any]) -> None:
             self.loading_units = False
             self._add_rows(rows, replace=replace)
+            self._start_report()
 
         def fetch() -> list[Any]:
             try:
