@@ -46,7 +46,7 @@ async def test_every_run_state_is_shown_with_its_columns(make_app) -> None:
         assert judged["cost"] == "unknown"  # the fake model has no price: never "$0"
         assert cells(app, "complete")["cost"] == "$0.00"
         totals = str(app.screen.query_one("#totals").render())
-        assert "Runs 12" in totals and "(some unknown)" in totals
+        assert "Runs 12" in totals and "Cost $0.00 + unknown (1 run unpriced)" in totals
 
 
 async def test_refresh_keeps_the_cursor_on_the_same_run(make_app, runs) -> None:

@@ -48,6 +48,7 @@ from octopipe.engine.providers_setup import (
 from octopipe.engine.queries import RunInfo, run_info, run_status, runner_live
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner, RunOutcome
+from octopipe.engine.starting import mark_starting, started_at
 from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError, RunLocked, UsageError
 from octopipe.providers.catalog import FAKE, catalog, resolve_api_key
 
@@ -655,6 +656,7 @@ def _detach(paths: RunPaths, flags: Mapping[str, object], switches: list[str]) -
         if value is not None:
             args += [flag, str(value)]
     out = (paths.root / "runner.out").open("ab")
+    since = started_at()
     process = subprocess.Popen(
         [sys.executable, "-m", "octopipe", "run", *args],
         stdin=subprocess.DEVNULL,
@@ -664,6 +666,7 @@ def _detach(paths: RunPaths, flags: Mapping[str, object], switches: list[str]) -
         cwd=Path.cwd(),
     )
     out.close()
+    mark_starting(paths.root, process.pid, since)  # changes sent meanwhile are queued for it
     console.print(
         f"run {paths.name} continues in the background (pid {process.pid}); follow it with "
         f"`octopipe watch {paths.name}`, stop it with `octopipe pause {paths.name}`; its "
