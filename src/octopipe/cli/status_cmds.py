@@ -212,6 +212,17 @@ def _print_batches(view: RunStatusView) -> None:
         console.print(f"... and {hidden:,} more open batches (`status --json` lists all)")
 
 
+def tiers_text(tiers: list[dict[str, Any]]) -> str:
+    """The tiers that served a run's calls, costliest first, each with its share of the known
+    cost when the run mixes tiers (``batch 80%, flex 20%``); ``-`` before any call."""
+    if len(tiers) <= 1:
+        return tiers[0]["tier"] if tiers else "-"
+    known = sum(t["known_cost_usd"] for t in tiers)
+    if not known:
+        return ", ".join(t["tier"] for t in tiers)
+    return ", ".join(f"{t['tier']} {t['known_cost_usd'] / known:.0%}" for t in tiers)
+
+
 @click.command()
 @runs_dir_option
 @click.option("--all", "include_archived", is_flag=True, help="Include archived runs.")
@@ -236,6 +247,7 @@ def ps(runs_dir: Path | None, include_archived: bool, as_json: bool) -> int:
         "valid",
         "failed",
         "cost",
+        "tiers",
         "mode",
         "updated",
     ):
@@ -243,7 +255,7 @@ def ps(runs_dir: Path | None, include_archived: bool, as_json: bool) -> int:
     for v in views:
         name = f"{v.name} (archived)" if v.archived else v.name
         if v.error is not None:
-            table.add_row(name, "?", v.status, "-", "-", "-", "-", "-", "-", "-")
+            table.add_row(name, "?", v.status, "-", "-", "-", "-", "-", "-", "-", "-")
             continue
         table.add_row(
             name,
@@ -254,6 +266,7 @@ def ps(runs_dir: Path | None, include_archived: bool, as_json: bool) -> int:
             f"{v.valid:,}",
             f"{v.failed:,}",
             cost_text(v.known_cost_usd, v.unknown_cost_attempts),
+            tiers_text(v.cost_by_tier),
             v.mode,
             v.updated_at[:19],
         )

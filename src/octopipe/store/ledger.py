@@ -64,6 +64,7 @@ from octopipe.store.records import (
     RunMeta,
     StepDef,
     TierCost,
+    TierTotal,
     VerifyReport,
 )
 from octopipe.store.report_reads import ReportReads
@@ -383,6 +384,9 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads, BrowseReads):
 
     def cost_totals(self) -> CostTotals:
         return self._read(reads.cost_totals)
+
+    def tier_totals(self) -> list[TierTotal]:
+        return self._read(reads.tier_totals)
 
     def cost_by_tier(self) -> list[TierCost]:
         """Cost per (provider, model, tier) and its standard-price equivalent."""

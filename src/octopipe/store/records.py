@@ -336,6 +336,21 @@ class CostTotals:
 
 
 @dataclass(frozen=True)
+class TierTotal:
+    """What the LLM attempts served at one tier cost: ``known_usd`` sums the known prices,
+    ``unknown_calls`` counts the calls whose price is unknown."""
+
+    tier: str
+    calls: int
+    known_usd: float
+    unknown_calls: int
+
+    @property
+    def cost_usd(self) -> float | None:
+        return None if self.unknown_calls else self.known_usd
+
+
+@dataclass(frozen=True)
 class TierCost:
     """What the answered calls of one (provider, model, tier) cost, and what the same usage
     costs at the standard realtime price. Unknown costs are counted, not guessed: ``*_usd``

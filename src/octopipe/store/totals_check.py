@@ -1,4 +1,5 @@
-"""Checking and rebuilding the LLM totals row kept by migration ``0006_attempt_totals``.
+"""Checking and rebuilding the totals kept by triggers: the LLM totals row (migration
+``0006_attempt_totals``) and the rows per tier (``0007_tier_totals``).
 
 The row is maintained by triggers, so it only drifts when the file was edited by hand or
 damaged. ``verify`` compares it with a scan of the attempts (one pass over the covering index
@@ -12,7 +13,7 @@ import math
 import sqlite3
 from typing import Any
 
-from octopipe.store.reads import scanned_cost_totals
+from octopipe.store.reads import scanned_cost_totals, scanned_tier_totals
 from octopipe.store.schema import has_table
 
 _COLUMNS = ("cost_usd", "unpriced", "attempts", "input_tokens", "output_tokens", "cached_tokens")
@@ -27,10 +28,25 @@ SELECT 'llm', COUNT(*), COUNT(*) - COUNT(cost_usd), SUM(cost_usd), COALESCE(SUM(
 FROM attempts WHERE mode != 'local'"""
 
 
+_TIER_COLUMNS = ("calls", "known_usd", "unpriced")
+
+_REBUILD_TIERS = """
+DELETE FROM tier_totals;
+INSERT INTO tier_totals
+SELECT COALESCE(tier, CASE mode WHEN 'batch' THEN 'batch' ELSE 'standard' END) AS t, COUNT(*),
+       COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd)
+FROM attempts WHERE mode != 'local' GROUP BY t"""
+
+
 def totals_problems(conn: sqlite3.Connection) -> list[str]:
-    """One line per column of the totals row that disagrees with the attempts (costs within
-    1e-9 relative or 1e-9 USD agree: sums taken in another order may differ in the last
-    bits); a missing row is one problem; no table (an old ledger) is none."""
+    """One line per column of the kept totals (the LLM totals row, the rows per tier) that
+    disagrees with the attempts (costs within 1e-9 relative or 1e-9 USD agree: sums taken in
+    another order may differ in the last bits); a missing row is one problem; no table (an
+    old ledger) is none."""
+    return _llm_row_problems(conn) + _tier_problems(conn)
+
+
+def _llm_row_problems(conn: sqlite3.Connection) -> list[str]:
     if not has_table(conn, "attempt_totals"):
         return []
     stored = conn.execute(_STORED).fetchall()
@@ -44,12 +60,36 @@ def totals_problems(conn: sqlite3.Connection) -> list[str]:
     ]
 
 
+def _tier_problems(conn: sqlite3.Connection) -> list[str]:
+    if not has_table(conn, "tier_totals"):
+        return []
+    kept = {
+        r[0]: r[1:]
+        for r in conn.execute("SELECT tier, calls, known_usd, unpriced FROM tier_totals")
+        if r[1] != 0
+    }
+    scanned = {r[0]: r[1:] for r in scanned_tier_totals(conn)}
+    problems = []
+    for tier in sorted(kept.keys() | scanned.keys()):
+        have, want = kept.get(tier, (0, 0.0, 0)), scanned.get(tier, (0, 0.0, 0))
+        problems += [
+            f"the {tier} tier's totals row says {name} = {k!r}, the attempts add up to {a!r}"
+            for name, k, a in zip(_TIER_COLUMNS, have, want, strict=True)
+            if not _agree(k, a)
+        ]
+    return problems
+
+
 def rebuild_totals(conn: sqlite3.Connection) -> bool:
-    """Rewrite the totals row from the attempts when it disagrees with them; returns whether
+    """Rewrite the kept totals from the attempts when they disagree with them; returns whether
     it did. The caller holds the write transaction."""
     if not totals_problems(conn):
         return False
-    conn.execute(_REBUILD)
+    if _llm_row_problems(conn):
+        conn.execute(_REBUILD)
+    if _tier_problems(conn):
+        for statement in _REBUILD_TIERS.split(";"):
+            conn.execute(statement)
     return True
 
 
