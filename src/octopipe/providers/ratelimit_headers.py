@@ -118,4 +118,3 @@ def _value(h: dict[str, str], name: str, parse: Callable[[str], T]) -> T | None:
     except ValueError:
         log.warning("ignoring malformed rate-limit header %s: %r", name, text)
         return None
-
