@@ -277,68 +277,75 @@ END;
 """
 
 
+# The pieces of migration 0007_cost_groups' SQL, each for one attempt row: NEW, OLD or the
+# attempts table itself.
+def _cg_key(row: str) -> str:
+    return (
+        f"COALESCE({row}.provider, ''), COALESCE({row}.model, ''), "
+        f"COALESCE({row}.tier, CASE {row}.mode WHEN 'batch' THEN 'batch' ELSE 'standard' END)"
+    )
+
+
+def _cg_answered(row: str) -> str:
+    return (
+        f"{row}.mode != 'local' AND NOT ({row}.outcome = 'error' AND {row}.input_tokens = 0"
+        f" AND {row}.output_tokens = 0 AND {row}.cost_usd IS NOT NULL AND {row}.cost_usd = 0)"
+    )
+
+
+def _cg_standard(row: str) -> str:
+    return (
+        f"CASE WHEN {row}.tier IS NULL AND {row}.mode = 'batch' THEN NULL "
+        f"WHEN {row}.tier IS NULL THEN {row}.cost_usd ELSE {row}.standard_cost_usd END"
+    )
+
+
+def _cg_values(row: str) -> str:
+    return (
+        f"{_cg_key(row)}, 1, COALESCE({row}.input_tokens, 0), COALESCE({row}.output_tokens, 0), "
+        f"COALESCE({row}.cached_tokens, 0), COALESCE({row}.cost_usd, 0), "
+        f"{row}.cost_usd IS NULL, COALESCE({_cg_standard(row)}, 0), ({_cg_standard(row)}) IS NULL"
+    )
+
+
+def _cg_add(row: str) -> str:
+    return f"""INSERT INTO cost_groups SELECT {_cg_values(row)} WHERE {_cg_answered(row)}
+ON CONFLICT (provider, model, tier) DO UPDATE SET
+    calls = calls + 1,
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    cached_tokens = cached_tokens + excluded.cached_tokens,
+    known_usd = known_usd + excluded.known_usd,
+    unpriced = unpriced + excluded.unpriced,
+    standard_known_usd = standard_known_usd + excluded.standard_known_usd,
+    standard_unpriced = standard_unpriced + excluded.standard_unpriced;"""
+
+
+def _cg_remove(row: str) -> str:
+    return f"""UPDATE cost_groups SET
+    calls = calls - 1,
+    input_tokens = input_tokens - COALESCE({row}.input_tokens, 0),
+    output_tokens = output_tokens - COALESCE({row}.output_tokens, 0),
+    cached_tokens = cached_tokens - COALESCE({row}.cached_tokens, 0),
+    known_usd = known_usd - COALESCE({row}.cost_usd, 0),
+    unpriced = unpriced - ({row}.cost_usd IS NULL),
+    standard_known_usd = standard_known_usd - COALESCE({_cg_standard(row)}, 0),
+    standard_unpriced = standard_unpriced - (({_cg_standard(row)}) IS NULL)
+WHERE ({_cg_answered(row)}) AND (provider, model, tier) = ({_cg_key(row)});"""
+
+
 def _cost_group_sql() -> tuple[str, str]:
     """Migration ``0007_cost_groups``: what the answered LLM attempts of each (provider,
     model, tier) cost, with their standard-price equivalent, kept by triggers like
     ``attempt_totals``, so ``status`` splits the cost and ``ps`` shows the tiers without
     scanning the attempts. "Answered" and the tier of an attempt with no tier (its mode's)
     are exactly those of ``reads.scanned_cost_groups``."""
-
-    def key(row: str) -> str:
-        return (
-            f"COALESCE({row}.provider, ''), COALESCE({row}.model, ''), "
-            f"COALESCE({row}.tier, CASE {row}.mode WHEN 'batch' THEN 'batch' ELSE 'standard' END)"
-        )
-
-    def answered(row: str) -> str:
-        return (
-            f"{row}.mode != 'local' AND NOT ({row}.outcome = 'error' AND {row}.input_tokens = 0"
-            f" AND {row}.output_tokens = 0 AND {row}.cost_usd IS NOT NULL AND {row}.cost_usd = 0)"
-        )
-
-    def standard(row: str) -> str:
-        return (
-            f"CASE WHEN {row}.tier IS NULL AND {row}.mode = 'batch' THEN NULL "
-            f"WHEN {row}.tier IS NULL THEN {row}.cost_usd ELSE {row}.standard_cost_usd END"
-        )
-
-    def values(row: str) -> str:
-        return (
-            f"{key(row)}, 1, COALESCE({row}.input_tokens, 0), COALESCE({row}.output_tokens, 0), "
-            f"COALESCE({row}.cached_tokens, 0), COALESCE({row}.cost_usd, 0), "
-            f"{row}.cost_usd IS NULL, COALESCE({standard(row)}, 0), ({standard(row)}) IS NULL"
-        )
-
-    def add(row: str) -> str:
-        return f"""INSERT INTO cost_groups SELECT {values(row)} WHERE {answered(row)}
-    ON CONFLICT (provider, model, tier) DO UPDATE SET
-        calls = calls + 1,
-        input_tokens = input_tokens + excluded.input_tokens,
-        output_tokens = output_tokens + excluded.output_tokens,
-        cached_tokens = cached_tokens + excluded.cached_tokens,
-        known_usd = known_usd + excluded.known_usd,
-        unpriced = unpriced + excluded.unpriced,
-        standard_known_usd = standard_known_usd + excluded.standard_known_usd,
-        standard_unpriced = standard_unpriced + excluded.standard_unpriced;"""
-
-    def remove(row: str) -> str:
-        return f"""UPDATE cost_groups SET
-        calls = calls - 1,
-        input_tokens = input_tokens - COALESCE({row}.input_tokens, 0),
-        output_tokens = output_tokens - COALESCE({row}.output_tokens, 0),
-        cached_tokens = cached_tokens - COALESCE({row}.cached_tokens, 0),
-        known_usd = known_usd - COALESCE({row}.cost_usd, 0),
-        unpriced = unpriced - ({row}.cost_usd IS NULL),
-        standard_known_usd = standard_known_usd - COALESCE({standard(row)}, 0),
-        standard_unpriced = standard_unpriced - (({standard(row)}) IS NULL)
-    WHERE ({answered(row)}) AND (provider, model, tier) = ({key(row)});"""
-
     fill = f"""INSERT INTO cost_groups
-SELECT {key("attempts")}, COUNT(*), COALESCE(SUM(input_tokens), 0),
+SELECT {_cg_key("attempts")}, COUNT(*), COALESCE(SUM(input_tokens), 0),
        COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cached_tokens), 0),
        COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd),
-       COALESCE(SUM({standard("attempts")}), 0), COUNT(*) - COUNT({standard("attempts")})
-FROM attempts WHERE {answered("attempts")} GROUP BY 1, 2, 3"""
+       COALESCE(SUM({_cg_standard("attempts")}), 0), COUNT(*) - COUNT({_cg_standard("attempts")})
+FROM attempts WHERE {_cg_answered("attempts")} GROUP BY 1, 2, 3"""
     return (
         f"""
 CREATE TABLE cost_groups (
@@ -357,16 +364,16 @@ CREATE TABLE cost_groups (
 );
 {fill};
 CREATE TRIGGER cost_groups_insert AFTER INSERT ON attempts BEGIN
-    {add("NEW")}
+    {_cg_add("NEW")}
 END;
 CREATE TRIGGER cost_groups_delete AFTER DELETE ON attempts BEGIN
-    {remove("OLD")}
+    {_cg_remove("OLD")}
 END;
 CREATE TRIGGER cost_groups_update AFTER UPDATE OF
     mode, tier, outcome, provider, model, cost_usd, standard_cost_usd,
     input_tokens, output_tokens, cached_tokens ON attempts BEGIN
-    {remove("OLD")}
-    {add("NEW")}
+    {_cg_remove("OLD")}
+    {_cg_add("NEW")}
 END;
 """,
         fill,
