@@ -72,11 +72,15 @@ class RateGate:
         ceiling = self.limit_per_s * HEADROOM
         self.rate = min(ceiling, self.rate + self.limit_per_s * RECOVERY_SHARE)
 
-    def retarget(self, now: float, limit_per_s: float) -> None:
-        """Pace to a new limit, keeping the AIMD share reached; the booked queue restarts."""
+    def retarget(self, limit_per_s: float) -> None:
+        """Pace to a new limit, keeping the AIMD share reached."""
         share = self.rate / (self.limit_per_s * HEADROOM)
         self.limit_per_s = limit_per_s
         self.rate = limit_per_s * HEADROOM * share
+
+    def restart(self, now: float) -> None:
+        """Forget the slots booked ahead (their requests book again): the next is one unit
+        after now at the latest."""
         self.next_at = min(self.next_at, now + 1.0 / self.rate)
 
     def heed_remaining(self, now: float, remaining: int | None, reset_s: float | None) -> None:
@@ -165,8 +169,11 @@ class Pacer:
             self.learned_tpm = stated.tokens_limit
             self.tokens = self._retarget(self.tokens, now, stated.tokens_limit, self.tpm_cap)
             changed = True
-        if changed:
+        if changed:  # every waiting request books again, on every gate
             self.repaced += 1
+            for gate in (self.requests, self.tokens):
+                if gate is not None:
+                    gate.restart(now)
         if self.requests is not None:
             self.requests.heed_remaining(now, stated.requests_remaining, stated.requests_reset_s)
         if self.tokens is not None:
@@ -180,7 +187,7 @@ class Pacer:
         limit_per_s = (_lower(float(per_minute), cap) or float(per_minute)) / 60.0
         if gate is None:
             return RateGate(limit_per_s, next_at=now)
-        gate.retarget(now, limit_per_s)
+        gate.retarget(limit_per_s)
         return gate
 
     @property
