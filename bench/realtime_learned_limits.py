@@ -120,7 +120,9 @@ def run_cli(work: Path, pipeline: Path, root: str) -> tuple[int, float, float, s
     command = [*octopipe_command(), "run", str(pipeline), "--yes", "--quiet"]
     command += ["--run", "learned", "--runs-dir", str(work / "runs")]
     t0 = time.monotonic()
-    child = subprocess.Popen(command, env=env, cwd=work, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        command, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     assert child.stderr is not None
     stderr = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)
