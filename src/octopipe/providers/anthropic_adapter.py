@@ -37,6 +37,7 @@ from typing import Any, Literal
 import anthropic
 import httpx2
 
+from octopipe.providers import transport
 from octopipe.providers.base import (
     DEADLINE_GRACE_S,
     LLMRequest,
@@ -68,6 +69,7 @@ class AnthropicProvider:
             base_url=settings.base_url,
             timeout=settings.timeout_s,
             max_retries=settings.max_retries_sdk,
+            http_client=transport.http_client(anthropic, settings.timeout_s),
         )
         self.endpoint = str(self._client.base_url)
 

@@ -34,6 +34,7 @@ from typing import Any
 import httpx2
 import openai
 
+from octopipe.providers import transport
 from octopipe.providers.base import (
     DEADLINE_GRACE_S,
     LLMRequest,
@@ -60,6 +61,7 @@ class OpenAIProvider:
             base_url=settings.base_url,
             timeout=settings.timeout_s,
             max_retries=settings.max_retries_sdk,
+            http_client=transport.http_client(openai, settings.timeout_s),
         )
         self.endpoint = str(self._client.base_url)
 
