@@ -20,6 +20,7 @@ from ``wait4``) per call is printed too.
     python bench/realtime_learned_limits.py                 # ~2 minutes; prints one JSON object
     python bench/realtime_learned_limits.py --seconds 40    # a quicker look (window not full)
     python bench/realtime_learned_limits.py --account-tpm 300000   # tokens bind instead
+    python bench/realtime_learned_limits.py --keep /tmp/learned-run   # keep trace.jsonl, run.log
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=100.0, help="length of the run")
     parser.add_argument("--edge-s", type=float, default=5.0, help="cut from each end")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the run folder here")
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.latency_ms, args.account_rpm, args.account_tpm)
@@ -207,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="octopipe-learned-") as tmp:
         summary.update(measure(args, Path(tmp)))
+        if args.keep is not None:
+            shutil.copytree(Path(tmp) / "runs" / "learned", args.keep)
     print(json.dumps(summary, indent=2))
     return 0 if summary["bar_met"] else 1
 
