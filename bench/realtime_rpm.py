@@ -16,10 +16,17 @@ OpenAI SDK as an OpenAI-compatible server:
 2. **overhead**: emulator latency 0, no rpm limit anywhere: calls per second and the client
    process's CPU microseconds per call over the steady part (a sampler thread reads
    ``time.process_time()``), i.e. what octopipe spends per call (SDK, pacing, validation,
-   ledger) when the provider costs nothing.
+   ledger) when the provider costs nothing. ``--vendor anthropic`` runs it through the
+   Anthropic adapter instead (``--provider fake:anthropic`` against the same emulator).
+   ``--breakdown`` runs it once more under cProfile and splits the client's time by layer
+   (the vendor SDK, the HTTP stack, octopipe's own code -- the pipeline's local steps
+   included --, SQLite, asyncio, JSON, the rest; the SDK's import left out): shares of the
+   profiled time, also shown as µs per call of the unprofiled figure.
 
     python bench/realtime_rpm.py                     # ~2 minutes; prints one JSON object
     python bench/realtime_rpm.py --seconds 30 --overhead-calls 1000   # a quicker look
+    python bench/realtime_rpm.py --skip-paced --overhead-calls 10000 --breakdown
+    python bench/realtime_rpm.py --skip-paced --overhead-calls 10000 --vendor anthropic
 """
 
 from __future__ import annotations
@@ -27,8 +34,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import os
+import pstats
 import re
 import shutil
 import subprocess
@@ -48,6 +57,34 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "examples" / "random_walk"
 MODEL = "gpt-4o-mini"
+VENDORS = ("openai-compatible", "anthropic")
+ADAPTERS = {
+    "openai-compatible": "octopipe.providers.openai_adapter",
+    "anthropic": "octopipe.providers.anthropic_adapter",
+}
+LAYERS = {  # top-level package (or module file) -> layer of the breakdown
+    "openai": "vendor SDK",
+    "anthropic": "vendor SDK",
+    "pydantic": "vendor SDK",
+    "pydantic_core": "vendor SDK",
+    "typing.py": "vendor SDK",  # the SDKs' type introspection
+    "httpx2": "HTTP",
+    "httpcore2": "HTTP",
+    "h11": "HTTP",
+    "anyio": "HTTP",
+    "sniffio": "HTTP",
+    "aiohttp": "HTTP",
+    "yarl": "HTTP",
+    "multidict": "HTTP",
+    "socket.py": "HTTP",
+    "ssl.py": "HTTP",
+    "octopipe": "octopipe",
+    "jinja2": "octopipe",  # prompt rendering
+    "jsonschema": "octopipe",  # answer checking
+    "asyncio": "asyncio",
+    "selectors.py": "asyncio",
+    "json": "JSON",
+}
 BAR_SHARE = 0.95
 _TRAIL = re.compile(r"in order:\n([0-9, ]+)")
 
@@ -173,6 +210,8 @@ def run_pipeline(
     units: int,
     rpm: int | None,
     concurrency: int | None,
+    vendor: str = "openai-compatible",
+    profile: cProfile.Profile | None = None,
 ) -> RunResult:
     from octopipe.engine.create import RunOptions, create_run
     from octopipe.engine.providers_setup import realtime_executor
@@ -183,9 +222,14 @@ def run_pipeline(
     shutil.copytree(PIPELINE, pipeline)
     config_file = pipeline / "config.yaml"
     config = yaml.safe_load(config_file.read_text())
-    config["api"].update(
-        {"provider": "openai-compatible", "base_url": emulator.root + "/openai/v1", "model": MODEL}
-    )
+    if vendor == "anthropic":  # the Anthropic adapter, at the emulator named by the env
+        config["api"].update({"provider": "fake", "model": MODEL})
+        config["api"].pop("base_url", None)
+        os.environ["OCTOPIPE_EMULATOR_URL"] = emulator.root
+    else:
+        config["api"].update(
+            {"provider": vendor, "base_url": emulator.root + "/openai/v1", "model": MODEL}
+        )
     config["processing"]["repeat"] = units
     config["post_process"] = []
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -195,8 +239,14 @@ def run_pipeline(
     sampler = CpuSampler()
     sampler.start()
     t0, emulator_cpu = time.monotonic(), emulator.cpu_s()
+    if vendor == "anthropic":
+        options = RealtimeOptions(rpm=rpm, concurrency=concurrency, provider="fake:anthropic")
+    if profile is not None:
+        profile.enable()
     with realtime_executor(options) as factory:
         outcome = Runner(paths, executor=factory, export=False).run()
+    if profile is not None:
+        profile.disable()
     wall = time.monotonic() - t0
     emulator_cpu = emulator.cpu_s() - emulator_cpu
     sampler.stop()
@@ -259,12 +309,13 @@ def paced(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 def overhead(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     with emulator_process(0.0, None) as emulator:
         result = run_pipeline(
-            work, "overhead", emulator, args.overhead_calls, None, args.concurrency
+            work, "overhead", emulator, args.overhead_calls, None, args.concurrency, args.vendor
         )
     start, end, inside = steady_window(result.calls, min(args.edge_s, 2.0))
     cpu = result.sampler.cpu_between(start, end)
     return {
         "status": result.status,
+        "vendor": args.vendor,
         "units": args.overhead_calls,
         "emulator_latency_ms": 0,
         "wall_s": round(result.wall_s, 1),
@@ -275,6 +326,78 @@ def overhead(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "emulator_cpu_us_per_call": round(result.emulator_cpu_s / len(result.calls) * 1e6),
         "emulator_requests": result.stats["requests_total"],
     }
+
+
+def breakdown(
+    work: Path, args: argparse.Namespace, cpu_us_per_call: float | None
+) -> dict[str, Any]:
+    """The overhead run again under cProfile: the client's time split by layer (``LAYERS``),
+    as shares of the profiled time and as µs per call of the unprofiled figure."""
+    import importlib
+
+    for module in ("octopipe.emulator", "octopipe.providers.catalog", ADAPTERS[args.vendor]):
+        importlib.import_module(module)  # start-up imports stay out of the profile
+    profile = cProfile.Profile()
+    with emulator_process(0.0, None) as emulator:
+        run_pipeline(
+            work, "profiled", emulator, args.overhead_calls, None, args.concurrency,
+            args.vendor, profile,
+        )  # fmt: skip
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    times: dict[str, float] = {}
+    for key, row in stats.items():
+        for layer, seconds in _attributed(stats, key, row[2], 4).items():
+            times[layer] = times.get(layer, 0.0) + seconds
+    total = sum(times.values()) or 1.0
+    shares = dict(sorted(((k, v / total) for k, v in times.items()), key=lambda kv: -kv[1]))
+    out: dict[str, Any] = {"share_of_profiled_time": {k: round(v, 3) for k, v in shares.items()}}
+    if cpu_us_per_call:
+        out["us_per_call"] = {k: round(v * cpu_us_per_call) for k, v in shares.items()}
+    return out
+
+
+_BUILTIN_LAYERS = (
+    ("sqlite3", "SQLite"),
+    ("socket", "HTTP"),
+    ("select", "asyncio"),
+    ("json", "JSON"),
+)
+
+
+def _attributed(stats: dict[Any, Any], key: Any, seconds: float, depth: int) -> dict[str, float]:
+    """``seconds`` of function ``key``'s own time by layer: a C function or a standard-library
+    one (``other``) counts in the layers of its callers, in proportion to the time each
+    caller spent in it, up to ``depth`` callers up."""
+    layer = _layer(key[0], key[2])
+    callers = stats[key][4]
+    if layer != "other" or depth == 0 or not callers:
+        return {layer: seconds}
+    spent = {caller: row[2] for caller, row in callers.items()}
+    whole = sum(spent.values())
+    out: dict[str, float] = {}
+    for caller, part in spent.items():
+        if whole <= 0 or caller not in stats:
+            continue
+        for name, share in _attributed(stats, caller, seconds * part / whole, depth - 1).items():
+            out[name] = out.get(name, 0.0) + share
+    return out or {layer: seconds}
+
+
+def _layer(filename: str, function: str) -> str:
+    """The ``LAYERS`` layer of one profiled function (C functions by the name of their type)."""
+    if filename == "~":
+        return next((layer for key, layer in _BUILTIN_LAYERS if key in function), "other")
+    path = filename.replace("\\", "/")
+    if "/src/octopipe/" in path:
+        return "octopipe"
+    parts = path.split("site-packages/", 1)[-1].split("/")
+    for key in (parts[0], parts[-1]):
+        if key in LAYERS:
+            return LAYERS[key]
+    for key in ("asyncio", "json", "sqlite3"):
+        if f"/{key}/" in path:
+            return {"asyncio": "asyncio", "json": "JSON", "sqlite3": "SQLite"}[key]
+    return "other"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overhead-calls", type=int, default=3000)
     parser.add_argument("--skip-paced", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--vendor", choices=VENDORS, default=VENDORS[0], help="overhead phase")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="profile the overhead phase once more"
+    )
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.latency_ms, args.serve_rpm or None)
@@ -305,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
             summary["paced"] = paced(work, args)
         if not args.skip_overhead:
             summary["overhead"] = overhead(work, args)
+            if args.breakdown:
+                per_call = summary["overhead"]["cpu_us_per_call"]
+                summary["overhead"]["breakdown"] = breakdown(work, args, per_call)
     if "paced" in summary:
         summary["bar_met"] = summary["paced"]["bar_met"]
     print(json.dumps(summary, indent=2))

@@ -16,8 +16,11 @@ Guarantees:
 
   If the model answers with text instead of the forced tool, that text is returned as is:
   the validator decides whether it is usable.
-- Calls go through the SDK's raw-response path (``with_raw_response``), so the answer keeps
-  the account limits its headers state (``LLMResponse.stated_limits``).
+- Calls go through the SDK's lower-level ``post("/v1/messages", cast_to=httpx2.Response)``
+  (the SDK's client, auth headers, timeouts and error types) and the JSON body is read here
+  (``json_answer``), not built into the SDK's models, which cost most of the client's CPU per
+  call. The answer keeps the account limits its headers state (``LLMResponse.stated_limits``)
+  and the ``request-id`` header.
 - ``base_url=None`` lets the SDK read ``ANTHROPIC_BASE_URL`` (no ``/v1`` suffix).
 - ``Usage.input_tokens`` adds the cache read/creation counts back in (Anthropic reports
   them separately), so it means "all prompt tokens" as for the other vendors.
@@ -32,7 +35,9 @@ import time
 from typing import Any, Literal
 
 import anthropic
+import httpx2
 
+from octopipe.providers import transport
 from octopipe.providers.base import (
     DEADLINE_GRACE_S,
     LLMRequest,
@@ -43,6 +48,7 @@ from octopipe.providers.base import (
     read_answer,
 )
 from octopipe.providers.errors_map import map_anthropic_error
+from octopipe.providers.json_answer import field, json_body
 from octopipe.providers.ratelimit_headers import stated_limits
 
 StructuredMode = Literal["tool", "output_config"]
@@ -50,7 +56,7 @@ _TOOL_NAME_FORBIDDEN = re.compile(r"[^a-zA-Z0-9_-]")
 
 
 class AnthropicProvider:
-    """``RealtimeProvider`` over ``AsyncAnthropic.messages.create``."""
+    """``RealtimeProvider`` over ``AsyncAnthropic.post("/v1/messages")``."""
 
     def __init__(
         self, settings: ProviderSettings, structured_mode: StructuredMode = "tool"
@@ -63,6 +69,7 @@ class AnthropicProvider:
             base_url=settings.base_url,
             timeout=settings.timeout_s,
             max_retries=settings.max_retries_sdk,
+            http_client=transport.http_client(anthropic, settings.timeout_s),
         )
         self.endpoint = str(self._client.base_url)
 
@@ -70,26 +77,31 @@ class AnthropicProvider:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(request.timeout_s + DEADLINE_GRACE_S):
-                raw = await self._client.messages.with_raw_response.create(
-                    **self.build_params(request), timeout=request.timeout_s
+                raw = await self._client.post(
+                    "/v1/messages",
+                    body=self.build_params(request),
+                    cast_to=httpx2.Response,
+                    options={"timeout": request.timeout_s},
                 )
-                message = await raw.parse()
         except (anthropic.AnthropicError, TimeoutError) as exc:
             raise map_anthropic_error(
                 exc, provider=self.name, secret=self._secret, timeout_s=request.timeout_s
             ) from None
         latency_s = time.perf_counter() - started
+        message = json_body(self.name, raw.content)
         limits = stated_limits(raw.headers)
+        request_id = raw.headers.get("request-id")
 
         def convert(answer: Any) -> LLMResponse:
-            if getattr(answer, "content", None) is None:  # the API promises a list, maybe empty
+            content = field(answer, "content")
+            if content is None:  # the API promises a list, maybe empty
                 raise malformed(self.name, "a message without content", answer, _usage_of(answer))
             return LLMResponse(
-                text=answer_text(answer.content, tool_name(request)),
-                usage=anthropic_usage(answer.usage),
-                finish_reason=answer.stop_reason,
-                model=answer.model or request.model,
-                request_id=getattr(answer, "_request_id", None) or answer.id,
+                text=answer_text(content, tool_name(request)),
+                usage=anthropic_usage(field(answer, "usage")),
+                finish_reason=field(answer, "stop_reason"),
+                model=field(answer, "model") or request.model,
+                request_id=request_id or field(answer, "id"),
                 latency_s=latency_s,
                 stated_limits=limits,
             )
@@ -100,7 +112,8 @@ class AnthropicProvider:
         await self._client.close()
 
     def build_params(self, request: LLMRequest) -> dict[str, Any]:
-        """The keyword arguments of ``messages.create`` for ``request``."""
+        """The JSON body of the ``/v1/messages`` request for ``request`` (the keyword
+        arguments ``messages.create`` would take)."""
         params: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
@@ -127,7 +140,7 @@ class AnthropicProvider:
 
 
 def _usage_of(message: Any) -> Usage:
-    return anthropic_usage(getattr(message, "usage", None))
+    return anthropic_usage(field(message, "usage"))
 
 
 def tool_name(request: LLMRequest) -> str:
@@ -137,23 +150,24 @@ def tool_name(request: LLMRequest) -> str:
 
 
 def answer_text(blocks: Any, wanted_tool: str) -> str:
-    """The forced tool's input as JSON if present, else the text blocks joined."""
+    """The forced tool's input as JSON if present, else the text blocks joined (blocks
+    decoded from the body or SDK objects)."""
     for block in blocks or []:
-        if getattr(block, "type", None) == "tool_use" and block.name == wanted_tool:
-            return json.dumps(block.input, ensure_ascii=False)
-    return "".join(block.text for block in blocks or [] if getattr(block, "type", None) == "text")
+        if field(block, "type") == "tool_use" and field(block, "name") == wanted_tool:
+            return json.dumps(field(block, "input"), ensure_ascii=False)
+    return "".join(field(b, "text") for b in blocks or [] if field(b, "type") == "text")
 
 
 def anthropic_usage(usage: Any) -> Usage:
     """Map ``input_tokens``/``output_tokens``/``cache_read_input_tokens``/
-    ``cache_creation_input_tokens`` (see module doc)."""
+    ``cache_creation_input_tokens`` (see module doc), from a decoded body or an SDK object."""
     if usage is None:
         return Usage(input_tokens=0, output_tokens=0)
-    cache_read = getattr(usage, "cache_read_input_tokens", None) or 0
-    cache_write = getattr(usage, "cache_creation_input_tokens", None) or 0
+    cache_read = field(usage, "cache_read_input_tokens") or 0
+    cache_write = field(usage, "cache_creation_input_tokens") or 0
     return Usage(
-        input_tokens=(usage.input_tokens or 0) + cache_read + cache_write,
-        output_tokens=usage.output_tokens or 0,
+        input_tokens=(field(usage, "input_tokens") or 0) + cache_read + cache_write,
+        output_tokens=field(usage, "output_tokens") or 0,
         cached_input_tokens=cache_read,
         cache_write_tokens=cache_write,
     )

@@ -16,6 +16,7 @@ knowledge (``providers/catalog.py``: ``make_provider``, ``resolve_api_key``).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -98,9 +99,13 @@ MAX_RAW_CHARS = 100_000
 
 def malformed(provider: str, what: str, answer: Any, usage: Usage | None) -> MalformedResponse:
     """The error for an answer that lacks what its API promises: ``what`` says what is
-    missing; the answer's body is kept (as JSON when the SDK object can dump itself)."""
+    missing; the answer's body is kept (as JSON: a decoded body, or an SDK object that can
+    dump itself)."""
     try:
-        raw = answer.model_dump_json(exclude_unset=True)
+        if isinstance(answer, dict | list):
+            raw = json.dumps(answer, ensure_ascii=False, default=repr)
+        else:
+            raw = answer.model_dump_json(exclude_unset=True)
     except Exception:  # an SDK object that cannot dump itself: keep its repr
         raw = repr(answer)
     return MalformedResponse(

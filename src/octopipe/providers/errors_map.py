@@ -185,9 +185,34 @@ CONNECTION_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
 )
 
 
+def timed_out(exc: BaseException) -> bool:
+    """The SDK's timeout error ``exc`` is a real timeout, not a failed connection.
+
+    The SDKs' aiohttp transport (``transport.http_client``) reports every aiohttp connection
+    error, a refused connection or a server that hung up included, as httpx's
+    ``ConnectTimeout``, which the SDK raises as ``APITimeoutError``. The chain still holds
+    aiohttp's error: a timeout has a ``TimeoutError`` in it (aiohttp's timeouts are
+    ``TimeoutError`` subclasses), a failed connection an aiohttp ``ClientConnectionError`` and
+    no ``TimeoutError``; anything else counts as a timeout, as the SDK says."""
+    import aiohttp
+
+    link: BaseException | None = exc
+    connection_failed = False
+    for _ in range(8):
+        if link is None:
+            break
+        if isinstance(link, TimeoutError):
+            return True
+        connection_failed |= isinstance(link, aiohttp.ClientConnectionError)
+        link = link.__cause__ or link.__context__
+    return not connection_failed
+
+
 def connection_error(provider: str, exc: BaseException) -> ProviderUnreachable:
     """``connection refused`` / ``reset`` / ``host not found`` when the exception chain holds
     that OS error (read by type), else ``connection failed (<SDK error>)``."""
+    import aiohttp
+
     cause = exc.__cause__ or exc.__context__ or exc
     link: BaseException | None = exc
     for _ in range(8):  # the SDKs wrap the OS error three or four levels deep
@@ -196,6 +221,8 @@ def connection_error(provider: str, exc: BaseException) -> ProviderUnreachable:
         for kind, label in CONNECTION_CAUSES:
             if isinstance(link, kind):
                 return ProviderUnreachable(label, provider=provider)
+        if isinstance(link, aiohttp.ClientConnectionError):
+            cause = link  # the aiohttp transport's own error names what happened
         link = link.__cause__ or link.__context__
     return ProviderUnreachable(f"connection failed ({type(cause).__name__})", provider=provider)
 
@@ -208,7 +235,9 @@ def map_openai_error(
 ) -> ProviderError:
     import openai
 
-    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+    if isinstance(exc, TimeoutError) or (
+        isinstance(exc, openai.APITimeoutError) and timed_out(exc)
+    ):
         return timeout_error(provider, timeout_s)
     if isinstance(exc, openai.APIConnectionError):
         return connection_error(provider, exc)
@@ -249,7 +278,9 @@ def map_anthropic_error(
 ) -> ProviderError:
     import anthropic
 
-    if isinstance(exc, anthropic.APITimeoutError | TimeoutError):
+    if isinstance(exc, TimeoutError) or (
+        isinstance(exc, anthropic.APITimeoutError) and timed_out(exc)
+    ):
         return timeout_error(provider, timeout_s)
     if isinstance(exc, anthropic.APIConnectionError):
         return connection_error(provider, exc)

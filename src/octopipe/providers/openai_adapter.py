@@ -14,8 +14,11 @@ Guarantees:
   Ollama and llama.cpp understand.
 - ``base_url=None`` lets the SDK read ``OPENAI_BASE_URL``. Note the OpenAI base URL *includes*
   ``/v1``.
-- Calls go through the SDK's raw-response path (``with_raw_response``), so the answer keeps
-  the account limits its headers state (``LLMResponse.stated_limits``).
+- Calls go through the SDK's lower-level ``post("/chat/completions", cast_to=httpx2.Response)``
+  (the SDK's client, auth, timeouts and error types) and the JSON body is read here
+  (``json_answer``), not built into the SDK's models: the SDK's parameter transform and
+  pydantic parsing were most of the client's CPU per call. The answer keeps the account
+  limits its headers state (``LLMResponse.stated_limits``) and the ``x-request-id``.
 - Every SDK exception is mapped by ``errors_map.map_openai_error``; the API key is redacted
   from messages.
 - An answer without choices, a choice without ``message`` or any other surprise in its shape
@@ -28,8 +31,10 @@ import asyncio
 import time
 from typing import Any
 
+import httpx2
 import openai
 
+from octopipe.providers import transport
 from octopipe.providers.base import (
     DEADLINE_GRACE_S,
     LLMRequest,
@@ -40,11 +45,12 @@ from octopipe.providers.base import (
     read_answer,
 )
 from octopipe.providers.errors_map import map_openai_error
+from octopipe.providers.json_answer import field, json_body
 from octopipe.providers.ratelimit_headers import StatedLimits, stated_limits
 
 
 class OpenAIProvider:
-    """``RealtimeProvider`` over ``AsyncOpenAI.chat.completions.create``."""
+    """``RealtimeProvider`` over ``AsyncOpenAI.post("/chat/completions")``."""
 
     def __init__(self, settings: ProviderSettings, *, legacy_max_tokens: bool = False) -> None:
         self.name = settings.provider
@@ -55,6 +61,7 @@ class OpenAIProvider:
             base_url=settings.base_url,
             timeout=settings.timeout_s,
             max_retries=settings.max_retries_sdk,
+            http_client=transport.http_client(openai, settings.timeout_s),
         )
         self.endpoint = str(self._client.base_url)
 
@@ -62,22 +69,28 @@ class OpenAIProvider:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(request.timeout_s + DEADLINE_GRACE_S):
-                raw = await self._client.chat.completions.with_raw_response.create(
-                    **self.build_params(request), timeout=request.timeout_s
+                raw = await self._client.post(
+                    "/chat/completions",
+                    body=self.build_params(request),
+                    cast_to=httpx2.Response,
+                    options={"timeout": request.timeout_s, "security": {"bearer_auth": True}},
                 )
-                completion = raw.parse()
         except (openai.OpenAIError, TimeoutError) as exc:
             raise map_openai_error(
                 exc, provider=self.name, secret=self._secret, timeout_s=request.timeout_s
             ) from None
         latency_s = time.perf_counter() - started
-        return self._to_response(completion, request, latency_s, stated_limits(raw.headers))
+        completion = json_body(self.name, raw.content)
+        limits = stated_limits(raw.headers)
+        request_id = raw.headers.get("x-request-id")
+        return self._to_response(completion, request, latency_s, limits, request_id)
 
     async def aclose(self) -> None:
         await self._client.close()
 
     def build_params(self, request: LLMRequest) -> dict[str, Any]:
-        """The keyword arguments of ``chat.completions.create`` for ``request``."""
+        """The JSON body of the ``/chat/completions`` request for ``request`` (the keyword
+        arguments ``chat.completions.create`` would take)."""
         messages: list[dict[str, str]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
@@ -108,26 +121,29 @@ class OpenAIProvider:
         request: LLMRequest,
         latency_s: float,
         limits: StatedLimits | None = None,
+        request_id: str | None = None,
     ) -> LLMResponse:
+        """``completion``: the decoded body (or an SDK ``ChatCompletion``)."""
+
         def convert(answer: Any) -> LLMResponse:
-            choices = answer.choices
+            choices = field(answer, "choices")
             if not choices:
                 raise malformed(self.name, "no choices", answer, _usage_of(answer))
             choice = choices[0]
-            message = getattr(choice, "message", None)
+            message = field(choice, "message")
             if message is None:
                 raise malformed(self.name, "a choice without message", answer, _usage_of(answer))
-            text = message.content
+            text = field(message, "content")
             if text is not None and not isinstance(text, str):
                 raise malformed(self.name, "message content is not text", answer, _usage_of(answer))
             return LLMResponse(
                 text=text or "",
-                usage=openai_usage(answer.usage),
-                finish_reason=choice.finish_reason,
-                model=answer.model or request.model,
-                request_id=getattr(answer, "_request_id", None) or answer.id,
+                usage=openai_usage(field(answer, "usage")),
+                finish_reason=field(choice, "finish_reason"),
+                model=field(answer, "model") or request.model,
+                request_id=request_id or field(answer, "_request_id") or field(answer, "id"),
                 latency_s=latency_s,
-                service_tier=_tier_name(getattr(answer, "service_tier", None)),
+                service_tier=_tier_name(field(answer, "service_tier")),
                 stated_limits=limits,
             )
 
@@ -139,20 +155,21 @@ def _tier_name(value: Any) -> str | None:
 
 
 def _usage_of(completion: Any) -> Usage:
-    return openai_usage(getattr(completion, "usage", None))
+    return openai_usage(field(completion, "usage"))
 
 
 def openai_usage(usage: Any) -> Usage:
     """Map ``prompt_tokens``/``completion_tokens``/``prompt_tokens_details.cached_tokens``
-    (and ``prompt_tokens_details.cache_write_tokens`` when present)."""
+    (and ``prompt_tokens_details.cache_write_tokens`` when present), from a decoded body or
+    an SDK object."""
     if usage is None:
         return Usage(input_tokens=0, output_tokens=0)
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = getattr(details, "cached_tokens", None) or 0
-    writes = getattr(details, "cache_write_tokens", None) or 0
+    details = field(usage, "prompt_tokens_details")
+    cached = field(details, "cached_tokens") or 0
+    writes = field(details, "cache_write_tokens") or 0
     return Usage(
-        input_tokens=usage.prompt_tokens or 0,
-        output_tokens=usage.completion_tokens or 0,
+        input_tokens=field(usage, "prompt_tokens") or 0,
+        output_tokens=field(usage, "completion_tokens") or 0,
         cached_input_tokens=cached,
         cache_write_tokens=writes,
     )
