@@ -6,7 +6,7 @@
 The emulator (in this process) finishes each batch ``--delay`` seconds after it is created;
 the runner is killed at seeded instants -- timed, right after a submit is accepted and before
 its id is recorded, after part of a batch's results were recorded, before a batch is marked
-collected -- and resumed each time (tests/engine/batch_crash_support.py has the details);
+collected -- and resumed each time (tests/support/batch_crash.py has the details);
 with ``--truncate-rate``, that share of the results downloads also arrives cut. At
 the end: verify clean, every unit terminal exactly once, no batch created twice at the
 emulator, the ledger's cost equal to the emulator's answered usage at batch prices. Prints a
@@ -22,9 +22,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "engine"))
+sys.path.insert(0, str(REPO / "tests"))
 
-from batch_crash_support import BatchHarness  # noqa: E402
+from support.batch_crash import BatchHarness  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

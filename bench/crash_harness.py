@@ -6,7 +6,7 @@ Runs the ``tests/fixtures/long_walk`` pipeline (three expression steps, ~5% of t
 a rule at the second step) once uninterrupted as the reference, then again under a kill
 schedule drawn from ``random.Random(seed)``: kills during init, during the runner's start-up,
 during the work, during the final export, and during the ``export``/``revalidate`` commands
-when this octopipe has them. After the last resume it checks (see tests/engine/crash_support.py)
+when this octopipe has them. After the last resume it checks (see tests/support/crash.py)
 that ``verify()`` is clean, every unit is valid or exhausted exactly once at each step it
 reached (plain SQL on the ledger), the ledger rows and the exports are identical to the
 reference, and the run is complete. Prints a JSON summary; exits 0 only when all of it holds.
@@ -24,9 +24,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "engine"))
+sys.path.insert(0, str(REPO / "tests"))
 
-from crash_support import LONG_WALK, Harness  # noqa: E402
+from support.crash import LONG_WALK, Harness  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,14 +20,11 @@ import argparse
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-OCTOPIPE = str(Path(sys.executable).with_name("octopipe"))
+from million_run import init_run, pass_walk, timed
 
 _RULE = (
     "json_array(json_object('stage', 'rules', 'rule', 'high', 'path', '', 'message', "
@@ -39,23 +36,12 @@ _PARSE = (
 )
 
 
-def timed(*args: str) -> tuple[float, str]:
-    start = time.perf_counter()
-    done = subprocess.run([OCTOPIPE, *args], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"octopipe {' '.join(args)} exited {done.returncode}: {done.stderr}")
-    return time.perf_counter() - start, done.stdout
-
-
 def fill(ledger: Path) -> None:
     """uid % 100: 1 in flight (no attempt yet); 0 failed after 3 attempts; 2 valid at the
     third; 3, 4 and 5 valid at the second; every other unit valid at the first."""
     db = sqlite3.connect(ledger)
     db.execute("BEGIN")
-    db.execute(
-        "UPDATE unit_steps SET state = 'valid', attempts = 1, output_json = '{\"pos\":3}' "
-        "WHERE step_idx = 0"
-    )
+    pass_walk(db)
     for attempt_no, failing, passing in (
         (1, "uid % 100 IN (0, 2, 3, 4, 5)", "uid % 100 > 5"),
         (2, "uid % 100 IN (0, 2)", "uid % 100 IN (3, 4, 5)"),
@@ -101,16 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = args.keep or Path(tempfile.mkdtemp(prefix="octopipe-report-"))
     try:
-        t_init, _ = timed(
-            "init",
-            str(HERE / "pipelines" / "million"),
-            "--run",
-            "big",
-            "--runs-dir",
-            str(runs),
-            "--repeat",
-            str(args.units),
-        )
+        t_init = init_run(runs, "big", args.units)
         start = time.perf_counter()
         fill(runs / "big" / "ledger.db")
         results: dict[str, float | int] = {
@@ -124,13 +101,13 @@ def main() -> None:
             ("report_failures_by", ["report", "big", "--json", "--failures-by", "size"]),
             ("compare_two", ["compare", "big", "big", "--json"]),
         ):
-            best = min(timed(*argv, "--runs-dir", str(runs))[0] for _ in range(3))
+            best = min(timed(*argv, "--runs-dir", str(runs), check=True)[0] for _ in range(3))
             results[f"{name}_s"] = round(best, 2)
-        _, out = timed("report", "big", "--json", "--runs-dir", str(runs))
+        _, out = timed("report", "big", "--json", "--runs-dir", str(runs), check=True)
         report = json.loads(out)
         results["classify_valid"] = report["steps"][1]["valid"]
         results["classify_units_retried"] = report["steps"][1]["retries"]["units"]
-        baseline = min(timed("--version")[0] for _ in range(3))
+        baseline = min(timed("--version", check=True)[0] for _ in range(3))
         results["interpreter_and_import_s"] = round(baseline, 2)
         print(json.dumps(results, indent=2))
     finally:

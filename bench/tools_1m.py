@@ -15,29 +15,16 @@ import argparse
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-OCTOPIPE = str(Path(sys.executable).with_name("octopipe"))
-
-
-def timed(*args: str) -> tuple[float, str]:
-    start = time.perf_counter()
-    done = subprocess.run([OCTOPIPE, *args], capture_output=True, text=True, check=False)
-    return time.perf_counter() - start, done.stdout
+from million_run import init_run, pass_walk, timed
 
 
 def fill(ledger: Path) -> None:
     db = sqlite3.connect(ledger)
     db.execute("BEGIN")
-    db.execute(
-        "UPDATE unit_steps SET state = 'valid', attempts = 1, output_json = '{\"pos\":3}' "
-        "WHERE step_idx = 0"
-    )
+    pass_walk(db)
     db.execute("""INSERT INTO unit_steps(step_idx, uid, state, attempts, output_json, updated_at)
         SELECT 1, uid, CASE WHEN uid % 100 = 0 THEN 'failed' WHEN uid % 100 = 1 THEN 'in_flight'
                             ELSE 'valid' END, 1,
@@ -58,16 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = Path(tempfile.mkdtemp(prefix="octopipe-tools-"))
     try:
-        t_init, _ = timed(
-            "init",
-            str(HERE / "pipelines" / "million"),
-            "--run",
-            "big",
-            "--runs-dir",
-            str(runs),
-            "--repeat",
-            str(args.units),
-        )
+        t_init = init_run(runs, "big", args.units)
         fill(runs / "big" / "ledger.db")
         results: dict[str, float | int | bool] = {"units": args.units, "init_s": round(t_init, 1)}
         for name, argv in (

@@ -26,36 +26,24 @@ import asyncio
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from million_run import PIPELINE, init_run, pass_walk
+
 from octopipe.core.states import UnitStepState
 from octopipe.tui.app import build_app
 from octopipe.tui.format import row_cells
 from octopipe.tui.port import RunControl, RunQueries
 
-HERE = Path(__file__).resolve().parent
-OCTOPIPE = str(Path(sys.executable).with_name("octopipe"))
-PIPELINE = HERE / "pipelines" / "million"
-
-
-def init(runs: Path, name: str, units: int) -> None:
-    argv = [OCTOPIPE, "init", str(PIPELINE), "--run", name, "--runs-dir", str(runs)]
-    subprocess.run([*argv, "--repeat", str(units)], check=True, capture_output=True)
-
 
 def fill(ledger: Path) -> None:
     db = sqlite3.connect(ledger)
     db.execute("BEGIN")
-    db.execute(
-        "UPDATE unit_steps SET state = 'valid', attempts = 1, output_json = '{\"pos\":3}' "
-        "WHERE step_idx = 0"
-    )
+    pass_walk(db)
     db.execute("""INSERT INTO unit_steps(step_idx, uid, state, attempts, output_json,
                                          last_stage, last_error, updated_at)
         SELECT 1, uid, CASE WHEN uid % 100 = 0 THEN 'exhausted'
@@ -192,9 +180,9 @@ def main() -> None:
     runs = root / "runs"
     try:
         start = time.perf_counter()
-        init(runs, "big", args.units)
+        init_run(runs, "big", args.units)
         fill(runs / "big" / "ledger.db")
-        init(root / "template", "small", 10)
+        init_run(root / "template", "small", 10)
         copies(runs, root / "template" / "small", args.runs)
         results: dict[str, Any] = {
             "runs": args.runs + 1,

@@ -168,6 +168,10 @@ class FakeBatchProvider:
         if batch.state not in TERMINAL_STATES:
             self._end(batch, "cancelled", batch.done)
 
+    def lister(self) -> None:
+        """None: the fake lists no batches by size (it plays vendors found by metadata, or none)."""
+        return None
+
     def finder(self) -> BatchFinder | None:
         """This fake when it plays a vendor whose batches carry metadata (``can_find``)."""
         return self if self.can_find else None

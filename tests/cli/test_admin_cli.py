@@ -7,14 +7,15 @@ import gzip
 import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from admin_builders import (
+from octopipe.core.states import UnitStepState
+from octopipe.engine.runner import Runner
+from octopipe.store.ledger import Ledger
+from octopipe.store.lock import RunLock
+from support.admin import (
     delete_rows,
     expression_pipeline,
     fail_llm_units,
@@ -22,24 +23,7 @@ from admin_builders import (
     make_run,
     set_minimum,
 )
-
-from octopipe.cli import cli
-from octopipe.cli.output import run_guarded
-from octopipe.core.states import UnitStepState
-from octopipe.engine.runner import Runner
-from octopipe.store.ledger import Ledger
-from octopipe.store.lock import RunLock
-
-
-def octopipe(*args: object, input: str | None = None) -> tuple[int, str, str]:
-    """Run the CLI as ``main`` does; returns (exit code, stdout, stderr)."""
-    runner = CliRunner()
-    with runner.isolation(input=input) as streams:
-        code = run_guarded(cli, [str(a) for a in args])
-        sys.stdout.flush()
-        sys.stderr.flush()
-        out, err = streams[0].getvalue().decode(), streams[1].getvalue().decode()
-    return code, out, err
+from support.cli import invoke as octopipe
 
 
 @pytest.fixture

@@ -18,12 +18,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from admin_builders import make_run, slow_pipeline
-from test_admin_cli import octopipe
-
 from octopipe.store.lock import is_held
+from support.admin import make_run, slow_pipeline
+from support.cli import invoke as octopipe
 
 MAIN = "from octopipe.cli import main; main()"
 YIELDING_MAIN = """

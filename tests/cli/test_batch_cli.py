@@ -6,28 +6,26 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from realtime_support import EXAMPLES, octopipe_command, offline_env
-
 from octopipe.emulator import EmulatorConfig, EmulatorThread
 from octopipe.store.lock import is_held
+from support.cli import octopipe
+from support.realtime import EXAMPLES, offline_env
 
 
-def octopipe(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180):
-    return subprocess.run(
-        [*octopipe_command(), *args],
-        cwd=cwd,
-        env=env or offline_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def batch_on_fake(
+    pipeline: Path, run: str, *extra: str, cwd: Path, poll: str = "0.1", **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    """``octopipe run PIPELINE --batch --provider fake --yes --run RUN --runs-dir runs
+    --poll-interval POLL EXTRA`` (the one command these tests vary)."""
+    argv = ["run", str(pipeline), "--batch", "--provider", "fake", "--yes", "--run", run]
+    argv += ["--runs-dir", "runs", "--poll-interval", poll, *extra]
+    return octopipe(*argv, cwd=cwd, timeout=180, **kw)
 
 
 def small_example(tmp: Path, name: str = "card_game", **keys: object) -> Path:
@@ -48,21 +46,7 @@ def small_example(tmp: Path, name: str = "card_game", **keys: object) -> Path:
 
 def test_run_batch_on_the_emulator_completes_and_status_shows_the_batches(tmp_path: Path) -> None:
     pipeline = small_example(tmp_path)
-    done = octopipe(
-        "run",
-        str(pipeline),
-        "--batch",
-        "--provider",
-        "fake",
-        "--yes",
-        "--run",
-        "b1",
-        "--runs-dir",
-        "runs",
-        "--poll-interval",
-        "0.1",
-        cwd=tmp_path,
-    )
+    done = batch_on_fake(pipeline, "b1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr + done.stdout
     assert "estimated cost (batch" in done.stdout
     assert "[SUBMIT] batch" in done.stderr and "[COLLECT] batch" in done.stderr
@@ -81,23 +65,7 @@ def test_detach_returns_at_once_and_watch_follows_to_the_end(tmp_path: Path) -> 
     with EmulatorThread(EmulatorConfig(batch_delay_s=1.5)) as emulator:
         env = offline_env(OCTOPIPE_EMULATOR_URL=emulator.emulator.root_url)
         t0 = time.monotonic()
-        started = octopipe(
-            "run",
-            str(pipeline),
-            "--batch",
-            "--provider",
-            "fake",
-            "--yes",
-            "--run",
-            "d1",
-            "--runs-dir",
-            "runs",
-            "--poll-interval",
-            "0.2",
-            "--detach",
-            cwd=tmp_path,
-            env=env,
-        )
+        started = batch_on_fake(pipeline, "d1", "--detach", cwd=tmp_path, poll="0.2", env=env)
         assert started.returncode == 0, started.stderr + started.stdout
         assert "continues in the background" in started.stdout
         assert time.monotonic() - t0 < 60
@@ -171,23 +139,7 @@ def test_watch_resumes_a_run_whose_runner_died(tmp_path: Path) -> None:
     pipeline = small_example(tmp_path)
     with EmulatorThread(EmulatorConfig(batch_delay_s=1.0)) as emulator:
         env = offline_env(OCTOPIPE_EMULATOR_URL=emulator.emulator.root_url)
-        started = octopipe(
-            "run",
-            str(pipeline),
-            "--batch",
-            "--provider",
-            "fake",
-            "--yes",
-            "--run",
-            "k1",
-            "--runs-dir",
-            "runs",
-            "--poll-interval",
-            "0.2",
-            "--detach",
-            cwd=tmp_path,
-            env=env,
-        )
+        started = batch_on_fake(pipeline, "k1", "--detach", cwd=tmp_path, poll="0.2", env=env)
         assert started.returncode == 0, started.stderr
         run_dir = tmp_path / "runs" / "k1"
         deadline = time.monotonic() + 30

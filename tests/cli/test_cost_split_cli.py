@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-from test_run_settings_cli import octopipe, walk_copy
+
+from support.cli import octopipe, walk_copy
 
 PRICES = (
     "openai:\n  house-model-7b:\n    standard: {input: 0.5, output: 1.5}\n"
@@ -113,3 +114,35 @@ def test_unknown_stays_unknown_in_the_split(tmp_path: Path) -> None:
     text = octopipe("status", "u", "--runs-dir", str(runs), cwd=tmp_path).stdout
     row = next(line for line in text.splitlines() if line.startswith("fake/house-model-7b"))
     assert row.split()[-3:] == ["unknown", "unknown", "unknown"]
+
+
+def test_ps_shows_each_runs_tiers_from_the_kept_totals(batch_run: tuple[Path, Path, Path]) -> None:
+    status = json.loads(_cli(batch_run, "status", "b", "--json"))
+    [listed] = json.loads(_cli(batch_run, "ps", "--json"))
+    [tier] = listed["cost_by_tier"]
+    assert tier["tier"] == "batch" and tier["unknown_cost_calls"] == 0
+    assert tier["calls"] == status["costs"]["by_tier"][0]["calls"] > 0
+    assert tier["cost_usd"] == pytest.approx(status["cost_usd"], rel=1e-9)
+    header, row = _cli(batch_run, "ps").splitlines()[:2]
+    assert header.split()[8] == "tiers" and row.split()[8] == "batch"
+
+
+@pytest.mark.parametrize(
+    ("tiers", "text"),
+    [
+        ([], "-"),
+        ([{"tier": "flex", "known_cost_usd": 0.0}], "flex"),
+        (
+            [{"tier": "batch", "known_cost_usd": 0.8}, {"tier": "flex", "known_cost_usd": 0.2}],
+            "batch 80%, flex 20%",
+        ),
+        (
+            [{"tier": "flex", "known_cost_usd": 0.0}, {"tier": "standard", "known_cost_usd": 0.0}],
+            "flex, standard",
+        ),
+    ],
+)
+def test_ps_tiers_text(tiers: list[dict[str, object]], text: str) -> None:
+    from octopipe.cli.status_cmds import tiers_text
+
+    assert tiers_text(tiers) == text  # type: ignore[arg-type]

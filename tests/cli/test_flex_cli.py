@@ -13,15 +13,10 @@ from pathlib import Path
 import pytest
 from genai_prices import Usage as DbUsage
 from genai_prices import calc_price
-from test_run_settings_cli import (  # realtime_support is importable once this is
-    octopipe,
-    offline_env,
-    runs_in,
-    walk_answer,
-    walk_copy,
-)
 
 from octopipe.emulator import EmulatorConfig, EmulatorThread
+from support.cli import octopipe, runs_in, walk_copy
+from support.realtime import offline_env, walk_answer
 
 MODEL = "gpt-6-luna"  # the registry's default OpenAI model, priced for flex
 

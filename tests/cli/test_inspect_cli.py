@@ -9,10 +9,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from conftest import EXAMPLES, line_of
 from octopipe import __version__
 from octopipe.cli import cli
 from octopipe.cli.output import run_guarded
+from support.paths import EXAMPLES, line_of
 
 OCTOPIPE = str(Path(sys.executable).with_name("octopipe"))
 

@@ -10,20 +10,16 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from admin_builders import expression_pipeline, llm_pipeline, make_run
-from test_admin_cli import octopipe
-
 from octopipe.engine.paths import RunPaths
 from octopipe.store.ledger import Ledger
 from octopipe.store.records import AttemptRecord, Success
+from support.admin import expression_pipeline, llm_pipeline, make_run
+from support.cli import invoke as octopipe
 
 FAILING = "10 // ((n + 1) % 3)"  # raises for n % 3 == 2: item002 and item005 of six
 

@@ -6,20 +6,17 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from post_builders import league
-from realtime_support import EXAMPLES, octopipe_command, offline_env
-
 from octopipe.core.analysis import analyze, captured, parse_analysis_args, render
 from octopipe.engine.exports import valid_records
 from octopipe.store.ledger import Ledger
+from support.post import league
+from support.realtime import EXAMPLES, octopipe_command, offline_env
 
 pytestmark = pytest.mark.timeout(180)
 

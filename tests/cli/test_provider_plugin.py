@@ -28,6 +28,7 @@ from octopipe.providers import LLMResponse, ProviderSpec, Usage
 
 class EchoProvider:
     name = "echo"
+    endpoint = None
 
     def __init__(self, settings):
         self.key = settings.api_key

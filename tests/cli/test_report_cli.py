@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from report_oracle import assert_matches, expected_report
+from support.report_oracle import assert_matches, expected_report
 
 CONFIG = """
 pipeline:

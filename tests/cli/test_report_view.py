@@ -4,17 +4,14 @@ text is shown as text."""
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from test_report import build
-
 from octopipe.cli.report_view import apportion, clean, md, print_report, report_markdown
 from octopipe.engine.report import run_report
+from support.report_runs import build
 
 
 def rendered(report: object) -> str:

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from realtime_support import (
-    EXAMPLES,
+from octopipe.emulator import EmulatorConfig, EmulatorThread
+from octopipe.engine.paths import RunPaths
+from support.cli import octopipe, runs_in, walk_copy
+from support.realtime import (
     free_port,
     ledger_rows,
     octopipe_command,
@@ -32,45 +30,7 @@ from realtime_support import (
     walk_answer,
 )
 
-from octopipe.emulator import EmulatorConfig, EmulatorThread
-from octopipe.engine.paths import RunPaths
-
 pytestmark = pytest.mark.timeout(120)
-
-
-def octopipe(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 90):
-    return subprocess.run(
-        [*octopipe_command(), *args],
-        cwd=cwd,
-        env=env or offline_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
-def walk_copy(tmp: Path, **keys: Any) -> Path:
-    """random_walk with 1 repeat, fast in-call retries and ``keys`` set (``api__base_url``)."""
-    target = tmp / "random_walk"
-    shutil.copytree(EXAMPLES / "random_walk", target)
-    (target / "emulator_answers.py").unlink()  # deterministic default answers
-    config = yaml.safe_load((target / "config.yaml").read_text())
-    config["processing"]["repeat"] = 1
-    config["api"]["retry"] = {"max_attempts": 2, "initial_delay_seconds": 0.05}
-    for key, value in keys.items():
-        node = config
-        *parents, last = key.split("__")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    (target / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return target
-
-
-def runs_in(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def info_json(run: str, runs: Path, cwd: Path) -> dict[str, Any]:

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from test_run_settings_cli import octopipe, walk_copy
+
+from support.cli import octopipe, walk_copy
 
 
 @pytest.fixture(scope="module")

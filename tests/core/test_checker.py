@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE_NAMES, EXAMPLES, line_of
 from octopipe.core.checker import CheckReport, check_pipeline
 from octopipe.core.config import load_pipeline
+from support.paths import EXAMPLE_NAMES, EXAMPLES, line_of
 
 
 def check(folder: Path) -> CheckReport:

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from command_examples import EXAMPLES
 from octopipe.core.commands import (
     BY_KIND,
     COMMANDS,
@@ -21,6 +20,7 @@ from octopipe.core.commands import (
     encode,
 )
 from octopipe.errors import CommandError, UsageError
+from support.commands import EXAMPLES
 
 
 def test_every_kind_of_command_has_an_example() -> None:

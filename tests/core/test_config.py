@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE_NAMES, EXAMPLES, line_of
 from octopipe.core.config import load_pipeline
 from octopipe.core.config_models import ExpressionStep, LLMStep
 from octopipe.errors import ConfigError, ConfigProblem
+from support.paths import EXAMPLE_NAMES, EXAMPLES, line_of
 
 
 def problems_of(folder: Path) -> list[ConfigProblem]:
@@ -46,37 +46,65 @@ def test_models_are_frozen() -> None:
         pipeline.config.processing.repeat = 3  # type: ignore[misc]
 
 
-def test_typo_in_step_key_names_line_path_and_suggestion(example_copy) -> None:
-    folder = example_copy("random_walk", lambda t: t.replace("loop_until:", "loop_untill:"))
+@pytest.mark.parametrize(
+    ("old", "new", "key_path", "hint", "line_needle"),
+    [
+        pytest.param(
+            "loop_until:",
+            "loop_untill:",
+            "pipeline.steps[0].loop_untill",
+            "loop_until",
+            "loop_untill",
+            id="step key",
+        ),
+        pytest.param(
+            "chunk_size: 100",
+            "chunksize: 100",
+            "processing.chunksize",
+            "chunk_size",
+            "chunksize",
+            id="section key",
+        ),
+        pytest.param(
+            "level: warning",
+            "levle: warning",
+            "validation.report.rules[3].levle",
+            "level",
+            None,
+            id="rule key",
+        ),
+        pytest.param(
+            "scope: expression",
+            "scope: expresion",
+            "pipeline.steps[0].scope",
+            "expression",
+            "scope: expresion",
+            id="scope value",
+        ),
+        pytest.param(
+            "strategy: direct", "strategy: directt", None, "direct", None, id="strategy value"
+        ),
+        pytest.param(
+            "validation:\n  report:",
+            "validation:\n  reprot:",
+            "validation.reprot",
+            "report",
+            "reprot:",
+            id="validation entry naming no step",
+        ),
+    ],
+)
+def test_a_misspelt_name_is_found_with_its_path_line_and_suggestion(
+    example_copy, old: str, new: str, key_path: str | None, hint: str, line_needle: str | None
+) -> None:
+    folder = example_copy("random_walk", lambda t: t.replace(old, new))
     problem = only_problem(folder)
-    assert problem.key_path == "pipeline.steps[0].loop_untill"
-    assert problem.line == line_of(folder, "loop_untill")
-    assert problem.hint == "loop_until"
+    assert problem.hint == hint
+    if key_path is not None:
+        assert problem.key_path == key_path
+    if line_needle is not None:
+        assert problem.line == line_of(folder, line_needle)
     assert problem.file.endswith("config.yaml")
-
-
-def test_typo_in_section_key(example_copy) -> None:
-    folder = example_copy("random_walk", lambda t: t.replace("chunk_size: 100", "chunksize: 100"))
-    problem = only_problem(folder)
-    assert (problem.key_path, problem.hint) == ("processing.chunksize", "chunk_size")
-    assert problem.line == line_of(folder, "chunksize")
-
-
-def test_typo_in_rule_key(example_copy) -> None:
-    folder = example_copy("random_walk", lambda t: t.replace("level: warning", "levle: warning"))
-    problem = only_problem(folder)
-    assert problem.key_path == "validation.report.rules[3].levle"
-    assert problem.hint == "level"
-
-
-def test_unknown_scope_suggests_the_right_one(example_copy) -> None:
-    folder = example_copy(
-        "random_walk", lambda t: t.replace("scope: expression", "scope: expresion")
-    )
-    problem = only_problem(folder)
-    assert problem.key_path == "pipeline.steps[0].scope"
-    assert problem.hint == "expression"
-    assert problem.line == line_of(folder, "scope: expresion")
 
 
 def test_wrong_type_names_the_key(example_copy) -> None:
@@ -85,13 +113,6 @@ def test_wrong_type_names_the_key(example_copy) -> None:
     assert problem.key_path == "processing.repeat"
     assert "integer" in problem.message
     assert problem.line == line_of(folder, "repeat: many")
-
-
-def test_bad_strategy_suggests(example_copy) -> None:
-    folder = example_copy(
-        "random_walk", lambda t: t.replace("strategy: direct", "strategy: directt")
-    )
-    assert only_problem(folder).hint == "direct"
 
 
 def test_missing_template_file(example_copy) -> None:
@@ -112,16 +133,6 @@ def test_llm_step_without_any_template(example_copy) -> None:
     problem = only_problem(example_copy("random_walk", edit))
     assert "no template" in problem.message
     assert problem.key_path == "pipeline.steps[1]"
-
-
-def test_validation_entry_naming_no_step(example_copy) -> None:
-    folder = example_copy(
-        "random_walk", lambda t: t.replace("validation:\n  report:", "validation:\n  reprot:")
-    )
-    problem = only_problem(folder)
-    assert problem.key_path == "validation.reprot"
-    assert problem.hint == "report"
-    assert problem.line == line_of(folder, "reprot:")
 
 
 def test_parent_path_escape_is_refused(example_copy) -> None:

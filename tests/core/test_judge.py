@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from conftest import EXAMPLES
 from octopipe.core.config import load_pipeline
 from octopipe.core.costs import AttemptCost, TokenCounts
 from octopipe.core.judge import (
@@ -28,6 +27,7 @@ from octopipe.core.judge import (
 )
 from octopipe.core.registry import load_registry
 from octopipe.core.steps import CompiledPipeline, CompiledStep
+from support.paths import EXAMPLES
 
 WALK = {"square": 10, "moves": 12, "start_square": 5}
 RIGHT = {"end_square": 10, "move_count": 12, "ending": "home"}

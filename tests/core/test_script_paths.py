@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, demo
 from octopipe.core.config import load_pipeline
 from octopipe.core.scripts import output_problem, resolve_script
 from octopipe.errors import ConfigError
+from support.paths import EXAMPLES, demo
 
 
 def test_the_conventions(tmp_path: Path) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from conftest import EXAMPLES
 from octopipe.core.config import load_pipeline
 from octopipe.core.steps import CompiledPipeline
 from octopipe.core.units import iter_units
+from support.paths import EXAMPLES
 
 
 def first_unit(name: str):

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, demo
+from support.paths import ROOT, demo
 
 HOOKS = ROOT / "tests" / "fixtures" / "demo_answers"
 RUN_TIMEOUT_S = 600

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-from admin_builders import expression_pipeline, llm_pipeline, make_run
 
 from octopipe.engine.archive import archive_run, unarchive_run
 from octopipe.engine.exports import write_export
@@ -19,6 +18,7 @@ from octopipe.engine.paths import ARCHIVE_DIR, resolve_run
 from octopipe.errors import RunLocked, RunNotFound, UsageError
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
+from support.admin import expression_pipeline, llm_pipeline, make_run
 
 
 @pytest.fixture

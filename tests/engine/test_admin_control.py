@@ -6,7 +6,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from admin_builders import delete_rows, expression_pipeline, make_run
 
 from octopipe.core.states import RunEvent, RunStatus, UnitStepState
 from octopipe.engine.commands import Kill, Pause, Rename, Repair, Retry, SwitchMode, UpdateSettings
@@ -19,6 +18,7 @@ from octopipe.engine.runner import Runner
 from octopipe.errors import CommandError, UsageError
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
+from support.admin import delete_rows, expression_pipeline, make_run
 
 FAILING = "10 // ((n + 1) % 3)"  # fails for every item whose n % 3 == 2
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from admin_builders import fail_llm_units, llm_pipeline, make_run, set_minimum
 
 from octopipe.core.states import UnitStepState
 from octopipe.engine.revalidate import revalidate_run
@@ -13,6 +12,7 @@ from octopipe.engine.runner import Runner
 from octopipe.errors import RunLocked, UsageError
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
+from support.admin import fail_llm_units, llm_pipeline, make_run, set_minimum
 
 LOW = '{"score": 3, "note": "meh"}'
 GARBAGE = "Sorry, I cannot rate that."

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from batch_crash_support import BatchHarness
+from support.batch_crash import BatchHarness
 
 
 def test_seeded_kill_schedule_of_a_batch_run(tmp_path: Path) -> None:

@@ -18,19 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_crash_support import _usage
-from batch_support import batch_rows, drive_batch
-from realtime_support import (
-    VENDOR_MODELS,
-    VENDORS,
-    check_ledger,
-    copy_example,
-    fast_retries,
-    ledger_rows,
-    make_run,
-    set_keys,
-    walk_answer,
-)
 
 from octopipe.core.costs import cost_usd
 from octopipe.core.registry import load_registry
@@ -44,6 +31,19 @@ from octopipe.providers.base import ProviderSettings
 from octopipe.providers.batch_base import BatchProvider
 from octopipe.providers.batch_gemini import GeminiBatchProvider
 from octopipe.providers.catalog import make_batch_provider
+from support.batch import batch_rows, drive_batch
+from support.batch_crash import _usage
+from support.realtime import (
+    VENDOR_MODELS,
+    VENDORS,
+    check_ledger,
+    copy_example,
+    fast_retries,
+    ledger_rows,
+    make_run,
+    set_keys,
+    walk_answer,
+)
 
 
 @pytest.fixture(autouse=True)

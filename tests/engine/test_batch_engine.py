@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_support import (
+
+from octopipe.core.states import RunStatus, UnitStepState
+from octopipe.emulator import EmulatorConfig, EmulatorRequest, EmulatorThread
+from octopipe.engine.queries import run_status
+from support.batch import (
     batch_rows,
     batch_units_of,
     drive_batch,
@@ -20,7 +24,7 @@ from batch_support import (
     fruit_children,
     fruit_pipeline,
 )
-from realtime_support import (
+from support.realtime import (
     VENDOR_MODELS,
     VENDORS,
     check_ledger,
@@ -32,10 +36,6 @@ from realtime_support import (
     step_states,
     walk_answer,
 )
-
-from octopipe.core.states import RunStatus, UnitStepState
-from octopipe.emulator import EmulatorConfig, EmulatorRequest, EmulatorThread
-from octopipe.engine.queries import run_status
 
 
 def small_walk(tmp: Path, repeat: int = 24, chunk: int = 10, **keys: Any) -> Path:

@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_support import batch_rows, drive_batch, foreign_batches
-from realtime_support import (
+
+from octopipe.core.states import BatchEvent, RunStatus, UnitStepState
+from octopipe.emulator import EmulatorConfig, EmulatorThread
+from octopipe.store.ledger import Ledger
+from support.batch import batch_rows, drive_batch, foreign_batches
+from support.realtime import (
     VENDOR_MODELS,
     VENDORS,
     check_ledger,
@@ -25,10 +29,6 @@ from realtime_support import (
     set_keys,
     walk_answer,
 )
-
-from octopipe.core.states import BatchEvent, RunStatus, UnitStepState
-from octopipe.emulator import EmulatorConfig, EmulatorThread
-from octopipe.store.ledger import Ledger
 
 UNITS = 6
 NEWER = 620  # more than a page-count limit would ever look at (the old limit was 500)

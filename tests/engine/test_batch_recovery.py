@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_support import batch_rows, batch_units_of, drive_batch
-from realtime_support import (
+
+from octopipe.core.states import RunStatus, UnitStepState
+from octopipe.emulator import EmulatorConfig
+from support.batch import batch_rows, batch_units_of, drive_batch
+from support.realtime import (
     VENDOR_MODELS,
     VENDORS,
     check_ledger,
@@ -20,9 +23,6 @@ from realtime_support import (
     set_keys,
     walk_answer,
 )
-
-from octopipe.core.states import RunStatus, UnitStepState
-from octopipe.emulator import EmulatorConfig
 
 
 def walk(tmp: Path, repeat: int, **keys: Any) -> Path:

@@ -11,8 +11,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from batch_support import batch_rows, drive_fake
-from realtime_support import (
+
+from octopipe.core.states import RunStatus, UnitStepState
+from octopipe.errors import AuthError, QuotaExhausted, RateLimited, TransientProviderError
+from octopipe.providers.batch_base import BatchHandle, BatchRequestLine
+from octopipe.testing import FakeBatchProvider
+from support.batch import batch_rows, drive_fake
+from support.realtime import (
     check_ledger,
     copy_example,
     fast_retries,
@@ -21,11 +26,6 @@ from realtime_support import (
     set_keys,
     walk_answer,
 )
-
-from octopipe.core.states import RunStatus, UnitStepState
-from octopipe.errors import AuthError, QuotaExhausted, RateLimited, TransientProviderError
-from octopipe.providers.batch_base import BatchHandle, BatchRequestLine
-from octopipe.testing import FakeBatchProvider
 
 
 def small_walk(tmp: Path, repeat: int, chunk: int, **keys: Any) -> Path:

@@ -53,15 +53,12 @@ def test_only_analyses_every_run_has_are_shared(tmp_path: Path) -> None:
 
 def test_compare_fills_its_analysis_section_from_the_source(tmp_path: Path) -> None:
     import io
-    import sys
 
     from rich.console import Console
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_report import build
-
     from octopipe.cli.report_view import comparison_markdown, print_comparison
     from octopipe.engine.compare import compare_runs
+    from support.report_runs import build
 
     a, b = build(tmp_path / "a"), build(tmp_path / "b")
     per_run = {a: [table(STRATEGIES, [("hit", 3, 1)])], b: [table(STRATEGIES, [("hit", 5, 2)])]}

@@ -20,7 +20,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from crash_support import (
+
+from support.crash import (
     LONG_WALK,
     Harness,
     injected_command,

@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from runner_builders import write_pipeline
 
 from octopipe.core.config import load_pipeline
 from octopipe.engine.create import RunOptions, create_run, snapshot
 from octopipe.engine.queries import run_info
 from octopipe.errors import ConfigError
+from support.runner import write_pipeline
 
 STEPS = "    - name: judge\n      prompt_template: judge.jinja2\n"
 

@@ -10,14 +10,13 @@ import json
 import textwrap
 from pathlib import Path
 
-from admin_builders import expression_pipeline, make_run
-
 from octopipe.engine.commands import Repair, Retry
 from octopipe.engine.control import change_run
 from octopipe.engine.exports import exports_current, write_export
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.runner import Runner
 from octopipe.store.ledger import Ledger
+from support.admin import expression_pipeline, make_run
 
 FAILING = "10 // ((n + 1) % 3)"  # raises for every item whose n % 3 == 2
 LABEL = 1

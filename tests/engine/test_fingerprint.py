@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from admin_builders import expression_pipeline, make_run
 
 from octopipe.engine.fingerprint import differences, fingerprint
 from octopipe.engine.runner import Runner
 from octopipe.errors import SnapshotChanged
 from octopipe.store.ledger import Ledger
+from support.admin import expression_pipeline, make_run
 
 
 def test_every_file_counts_but_caches_and_links_are_never_read(tmp_path: Path) -> None:

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from crash_support import octopipe, spawn, status_json, stored_status, verify_report, wait_for
-from runner_builders import make_run, write_pipeline
 
 from octopipe.core.states import RunStatus, UnitStepState
 from octopipe.engine.runner import Runner
 from octopipe.store.ledger import Ledger
+from support.crash import octopipe, spawn, status_json, stored_status, verify_report, wait_for
+from support.runner import make_run, write_pipeline
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from post_builders import drive, echo_output, make_league_run
 
 from octopipe.core.analysis import analyze, captured, parse_analysis_args, render
 from octopipe.core.states import RunStatus
@@ -23,6 +22,7 @@ from octopipe.engine.postprocess import NO_SCRIPTS, ScriptPermission, rerun_post
 from octopipe.errors import RunLocked, UsageError
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
+from support.post import drive, echo_output, make_league_run
 
 ALL = ScriptPermission(everything=True)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from admin_builders import expression_pipeline, make_run
-
 from octopipe.engine.queries import StepStatus, run_status
+from support.admin import expression_pipeline, make_run
 
 
 def test_progress_early_in_a_big_run_counts_every_unit(tmp_path: Path) -> None:

@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realtime_support import (
+
+from octopipe.core.states import UnitStepState
+from octopipe.emulator import EmulatorConfig
+from octopipe.engine.paths import RunPaths
+from octopipe.engine.realtime import RealtimeOptions
+from octopipe.store.ledger import Ledger
+from support.realtime import (
     EXAMPLES,
     VENDOR_MODELS,
     VENDORS,
@@ -20,12 +26,6 @@ from realtime_support import (
     make_run,
     step_states,
 )
-
-from octopipe.core.states import UnitStepState
-from octopipe.emulator import EmulatorConfig
-from octopipe.engine.paths import RunPaths
-from octopipe.engine.realtime import RealtimeOptions
-from octopipe.store.ledger import Ledger
 
 
 def _options(vendor: str) -> RealtimeOptions:

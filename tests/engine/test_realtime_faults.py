@@ -11,7 +11,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from realtime_support import (
+
+from octopipe.core.states import UnitStepState
+from octopipe.emulator import EmulatorConfig, EmulatorRequest
+from octopipe.engine.pacing import HEADROOM
+from octopipe.store.ledger import Ledger
+from support.realtime import (
     LANES,
     Lane,
     check_ledger,
@@ -23,11 +28,6 @@ from realtime_support import (
     trace_lines,
     walk_answer,
 )
-
-from octopipe.core.states import UnitStepState
-from octopipe.emulator import EmulatorConfig, EmulatorRequest
-from octopipe.engine.pacing import HEADROOM
-from octopipe.store.ledger import Ledger
 
 UNITS = 6
 REPORT = 1  # step index of the LLM step

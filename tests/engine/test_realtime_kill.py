@@ -1,6 +1,6 @@
 """kill -9 of a realtime runner at seeded instants, then resume: nothing lost, nothing twice.
 
-The runner runs in a forked child (``realtime_support.child_main``) against the emulator with
+The runner runs in a forked child (``support.realtime.child_main``) against the emulator with
 40 ms (+ up to 20 ms) latency and 4 calls in flight, so a kill lands while calls are on the
 wire, while answers are being recorded, or during start-up. After every kill the ledger must
 verify clean (units in flight stay claimed until the next start releases them); after the
@@ -19,17 +19,6 @@ from typing import Any
 
 import openai  # noqa: F401  (imported before forking: children start in milliseconds)
 import pytest
-from realtime_support import (
-    check_ledger,
-    copy_example,
-    drive,
-    fast_retries,
-    ledger_rows,
-    make_run,
-    realtime_attempts,
-    start_child,
-    walk_answer,
-)
 
 from octopipe.core.config import load_pipeline
 from octopipe.core.costs import cost_usd
@@ -40,6 +29,17 @@ from octopipe.emulator.answers import make_answer
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.store.ledger import Ledger
+from support.realtime import (
+    check_ledger,
+    copy_example,
+    drive,
+    fast_retries,
+    ledger_rows,
+    make_run,
+    realtime_attempts,
+    start_child,
+    walk_answer,
+)
 
 UNITS = 60
 KILLS = 4

@@ -10,7 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realtime_support import (
+
+from octopipe.core.amounts import format_usd
+from octopipe.core.costs import cost_usd as price
+from octopipe.core.registry import load_registry
+from octopipe.emulator import EmulatorConfig
+from octopipe.emulator.answers import make_answer
+from octopipe.engine.paths import RunPaths
+from octopipe.engine.queries import run_status
+from octopipe.engine.realtime import RealtimeOptions
+from octopipe.store.ledger import Ledger
+from octopipe.store.records import CostTotals, RunInfo
+from support.realtime import (
     VENDOR_MODELS,
     VENDORS,
     EmulatorThread,
@@ -24,17 +35,6 @@ from realtime_support import (
     set_keys,
     walk_answer,
 )
-
-from octopipe.core.amounts import format_usd
-from octopipe.core.costs import cost_usd as price
-from octopipe.core.registry import load_registry
-from octopipe.emulator import EmulatorConfig
-from octopipe.emulator.answers import make_answer
-from octopipe.engine.paths import RunPaths
-from octopipe.engine.queries import run_status
-from octopipe.engine.realtime import RealtimeOptions
-from octopipe.store.ledger import Ledger
-from octopipe.store.records import CostTotals, RunInfo
 
 CACHED = 16
 SECRETS = {

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realtime_support import (
+
+from octopipe.core.states import UnitStepState
+from octopipe.emulator import EmulatorConfig
+from octopipe.engine.paths import RunPaths
+from octopipe.engine.realtime import RealtimeOptions
+from octopipe.errors import EXIT_PROVIDER
+from support.realtime import (
     EmulatorThread,
     check_ledger,
     copy_example,
@@ -35,12 +41,6 @@ from realtime_support import (
     trace_lines,
     walk_answer,
 )
-
-from octopipe.core.states import UnitStepState
-from octopipe.emulator import EmulatorConfig
-from octopipe.engine.paths import RunPaths
-from octopipe.engine.realtime import RealtimeOptions
-from octopipe.errors import EXIT_PROVIDER
 
 pytestmark = pytest.mark.timeout(120)
 

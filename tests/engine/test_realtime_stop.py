@@ -11,7 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from realtime_support import (
+
+from octopipe.core.states import UnitStepState
+from octopipe.emulator import EmulatorConfig
+from octopipe.errors import EXIT_INTERRUPTED
+from support.realtime import (
     EmulatorThread,
     check_ledger,
     drive,
@@ -21,10 +25,6 @@ from realtime_support import (
     step_states,
     walk_answer,
 )
-
-from octopipe.core.states import UnitStepState
-from octopipe.emulator import EmulatorConfig
-from octopipe.errors import EXIT_INTERRUPTED
 
 pytestmark = pytest.mark.timeout(90)
 UNITS = 6

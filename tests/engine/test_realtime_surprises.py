@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realtime_support import (
+
+from octopipe.core.states import UnitStepState
+from octopipe.emulator import EmulatorConfig
+from octopipe.engine import runner as runner_module
+from octopipe.engine.realtime import RealtimeOptions
+from octopipe.errors import StoreError
+from octopipe.providers import openai_adapter
+from octopipe.store.ledger import Ledger
+from support.realtime import (
     LANES,
     Lane,
     check_ledger,
@@ -28,14 +36,6 @@ from realtime_support import (
     step_states,
     walk_answer,
 )
-
-from octopipe.core.states import UnitStepState
-from octopipe.emulator import EmulatorConfig
-from octopipe.engine import runner as runner_module
-from octopipe.engine.realtime import RealtimeOptions
-from octopipe.errors import StoreError
-from octopipe.providers import openai_adapter
-from octopipe.store.ledger import Ledger
 
 UNITS = 6
 REPORT = 1

@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from runner_builders import make_run, write_pipeline
 
-from conftest import EXAMPLES
 from octopipe.core.states import RunStatus, UnitStepState
 from octopipe.core.steps import CompiledPipeline
 from octopipe.engine.fingerprint import open_snapshot
@@ -18,6 +16,8 @@ from octopipe.engine.runner import Runner, local_chains, run_local_chunk
 from octopipe.errors import RunLocked
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock
+from support.paths import EXAMPLES
+from support.runner import make_run, write_pipeline
 
 ITEMS = "items:\n" + "".join(f"  - {{name: u{i}, n: {i}}}\n" for i in range(30))
 

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from crash_support import (
+
+from support.crash import (
     LONG_WALK,
     done_fraction,
     injected_command,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from admin_builders import fail_llm_units, llm_pipeline, make_run
-
 from octopipe.core.registry import load_registry
 from octopipe.engine.troubleshoot import cheapest_model, troubleshoot
+from support.admin import fail_llm_units, llm_pipeline, make_run
 
 
 def failed_run(tmp_path: Path):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import CanaryServer, Sandbox
+from support.hostile import CanaryServer, Sandbox
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ canary that does leak is caught (so a clean result elsewhere means something).""
 
 from __future__ import annotations
 
-from harness import Sandbox
+from support.hostile import Sandbox
 
 
 def test_a_harmless_pipeline_runs_and_leaks_nothing(sandbox: Sandbox) -> None:

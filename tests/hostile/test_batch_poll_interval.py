@@ -6,7 +6,8 @@ created the run and then waited forever for a poll that never came."""
 from __future__ import annotations
 
 import pytest
-from harness import CONFIG, Sandbox
+
+from support.hostile import CONFIG, Sandbox
 
 BAD_VALUES = ["inf", "nan", "0", "-5", "1e400", "90000"]
 

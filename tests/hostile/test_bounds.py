@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import Sandbox
+
+from support.hostile import Sandbox
 
 BOUND_S = 45  # each command must end well within the harness's own limit
 

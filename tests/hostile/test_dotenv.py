@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import Sandbox
 
 import octopipe
+from support.hostile import Sandbox
 
 
 def _package_copy(sandbox: Sandbox) -> dict[str, str]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import Sandbox
+
+from support.hostile import Sandbox
 
 CSV_CONFIG = ("    source: items.yaml\n    key: items\n", "    source: items.csv\n")
 

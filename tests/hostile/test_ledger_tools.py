@@ -8,7 +8,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from harness import Result, Sandbox
+from support.hostile import Result, Sandbox
 
 NEVER = """
     rules:

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Result, Sandbox
+
+from support.hostile import Result, Sandbox
 
 HOOK = "emulator_answers.py"
 
@@ -327,58 +328,47 @@ def _no_runs(sandbox: Sandbox) -> bool:
     return not sandbox.runs.exists() or not any(sandbox.runs.iterdir())
 
 
-def test_answers_with_a_real_provider_is_refused(sandbox: Sandbox) -> None:
+@pytest.mark.parametrize(
+    ("provider", "flags", "canary_emulator", "complaint"),
+    [
+        pytest.param("openai", (), False, "--answers only applies to --provider fake", id="real"),
+        pytest.param(
+            "fake", (), True, "octopipe emulator --answers", id="emulator-started-elsewhere"
+        ),
+        pytest.param(
+            "fake",
+            ("--generic-answers",),
+            False,
+            "--answers and --generic-answers",
+            id="with-generic-answers",
+        ),
+    ],
+)
+def test_answers_where_they_cannot_apply_are_refused_before_a_run_exists(
+    sandbox: Sandbox,
+    provider: str,
+    flags: tuple[str, ...],
+    canary_emulator: bool,
+    complaint: str,
+) -> None:
+    """--answers with a real provider, with an emulator this command did not start, or with
+    --generic-answers: exit 2 naming the clash, no run, nothing leaked."""
     _plant_code(sandbox)
+    env = {"OCTOPIPE_EMULATOR_URL": sandbox.canary_server.url} if canary_emulator else None
     result = sandbox.octopipe(
         "run",
         sandbox.pipeline,
         "--provider",
-        "openai",
+        provider,
         "--answers",
         sandbox.pipeline / HOOK,
+        *flags,
         "--yes",
+        env=env,
     )
 
     assert result.code == 2, result
-    assert "--answers only applies to --provider fake" in result.err, result
-    assert _no_runs(sandbox)
-    sandbox.assert_contained(result)
-
-
-def test_answers_with_an_emulator_started_elsewhere_is_refused(sandbox: Sandbox) -> None:
-    _plant_code(sandbox)
-    result = sandbox.octopipe(
-        "run",
-        sandbox.pipeline,
-        "--provider",
-        "fake",
-        "--answers",
-        sandbox.pipeline / HOOK,
-        "--yes",
-        env={"OCTOPIPE_EMULATOR_URL": sandbox.canary_server.url},
-    )
-
-    assert result.code == 2, result
-    assert "octopipe emulator --answers" in result.err, result
-    assert _no_runs(sandbox)
-    sandbox.assert_contained(result)
-
-
-def test_answers_and_generic_answers_together_are_refused(sandbox: Sandbox) -> None:
-    _plant_code(sandbox)
-    result = sandbox.octopipe(
-        "run",
-        sandbox.pipeline,
-        "--provider",
-        "fake",
-        "--answers",
-        sandbox.pipeline / HOOK,
-        "--generic-answers",
-        "--yes",
-    )
-
-    assert result.code == 2, result
-    assert "--answers and --generic-answers" in result.err, result
+    assert complaint in result.err, result
     assert _no_runs(sandbox)
     sandbox.assert_contained(result)
 

@@ -10,7 +10,8 @@ import json
 import sqlite3
 
 import pytest
-from harness import Sandbox
+
+from support.hostile import Sandbox
 
 ANALYSIS = (
     "  - name: Verdicts\n"

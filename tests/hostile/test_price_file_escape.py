@@ -4,7 +4,7 @@ reads it (the canary file outside is never read, printed or copied)."""
 
 from __future__ import annotations
 
-from harness import Result, Sandbox
+from support.hostile import Result, Sandbox
 
 PRICES = "openai:\n  house-model-7b:\n    standard: {input: 0.5, output: 1.5}\n"
 

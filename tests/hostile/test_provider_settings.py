@@ -5,7 +5,7 @@ with a clear message before any run exists, in bounded time, with nothing leaked
 
 from __future__ import annotations
 
-from harness import Sandbox
+from support.hostile import Sandbox
 
 
 def _api(sandbox: Sandbox, lines: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 
-from harness import Sandbox
+from support.hostile import Sandbox
 
 RULE = """validation:
   score:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from harness import SCHEMA, Sandbox
+from support.hostile import SCHEMA, Sandbox
 
 SLOW = "^(a|aa)+$"  # exponential in Python's re on "aaaa…!"
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import Result, Sandbox
+
+from support.hostile import Result, Sandbox
 
 
 def schema_with(ref: str) -> str:

@@ -5,7 +5,8 @@ and the limits can be raised on purpose through the environment."""
 from __future__ import annotations
 
 import pytest
-from harness import Result, Sandbox
+
+from support.hostile import Result, Sandbox
 
 HUGE = 10**23
 UNIT_LIMIT = "10,000,000"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness import Result, Sandbox
+from support.hostile import Result, Sandbox
 
 
 def real(path: Path) -> str:

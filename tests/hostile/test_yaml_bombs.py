@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import pytest
-from harness import Sandbox
+
+from support.hostile import Sandbox
 
 
 def laughs(levels: int = 10) -> str:

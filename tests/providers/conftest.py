@@ -6,8 +6,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from batch_builders import GEMINI_FILE, BatchOpener
-from provider_builders import SECRET_KEY
 
 # Import the SDK adapters while collecting: each SDK takes about a second to import, which
 # would otherwise be charged to whichever test happens to use it first.
@@ -19,6 +17,8 @@ from octopipe.providers.base import ProviderSettings, RealtimeProvider
 from octopipe.providers.batch_base import BatchProvider
 from octopipe.providers.batch_gemini import GeminiBatchProvider
 from octopipe.providers.catalog import make_batch_provider, make_provider
+from support.provider_batch import GEMINI_FILE, BatchOpener
+from support.providers import SECRET_KEY
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from batch_builders import GEMINI_FILE, BatchOpener, collect_all, lines, wait_terminal
 
 from octopipe.emulator import EmulatorConfig, EmulatorRequest, run_emulator
 from octopipe.errors import ProviderError, TransientProviderError, UsageError
@@ -24,6 +23,7 @@ from octopipe.providers.batch_base import (
     line_error,
 )
 from octopipe.testing import FakeBatchProvider
+from support.provider_batch import GEMINI_FILE, BatchOpener, collect_all, lines, wait_terminal
 
 BACKENDS = ("openai", "anthropic", "gemini", GEMINI_FILE, "fake")
 GOOD = {"verdict": "pass", "score": 3, "reasons": ["fine"]}

@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx2
 import pytest
-from batch_builders import GEMINI_FILE, collect_all, lines, wait_terminal
-from batch_builders import BatchOpener as Opener
 
 from octopipe.emulator import EmulatorConfig, run_emulator
 from octopipe.errors import IncompleteResults, TransientProviderError
 from octopipe.providers.batch_base import INTENT_KEY, BatchResultLine, Download, check_complete
+from support.provider_batch import GEMINI_FILE, collect_all, lines, wait_terminal
+from support.provider_batch import BatchOpener as Opener
 
 # The vendors whose results are a file that can be cut (Gemini inline results are JSON).
 WITH_FILES = ("openai", "anthropic", GEMINI_FILE)

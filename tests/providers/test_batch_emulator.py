@@ -9,11 +9,11 @@ import anthropic
 import httpx2
 import openai
 import pytest
-from provider_builders import SECRET_KEY
 
 from octopipe.emulator import EmulatorConfig, run_emulator
 from octopipe.emulator.batch_faults import BatchFaultPlan, truncate
 from octopipe.emulator.cli import build_parser, config_from_args
+from support.providers import SECRET_KEY
 
 
 def chat_line(custom_id: str, prompt: str = "hello") -> str:

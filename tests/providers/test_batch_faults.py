@@ -11,14 +11,14 @@ import asyncio
 import json
 
 import pytest
-from batch_builders import GEMINI_FILE, collect_all, lines, wait_terminal
-from batch_builders import BatchOpener as Opener
 
 from octopipe.emulator import Emulator, EmulatorConfig, run_emulator
 from octopipe.errors import IncompleteResults, RateLimited
 from octopipe.providers.batch_anthropic import AnthropicBatchProvider
 from octopipe.providers.batch_base import INTENT_KEY, BatchLineError, BatchResultLine, not_run
 from octopipe.providers.batch_openai import OpenAIBatchProvider
+from support.provider_batch import GEMINI_FILE, collect_all, lines, wait_terminal
+from support.provider_batch import BatchOpener as Opener
 
 VENDORS = ("openai", "anthropic", "gemini")
 WITH_FILES = (*VENDORS, GEMINI_FILE)

@@ -15,13 +15,12 @@ from typing import Any
 
 import httpx2
 import pytest
-from batch_builders import BatchOpener as Opener
-from batch_builders import lines
 
 from octopipe.emulator import Emulator, EmulatorConfig, run_emulator
 from octopipe.emulator.batches import BatchJob
-from octopipe.providers.batch_anthropic import AnthropicBatchProvider
 from octopipe.providers.batch_base import INTENT_KEY
+from support.provider_batch import BatchOpener as Opener
+from support.provider_batch import lines
 
 FOREIGN = 620  # more than any fixed scan limit a lister might keep (the old one was 500)
 
@@ -98,12 +97,13 @@ async def test_anthropic_recent_pages_back_past_hundreds_of_newer_batches(
 ) -> None:
     async with run_emulator(EmulatorConfig()) as emu:
         provider = open_batch(emu, "anthropic")
-        assert isinstance(provider, AnthropicBatchProvider)
+        lister = provider.lister()
+        assert lister is not None  # Anthropic's batches are found by size and time
         since = time.time() - 1
         ours = await provider.submit(lines(3), model="emu-model", metadata={})
         add_foreign_batches(emu, "anthropic")
 
-        recent = await provider.recent(since)
+        recent = await lister.recent(since)
 
     assert len(recent) == FOREIGN + 1
     assert recent[-1] == (ours, 3)  # newest first: ours is the oldest

@@ -6,15 +6,15 @@ import json
 from typing import Any
 
 import pytest
-from batch_builders import BatchOpener as Opener
-from batch_builders import collect_all, lines, wait_terminal
-from provider_builders import make_request
 
 from octopipe.emulator import Emulator, EmulatorConfig, EmulatorRequest, run_emulator
 from octopipe.errors import RateLimited, UsageError
 from octopipe.providers.base import ProviderSettings
 from octopipe.providers.batch_base import INTENT_KEY, BatchRequestLine
 from octopipe.providers.catalog import catalog, make_batch_provider
+from support.provider_batch import BatchOpener as Opener
+from support.provider_batch import collect_all, lines, wait_terminal
+from support.providers import make_request
 
 VENDORS = ("openai", "anthropic", "gemini")
 FINDABLE = ("openai", "gemini")

@@ -7,7 +7,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-from provider_builders import SECRET_KEY, VERDICT_SCHEMA, make_request
 
 from octopipe.emulator import Emulator
 from octopipe.errors import BadRequest, MissingApiKey, UsageError
@@ -15,6 +14,7 @@ from octopipe.providers.anthropic_adapter import AnthropicProvider
 from octopipe.providers.base import ProviderSettings, RealtimeProvider
 from octopipe.providers.catalog import DUMMY_API_KEY, make_provider, resolve_api_key
 from octopipe.providers.gemini_adapter import GeminiProvider
+from support.providers import SECRET_KEY, VERDICT_SCHEMA, make_request
 
 
 async def test_openai_sends_max_completion_tokens(emulator: Emulator, connect: Any) -> None:

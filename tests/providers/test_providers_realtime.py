@@ -10,7 +10,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-from provider_builders import PROVIDERS, SECRET_KEY, VERDICT_SCHEMA, make_request
 
 from octopipe.emulator import Emulator, EmulatorConfig, run_emulator
 from octopipe.errors import (
@@ -24,6 +23,7 @@ from octopipe.errors import (
 )
 from octopipe.providers.base import ProviderSettings, RealtimeProvider
 from octopipe.providers.catalog import make_provider
+from support.providers import PROVIDERS, SECRET_KEY, VERDICT_SCHEMA, make_request
 
 NATIVE_SCHEMA_FIELD = {
     "openai": "response_format",

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_builders import WALK_CLASSIFY_JUDGE, MakeLedger, run_meta
 
 from octopipe.store.ledger import Ledger
 from octopipe.store.records import StepDef
+from support.ledger import WALK_CLASSIFY_JUDGE, MakeLedger, run_meta
 
 
 @pytest.fixture(params=["file", "memory"])

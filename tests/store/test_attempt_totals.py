@@ -5,11 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ledger_builders import MakeLedger, failed_attempt, run_meta, units, valid_attempt
-
 from octopipe.store import reads
 from octopipe.store.ledger import Ledger
 from octopipe.store.records import AttemptRecord, Failure, StepDef, Success
+from support.ledger import MakeLedger, failed_attempt, run_meta, units, valid_attempt
 
 STEPS = (StepDef("walk", "expression"), StepDef("ask", "chunk"))
 
@@ -84,7 +83,9 @@ def test_a_ledger_made_before_the_totals_is_read_by_a_scan_then_given_them(
     db.executescript(
         "DROP TABLE attempt_totals; DROP TRIGGER attempt_totals_insert; "
         "DROP TRIGGER attempt_totals_update; DROP TRIGGER attempt_totals_delete; "
-        "DELETE FROM migrations WHERE name = '0006_attempt_totals';"
+        "DROP TABLE tier_totals; DROP TRIGGER tier_totals_insert; "  # and what came after it
+        "DROP TRIGGER tier_totals_update; DROP TRIGGER tier_totals_delete; "
+        "DELETE FROM migrations WHERE name IN ('0006_attempt_totals', '0007_tier_totals');"
     )
     db.close()
     with Ledger.open(path, readonly=True) as ledger:  # a reader does without the table

@@ -8,11 +8,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from ledger_builders import WALK_CLASSIFY_JUDGE, MakeLedger, pass_step, run_meta, units
 
 from octopipe.core.states import UnitStepState
 from octopipe.store import RunnerIdentity, open_run_store, schema
 from octopipe.store.ledger import Ledger
+from support.ledger import WALK_CLASSIFY_JUDGE, MakeLedger, pass_step, run_meta, units
 
 ALICE = RunnerIdentity("a" * 32, "host-a", 101, "2026-01-01T00:00:00.000Z")
 BOB = RunnerIdentity("b" * 32, "host-b", 202, "2026-01-01T00:00:01.000Z")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ledger_builders import MakeLedger, failed_attempt, pass_step, tamper, units, valid_attempt
 
-from command_examples import EXAMPLES
 from octopipe.core.commands import Pause, Retry
 from octopipe.core.states import (
     BatchEvent,
@@ -19,6 +17,8 @@ from octopipe.core.states import (
 from octopipe.errors import IllegalTransition, StoreError
 from octopipe.store.ledger import Ledger
 from octopipe.store.records import Failure, Success
+from support.commands import EXAMPLES
+from support.ledger import MakeLedger, failed_attempt, pass_step, tamper, units, valid_attempt
 
 # --- transactions -------------------------------------------------------------------------------
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ledger_builders import EXPAND_JUDGE, MakeLedger, failed_attempt, pass_step, tamper, units
-
 from octopipe.core.states import UnitStepState
 from octopipe.store.ledger import Ledger
+from support.ledger import EXPAND_JUDGE, MakeLedger, failed_attempt, pass_step, tamper, units
 
 PENDING, VALID = UnitStepState.PENDING, UnitStepState.VALID
 

@@ -9,11 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from ledger_builders import WALK_CLASSIFY_JUDGE, run_meta, units
-
 from octopipe.core.states import UnitStepState
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock, is_held
+from support.ledger import WALK_CLASSIFY_JUDGE, run_meta, units
 
 N_UNITS = 600
 

@@ -5,11 +5,11 @@ every change of results moves the ledger's results version."""
 from __future__ import annotations
 
 import pytest
-from ledger_builders import MakeLedger, failed_attempt, pass_step, tamper, units
 
 from octopipe.core.states import UnitStepState
 from octopipe.errors import CorruptValue, StoreError
 from octopipe.store.ledger import Ledger
+from support.ledger import MakeLedger, failed_attempt, pass_step, tamper, units
 
 CLASSIFY = 1
 

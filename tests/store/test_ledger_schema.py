@@ -6,13 +6,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from ledger_builders import WALK_CLASSIFY_JUDGE, pass_step, run_meta, units
 
 from octopipe.core.states import BatchState, RunStatus, UnitStepState
 from octopipe.errors import StoreError
 from octopipe.store import schema
 from octopipe.store.ledger import Ledger
 from octopipe.store.records import StepDef
+from support.ledger import WALK_CLASSIFY_JUDGE, pass_step, run_meta, units
 
 
 def make_store(path: Path, n_units: int = 0) -> Path:

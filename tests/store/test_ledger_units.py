@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_builders import (
+
+from octopipe.core.states import UnitStepState
+from octopipe.errors import IllegalTransition, StoreError
+from octopipe.store.ledger import Ledger
+from octopipe.store.records import Failure, StepDef, Success
+from support.ledger import (
     EXPAND_JUDGE,
     MakeLedger,
     failed_attempt,
@@ -17,11 +22,6 @@ from ledger_builders import (
     units,
     valid_attempt,
 )
-
-from octopipe.core.states import UnitStepState
-from octopipe.errors import IllegalTransition, StoreError
-from octopipe.store.ledger import Ledger
-from octopipe.store.records import Failure, StepDef, Success
 
 PENDING, IN_FLIGHT, VALID = UnitStepState.PENDING, UnitStepState.IN_FLIGHT, UnitStepState.VALID
 FAILED, EXHAUSTED = UnitStepState.FAILED, UnitStepState.EXHAUSTED

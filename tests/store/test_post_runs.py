@@ -6,11 +6,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from ledger_builders import WALK_CLASSIFY_JUDGE, run_meta
 
 from octopipe.errors import StoreError
 from octopipe.store import schema
 from octopipe.store.ledger import Ledger
+from support.ledger import WALK_CLASSIFY_JUDGE, run_meta
 
 
 def test_a_run_then_a_finish_is_the_latest_row_of_its_action(tmp_path: Path) -> None:

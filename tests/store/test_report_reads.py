@@ -4,16 +4,13 @@ index already orders: checked on the query plans SQLite chooses for a ledger wit
 from __future__ import annotations
 
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from test_report import build
-
 from octopipe.store import report_reads
 from octopipe.store.schema import MIGRATIONS, READERS_MAY_LACK
+from support.report_runs import build
 
 PARAMS = {"k": 2, "failed": "failed", "exhausted": "exhausted", "samples": 3}
 

@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
-from ledger_builders import WALK_CLASSIFY_JUDGE, failed_attempt, run_meta, units, valid_attempt
 
-from command_examples import EXAMPLES
 from octopipe.core.commands import Command, Pause
 from octopipe.core.states import BatchEvent, BatchState, CommandEvent, CommandState, UnitStepState
 from octopipe.errors import IllegalTransition, StoreError
@@ -30,6 +28,8 @@ from octopipe.store import (
     memory_run_store,
 )
 from octopipe.store.records import Success
+from support.commands import EXAMPLES
+from support.ledger import WALK_CLASSIFY_JUDGE, failed_attempt, run_meta, units, valid_attempt
 
 STORES: dict[str, Callable[[Path], RunStore]] = {
     "sqlite-file": lambda tmp: create_run_store(tmp / "ledger.db", run_meta(), WALK_CLASSIFY_JUDGE),

@@ -7,12 +7,11 @@ import threading
 import time
 from pathlib import Path
 
-from ledger_builders import WALK_CLASSIFY_JUDGE, run_meta
-
 from octopipe.core.commands import Pause
 from octopipe.store import memory_run_store, open_run_store
 from octopipe.store.intent import writer_intent, writer_waiting
 from octopipe.store.ledger import Ledger
+from support.ledger import WALK_CLASSIFY_JUDGE, run_meta
 
 
 def test_writer_intent_is_visible_to_the_runner(tmp_path: Path) -> None:

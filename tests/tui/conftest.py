@@ -1,5 +1,5 @@
-"""The TUI tests' fixtures (defined in tui_support.py, a name no other test folder uses)."""
+"""The TUI tests' fixtures (defined in ``support/tui.py``)."""
 
-from tui_support import built_runs, make_app, runs, spawned
+from support.tui import built_runs, make_app, runs, spawned
 
 __all__ = ["built_runs", "make_app", "runs", "spawned"]

@@ -3,10 +3,9 @@ confirmation where they cost money or destroy something, and show the CLI comman
 
 from __future__ import annotations
 
-from tui_support import settle
-
 from octopipe.core.states import UnitStepState
 from octopipe.store.ledger import Ledger
+from support.tui import settle
 
 
 def info(runs, name):

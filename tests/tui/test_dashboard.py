@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from tui_support import PAUSE_REASONS, settle
 
 from octopipe.engine.browse import RunIndex
 from octopipe.store.ledger import Ledger
+from support.tui import PAUSE_REASONS, settle
 
 
 def cells(app, name: str) -> dict[str, str]:
@@ -46,7 +46,7 @@ async def test_every_run_state_is_shown_with_its_columns(make_app) -> None:
         assert judged["cost"] == "unknown"  # the fake model has no price: never "$0"
         assert cells(app, "complete")["cost"] == "$0.00"
         totals = str(app.screen.query_one("#totals").render())
-        assert "Runs 12" in totals and "(some unknown)" in totals
+        assert "Runs 12" in totals and "Cost $0.00 + unknown (1 run unpriced)" in totals
 
 
 async def test_refresh_keeps_the_cursor_on_the_same_run(make_app, runs) -> None:
@@ -123,7 +123,7 @@ async def test_new_failures_after_start_are_notified(make_app, runs) -> None:
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
         before = len(app._notifications)
-        from admin_builders import fail_llm_units
+        from support.admin import fail_llm_units
 
         fail_llm_units(runs.dir_paths("judged"), "judge", {"item003": "{}"})
         await pilot.press("ctrl+r")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from tui_support import settle
-
 from octopipe.tui.app import build_app
 from octopipe.tui.port import RunControl, RunQueries
 from octopipe.tui.screens.launcher import auto_name
+from support.tui import settle
 
 
 def test_auto_name_is_a_valid_new_name() -> None:

@@ -3,12 +3,11 @@ and filtered, log pane, every key; the inspector's raw answers, diff, copy."""
 
 from __future__ import annotations
 
-from tui_support import settle
-
 from octopipe.core.states import UnitStepState
 from octopipe.engine.browse import log_tail, units_page
 from octopipe.engine.paths import RunPaths
 from octopipe.store import ledger as ledger_module
+from support.tui import settle
 
 
 def unit_ids(screen) -> list[str]:

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from tui_support import Runs, settle
 
 from octopipe.tui.app import OctopipeApp, build_app
 from octopipe.tui.port import RunControl, RunQueries
+from support.tui import Runs, settle
 
 SIZE = (160, 48)
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")

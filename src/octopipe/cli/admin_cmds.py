@@ -256,6 +256,8 @@ def _print_verify(name: str, report: VerifyReport) -> None:
                 _echo_ids(ids)
     for problem in report.problems:
         click.echo(f"damaged: {problem}")
+    for problem in report.totals:
+        click.echo(f"totals: {problem}")
     if report.ok:
         click.echo(f"{name}: every unit is accounted for")
         return
@@ -266,6 +268,8 @@ def _print_verify(name: str, report: VerifyReport) -> None:
             f"  `octopipe repair {name}` requeues missing units, raises attempt counters and "
             f"returns stranded units to pending; then `octopipe run {name}`"
         )
+    if report.totals:
+        click.echo(f"  `octopipe repair {name}` rebuilds the LLM totals row from the attempts")
     if count["corrupt"] or report.problems:
         click.echo(
             "  damaged values cannot be repaired from the ledger itself: restore "

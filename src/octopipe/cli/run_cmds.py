@@ -48,6 +48,7 @@ from octopipe.engine.providers_setup import (
 from octopipe.engine.queries import RunInfo, run_info, run_status, runner_live
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner, RunOutcome
+from octopipe.engine.starting import mark_starting, started_at
 from octopipe.errors import EXIT_FAILURE, EXIT_OK, ConfigError, RunLocked, UsageError
 from octopipe.providers.catalog import FAKE, catalog, resolve_api_key
 
@@ -232,10 +233,11 @@ def init(
 )
 @click.option(
     "--flex-fallback",
-    type=click.Choice(["standard", "none"]),
+    type=click.Choice(["standard", "batch", "none"]),
     help="When flex stays unavailable after the in-call retries: 'standard' sends that call "
-    "at the standard tier (and price); 'none' (the default) keeps the unit, uncharged, and "
-    "tries flex again later.",
+    "at the standard tier (and price); 'batch' sends that unit and the rest of its step "
+    "through the batch API (batch price); 'none' (the default) keeps the unit, uncharged, "
+    "and tries flex again later.",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo the run log.")
@@ -654,6 +656,7 @@ def _detach(paths: RunPaths, flags: Mapping[str, object], switches: list[str]) -
         if value is not None:
             args += [flag, str(value)]
     out = (paths.root / "runner.out").open("ab")
+    since = started_at()
     process = subprocess.Popen(
         [sys.executable, "-m", "octopipe", "run", *args],
         stdin=subprocess.DEVNULL,
@@ -663,6 +666,7 @@ def _detach(paths: RunPaths, flags: Mapping[str, object], switches: list[str]) -
         cwd=Path.cwd(),
     )
     out.close()
+    mark_starting(paths.root, process.pid, since)  # changes sent meanwhile are queued for it
     console.print(
         f"run {paths.name} continues in the background (pid {process.pid}); follow it with "
         f"`octopipe watch {paths.name}`, stop it with `octopipe pause {paths.name}`; its "
@@ -710,7 +714,7 @@ def _confirm_estimate(
     if not report.ok:
         raise ConfigError(report.errors)
     name, vendor = split_fake(provider)
-    estimate = estimate_pipeline(pipeline, report, mode, provider=name, model=model)
+    estimate = estimate_pipeline(pipeline, report, mode, provider=name, model=model, flex=flex)
     for line in estimate.lines():
         console.print(line, markup=False)
     _print_carried_code(folder, folder_code(folder, pipeline), answers, fake=name == FAKE)

@@ -88,6 +88,10 @@ def _print_status(view: RunStatusView, *, post: bool = True) -> None:
         print_cost_split(view.costs)
     if view.prices:
         console.print(f"priced by {prices_text(view.prices)}", markup=False)
+    if len(view.price_history) > 1:  # sessions priced by different sources show each
+        for record in view.price_history:
+            started = record.get("session_started_at", "before the history")
+            console.print(f"  session {started}: {prices_text(record)}", markup=False)
     _print_batches(view)
     if post:
         print_post_states(view.name, view.post)
@@ -208,6 +212,17 @@ def _print_batches(view: RunStatusView) -> None:
         console.print(f"... and {hidden:,} more open batches (`status --json` lists all)")
 
 
+def tiers_text(tiers: list[dict[str, Any]]) -> str:
+    """The tiers that served a run's calls, costliest first, each with its share of the known
+    cost when the run mixes tiers (``batch 80%, flex 20%``); ``-`` before any call."""
+    if len(tiers) <= 1:
+        return tiers[0]["tier"] if tiers else "-"
+    known = sum(t["known_cost_usd"] for t in tiers)
+    if not known:
+        return ", ".join(t["tier"] for t in tiers)
+    return ", ".join(f"{t['tier']} {t['known_cost_usd'] / known:.0%}" for t in tiers)
+
+
 @click.command()
 @runs_dir_option
 @click.option("--all", "include_archived", is_flag=True, help="Include archived runs.")
@@ -232,6 +247,7 @@ def ps(runs_dir: Path | None, include_archived: bool, as_json: bool) -> int:
         "valid",
         "failed",
         "cost",
+        "tiers",
         "mode",
         "updated",
     ):
@@ -239,7 +255,7 @@ def ps(runs_dir: Path | None, include_archived: bool, as_json: bool) -> int:
     for v in views:
         name = f"{v.name} (archived)" if v.archived else v.name
         if v.error is not None:
-            table.add_row(name, "?", v.status, "-", "-", "-", "-", "-", "-", "-")
+            table.add_row(name, "?", v.status, "-", "-", "-", "-", "-", "-", "-", "-")
             continue
         table.add_row(
             name,
@@ -250,6 +266,7 @@ def ps(runs_dir: Path | None, include_archived: bool, as_json: bool) -> int:
             f"{v.valid:,}",
             f"{v.failed:,}",
             cost_text(v.known_cost_usd, v.unknown_cost_attempts),
+            tiers_text(v.cost_by_tier),
             v.mode,
             v.updated_at[:19],
         )

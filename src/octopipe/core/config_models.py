@@ -192,10 +192,12 @@ class RealtimeSpec(Model):
     service_tier: Literal["standard", "flex"] = "standard"
     """Ours: ``flex`` sends realtime calls at the flex tier (like ``run --flex``): OpenAI's
     ``service_tier: "flex"``, at flex prices, slower, sometimes "resource unavailable"."""
-    flex_fallback: Literal["standard", "none"] = "none"
+    flex_fallback: Literal["standard", "batch", "none"] = "none"
     """Ours: what a flex call that stays "resource unavailable" after its in-call retries
     becomes (like ``run --flex-fallback``): ``standard`` sends it once at the standard tier
-    (and price); ``none`` parks the unit, uncharged, to try flex again later."""
+    (and price); ``batch`` returns the unit to pending, uncharged, and sends the rest of its
+    step through the batch API (at batch prices); ``none`` parks the unit, uncharged, to try
+    flex again later."""
 
 
 class BatchSpec(Model):

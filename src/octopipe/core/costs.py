@@ -275,6 +275,8 @@ class Estimate:
     total_usd: float | None
     known_usd: float
     unknown_steps: tuple[str, ...]
+    tier: Tier | None = None
+    """The tier priced, when not the mode's own (``flex``)."""
 
     @property
     def input_tokens(self) -> int:
@@ -328,6 +330,7 @@ def estimate_run(
         total_usd=None if unknown else known,
         known_usd=known,
         unknown_steps=unknown,
+        tier=tier,
     )
 
 

@@ -67,6 +67,7 @@ class Answer:
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int
+    cache_write_tokens: int = 0
 
 
 def count_tokens(text: str) -> int:
@@ -113,6 +114,7 @@ def make_answer(
     *,
     malformed: bool = False,
     cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> Answer:
     raw = (answer_fn or default_answer)(request)
     text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False)
@@ -129,6 +131,7 @@ def make_answer(
         input_tokens=prompt_tokens,
         output_tokens=count_tokens(text),
         cached_input_tokens=min(cached_input_tokens, prompt_tokens),
+        cache_write_tokens=min(cache_write_tokens, max(0, prompt_tokens - cached_input_tokens)),
     )
 
 

@@ -274,7 +274,10 @@ class BatchStore:
             return vendor.error("400", model="", retry_after=None, request_id=request_id)
         try:
             answer = make_answer(
-                request, self.config.answer_fn, cached_input_tokens=self.config.cached_input_tokens
+                request,
+                self.config.answer_fn,
+                cached_input_tokens=self.config.cached_input_tokens,
+                cache_write_tokens=self.config.cache_write_tokens,
             )
         except Exception:
             log.exception("emulator answer function failed in a batch")

@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--retry-after-s", type=float, default=1.0, help="Retry-After of injected 429s")
     add("--cached-input-tokens", type=int, default=0, help="cached prompt tokens to report")
+    add("--cache-write-tokens", type=int, default=0, help="cache-write prompt tokens to report")
     add(
         "--flex-unavailable-rate",
         type=float,
@@ -158,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         fault_schedule=_csv(args.schedule),
         retry_after_s=args.retry_after_s,
         cached_input_tokens=args.cached_input_tokens,
+        cache_write_tokens=args.cache_write_tokens,
         flex_unavailable_rate=args.flex_unavailable_rate,
         seed=args.seed,
         batch_delay_s=args.batch_delay_s,

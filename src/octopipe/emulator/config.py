@@ -64,6 +64,10 @@ class EmulatorConfig:
     with ``seed`` (0: flex always has capacity; 1: never)."""
     cached_input_tokens: int = 0
     """Reported as cached prompt tokens in every answer (capped at the prompt's size)."""
+    cache_write_tokens: int = 0
+    """Reported as prompt tokens written to the cache in every answer (capped at the
+    prompt's uncached part; Anthropic ``cache_creation_input_tokens``, OpenAI
+    ``prompt_tokens_details.cache_write_tokens``; Gemini reports none)."""
     api_key: str | None = None
     """When set, requests with another key get the vendor's authentication error."""
     answer_fn: AnswerFn | None = None

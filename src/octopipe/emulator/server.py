@@ -158,6 +158,7 @@ class EmulatorCore:
                 self.config.answer_fn,
                 malformed=malformed,
                 cached_input_tokens=self.config.cached_input_tokens,
+                cache_write_tokens=self.config.cache_write_tokens,
             )
         except Exception:
             log.exception("emulator answer function failed for %s", request.endpoint)

@@ -627,15 +627,15 @@ async def _match_unrecorded(
     client: BatchProvider, row: BatchRow, known: set[str]
 ) -> list[BatchHandle]:
     """For providers whose batches carry no metadata: the batch with the intent's number of
-    requests, unknown to the ledger, created nearest the intent (see ``BatchProvider.recent``;
+    requests, unknown to the ledger, created nearest the intent (see ``BatchProvider.lister``;
     every batch since the intent less ``CLOCK_SLACK_S`` is looked at)."""
-    recent = getattr(client, "recent", None)
-    if recent is None:
+    lister = client.lister()
+    if lister is None:
         return []
     at = _timestamp(row.created_at)
     candidates = [
         h
-        for h, total in await recent(at - CLOCK_SLACK_S)
+        for h, total in await lister.recent(at - CLOCK_SLACK_S)
         if h.provider_batch_id not in known and total == row.n_units
     ]
     # the batch created nearest the intent: ours was created right after it was recorded

@@ -74,6 +74,8 @@ def apply(ledger: RunStore, command: Command) -> CommandOutcome:
                     f"; raised the attempt counter of {done.recounted} unit(s) to match "
                     "their stored attempts"
                 )
+            if done.totals:
+                message += "; rebuilt the LLM totals row from the attempts"
             return CommandOutcome(CommandEvent.APPLY, message)
         case Rename(display_name=name):
             ledger.update_run(display_name=name)

@@ -19,7 +19,9 @@ being one of ``engine.commands`` (``Pause``, ``Kill``, ``Retry``, ``Repair``, ``
   command is queued and will be applied. ``pause``/``kill`` then also wait, within the same
   budget, for the runner to let go of the lock. If the runner exits before taking the
   command, it is applied here under the lock instead (and marked in the queue), so a stale
-  ``pause`` never waits for the next start. The store tells the runner meanwhile that a
+  ``pause`` never waits for the next start. A runner that ``run --detach`` has started but
+  that has not yet taken the lock (``engine.starting``) counts as live: the command is
+  queued for it, and it applies it on its first pass. The store tells the runner meanwhile that a
   writer is waiting (``RunStore.writer_waiting``), so a runner busy with local steps leaves
   it free for a moment.
 
@@ -57,6 +59,7 @@ from octopipe.engine.commands import (
 from octopipe.engine.exports import refresh_exports
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.runlog import RunLog
+from octopipe.engine.starting import starting_pid
 from octopipe.errors import CannotWrite, StoreError, UsageError
 from octopipe.store import RunReader, RunStore, open_run_store
 from octopipe.store.lock import RunLock, is_held
@@ -89,6 +92,9 @@ def change_run(paths: RunPaths, command: Command, *, wait_s: float = 5.0) -> str
 
 
 def change_run_detailed(paths: RunPaths, command: Command, *, wait_s: float = 5.0) -> ChangeOutcome:
+    if isinstance(command, QUEUEABLE) and starting_pid(paths.root) is not None:
+        # a runner started by `run --detach` has not taken the lock yet: it applies this
+        return _queue_for_runner(paths, command, wait_s)
     lock = RunLock(paths.root)
     if lock.try_acquire():
         try:
@@ -206,7 +212,7 @@ def _queue_for_runner(paths: RunPaths, command: Command, wait_s: float) -> Chang
         while True:
             if all(c.id != command_id for c in ledger.pending_commands()):
                 break  # the runner took it
-            if not is_held(paths.root):
+            if not is_held(paths.root) and starting_pid(paths.root) is None:
                 # The runner exited before its next pass: apply the command here instead.
                 leftover = _apply_leftover(paths, ledger, command_id, command)
                 if leftover is not None:

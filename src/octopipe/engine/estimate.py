@@ -13,7 +13,7 @@ from octopipe.core.amounts import format_usd
 from octopipe.core.checker import CheckReport
 from octopipe.core.config import Pipeline
 from octopipe.core.config_models import LLMStep
-from octopipe.core.costs import Estimate, Mode, StepLoad, estimate_run
+from octopipe.core.costs import Estimate, Mode, StepLoad, Tier, estimate_run
 from octopipe.core.trial import sample_loads
 from octopipe.engine.prices import price_registry
 
@@ -23,6 +23,11 @@ class RunEstimate:
     units: int | None
     estimate: Estimate
     retry_note: str
+
+    @property
+    def _priced_as(self) -> str:
+        tier = self.estimate.tier
+        return self.estimate.mode if tier is None else f"{self.estimate.mode}, {tier} prices"
 
     def lines(self) -> list[str]:
         out = [f"{self.units:,} units" if self.units is not None else "units: unknown"]
@@ -40,9 +45,7 @@ class RunEstimate:
             label = f"{format_usd(known)} + unknown (the price of {', '.join(self.estimate.unknown_steps)} is unknown)"
         else:
             label = "unknown (no price is known for these models)"
-        out.append(
-            f"estimated cost ({self.estimate.mode}, first attempts): {label}{self.retry_note}"
-        )
+        out.append(f"estimated cost ({self._priced_as}, first attempts): {label}{self.retry_note}")
         return out
 
 
@@ -53,7 +56,11 @@ def estimate_pipeline(
     *,
     provider: str | None = None,
     model: str | None = None,
+    flex: bool | None = None,
 ) -> RunEstimate:
+    """Units, calls, tokens and cost of a run of ``pipeline`` in ``mode``. A realtime run at
+    the flex tier (``flex``, or ``None`` and ``api.realtime.service_tier: flex``) is priced at
+    flex rates; otherwise realtime at standard rates and batch at batch rates."""
     registry = price_registry(pipeline)
     loads = sample_loads(pipeline)
     calls = {s.name: s.calls for s in report.steps}
@@ -82,4 +89,14 @@ def estimate_pipeline(
         if attempts > 1 and steps
         else ""
     )
-    return RunEstimate(report.units, estimate_run(registry, steps, mode), note)
+    tier = flex_tier(pipeline, mode, flex)
+    return RunEstimate(report.units, estimate_run(registry, steps, mode, tier=tier), note)
+
+
+def flex_tier(pipeline: Pipeline, mode: Mode, flex: bool | None) -> Tier | None:
+    """``"flex"`` when a run in ``mode`` goes to the flex tier, else ``None`` (the mode's own
+    tier). ``flex`` ``None``: what the pipeline's config says."""
+    if mode != "realtime":
+        return None
+    wanted = flex if flex is not None else pipeline.config.api.realtime.service_tier == "flex"
+    return "flex" if wanted else None

@@ -27,6 +27,10 @@ The rules, per (provider, model, endpoint):
 - Any other failure (a malformed answer, an adapter error) is charged at once; the same one
   ``TRIP_CALLS`` times in a row with no success pauses the run.
 - Auth and quota errors pause the run at once (``fatal_for_run``).
+- Flex "resource unavailable" (``FlexUnavailable``) is the flex tier being busy, not an
+  outage: the unit is parked uncharged and sent again (once the provider answered some call,
+  or as a probe), but the failure neither extends nor breaks the failure streak, so however
+  long flex stays busy the circuit does not open and the run does not pause for it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from enum import StrEnum
 
 from octopipe.errors import (
     BadRequest,
+    FlexUnavailable,
     ProviderError,
     ProviderTimeout,
     ProviderUnreachable,
@@ -60,6 +65,7 @@ class Kind(StrEnum):
     TRANSIENT = "transient"  # the provider may be down: park, do not charge
     REFUSED = "refused"  # 400-class: hold until the provider shows it serves others
     CHARGED = "charged"  # the unit's attempt, at once
+    BUSY = "busy"  # flex has no capacity: park, do not charge, not an outage
 
 
 class Verdict(StrEnum):
@@ -74,6 +80,8 @@ class Verdict(StrEnum):
 def kind_of(exc: ProviderError) -> Kind:
     if exc.fatal_for_run:
         return Kind.FATAL
+    if isinstance(exc, FlexUnavailable):
+        return Kind.BUSY
     if isinstance(exc, TransientProviderError | RateLimited):
         return Kind.TRANSIENT
     if isinstance(exc, BadRequest):
@@ -138,6 +146,10 @@ class ProviderHealth:
         kind = kind_of(exc)
         if kind is Kind.FATAL:
             return Verdict.RELEASE
+        if kind is Kind.BUSY:  # the tier is busy: no streak, never charged
+            self.strikes[uid] = self.successes
+            self._probe_later(now)
+            return Verdict.PARK
         self.last_error = exc
         self._extend_streak(uid, kind, error_label(exc), now)
         if kind is Kind.TRANSIENT:

@@ -25,6 +25,7 @@ from octopipe.core.config import Pipeline
 from octopipe.core.price_file import PriceOverrides, parse_price_file
 from octopipe.core.registry import Registry, load_registry
 from octopipe.errors import ConfigError
+from octopipe.store.codec import utc_now
 
 MAX_PRICE_FILE_BYTES = 1_000_000
 
@@ -89,6 +90,17 @@ def price_record(pipeline: Pipeline | None = None) -> dict[str, Any]:
     return {"database": price_db.database_version(), "price_files": files}
 
 
+def session_prices(options: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The run options that record ``record`` as the price source of a new session:
+    ``prices`` (the latest) and ``price_history``, every session's record in order, each with
+    the time it started (a run from before the history began starts it with its last record)."""
+    history = list(options.get("price_history") or [])
+    if not history and options.get("prices"):
+        history.append(dict(options["prices"]))
+    stamped = {**record, "session_started_at": utc_now()}
+    return {"prices": record, "price_history": [*history, stamped]}
+
+
 def _sha256(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -100,6 +112,7 @@ __all__ = [
     "price_record",
     "price_registry",
     "read_price_file",
+    "session_prices",
     "snapshot_file",
     "user_price_file",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -198,6 +198,8 @@ def _factory(
             )
             return combined
         realtime = RealtimeExecutor(ctx, run_options, client_for, budget=budget)
+        if realtime.flex and realtime.flex_fallback == "batch":
+            return _with_batch_fallback(ctx, realtime, batch_options, batch_client_for, budget)
         if not ctx.ledger.batches(*BATCH_LIVE):
             return realtime
         # Switched from batch: batches already at the provider are still followed and
@@ -207,6 +209,31 @@ def _factory(
         return CombinedExecutor(budget, (following, realtime))
 
     return make
+
+
+def _with_batch_fallback(
+    ctx: RunContext,
+    realtime: RealtimeExecutor,
+    batch_options: BatchOptions,
+    batch_client_for: Callable[[str], BatchProvider],
+    budget: CostBudget,
+) -> CombinedExecutor:
+    """A flex run with ``--flex-fallback batch``: realtime at flex, plus one batch executor
+    that submits only the steps realtime handed over (``RealtimeExecutor.to_batch``) and
+    follows the batches already open (a resumed run: their steps stay in batch; any other
+    step starts at flex again)."""
+    batch = BatchExecutor(ctx, batch_options, batch_client_for, budget=budget)
+    handed = {row.step_idx for row in ctx.ledger.batches(*BATCH_LIVE)}
+    batch.paused_steps = set(batch.routes) - handed
+    combined = CombinedExecutor(budget, (batch, realtime))
+
+    def to_batch(step_index: int) -> None:
+        batch.paused_steps.discard(step_index)
+
+    realtime.to_batch = to_batch
+    if realtime.only_steps is None and handed:
+        realtime.only_steps = set(batch.routes) - handed
+    return combined
 
 
 def _settings(

@@ -25,7 +25,7 @@ from octopipe.engine.post_view import post_view
 from octopipe.errors import OctopipeError, UsageError
 from octopipe.store import RunReader, open_run_store
 from octopipe.store.lock import holder_pid, is_held
-from octopipe.store.records import STAGES, RunInfo, StepReport, VerifyReport
+from octopipe.store.records import STAGES, RunInfo, StepReport, TierTotal, VerifyReport
 
 __all__ = [
     "STAGES",
@@ -112,6 +112,10 @@ class RunStatusView:
     post: list[dict[str, Any]] = field(default_factory=list)  # post-processing, latest states
     prices: dict[str, Any] | None = None
     """What priced the run's calls (its last session's): database and version, price files."""
+    price_history: list[dict[str, Any]] = field(default_factory=list)
+    """Every session's price record, oldest first (``prices`` plus ``session_started_at``)."""
+    cost_by_tier: list[dict[str, Any]] = field(default_factory=list)
+    """Each tier's calls and cost, costliest first (kept totals: cheap enough for ``ps``)."""
     costs: dict[str, Any] | None = None
     """Cost by tier and by model with the standard-price equivalent (`cost_split`); only
     views of one run (``status``, ``info``) fill it, ``ps`` does not."""
@@ -215,9 +219,21 @@ def _view(
         path=str(paths.root),
         post=[state.to_dict() for state in post_view(ledger, paths, live=live)],
         prices=info.options.get("prices"),
+        price_history=list(info.options.get("price_history") or []),
+        cost_by_tier=[_tier_dict(t) for t in ledger.tier_totals()],
         costs=split_costs(ledger.cost_by_tier()).to_dict() if split else None,
         **_batches(ledger),
     )
+
+
+def _tier_dict(total: TierTotal) -> dict[str, Any]:
+    return {
+        "tier": total.tier,
+        "calls": total.calls,
+        "cost_usd": None if total.cost_usd is None else round(total.cost_usd, 12),
+        "known_cost_usd": round(total.known_usd, 12),
+        "unknown_cost_calls": total.unknown_calls,
+    }
 
 
 def _batches(ledger: RunReader) -> dict[str, Any]:

@@ -91,7 +91,7 @@ class RealtimeOptions:
     base_url: str | None = None  # an OpenAI-compatible server (over ``api.base_url``)
     price_as: dict[str, str] = field(default_factory=dict)  # provider -> registry provider
     flex: bool | None = None  # --flex (None: api.realtime.service_tier)
-    flex_fallback: str | None = None  # --flex-fallback standard|none (None: the config's)
+    flex_fallback: str | None = None  # --flex-fallback standard|batch|none (None: config's)
 
 
 class RealtimeExecutor:
@@ -104,11 +104,15 @@ class RealtimeExecutor:
         only_steps: set[int] | None = None,
         *,
         budget: CostBudget,
+        to_batch: Callable[[int], None] | None = None,
     ) -> None:
         """``only_steps``: the LLM steps this executor may start (``None``: all); the set may
         grow while the run goes on (a batch step falling back to realtime). ``budget``: the
-        run's money, shared with the run's other executors."""
+        run's money, shared with the run's other executors. ``to_batch(step_index)``: hands a
+        step to a batch executor (``--flex-fallback batch``): this executor then starts no
+        more units of it."""
         self.ctx = ctx
+        self.to_batch = to_batch
         self.budget = budget
         self.only_steps = only_steps
         self.options = options
@@ -172,7 +176,7 @@ class RealtimeExecutor:
                     tpm=self.options.tpm or api.tpm or limits.tpm,
                 )
             client = client_for(route.provider)
-            endpoint = getattr(client, "endpoint", None)
+            endpoint = client.endpoint
             watched = (route.provider, route.model, endpoint)
             if watched not in healths:
                 healths[watched] = ProviderHealth(
@@ -423,6 +427,8 @@ class RealtimeExecutor:
                     health.on_success(uid)
                 self.recorder.unwritten.append(f)
                 continue
+            if self._flex_to_batch(f):
+                continue
             verdict = health.on_failure(uid, f.error, now)
             if verdict is Verdict.CHARGE:
                 self.recorder.unwritten.append(f)
@@ -439,6 +445,30 @@ class RealtimeExecutor:
                 self.ctx.log.write("PAUSE", f.error.message)
                 self.ctx.request_stop(f.error.message, exit_code=EXIT_PROVIDER)
         self._charge_held()
+
+    def _flex_to_batch(self, f: Finished) -> bool:
+        """``--flex-fallback batch``: a call still "resource unavailable" after its in-call
+        retries returns its unit to pending (no attempt used) and hands its step to batch;
+        true when it did."""
+        if not (
+            isinstance(f.error, FlexUnavailable)
+            and self.flex_fallback == "batch"
+            and self.to_batch is not None
+        ):
+            return False
+        self.recorder.unreleased.append(f)
+        index = f.target.index
+        if self.only_steps is None:
+            self.only_steps = {t.index for t in self.targets}
+        if index in self.only_steps:
+            self.only_steps.discard(index)
+            self.to_batch(index)
+            self.ctx.log.write(
+                "FALLBACK",
+                f"step {f.target.cstep.name}: flex stays unavailable; the rest runs in batch",
+            )
+        self._note(f, "not charged; sent in batch")
+        return True
 
     def _charge_held(self, idle: set[int] | None = None) -> None:
         """Charge the refusals whose provider has answered other calls since (their request

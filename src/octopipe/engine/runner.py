@@ -24,6 +24,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from octopipe.core.budget import Budget
@@ -37,7 +38,7 @@ from octopipe.engine.exports import export_run, exports_current
 from octopipe.engine.fingerprint import open_snapshot
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.postprocess import NO_SCRIPTS, PostReport, ScriptPermission, run_post
-from octopipe.engine.prices import price_record
+from octopipe.engine.prices import price_record, session_prices
 from octopipe.engine.progress import (
     PROGRESS_EVERY_S,
     ProgressSnapshot,
@@ -45,6 +46,7 @@ from octopipe.engine.progress import (
     snapshot_steps,
 )
 from octopipe.engine.runlog import RunLog
+from octopipe.engine.starting import clear_starting, queued_for_me
 from octopipe.errors import (
     EXIT_INTERRUPTED,
     EvaluationCancelled,
@@ -213,10 +215,12 @@ class Runner:
             lambda: self._urgent,
         )
         executor = self.executor_factory(context) if self.executor_factory else None
-        if executor is not None:
-            # which price source and version price this session's calls (``info``, ``status``)
-            ledger.update_run(options={"prices": price_record(pipeline)})
-        _reject_stale_stops(ledger)
+        if executor is not None and any(cstep.is_llm for cstep in compiled.steps):
+            # which price source and version price this session's calls (``info``, ``status``);
+            # a pipeline of local steps makes no call and skips loading the price database
+            ledger.update_run(options=session_prices(info.options, price_record(pipeline)))
+        _reject_stale_stops(ledger, self.paths.root)
+        clear_starting(self.paths.root)
         # One writer: whatever is in flight now was claimed by a runner that has died.
         released = ledger.release_in_flight()
         ledger.register_runner(RunnerIdentity.here())
@@ -603,10 +607,12 @@ def _local_attempt(result: StepResult) -> AttemptRecord | None:
     return None
 
 
-def _reject_stale_stops(ledger: RunStore) -> None:
-    """A pause or kill still queued when a runner starts was meant for one that has exited."""
+def _reject_stale_stops(ledger: RunStore, run_dir: Path) -> None:
+    """A pause or kill still queued when a runner starts was meant for one that has exited,
+    unless it was queued while this runner was starting (``engine.starting``): that one is
+    kept, and applied on the first pass."""
     for row in ledger.pending_commands():
-        if isinstance(row.command, commands.STOPPING):
+        if isinstance(row.command, commands.STOPPING) and not queued_for_me(run_dir, row.ts):
             ledger.mark_command(
                 row.id, CommandEvent.REJECT, "queued for a runner that had already exited"
             )

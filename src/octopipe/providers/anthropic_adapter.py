@@ -139,7 +139,8 @@ def answer_text(blocks: Any, wanted_tool: str) -> str:
 
 
 def anthropic_usage(usage: Any) -> Usage:
-    """Map ``input_tokens``/``output_tokens``/``cache_read_input_tokens`` (see module doc)."""
+    """Map ``input_tokens``/``output_tokens``/``cache_read_input_tokens``/
+    ``cache_creation_input_tokens`` (see module doc)."""
     if usage is None:
         return Usage(input_tokens=0, output_tokens=0)
     cache_read = getattr(usage, "cache_read_input_tokens", None) or 0
@@ -148,4 +149,5 @@ def anthropic_usage(usage: Any) -> Usage:
         input_tokens=(usage.input_tokens or 0) + cache_read + cache_write,
         output_tokens=usage.output_tokens or 0,
         cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )

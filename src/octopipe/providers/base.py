@@ -60,11 +60,15 @@ class Usage:
     the Anthropic adapter adds ``cache_read_input_tokens`` and ``cache_creation_input_tokens``
     back into ``input_tokens`` so the meaning is the same for every vendor). ``output_tokens``
     includes reasoning/thinking tokens, which every vendor bills as output.
+    ``cache_write_tokens`` is the part of ``input_tokens`` written to the cache, billed at the
+    model's cache-write rate (Anthropic ``cache_creation_input_tokens``, OpenAI
+    ``cache_write_tokens`` when its usage details carry it; Gemini reports none: 0).
     """
 
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,9 +124,18 @@ def read_answer(provider: str, answer: Any, convert: Any, usage: Any) -> LLMResp
 
 @runtime_checkable
 class RealtimeProvider(Protocol):
-    """A vendor adapter for one-request-one-answer calls."""
+    """A vendor adapter for one-request-one-answer calls.
+
+    ``endpoint`` is where its calls go (a base URL), named in outage messages and keeping the
+    health of two servers of one provider apart; ``None`` when the adapter cannot say. It is a
+    declared member: the engine reads it, never probes for it."""
 
     name: str
+
+    @property
+    def endpoint(self) -> str | None:
+        """Where calls go (see the class doc)."""
+        ...
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         """Send one request. Raises ``octopipe.errors.ProviderError`` subclasses only."""

@@ -50,6 +50,7 @@ from octopipe.providers.anthropic_adapter import (
 from octopipe.providers.base import LLMResponse, ProviderSettings
 from octopipe.providers.batch_base import (
     BatchHandle,
+    BatchLister,
     BatchRequestLine,
     BatchResultLine,
     BatchStatus,
@@ -180,6 +181,10 @@ class AnthropicBatchProvider:
     def finder(self) -> None:
         """None: Message Batches carry no metadata to find a batch by (module doc)."""
         return None
+
+    def lister(self) -> BatchLister:
+        """This adapter: its ``recent`` lists batches by size and creation time."""
+        return self
 
     async def cancel(self, handle: BatchHandle) -> None:
         try:

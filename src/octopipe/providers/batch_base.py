@@ -136,6 +136,17 @@ class BatchFinder(Protocol):
 
 
 @runtime_checkable
+class BatchLister(Protocol):
+    """Lists a provider's recent batches with their sizes: the lookup for a vendor whose batches
+    carry no metadata (Anthropic's Message Batches), matched by size and creation time."""
+
+    async def recent(self, since: float) -> list[tuple[BatchHandle, int]]:
+        """Batches created at or after ``since`` (Unix seconds), newest first, each with its
+        number of requests."""
+        ...
+
+
+@runtime_checkable
 class BatchProvider(Protocol):
     """A vendor adapter for its batch API."""
 
@@ -143,6 +154,11 @@ class BatchProvider(Protocol):
 
     def finder(self) -> BatchFinder | None:
         """The lookup by metadata, or ``None`` when the vendor's batches carry none."""
+        ...
+
+    def lister(self) -> BatchLister | None:
+        """The lookup by size and time, or ``None`` when the vendor offers none (a vendor with a
+        ``finder`` needs none)."""
         ...
 
     async def submit(

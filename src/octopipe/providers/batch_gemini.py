@@ -220,6 +220,10 @@ class GeminiBatchProvider:
     async def cancel(self, handle: BatchHandle) -> None:
         await self._call(self._client.aio.batches.cancel(name=handle.provider_batch_id))
 
+    def lister(self) -> None:
+        """None: its batches are found by metadata (``finder``)."""
+        return None
+
     def finder(self) -> BatchFinder:
         """This provider: its batches carry the metadata given at submit."""
         return self

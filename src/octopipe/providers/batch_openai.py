@@ -200,6 +200,10 @@ class OpenAIBatchProvider:
         except openai.OpenAIError as exc:
             raise self._mapped(exc) from None
 
+    def lister(self) -> None:
+        """None: its batches are found by metadata (``finder``)."""
+        return None
+
     def finder(self) -> BatchFinder:
         """This provider: its batches carry the metadata given at submit."""
         return self

@@ -231,7 +231,24 @@ def make_provider(
     spec = catalog().spec(settings.provider)
     if spec.needs_base_url:
         _require_base_url(spec, settings, os.environ if env is None else env)
-    return spec.realtime(settings)
+    provider = spec.realtime(settings)
+    _check_declared(spec.name, provider)
+    return provider
+
+
+REALTIME_MEMBERS = ("name", "endpoint", "complete", "aclose")
+"""What a realtime adapter declares (``RealtimeProvider``); the engine reads them unprobed."""
+
+
+def _check_declared(name: str, provider: object) -> None:
+    """``UsageError`` naming what a provider (a plugin's, typically) does not declare, at start
+    rather than as an ``AttributeError`` mid-run."""
+    missing = [m for m in REALTIME_MEMBERS if not hasattr(provider, m)]
+    if missing:
+        raise UsageError(
+            f"provider {name!r}: its realtime adapter lacks {', '.join(missing)} "
+            "(see octopipe.providers.RealtimeProvider)"
+        )
 
 
 def make_batch_provider(settings: ProviderSettings) -> BatchProvider:

@@ -131,13 +131,16 @@ def _usage_of(completion: Any) -> Usage:
 
 
 def openai_usage(usage: Any) -> Usage:
-    """Map ``prompt_tokens``/``completion_tokens``/``prompt_tokens_details.cached_tokens``."""
+    """Map ``prompt_tokens``/``completion_tokens``/``prompt_tokens_details.cached_tokens``
+    (and ``prompt_tokens_details.cache_write_tokens`` when present)."""
     if usage is None:
         return Usage(input_tokens=0, output_tokens=0)
     details = getattr(usage, "prompt_tokens_details", None)
     cached = getattr(details, "cached_tokens", None) or 0
+    writes = getattr(details, "cache_write_tokens", None) or 0
     return Usage(
         input_tokens=usage.prompt_tokens or 0,
         output_tokens=usage.completion_tokens or 0,
         cached_input_tokens=cached,
+        cache_write_tokens=writes,
     )

@@ -21,6 +21,9 @@ Beyond the sets, a row must agree with its history and its values must be readab
 * *corrupt*: a stored JSON value (fields, output, errors) that does not parse, or a record
   that is not an object.
 
+The LLM totals row of migration ``0006_attempt_totals`` must equal a scan of the attempts
+(``totals_check``); plain ``verify`` checks it too (one pass over a covering index).
+
 Those two read every attempt and every stored value: the costly part of ``verify`` (several
 times the set checks on a big run). ``deep=False`` skips them (plain ``verify``; ``verify --deep`` runs them).
 
@@ -38,6 +41,7 @@ from collections.abc import Sequence
 from octopipe.core.states import BATCH_TERMINAL, UnitStepState
 from octopipe.store.reads import json_ints
 from octopipe.store.records import RepairCounts, StepDef, StepReport, VerifyReport
+from octopipe.store.totals_check import rebuild_totals, totals_problems
 
 _VALID = UnitStepState.VALID.value
 _IN_FLIGHT = UnitStepState.IN_FLIGHT.value
@@ -129,7 +133,8 @@ def repair(conn: sqlite3.Connection, steps: Sequence[StepDef], now: str) -> Repa
     A recreated row takes up its unit's history: its counter starts at the highest attempt
     number stored for that unit-step (so the next attempt gets a new number) and its budget
     starts afresh (``attempts_base`` = ``attempts``: a requeue, like ``retry``). A raised
-    counter keeps the budget the unit had used (``attempts_base`` moves with it)."""
+    counter keeps the budget the unit had used (``attempts_base`` moves with it). A LLM
+    totals row that disagrees with the attempts is rebuilt from them."""
     total = 0
     for k in range(len(steps)):
         missing = missing_uids(conn, steps, k)
@@ -157,7 +162,7 @@ def repair(conn: sqlite3.Connection, steps: Sequence[StepDef], now: str) -> Repa
             ({"top": top, "k": k, "uid": uid, "now": now} for uid, top in uids),
         )
         recounted += len(uids)
-    return RepairCounts(missing=total, recounted=recounted)
+    return RepairCounts(missing=total, recounted=recounted, totals=rebuild_totals(conn))
 
 
 def miscounted_uids(conn: sqlite3.Connection) -> dict[int, list[tuple[int, int]]]:
@@ -288,4 +293,6 @@ def verify(
                 corrupt=unit_ids(conn, corrupt.get(k, [])),
             )
         )
-    return VerifyReport(reports, damaged_run_values(conn) if deep else [])
+    return VerifyReport(
+        reports, damaged_run_values(conn) if deep else [], totals=totals_problems(conn)
+    )

@@ -64,6 +64,7 @@ from octopipe.store.records import (
     RunMeta,
     StepDef,
     TierCost,
+    TierTotal,
     VerifyReport,
 )
 from octopipe.store.report_reads import ReportReads
@@ -307,8 +308,9 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads, BrowseReads):
 
     @guarded
     def repair(self) -> RepairCounts:
-        """Give every missing unit a ``pending`` row (taking up its attempt history) and raise
-        every attempt counter that is behind its stored attempts, in one transaction."""
+        """Give every missing unit a ``pending`` row (taking up its attempt history), raise
+        every attempt counter that is behind its stored attempts and rebuild a LLM totals row
+        that disagrees with the attempts, in one transaction."""
         with self.transaction():
             done = integrity.repair(self._db, self._steps, self._now())
             if done.missing:
@@ -320,6 +322,10 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads, BrowseReads):
                     f"raised the attempt counter of {done.recounted} unit-step(s) to their "
                     "stored attempts",
                     None,
+                )
+            if done.totals:
+                self._event(
+                    "warning", "REPAIR", "rebuilt the LLM totals row from the attempts", None
                 )
             if done.missing or done.recounted:
                 self._results_changed()
@@ -378,6 +384,9 @@ class Ledger(UnitLifecycle, PostRuns, ViewReads, BrowseReads):
 
     def cost_totals(self) -> CostTotals:
         return self._read(reads.cost_totals)
+
+    def tier_totals(self) -> list[TierTotal]:
+        return self._read(reads.tier_totals)
 
     def cost_by_tier(self) -> list[TierCost]:
         """Cost per (provider, model, tier) and its standard-price equivalent."""

@@ -18,7 +18,7 @@ from typing import Any
 from octopipe.core.states import UnitStepState
 from octopipe.errors import CorruptValue
 from octopipe.store.codec import get_blob, loads, parse
-from octopipe.store.records import AttemptRow, CostTotals, FailureRow, Json, TierCost
+from octopipe.store.records import AttemptRow, CostTotals, FailureRow, Json, TierCost, TierTotal
 from octopipe.store.schema import has_column, has_table
 
 _VALID = UnitStepState.VALID.value
@@ -202,6 +202,33 @@ def scanned_cost_totals(conn: sqlite3.Connection) -> tuple[Any, ...]:
                FROM attempts WHERE mode != 'local'"""
         ).fetchone()
     )
+
+
+def tier_totals(conn: sqlite3.Connection) -> list[TierTotal]:
+    """What each tier's LLM attempts add up to, costliest first: rows kept by triggers
+    (migration ``0007_tier_totals``), or, on a ledger made before it, a scan of the attempts."""
+    if has_table(conn, "tier_totals"):
+        rows = conn.execute(
+            "SELECT tier, calls, known_usd, unpriced FROM tier_totals WHERE calls > 0"
+        ).fetchall()
+    else:
+        rows = scanned_tier_totals(conn)
+    totals = [TierTotal(str(r[0]), r[1], float(r[2]), r[3]) for r in rows]
+    return sorted(totals, key=lambda t: (-t.known_usd, -t.calls, t.tier))
+
+
+def scanned_tier_totals(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    """The rows of ``tier_totals`` computed from the attempts themselves."""
+    mode_tier = "CASE mode WHEN 'batch' THEN 'batch' ELSE 'standard' END"
+    tier = f"COALESCE(tier, {mode_tier})" if has_column(conn, "attempts", "tier") else mode_tier
+    return [
+        tuple(r)
+        for r in conn.execute(
+            f"""SELECT {tier} AS t, COUNT(*), COALESCE(SUM(cost_usd), 0),
+                       COUNT(*) - COUNT(cost_usd)
+                FROM attempts WHERE mode != 'local' GROUP BY t ORDER BY t"""
+        )
+    ]
 
 
 def _cost_totals(row: Sequence[Any]) -> CostTotals:

@@ -246,29 +246,35 @@ class StepReport:
 @dataclass(frozen=True)
 class VerifyReport:
     """Per step: who was expected, where each unit stands, and every id that is out of place;
-    ``problems`` are damaged values that belong to no unit (the run's options, an event)."""
+    ``problems`` are damaged values that belong to no unit (the run's options, an event);
+    ``totals`` every way the kept LLM totals row disagrees with the attempts (``repair``
+    rebuilds it)."""
 
     steps: list[StepReport]
     problems: list[str] = field(default_factory=list)
+    totals: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.problems and all(s.ok for s in self.steps)
+        return not self.problems and not self.totals and all(s.ok for s in self.steps)
 
     def to_dict(self) -> Json:
         return {
             "ok": self.ok,
             "steps": [asdict(s) | {"ok": s.ok} for s in self.steps],
             "problems": list(self.problems),
+            "totals": list(self.totals),
         }
 
 
 @dataclass(frozen=True)
 class RepairCounts:
-    """What ``repair`` changed: rows created for missing units, attempt counters raised."""
+    """What ``repair`` changed: rows created for missing units, attempt counters raised,
+    whether the LLM totals row was rebuilt from the attempts."""
 
     missing: int
     recounted: int
+    totals: bool = False
 
 
 @dataclass(frozen=True)
@@ -327,6 +333,21 @@ class CostTotals:
     input_tokens: int
     output_tokens: int
     cached_tokens: int
+
+
+@dataclass(frozen=True)
+class TierTotal:
+    """What the LLM attempts served at one tier cost: ``known_usd`` sums the known prices,
+    ``unknown_calls`` counts the calls whose price is unknown."""
+
+    tier: str
+    calls: int
+    known_usd: float
+    unknown_calls: int
+
+    @property
+    def cost_usd(self) -> float | None:
+        return None if self.unknown_calls else self.known_usd
 
 
 @dataclass(frozen=True)

@@ -276,6 +276,54 @@ AFTER UPDATE OF mode, cost_usd, input_tokens, output_tokens, cached_tokens ON at
 END;
 """
 
+_TIER_TOTALS = """
+-- What the LLM attempts of each tier cost (calls, known cost, calls with no price), kept by
+-- triggers like attempt_totals, so `ps` shows each run's split by tier without scanning its
+-- attempts. An attempt with no tier (recorded before 0005) is in its mode's tier.
+CREATE TABLE tier_totals (
+    tier      TEXT PRIMARY KEY,
+    calls     INTEGER NOT NULL,
+    known_usd REAL NOT NULL,
+    unpriced  INTEGER NOT NULL
+);
+INSERT INTO tier_totals
+SELECT COALESCE(tier, CASE mode WHEN 'batch' THEN 'batch' ELSE 'standard' END) AS t, COUNT(*),
+       COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd)
+FROM attempts WHERE mode != 'local' GROUP BY t;
+CREATE TRIGGER tier_totals_insert AFTER INSERT ON attempts WHEN NEW.mode != 'local' BEGIN
+    INSERT INTO tier_totals VALUES (
+        COALESCE(NEW.tier, CASE NEW.mode WHEN 'batch' THEN 'batch' ELSE 'standard' END), 1,
+        COALESCE(NEW.cost_usd, 0), NEW.cost_usd IS NULL)
+    ON CONFLICT (tier) DO UPDATE SET
+        calls = calls + 1,
+        known_usd = known_usd + COALESCE(NEW.cost_usd, 0),
+        unpriced = unpriced + (NEW.cost_usd IS NULL);
+END;
+CREATE TRIGGER tier_totals_delete AFTER DELETE ON attempts WHEN OLD.mode != 'local' BEGIN
+    UPDATE tier_totals SET
+        calls = calls - 1,
+        known_usd = known_usd - COALESCE(OLD.cost_usd, 0),
+        unpriced = unpriced - (OLD.cost_usd IS NULL)
+    WHERE tier = COALESCE(OLD.tier, CASE OLD.mode WHEN 'batch' THEN 'batch' ELSE 'standard' END);
+END;
+CREATE TRIGGER tier_totals_update AFTER UPDATE OF mode, tier, cost_usd ON attempts BEGIN
+    UPDATE tier_totals SET
+        calls = calls - 1,
+        known_usd = known_usd - COALESCE(OLD.cost_usd, 0),
+        unpriced = unpriced - (OLD.cost_usd IS NULL)
+    WHERE OLD.mode != 'local'
+      AND tier = COALESCE(OLD.tier, CASE OLD.mode WHEN 'batch' THEN 'batch' ELSE 'standard' END);
+    INSERT INTO tier_totals
+    SELECT COALESCE(NEW.tier, CASE NEW.mode WHEN 'batch' THEN 'batch' ELSE 'standard' END), 1,
+           COALESCE(NEW.cost_usd, 0), NEW.cost_usd IS NULL
+    WHERE NEW.mode != 'local'
+    ON CONFLICT (tier) DO UPDATE SET
+        calls = calls + 1,
+        known_usd = known_usd + COALESCE(NEW.cost_usd, 0),
+        unpriced = unpriced + (NEW.cost_usd IS NULL);
+END;
+"""
+
 # Append only. The name is what a store records; never rename or reorder a released entry.
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_initial", _INITIAL),
@@ -284,6 +332,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0004_claim_owners", _CLAIM_OWNERS),
     ("0005_attempt_tiers", _ATTEMPT_TIERS),
     ("0006_attempt_totals", _ATTEMPT_TOTALS),
+    ("0007_tier_totals", _TIER_TOTALS),
 ]
 
 # Migrations a read-only open may do without, so runs made before them stay readable by
@@ -293,10 +342,16 @@ MIGRATIONS: list[tuple[str, str]] = [
 # nullable columns readers look for before reading (`has_column`: an old run's attempts have
 # no tier).
 READERS_MAY_LACK: frozenset[str] = frozenset(
-    {"0003_attempts_by_step", "0004_claim_owners", "0005_attempt_tiers", "0006_attempt_totals"}
+    {
+        "0003_attempts_by_step",
+        "0004_claim_owners",
+        "0005_attempt_tiers",
+        "0006_attempt_totals",
+        "0007_tier_totals",
+    }
 )
-"""Also derived-only ones (``0006_attempt_totals``: a maintained total readers look for with
-`has_table` and compute themselves when it is missing)."""
+"""Also derived-only ones (``0006_attempt_totals``, ``0007_tier_totals``: maintained totals
+readers look for with `has_table` and compute themselves when they are missing)."""
 
 _BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS migrations (

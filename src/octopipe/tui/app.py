@@ -20,6 +20,7 @@ from textual.binding import Binding
 
 from octopipe import __version__
 from octopipe.errors import OctopipeError
+from octopipe.tui.palette import OctopipeCommands
 from octopipe.tui.port import RunControl, RunQueries, environment_note
 
 logger = logging.getLogger("octopipe.tui")
@@ -32,6 +33,7 @@ class OctopipeApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "octopipe"
     SUB_TITLE = f"v{__version__}"
+    COMMANDS = App.COMMANDS | {OctopipeCommands}
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),

@@ -45,6 +45,15 @@ def cost_text(known_usd: float, unknown_calls: int) -> str:
     return f"{format_usd(known_usd)} + unknown"
 
 
+def totals_cost_text(known_usd: float, unknown_runs: int) -> str:
+    """The dashboard's total cost: the known part, and how many runs have calls without a
+    price (``$0.0027 + unknown (3 runs unpriced)``)."""
+    if not unknown_runs:
+        return format_usd(known_usd)
+    runs = "1 run" if unknown_runs == 1 else f"{unknown_runs} runs"
+    return f"{format_usd(known_usd)} + unknown ({runs} unpriced)"
+
+
 def status_text(status: str, reason: str | None) -> str:
     label = status.replace("_", " ")
     if status == "paused" and reason:

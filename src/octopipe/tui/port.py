@@ -11,10 +11,10 @@ command so the screen can show it.
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +167,35 @@ class RunQueries:
 
         return troubleshoot(self.paths(name), provider=provider, model=model)
 
+    def troubleshoot_models(self) -> list[ModelChoice]:
+        """The models troubleshoot (T) may ask: every priced model of a configured provider
+        (API key set), cheapest (output, input) first, then the emulator's default model,
+        which is the only one (and so the default) when no provider is configured."""
+        from octopipe.core.registry import load_registry
+        from octopipe.engine.providers_setup import configured_providers
+        from octopipe.engine.troubleshoot import cheapest_model
+
+        registry = load_registry()
+        priced = []
+        for provider in configured_providers():
+            for info in registry.models(provider):
+                found = registry.rates(provider, info.name, "standard")
+                if found is not None:
+                    rates = found.base
+                    label = (
+                        f"{provider}/{info.name}  ${rates.input:g} in / ${rates.output:g} out "
+                        "per 1M tokens"
+                    )
+                    priced.append(
+                        ((rates.output, rates.input), ModelChoice(provider, info.name, label))
+                    )
+        priced.sort(key=lambda item: item[0])
+        fake, fake_model = cheapest_model(())  # the emulator's default model
+        emulator = ModelChoice(
+            fake, fake_model, f"{fake}/{fake_model}  the local emulator, no cost"
+        )
+        return [choice for _, choice in priced] + [emulator]
+
     def compare(self, names: Sequence[str]) -> Any:
         from octopipe.engine.compare import compare_runs
 
@@ -285,6 +314,8 @@ class RunControl:
         self.runs_dir = Path(runs_dir)
         self._spawn = spawn
         self._wait_s = wait_s
+        self._starting: dict[str, threading.Event] = {}
+        self._starting_lock = threading.Lock()
 
     def _paths(self, name: str) -> RunPaths:
         return resolve_run(name, self.runs_dir)
@@ -294,6 +325,7 @@ class RunControl:
         runner applies it; with none, it is applied under the run's lock."""
         from octopipe.engine.control import change_run_detailed
 
+        self._wait_for_start(name)
         outcome = change_run_detailed(self._paths(name), command, wait_s=self._wait_s)
         return ActionResult(outcome.message, cli_text)
 
@@ -333,7 +365,7 @@ class RunControl:
     def resume(self, name: str) -> ActionResult:
         """Start a runner for the run in the background (``octopipe run RUN --detach``)."""
         argv = ["run", name, "--detach", "--runs-dir", str(self.runs_dir)]
-        return self._run_cli(argv, cli(self.runs_dir, "run", name, "--detach"))
+        return self._run_cli(argv, cli(self.runs_dir, "run", name, "--detach"), name)
 
     def launch(self, request: LaunchRequest) -> ActionResult:
         """A new run of a pipeline, driven in the background as ``run --detach`` does."""
@@ -356,10 +388,30 @@ class RunControl:
             if value is not None and value != "":
                 words += [flag, value]
         argv = [str(w) for w in words] + ["--runs-dir", str(self.runs_dir)]
-        return self._run_cli(argv, cli(self.runs_dir, *words))
+        return self._run_cli(argv, cli(self.runs_dir, *words), request.name)
 
-    def _run_cli(self, argv: list[str], command: str) -> ActionResult:
-        done = self._spawn(argv)
+    def _wait_for_start(self, name: str) -> None:
+        """A change of a run this TUI is starting a runner for waits until ``run --detach``
+        has started it (and so written ``runner.starting``, which makes the engine queue the
+        change for that runner instead of applying it before the runner undoes it)."""
+        with self._starting_lock:
+            event = self._starting.get(name)
+        if event is not None:
+            event.wait(timeout=180)
+
+    def _run_cli(self, argv: list[str], command: str, run: str | None = None) -> ActionResult:
+        event = threading.Event()
+        if run is not None:
+            with self._starting_lock:
+                self._starting[run] = event
+        try:
+            done = self._spawn(argv)
+        finally:
+            event.set()
+            if run is not None:
+                with self._starting_lock:
+                    if self._starting.get(run) is event:
+                        del self._starting[run]
         text = "\n".join(t.strip() for t in (done.stdout, done.stderr) if t.strip())
         if done.returncode != 0:
             raise UsageError(f"{command} failed (exit {done.returncode}): {text or 'no output'}")
@@ -403,6 +455,15 @@ class RunControl:
             browse.export_results(self._paths(name)), cli(self.runs_dir, "export", name)
         )
 
+    def save_diagnostics(self, name: str, markdown: str) -> Path:
+        """Write ``markdown`` to ``DIAGNOSTIC.md`` in the run's folder (beside the ledger,
+        never in it) and return the path; an existing file is replaced."""
+        target = self._paths(name).root / "DIAGNOSTIC.md"
+        tmp = target.with_name(".DIAGNOSTIC.md.tmp")
+        tmp.write_text(markdown, encoding="utf-8")
+        tmp.replace(target)
+        return target
+
 
 class ReadOnlyControl(RunControl):
     """``--read-only``: every change is refused with a message; nothing is touched."""
@@ -412,7 +473,7 @@ class ReadOnlyControl(RunControl):
     def _change(self, name: str, command: Command, cli_text: str) -> ActionResult:
         raise ReadOnlyRefused(command.kind)
 
-    def _run_cli(self, argv: list[str], command: str) -> ActionResult:
+    def _run_cli(self, argv: list[str], command: str, run: str | None = None) -> ActionResult:
         raise ReadOnlyRefused(argv[0])
 
     def archive(self, name: str) -> ActionResult:
@@ -430,10 +491,16 @@ class ReadOnlyControl(RunControl):
     def export(self, name: str) -> ActionResult:
         raise ReadOnlyRefused("export")
 
+    def save_diagnostics(self, name: str, markdown: str) -> Path:
+        raise ReadOnlyRefused("saving DIAGNOSTIC.md")
+
 
 def environment_note() -> str | None:
-    """A warning when no provider API key is set (the emulator needs none)."""
-    keys = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
-    if any(os.environ.get(k) for k in keys):
+    """A warning when no provider's API key is set (the emulator needs none). Which variables
+    hold keys is the provider catalog's word (``ProviderSpec.key_variables``, asked through
+    ``engine.providers_setup.configured_providers``), not a list kept here."""
+    from octopipe.engine.providers_setup import configured_providers
+
+    if configured_providers():
         return None
     return "no provider API key is set: only --provider fake (the local emulator) can run"

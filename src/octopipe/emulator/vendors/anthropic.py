@@ -77,9 +77,11 @@ class AnthropicVendor:
             "stop_reason": stop_reason,
             "stop_sequence": None,
             "usage": {
-                "input_tokens": answer.input_tokens - answer.cached_input_tokens,
+                "input_tokens": answer.input_tokens
+                - answer.cached_input_tokens
+                - answer.cache_write_tokens,
                 "output_tokens": answer.output_tokens,
-                "cache_creation_input_tokens": 0,
+                "cache_creation_input_tokens": answer.cache_write_tokens,
                 "cache_read_input_tokens": answer.cached_input_tokens,
                 "service_tier": "standard",
             },

@@ -150,6 +150,10 @@ def _usage(answer: Answer) -> dict[str, Any]:
         "prompt_tokens": answer.input_tokens,
         "completion_tokens": answer.output_tokens,
         "total_tokens": answer.input_tokens + answer.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": answer.cached_input_tokens, "audio_tokens": 0},
+        "prompt_tokens_details": {
+            "cached_tokens": answer.cached_input_tokens,
+            "cache_write_tokens": answer.cache_write_tokens,
+            "audio_tokens": 0,
+        },
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
     }

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual.widgets.data_table import CellDoesNotExist
 
 from octopipe.engine.browse import DashboardRow, totals
-from octopipe.tui.format import COLUMNS, cost_text, row_cells, tokens
+from octopipe.tui.format import COLUMNS, row_cells, tokens, totals_cost_text
 from octopipe.tui.screens.actions import RunActions
 
 STATUS_STYLE = {
@@ -156,10 +156,9 @@ class DashboardScreen(RunActions):
 
     def _show_totals(self, rows: list[DashboardRow]) -> None:
         t = totals(rows)
-        unknown = " (some unknown)" if t.unknown_cost_runs else ""
         text = (
             f" Runs {t.runs}   Tokens {tokens(t.input_tokens)} in / {tokens(t.output_tokens)} out"
-            f"   Cost {cost_text(t.known_cost_usd, 0)}{unknown}"
+            f"   Cost {totals_cost_text(t.known_cost_usd, t.unknown_cost_runs)}"
             f"   Selected {len(self.selected)}"
             + ("   [archived shown]" if self.show_archived else "")
         )

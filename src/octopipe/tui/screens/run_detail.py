@@ -60,6 +60,17 @@ class UnitFilter:
         )
 
 
+def model_text(view: Any, report: Any) -> str:
+    """The models the run's LLM calls used (from its attempts, through the report); before
+    any call, the run's own setting, else "the pipeline's model"."""
+    used = list(report.models) if report is not None else []
+    if used:
+        return ", ".join(used)
+    if view.provider or view.model:
+        return f"{view.provider or 'pipeline provider'}/{view.model or 'pipeline model'}"
+    return "the pipeline's provider/model (no call yet)"
+
+
 class RunDetailScreen(RunActions):
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -101,6 +112,7 @@ class RunDetailScreen(RunActions):
         self.log_lines: list[str] = []
         self.level = 0
         self.report: Any = None
+        self._report_started = False
         self.units_loaded = 0
         self.funnel_view: Any = None
 
@@ -146,7 +158,10 @@ class RunDetailScreen(RunActions):
             batches.add_column(label, key=key)
         units.focus()
         self.refresh_now()
-        self.load_report()
+        # The report reads every attempt (seconds on a million units): it starts once the
+        # first units are shown, so its thread does not slow the screen's opening down (a
+        # timer starts it anyway should that page never come).
+        self.set_timer(2.0, self._start_report)
         self.follow_log()
         self.set_interval(self.octo.refresh_s, self.refresh_now)
         self.set_interval(1.0, self.follow_log)
@@ -216,8 +231,7 @@ class RunDetailScreen(RunActions):
         out.append(status_text(view.status, view.reason) + "\n", style="bold")
         live = f"live, runner pid {view.runner_pid}" if view.live else "no live runner"
         out.append(f"{live}\n")
-        out.append(f"mode {view.mode}; {view.provider or 'pipeline provider'}")
-        out.append(f"/{view.model or 'default model'}\n")
+        out.append(f"mode {view.mode}; {model_text(view, self.report)}\n")
         out.append(f"cost {cost_text(view.known_cost_usd, view.unknown_cost_attempts)}")
         if self.report is not None:
             first = self.report.first.cost
@@ -256,6 +270,12 @@ class RunDetailScreen(RunActions):
 
     def _report_if_live(self) -> None:
         if self.row is not None and self.row.view.live:
+            self.load_report()
+
+    def _start_report(self) -> None:
+        """The first report of this screen, once (later ones follow a live run)."""
+        if not self._report_started:
+            self._report_started = True
             self.load_report()
 
     def load_report(self) -> None:
@@ -327,6 +347,7 @@ class RunDetailScreen(RunActions):
         def got(rows: list[Any]) -> None:
             self.loading_units = False
             self._add_rows(rows, replace=replace)
+            self._start_report()
 
         def fetch() -> list[Any]:
             try:
@@ -515,11 +536,11 @@ class RunDetailScreen(RunActions):
         self.app.push_screen(DiagnosticsScreen(self.run_name))
 
     def action_troubleshoot(self) -> None:
-        from octopipe.tui.screens.diagnostics import TroubleshootScreen
+        from octopipe.tui.screens.diagnostics import pick_troubleshoot_model
 
         if self._refused_read_only("troubleshoot (it calls a model)"):
             return
-        self.app.push_screen(TroubleshootScreen(self.run_name))
+        pick_troubleshoot_model(self, self.run_name)
 
     def action_artifacts(self) -> None:
         from octopipe.tui.screens.modals import TextScreen

@@ -1,0 +1,50 @@
+"""A pipeline of local steps runs without loading the price database: it makes no LLM call,
+so it records no price source and never imports genai_prices (nor its HTTP client)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PIPELINE = Path(__file__).resolve().parents[2] / "bench" / "pipelines" / "walk3local"
+
+_PROBE = """
+import sys
+from octopipe.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as done:
+    code = done.code
+print({"code": code, "prices": "genai_prices" in sys.modules, "httpx2": "httpx2" in sys.modules})
+"""
+
+
+def _octopipe(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_a_local_only_run_skips_the_price_database(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    done = _octopipe("run", str(PIPELINE), "--repeat", "20", "--yes", "-q", "--runs-dir", str(runs))
+    assert done.stdout.strip().splitlines()[-1] == str(
+        {"code": 0, "prices": False, "httpx2": False}
+    ), done.stderr
+    (run,) = [p.name for p in runs.iterdir()]
+    info = subprocess.run(
+        [
+            Path(sys.executable).with_name("octopipe"),
+            "info",
+            run,
+            "--json",
+            "--runs-dir",
+            str(runs),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "prices" not in json.loads(info.stdout)["options"]
