@@ -75,8 +75,8 @@ def test_small_and_unknown_costs_are_shown_as_they_are(tmp_path: Path, runs_dir:
 
     code, out, _ = octopipe("ps", "--runs-dir", runs_dir)
     assert code == 0, out
-    assert re.search(r"^cheap\s.*\s\$0\.0018\s+batch\s", out, re.M), out
-    assert re.search(r"^mystery\s.*\sunknown\s+batch\s", out, re.M), out
+    assert re.search(r"^cheap\s.*\s\$0\.0018\s+standard\s+batch\s", out, re.M), out
+    assert re.search(r"^mystery\s.*\sunknown\s+standard\s+batch\s", out, re.M), out
     assert "2 run(s); total cost $0.0018 + unknown" in out
     _, out, _ = octopipe("status", "cheap", "--runs-dir", runs_dir)
     assert "cost $0.0018; tokens in 0, out 0" in out

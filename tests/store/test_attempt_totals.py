@@ -83,9 +83,9 @@ def test_a_ledger_made_before_the_totals_is_read_by_a_scan_then_given_them(
     db.executescript(
         "DROP TABLE attempt_totals; DROP TRIGGER attempt_totals_insert; "
         "DROP TRIGGER attempt_totals_update; DROP TRIGGER attempt_totals_delete; "
-        "DROP TABLE tier_totals; DROP TRIGGER tier_totals_insert; "  # and what came after it
-        "DROP TRIGGER tier_totals_update; DROP TRIGGER tier_totals_delete; "
-        "DELETE FROM migrations WHERE name IN ('0006_attempt_totals', '0007_tier_totals');"
+        "DROP TABLE cost_groups; DROP TRIGGER cost_groups_insert; "  # and what came after it
+        "DROP TRIGGER cost_groups_update; DROP TRIGGER cost_groups_delete; "
+        "DELETE FROM migrations WHERE name IN ('0006_attempt_totals', '0007_cost_groups');"
     )
     db.close()
     with Ledger.open(path, readonly=True) as ledger:  # a reader does without the table

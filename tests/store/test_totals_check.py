@@ -17,28 +17,29 @@ def _two_priced_attempts(ledger: Ledger) -> None:
 def test_sound_totals_pass_verify_and_repair_leaves_them(make_ledger: MakeLedger) -> None:
     ledger = make_ledger()
     _two_priced_attempts(ledger)
-    report = ledger.verify(deep=False)
+    report = ledger.verify(deep=True)
     assert report.totals == []
     assert report.to_dict()["totals"] == []
     assert ledger.repair().totals is False
     assert ledger.cost_totals().known_usd == 0.5
 
 
-def test_a_drifted_totals_row_is_reported_by_plain_verify_and_rebuilt(
+def test_a_drifted_totals_row_is_reported_by_deep_verify_and_rebuilt(
     make_ledger: MakeLedger,
 ) -> None:
     ledger = make_ledger()
     _two_priced_attempts(ledger)
     tamper(ledger, "UPDATE attempt_totals SET cost_usd = 9.0, input_tokens = 3")
 
-    report = ledger.verify(deep=False)
+    assert ledger.verify(deep=False).totals == []  # a scan of every attempt: --deep only
+    report = ledger.verify(deep=True)
     assert not report.ok
     assert report.totals == [
         "the LLM totals row says cost_usd = 9.0, the attempts add up to 0.5",
         "the LLM totals row says input_tokens = 3, the attempts add up to 20",
     ]
     assert ledger.repair().totals is True
-    assert ledger.verify().ok
+    assert ledger.verify(deep=True).ok
     totals = ledger.cost_totals()
     assert (totals.known_usd, totals.attempts, totals.input_tokens) == (0.5, 2, 20)
     assert (totals.output_tokens, totals.cached_tokens, totals.unknown_cost_attempts) == (8, 2, 0)
@@ -49,9 +50,9 @@ def test_a_deleted_totals_row_is_reported_and_recreated(make_ledger: MakeLedger)
     _two_priced_attempts(ledger)
     tamper(ledger, "DELETE FROM attempt_totals")
 
-    assert ledger.verify().totals == ["the LLM totals row (attempt_totals) is missing"]
+    assert ledger.verify(deep=True).totals == ["the LLM totals row (attempt_totals) is missing"]
     assert ledger.repair().totals is True
-    assert ledger.verify().ok
+    assert ledger.verify(deep=True).ok
     assert ledger.cost_totals().attempts == 2
 
 
@@ -59,23 +60,23 @@ def test_unknown_costs_are_counted_and_an_empty_ledger_has_sound_totals(
     make_ledger: MakeLedger,
 ) -> None:
     ledger = make_ledger()
-    assert ledger.verify().totals == []
+    assert ledger.verify(deep=True).totals == []
     ledger.add_units(units(1))
     claim = ledger.claim_pending(0, 1)[0]
     ledger.record_failure(claim.uid, 0, failed_attempt(cost_usd=None), terminal=True)
     tamper(ledger, "UPDATE attempt_totals SET unpriced = 0")
-    assert ledger.verify().totals == [
+    assert ledger.verify(deep=True).totals == [
         "the LLM totals row says unpriced = 0, the attempts add up to 1"
     ]
     ledger.repair()
     assert ledger.cost_totals().unknown_cost_attempts == 1
-    assert ledger.verify().ok
+    assert ledger.verify(deep=True).ok
 
 
 def test_a_ledger_without_the_totals_table_has_nothing_to_check(make_ledger: MakeLedger) -> None:
     ledger = make_ledger()
     _two_priced_attempts(ledger)
     tamper(ledger, "DROP TABLE attempt_totals")
-    assert ledger.verify().totals == []
+    assert ledger.verify(deep=True).totals == []
     assert ledger.repair().totals is False
     assert ledger.cost_totals().known_usd == 0.5

@@ -44,6 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--latency-ms", type=float, default=0.0, help="delay before each answer")
     add("--jitter-ms", type=float, default=0.0, help="random extra delay, uniform in [0, N]")
     add("--rpm", type=int, default=None, help="requests per minute per (vendor, model)")
+    add(
+        "--account-rpm",
+        type=int,
+        default=None,
+        help="account requests per minute per vendor, "
+        "stated in rate-limit headers, not told to clients",
+    )
+    add(
+        "--account-tpm",
+        type=int,
+        default=None,
+        help="account tokens per minute per vendor, stated in rate-limit headers",
+    )
     add("--rpm-window-s", type=float, default=60.0, help="length of the rate-limit window")
     add(
         "--fault",
@@ -155,6 +168,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         jitter_ms=args.jitter_ms,
         rpm=args.rpm,
         rpm_window_s=args.rpm_window_s,
+        account_rpm=args.account_rpm,
+        account_tpm=args.account_tpm,
         faults=faults,
         fault_schedule=_csv(args.schedule),
         retry_after_s=args.retry_after_s,

@@ -50,6 +50,11 @@ class EmulatorConfig:
     rpm_by_model: Mapping[str, int] = field(default_factory=dict)
     """Per-model overrides of ``rpm``, keyed by model name."""
     rpm_window_s: float = 60.0
+    account_rpm: int | None = None
+    """Requests per window the whole account (per vendor) accepts, whatever the model; the
+    client is not told but reads it from the rate-limit headers (``emulator.account_limits``)."""
+    account_tpm: int | None = None
+    """Tokens (prompt + completion, as answered) per window the account accepts, per vendor."""
     faults: Mapping[str, float] = field(default_factory=dict)
     """Fault kind -> probability per request, drawn from a generator seeded with ``seed``."""
     fault_schedule: tuple[str, ...] = ()
@@ -116,8 +121,10 @@ class EmulatorConfig:
             raise ValueError("fault probabilities must be between 0 and 1")
         if sum(self.faults.values()) > 1.0 + 1e-9:
             raise ValueError("fault probabilities must not add up to more than 1")
-        if self.rpm is not None and self.rpm < 1:
-            raise ValueError("rpm must be at least 1")
+        for name in ("rpm", "account_rpm", "account_tpm"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1")
         if self.batch_delay_s < 0:
             raise ValueError("batch_delay_s must not be negative")
         if self.batch_expire_s is not None and self.batch_expire_s <= 0:

@@ -7,7 +7,7 @@ Guarantees:
   ``base_url_for(vendor)`` gives the URL to hand to that vendor's SDK. Prefixes keep the
   vendors apart where their paths collide (OpenAI and Gemini v1 both have ``/v1/batches``).
 - One request pipeline for all vendors, in this order: count it, parse it, record it, check
-  the key (when configured), apply the rpm limit, pick a fault, wait the latency, answer.
+  the key (when configured), apply the rpm limit and the account limits, pick a fault, wait the latency, answer.
 - A hung request is released when the emulator stops, so stopping never waits for clients.
 - ``GET /_emulator/stats`` returns the counters; ``POST /_emulator/faults`` with
   ``{"schedule": ["500", "ok", "hang"]}`` schedules faults for the next requests.
@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from octopipe.emulator.account_limits import AccountLimiter
 from octopipe.emulator.answers import EmulatorRequest, make_answer
 from octopipe.emulator.batches import BatchRoutes, BatchStats, BatchStore, Handler
 from octopipe.emulator.config import STATUS_FAULTS, EmulatorConfig
@@ -68,6 +69,7 @@ class EmulatorCore:
         self.config = config
         self.faults = FaultPlan(config)
         self.limiter = RateLimiter(config)
+        self.account = AccountLimiter(config)
         self.stats: EmulatorStats = BatchStats()
         self.batches = BatchStore(config, self.stats)
         self.requests: deque[EmulatorRequest] = deque(maxlen=config.max_recorded_requests)
@@ -116,7 +118,11 @@ class EmulatorCore:
             return self._send(Reply(404, {"error": {"message": f"not emulated: {exc}"}}))
         request = dataclasses.replace(request, path=http.path)
         self.requests.append(request)
-        return self._send(await self._respond(vendor, request, http, request_id))
+        reply = await self._respond(vendor, request, http, request_id)
+        stated = self.account.headers(vendor.name)
+        if stated:
+            reply = Reply(reply.status, reply.body, {**stated, **reply.headers})
+        return self._send(reply)
 
     async def _respond(
         self, vendor: Vendor, request: EmulatorRequest, http: web.Request, request_id: str
@@ -125,6 +131,8 @@ class EmulatorCore:
         if config.api_key and vendor.presented_key(http.headers, http.query) != config.api_key:
             return vendor.error("401", model=model, retry_after=None, request_id=request_id)
         wait = self.limiter.admit(vendor.name, model)
+        if wait is None:
+            wait = self.account.admit(vendor.name)
         if wait is not None:
             self.stats.rate_limited()
             return vendor.error("429", model=model, retry_after=wait, request_id=request_id)
@@ -163,6 +171,7 @@ class EmulatorCore:
         except Exception:
             log.exception("emulator answer function failed for %s", request.endpoint)
             return vendor.error("500", model=request.model, retry_after=None, request_id=request_id)
+        self.account.used_tokens(vendor.name, answer.input_tokens + answer.output_tokens)
         return vendor.success(request, answer, request_id)
 
     def _latency_s(self) -> float:

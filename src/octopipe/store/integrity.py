@@ -294,5 +294,7 @@ def verify(
             )
         )
     return VerifyReport(
-        reports, damaged_run_values(conn) if deep else [], totals=totals_problems(conn)
+        reports,
+        damaged_run_values(conn) if deep else [],
+        totals=totals_problems(conn) if deep else [],
     )

@@ -204,33 +204,6 @@ def scanned_cost_totals(conn: sqlite3.Connection) -> tuple[Any, ...]:
     )
 
 
-def tier_totals(conn: sqlite3.Connection) -> list[TierTotal]:
-    """What each tier's LLM attempts add up to, costliest first: rows kept by triggers
-    (migration ``0007_tier_totals``), or, on a ledger made before it, a scan of the attempts."""
-    if has_table(conn, "tier_totals"):
-        rows = conn.execute(
-            "SELECT tier, calls, known_usd, unpriced FROM tier_totals WHERE calls > 0"
-        ).fetchall()
-    else:
-        rows = scanned_tier_totals(conn)
-    totals = [TierTotal(str(r[0]), r[1], float(r[2]), r[3]) for r in rows]
-    return sorted(totals, key=lambda t: (-t.known_usd, -t.calls, t.tier))
-
-
-def scanned_tier_totals(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-    """The rows of ``tier_totals`` computed from the attempts themselves."""
-    mode_tier = "CASE mode WHEN 'batch' THEN 'batch' ELSE 'standard' END"
-    tier = f"COALESCE(tier, {mode_tier})" if has_column(conn, "attempts", "tier") else mode_tier
-    return [
-        tuple(r)
-        for r in conn.execute(
-            f"""SELECT {tier} AS t, COUNT(*), COALESCE(SUM(cost_usd), 0),
-                       COUNT(*) - COUNT(cost_usd)
-                FROM attempts WHERE mode != 'local' GROUP BY t ORDER BY t"""
-        )
-    ]
-
-
 def _cost_totals(row: Sequence[Any]) -> CostTotals:
     return CostTotals(
         known_usd=float(row[0]),
@@ -243,10 +216,24 @@ def _cost_totals(row: Sequence[Any]) -> CostTotals:
 
 
 def cost_by_tier(conn: sqlite3.Connection) -> list[TierCost]:
-    """`TierCost` per (provider, model, tier) over the answered LLM attempts (an attempt that
-    got no answer used nothing and is left out). An attempt recorded before tiers were (no
-    ``tier`` column, or NULL) is in its mode's tier: realtime ``standard``, batch ``batch``;
-    its standard-price equivalent is its cost in realtime and unknown in batch."""
+    """`TierCost` per (provider, model, tier) over the answered LLM attempts: rows kept by
+    triggers (migration ``0007_cost_groups``), or, on a ledger made before it, a scan."""
+    if not has_table(conn, "cost_groups"):
+        return scanned_cost_groups(conn)
+    rows = conn.execute(
+        """SELECT provider, model, tier, calls, input_tokens, output_tokens, cached_tokens,
+                  known_usd, unpriced, standard_known_usd, standard_unpriced
+           FROM cost_groups WHERE calls > 0 ORDER BY provider, model, tier"""
+    ).fetchall()
+    return [_tier_cost(r) for r in rows]
+
+
+def scanned_cost_groups(conn: sqlite3.Connection) -> list[TierCost]:
+    """`TierCost` per (provider, model, tier) computed from the attempts themselves: only
+    answered ones (an attempt that got no answer used nothing and is left out). An attempt
+    recorded before tiers were (no ``tier`` column, or NULL) is in its mode's tier: realtime
+    ``standard``, batch ``batch``; its standard-price equivalent is its cost in realtime and
+    unknown in batch."""
     mode_tier = "CASE mode WHEN 'batch' THEN 'batch' ELSE 'standard' END"
     if has_column(conn, "attempts", "tier"):
         tier = f"COALESCE(tier, {mode_tier})"
@@ -255,7 +242,7 @@ def cost_by_tier(conn: sqlite3.Connection) -> list[TierCost]:
         tier = mode_tier
         standard = "CASE mode WHEN 'batch' THEN NULL ELSE cost_usd END"
     rows = conn.execute(
-        f"""SELECT provider, model, {tier} AS t, COUNT(*),
+        f"""SELECT COALESCE(provider, '') AS p, COALESCE(model, '') AS m, {tier} AS t, COUNT(*),
                    COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
                    COALESCE(SUM(cached_tokens), 0),
                    COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd),
@@ -264,24 +251,42 @@ def cost_by_tier(conn: sqlite3.Connection) -> list[TierCost]:
             WHERE mode != 'local'
               AND NOT (outcome = 'error' AND input_tokens = 0 AND output_tokens = 0
                        AND cost_usd IS NOT NULL AND cost_usd = 0)
-            GROUP BY provider, model, t ORDER BY provider, model, t"""
+            GROUP BY p, m, t ORDER BY p, m, t"""
     ).fetchall()
-    return [
-        TierCost(
-            provider=str(r[0] or ""),
-            model=str(r[1] or ""),
-            tier=str(r[2]),
-            calls=r[3],
-            input_tokens=r[4],
-            output_tokens=r[5],
-            cached_tokens=r[6],
-            known_usd=float(r[7]),
-            unknown_calls=r[8],
-            standard_known_usd=float(r[9]),
-            standard_unknown_calls=r[10],
+    return [_tier_cost(r) for r in rows]
+
+
+def _tier_cost(r: Sequence[Any]) -> TierCost:
+    return TierCost(
+        provider=str(r[0] or ""),
+        model=str(r[1] or ""),
+        tier=str(r[2]),
+        calls=r[3],
+        input_tokens=r[4],
+        output_tokens=r[5],
+        cached_tokens=r[6],
+        known_usd=float(r[7]),
+        unknown_calls=r[8],
+        standard_known_usd=float(r[9]),
+        standard_unknown_calls=r[10],
+    )
+
+
+def tier_totals(conn: sqlite3.Connection) -> list[TierTotal]:
+    """What each tier's answered LLM calls cost, costliest first (from ``cost_by_tier``)."""
+    by_tier: dict[str, list[TierCost]] = {}
+    for group in cost_by_tier(conn):
+        by_tier.setdefault(group.tier, []).append(group)
+    totals = [
+        TierTotal(
+            tier,
+            sum(g.calls for g in groups),
+            sum(g.known_usd for g in groups),
+            sum(g.unknown_calls for g in groups),
         )
-        for r in rows
+        for tier, groups in by_tier.items()
     ]
+    return sorted(totals, key=lambda t: (-t.known_usd, -t.calls, t.tier))
 
 
 def _maybe_blob(conn: sqlite3.Connection, blob_id: int | None) -> str | None:

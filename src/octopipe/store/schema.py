@@ -276,53 +276,113 @@ AFTER UPDATE OF mode, cost_usd, input_tokens, output_tokens, cached_tokens ON at
 END;
 """
 
-_TIER_TOTALS = """
--- What the LLM attempts of each tier cost (calls, known cost, calls with no price), kept by
--- triggers like attempt_totals, so `ps` shows each run's split by tier without scanning its
--- attempts. An attempt with no tier (recorded before 0005) is in its mode's tier.
-CREATE TABLE tier_totals (
-    tier      TEXT PRIMARY KEY,
-    calls     INTEGER NOT NULL,
-    known_usd REAL NOT NULL,
-    unpriced  INTEGER NOT NULL
+
+# The pieces of migration 0007_cost_groups' SQL, each for one attempt row: NEW, OLD or the
+# attempts table itself.
+def _cg_key(row: str) -> str:
+    return (
+        f"COALESCE({row}.provider, ''), COALESCE({row}.model, ''), "
+        f"COALESCE({row}.tier, CASE {row}.mode WHEN 'batch' THEN 'batch' ELSE 'standard' END)"
+    )
+
+
+def _cg_answered(row: str) -> str:
+    return (
+        f"{row}.mode != 'local' AND NOT ({row}.outcome = 'error' AND {row}.input_tokens = 0"
+        f" AND {row}.output_tokens = 0 AND {row}.cost_usd IS NOT NULL AND {row}.cost_usd = 0)"
+    )
+
+
+def _cg_standard(row: str) -> str:
+    return (
+        f"CASE WHEN {row}.tier IS NULL AND {row}.mode = 'batch' THEN NULL "
+        f"WHEN {row}.tier IS NULL THEN {row}.cost_usd ELSE {row}.standard_cost_usd END"
+    )
+
+
+def _cg_values(row: str) -> str:
+    return (
+        f"{_cg_key(row)}, 1, COALESCE({row}.input_tokens, 0), COALESCE({row}.output_tokens, 0), "
+        f"COALESCE({row}.cached_tokens, 0), COALESCE({row}.cost_usd, 0), "
+        f"{row}.cost_usd IS NULL, COALESCE({_cg_standard(row)}, 0), ({_cg_standard(row)}) IS NULL"
+    )
+
+
+def _cg_add(row: str) -> str:
+    return f"""INSERT INTO cost_groups SELECT {_cg_values(row)} WHERE {_cg_answered(row)}
+ON CONFLICT (provider, model, tier) DO UPDATE SET
+    calls = calls + 1,
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    cached_tokens = cached_tokens + excluded.cached_tokens,
+    known_usd = known_usd + excluded.known_usd,
+    unpriced = unpriced + excluded.unpriced,
+    standard_known_usd = standard_known_usd + excluded.standard_known_usd,
+    standard_unpriced = standard_unpriced + excluded.standard_unpriced;"""
+
+
+def _cg_remove(row: str) -> str:
+    return f"""UPDATE cost_groups SET
+    calls = calls - 1,
+    input_tokens = input_tokens - COALESCE({row}.input_tokens, 0),
+    output_tokens = output_tokens - COALESCE({row}.output_tokens, 0),
+    cached_tokens = cached_tokens - COALESCE({row}.cached_tokens, 0),
+    known_usd = known_usd - COALESCE({row}.cost_usd, 0),
+    unpriced = unpriced - ({row}.cost_usd IS NULL),
+    standard_known_usd = standard_known_usd - COALESCE({_cg_standard(row)}, 0),
+    standard_unpriced = standard_unpriced - (({_cg_standard(row)}) IS NULL)
+WHERE ({_cg_answered(row)}) AND (provider, model, tier) = ({_cg_key(row)});"""
+
+
+def _cost_group_sql() -> tuple[str, str]:
+    """Migration ``0007_cost_groups``: what the answered LLM attempts of each (provider,
+    model, tier) cost, with their standard-price equivalent, kept by triggers like
+    ``attempt_totals``, so ``status`` splits the cost and ``ps`` shows the tiers without
+    scanning the attempts. "Answered" and the tier of an attempt with no tier (its mode's)
+    are exactly those of ``reads.scanned_cost_groups``."""
+    fill = f"""INSERT INTO cost_groups
+SELECT {_cg_key("attempts")}, COUNT(*), COALESCE(SUM(input_tokens), 0),
+       COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cached_tokens), 0),
+       COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd),
+       COALESCE(SUM({_cg_standard("attempts")}), 0), COUNT(*) - COUNT({_cg_standard("attempts")})
+FROM attempts WHERE {_cg_answered("attempts")} GROUP BY 1, 2, 3"""
+    return (
+        f"""
+CREATE TABLE cost_groups (
+    provider           TEXT NOT NULL,
+    model              TEXT NOT NULL,
+    tier               TEXT NOT NULL,
+    calls              INTEGER NOT NULL,
+    input_tokens       INTEGER NOT NULL,
+    output_tokens      INTEGER NOT NULL,
+    cached_tokens      INTEGER NOT NULL,
+    known_usd          REAL NOT NULL,
+    unpriced           INTEGER NOT NULL,
+    standard_known_usd REAL NOT NULL,
+    standard_unpriced  INTEGER NOT NULL,
+    PRIMARY KEY (provider, model, tier)
 );
-INSERT INTO tier_totals
-SELECT COALESCE(tier, CASE mode WHEN 'batch' THEN 'batch' ELSE 'standard' END) AS t, COUNT(*),
-       COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd)
-FROM attempts WHERE mode != 'local' GROUP BY t;
-CREATE TRIGGER tier_totals_insert AFTER INSERT ON attempts WHEN NEW.mode != 'local' BEGIN
-    INSERT INTO tier_totals VALUES (
-        COALESCE(NEW.tier, CASE NEW.mode WHEN 'batch' THEN 'batch' ELSE 'standard' END), 1,
-        COALESCE(NEW.cost_usd, 0), NEW.cost_usd IS NULL)
-    ON CONFLICT (tier) DO UPDATE SET
-        calls = calls + 1,
-        known_usd = known_usd + COALESCE(NEW.cost_usd, 0),
-        unpriced = unpriced + (NEW.cost_usd IS NULL);
+{fill};
+CREATE TRIGGER cost_groups_insert AFTER INSERT ON attempts BEGIN
+    {_cg_add("NEW")}
 END;
-CREATE TRIGGER tier_totals_delete AFTER DELETE ON attempts WHEN OLD.mode != 'local' BEGIN
-    UPDATE tier_totals SET
-        calls = calls - 1,
-        known_usd = known_usd - COALESCE(OLD.cost_usd, 0),
-        unpriced = unpriced - (OLD.cost_usd IS NULL)
-    WHERE tier = COALESCE(OLD.tier, CASE OLD.mode WHEN 'batch' THEN 'batch' ELSE 'standard' END);
+CREATE TRIGGER cost_groups_delete AFTER DELETE ON attempts BEGIN
+    {_cg_remove("OLD")}
 END;
-CREATE TRIGGER tier_totals_update AFTER UPDATE OF mode, tier, cost_usd ON attempts BEGIN
-    UPDATE tier_totals SET
-        calls = calls - 1,
-        known_usd = known_usd - COALESCE(OLD.cost_usd, 0),
-        unpriced = unpriced - (OLD.cost_usd IS NULL)
-    WHERE OLD.mode != 'local'
-      AND tier = COALESCE(OLD.tier, CASE OLD.mode WHEN 'batch' THEN 'batch' ELSE 'standard' END);
-    INSERT INTO tier_totals
-    SELECT COALESCE(NEW.tier, CASE NEW.mode WHEN 'batch' THEN 'batch' ELSE 'standard' END), 1,
-           COALESCE(NEW.cost_usd, 0), NEW.cost_usd IS NULL
-    WHERE NEW.mode != 'local'
-    ON CONFLICT (tier) DO UPDATE SET
-        calls = calls + 1,
-        known_usd = known_usd + COALESCE(NEW.cost_usd, 0),
-        unpriced = unpriced + (NEW.cost_usd IS NULL);
+CREATE TRIGGER cost_groups_update AFTER UPDATE OF
+    mode, tier, outcome, provider, model, cost_usd, standard_cost_usd,
+    input_tokens, output_tokens, cached_tokens ON attempts BEGIN
+    {_cg_remove("OLD")}
+    {_cg_add("NEW")}
 END;
-"""
+""",
+        fill,
+    )
+
+
+_COST_GROUPS, COST_GROUPS_FILL = _cost_group_sql()
+"""``COST_GROUPS_FILL``: the statement that fills ``cost_groups`` from the attempts (the
+migration's, and ``repair``'s after emptying it)."""
 
 # Append only. The name is what a store records; never rename or reorder a released entry.
 MIGRATIONS: list[tuple[str, str]] = [
@@ -332,7 +392,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0004_claim_owners", _CLAIM_OWNERS),
     ("0005_attempt_tiers", _ATTEMPT_TIERS),
     ("0006_attempt_totals", _ATTEMPT_TOTALS),
-    ("0007_tier_totals", _TIER_TOTALS),
+    ("0007_cost_groups", _COST_GROUPS),
 ]
 
 # Migrations a read-only open may do without, so runs made before them stay readable by
@@ -347,10 +407,10 @@ READERS_MAY_LACK: frozenset[str] = frozenset(
         "0004_claim_owners",
         "0005_attempt_tiers",
         "0006_attempt_totals",
-        "0007_tier_totals",
+        "0007_cost_groups",
     }
 )
-"""Also derived-only ones (``0006_attempt_totals``, ``0007_tier_totals``: maintained totals
+"""Also derived-only ones (``0006_attempt_totals``, ``0007_cost_groups``: maintained totals
 readers look for with `has_table` and compute themselves when they are missing)."""
 
 _BOOTSTRAP = """

@@ -1,5 +1,5 @@
 """Checking and rebuilding the totals kept by triggers: the LLM totals row (migration
-``0006_attempt_totals``) and the rows per tier (``0007_tier_totals``).
+``0006_attempt_totals``) and the cost per provider, model and tier (``0007_cost_groups``).
 
 The row is maintained by triggers, so it only drifts when the file was edited by hand or
 damaged. ``verify`` compares it with a scan of the attempts (one pass over the covering index
@@ -13,8 +13,8 @@ import math
 import sqlite3
 from typing import Any
 
-from octopipe.store.reads import scanned_cost_totals, scanned_tier_totals
-from octopipe.store.schema import has_table
+from octopipe.store.reads import cost_by_tier, scanned_cost_groups, scanned_cost_totals
+from octopipe.store.schema import COST_GROUPS_FILL, has_table
 
 _COLUMNS = ("cost_usd", "unpriced", "attempts", "input_tokens", "output_tokens", "cached_tokens")
 
@@ -28,14 +28,18 @@ SELECT 'llm', COUNT(*), COUNT(*) - COUNT(cost_usd), SUM(cost_usd), COALESCE(SUM(
 FROM attempts WHERE mode != 'local'"""
 
 
-_TIER_COLUMNS = ("calls", "known_usd", "unpriced")
+_GROUP_COLUMNS = (
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "known_usd",
+    "unknown_calls",
+    "standard_known_usd",
+    "standard_unknown_calls",
+)
 
-_REBUILD_TIERS = """
-DELETE FROM tier_totals;
-INSERT INTO tier_totals
-SELECT COALESCE(tier, CASE mode WHEN 'batch' THEN 'batch' ELSE 'standard' END) AS t, COUNT(*),
-       COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd)
-FROM attempts WHERE mode != 'local' GROUP BY t"""
+_REBUILD_GROUPS = "DELETE FROM cost_groups"
 
 
 def totals_problems(conn: sqlite3.Connection) -> list[str]:
@@ -43,7 +47,7 @@ def totals_problems(conn: sqlite3.Connection) -> list[str]:
     disagrees with the attempts (costs within 1e-9 relative or 1e-9 USD agree: sums taken in
     another order may differ in the last bits); a missing row is one problem; no table (an
     old ledger) is none."""
-    return _llm_row_problems(conn) + _tier_problems(conn)
+    return _llm_row_problems(conn) + _group_problems(conn)
 
 
 def _llm_row_problems(conn: sqlite3.Connection) -> list[str]:
@@ -60,22 +64,26 @@ def _llm_row_problems(conn: sqlite3.Connection) -> list[str]:
     ]
 
 
-def _tier_problems(conn: sqlite3.Connection) -> list[str]:
-    if not has_table(conn, "tier_totals"):
+def _group_problems(conn: sqlite3.Connection) -> list[str]:
+    if not has_table(conn, "cost_groups"):
         return []
-    kept = {
-        r[0]: r[1:]
-        for r in conn.execute("SELECT tier, calls, known_usd, unpriced FROM tier_totals")
-        if r[1] != 0
-    }
-    scanned = {r[0]: r[1:] for r in scanned_tier_totals(conn)}
+    kept = {(g.provider, g.model, g.tier): g for g in cost_by_tier(conn)}
+    scanned = {(g.provider, g.model, g.tier): g for g in scanned_cost_groups(conn)}
     problems = []
-    for tier in sorted(kept.keys() | scanned.keys()):
-        have, want = kept.get(tier, (0, 0.0, 0)), scanned.get(tier, (0, 0.0, 0))
+    for key in sorted(kept.keys() | scanned.keys()):
+        have, want = kept.get(key), scanned.get(key)
+        where = "/".join(key)
+        if have is None or want is None:
+            problems.append(
+                f"the cost totals of {where} are "
+                + ("missing" if have is None else "kept for calls the attempts do not have")
+            )
+            continue
         problems += [
-            f"the {tier} tier's totals row says {name} = {k!r}, the attempts add up to {a!r}"
-            for name, k, a in zip(_TIER_COLUMNS, have, want, strict=True)
-            if not _agree(k, a)
+            f"the cost totals of {where} say {name} = {getattr(have, name)!r}, "
+            f"the attempts add up to {getattr(want, name)!r}"
+            for name in _GROUP_COLUMNS
+            if not _agree(getattr(have, name), getattr(want, name))
         ]
     return problems
 
@@ -87,9 +95,9 @@ def rebuild_totals(conn: sqlite3.Connection) -> bool:
         return False
     if _llm_row_problems(conn):
         conn.execute(_REBUILD)
-    if _tier_problems(conn):
-        for statement in _REBUILD_TIERS.split(";"):
-            conn.execute(statement)
+    if _group_problems(conn):
+        conn.execute(_REBUILD_GROUPS)
+        conn.execute(COST_GROUPS_FILL)
     return True
 
 

@@ -1,5 +1,6 @@
-"""Each tier's calls and cost are kept in the ledger as attempts are written (migration
-0007_tier_totals), equal to a scan; verify reports a drifted row and repair rebuilds it."""
+"""The cost of each (provider, model, tier) is kept in the ledger as attempts are written
+(migration 0007_cost_groups), equal to a scan of the attempts; the tiers `ps` shows come
+from it; verify reports a drifted row and repair rebuilds it."""
 
 from __future__ import annotations
 
@@ -48,10 +49,7 @@ def test_the_kept_tier_totals_equal_a_scan_costliest_first(make_ledger: MakeLedg
     assert (flex.calls, flex.unknown_calls, flex.cost_usd) == (3, 1, None)
     assert flex.known_usd == pytest.approx(0.3)
     assert kept[0] == TierTotal("batch", 1, 2.0, 0) and kept[1] == TierTotal("standard", 1, 0.5, 0)
-    scanned = {r[0]: r[1:] for r in ledger._read(reads.scanned_tier_totals)}
-    assert {t.tier: (t.calls, pytest.approx(t.known_usd), t.unknown_calls) for t in kept} == (
-        scanned
-    )
+    assert ledger.cost_by_tier() == ledger._read(reads.scanned_cost_groups)
 
 
 def _tamper(path: Path, *statements: str) -> None:
@@ -84,11 +82,11 @@ def test_a_drifted_tier_row_is_reported_and_rebuilt(tmp_path: Path) -> None:
     with Ledger.create(path, run_meta(), STEPS) as ledger:
         fill(ledger)
         before = ledger.tier_totals()
-    _tamper(path, "UPDATE tier_totals SET known_usd = 9.0 WHERE tier = 'batch'")
+    _tamper(path, "UPDATE cost_groups SET known_usd = 9.0 WHERE tier = 'batch'")
     db = sqlite3.connect(path)
     problems = totals_problems(db)
     assert problems == [
-        "the batch tier's totals row says known_usd = 9.0, the attempts add up to 2.0"
+        "the cost totals of fake/m/batch say known_usd = 9.0, the attempts add up to 2.0"
     ]
     with db:
         assert rebuild_totals(db) is True
@@ -98,7 +96,7 @@ def test_a_drifted_tier_row_is_reported_and_rebuilt(tmp_path: Path) -> None:
         assert ledger.tier_totals() == before
 
 
-def test_a_ledger_made_before_the_tier_totals_is_read_by_a_scan_then_given_them(
+def test_a_ledger_made_before_the_cost_groups_is_read_by_a_scan_then_given_them(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "ledger.db"
@@ -107,9 +105,9 @@ def test_a_ledger_made_before_the_tier_totals_is_read_by_a_scan_then_given_them(
         expected = ledger.tier_totals()
     db = sqlite3.connect(path)
     db.executescript(
-        "DROP TABLE tier_totals; DROP TRIGGER tier_totals_insert; "
-        "DROP TRIGGER tier_totals_update; DROP TRIGGER tier_totals_delete; "
-        "DELETE FROM migrations WHERE name = '0007_tier_totals';"
+        "DROP TABLE cost_groups; DROP TRIGGER cost_groups_insert; "
+        "DROP TRIGGER cost_groups_update; DROP TRIGGER cost_groups_delete; "
+        "DELETE FROM migrations WHERE name = '0007_cost_groups';"
     )
     db.close()
     with Ledger.open(path, readonly=True) as ledger:  # a reader does without the table
@@ -117,4 +115,5 @@ def test_a_ledger_made_before_the_tier_totals_is_read_by_a_scan_then_given_them(
     Ledger.open(path).close()  # a writer adds it, filled from the attempts already there
     with Ledger.open(path, readonly=True) as ledger:
         assert ledger.tier_totals() == expected
+        assert ledger.cost_by_tier() == ledger._read(reads.scanned_cost_groups)
         assert ledger._read(totals_problems) == []
