@@ -59,7 +59,7 @@ from octopipe.errors import (
 from octopipe.store import RunnerIdentity, RunStore, open_run_store
 from octopipe.store.codec import dumps, parse
 from octopipe.store.lock import RunLock
-from octopipe.store.records import AttemptRecord, ClaimedUnit, Failure, Success
+from octopipe.store.records import AttemptRecord, ClaimedUnit, CleanWalk, Failure, Success
 
 LOCAL_CHUNK = 1_000
 LOCAL_SLICE_S = 0.5
@@ -548,8 +548,12 @@ def _record_walks(
     ledger: RunStore, index: int, steps: Sequence[CompiledStep], walks: list[_Walk]
 ) -> None:
     """Claim and record each step of the computed units, step after step, in one
-    transaction: each unit is pending at ``index`` or recorded at every step it reached."""
+    transaction: each unit is pending at ``index`` or recorded at every step it reached.
+    Clean walks (every step passed, no attempt to keep) are written in their final form in
+    one write per unit and step (``record_clean_walks``); the others step by step."""
+    clean, walks = _split_clean(walks, len(steps))
     with ledger.transaction():
+        ledger.record_clean_walks(index, clean)
         for offset, cstep in enumerate(steps):
             step_idx = index + offset
             here = [w for w in walks if len(w.results) > offset]
@@ -584,6 +588,20 @@ def _record_walks(
                     f"{len(hits)} unit(s) reached max_iterations at step {step_idx}",
                     {"step": step_idx, "units": len(hits), "first": hits[0]},
                 )
+
+
+def _split_clean(walks: list[_Walk], depth: int) -> tuple[list[CleanWalk], list[_Walk]]:
+    """The walks that passed all ``depth`` steps with nothing to keep but their outputs (no
+    fan-out, no attempt row), as ``CleanWalk``; and the others, to record step by step."""
+    clean: list[CleanWalk] = []
+    others: list[_Walk] = []
+    for walk in walks:
+        outputs = [text for text in walk.encoded if text is not None]
+        if len(outputs) == depth and all(attempt is None for attempt in walk.attempts):
+            clean.append(CleanWalk(walk.unit.uid, tuple(outputs)))
+        else:
+            others.append(walk)
+    return clean, others
 
 
 def _failure_attempt(result: StepResult) -> AttemptRecord:

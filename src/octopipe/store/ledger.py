@@ -49,6 +49,7 @@ from octopipe.store.codec import Clock, dumps, get_blob, loads, put_blob, utc_no
 from octopipe.store.connection import connect, store_error
 from octopipe.store.intent import writer_intent
 from octopipe.store.lifecycle import UnitLifecycle
+from octopipe.store.local_walks import LocalWalks
 from octopipe.store.post_runs import PostRuns, ViewReads
 from octopipe.store.records import (
     AttemptRow,
@@ -75,7 +76,7 @@ _VALID = UnitStepState.VALID.value
 _UNIT_SCOPES = ("chunk", "expression", "fan_out")
 
 
-class Ledger(UnitLifecycle, PostRuns, ViewReads, BrowseReads):
+class Ledger(UnitLifecycle, LocalWalks, PostRuns, ViewReads, BrowseReads):
     """One run's ledger. Build with :meth:`create`, :meth:`open` or :meth:`in_memory`."""
 
     # --- construction ---------------------------------------------------------------------

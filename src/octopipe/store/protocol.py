@@ -52,6 +52,7 @@ from octopipe.store.records import (
     AttemptRow,
     BatchRow,
     ClaimedUnit,
+    CleanWalk,
     CommandRow,
     CostTotals,
     ErrorText,
@@ -250,6 +251,11 @@ class RunStore(RunReader, Protocol):
         self, step_idx: int, items: Iterable[Success], *, claim_next: bool = False
     ) -> int: ...
     def claim_units(self, step_idx: int, uids: Sequence[int]) -> None: ...
+    def record_clean_walks(self, step_idx: int, walks: Sequence[CleanWalk]) -> int:
+        """Units pending at ``step_idx`` that passed consecutive local steps with nothing to
+        keep but their outputs: each step valid, then pending at the step after (one write per
+        unit and step; ``store/local_walks.py``)."""
+
     def record_failure(
         self, uid: int, step_idx: int, attempt: AttemptRecord, terminal: bool
     ) -> UnitStepState: ...

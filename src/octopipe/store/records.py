@@ -131,6 +131,15 @@ class Success(NamedTuple):
     to encode it anyway (a local step passing it to the next one); ``None``: encode it here."""
 
 
+class CleanWalk(NamedTuple):
+    """A unit that passed ``len(outputs)`` consecutive steps, the first being the one it was
+    pending at; ``outputs[k]`` is what step ``first + k`` added, as the ledger's JSON
+    (``codec.dumps``)."""
+
+    uid: int
+    outputs: tuple[str, ...]
+
+
 class Failure(NamedTuple):
     """A unit that failed an attempt: ``terminal`` makes it ``exhausted`` (no more tries)."""
 
