@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 from typing import Any
 
 import openai
 import pytest
 
-from octopipe.providers.batch_openai import plain_completion
+from octopipe.providers.base import LLMRequest, ProviderSettings
+from octopipe.providers.batch_base import BatchRequestLine
+from octopipe.providers.batch_openai import OpenAIBatchProvider, plain_completion
 from octopipe.providers.openai_adapter import openai_usage
 
 
@@ -97,3 +101,56 @@ def test_any_other_shape_is_left_to_the_sdk(shape: str) -> None:
     value = copy.deepcopy(body())
     ODD_SHAPES[shape](value)
     assert plain_completion(value) is None
+
+
+# --- request lines: the same bytes as json.dumps of each whole line ---------------------------
+
+
+def plain_jsonl(adapter: Any, lines: list[Any], model: str) -> bytes:
+    """The input file as json.dumps of each whole line, with no reuse."""
+    out = []
+    for line in lines:
+        request = dataclasses.replace(line.request, model=model)
+        entry = {
+            "custom_id": line.custom_id,
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": adapter._builder.build_params(request),
+        }
+        out.append(json.dumps(entry, ensure_ascii=False).encode())
+    return b"\n".join([*out, b""])
+
+
+def test_request_lines_are_the_bytes_of_each_line_encoded_whole() -> None:
+    adapter = OpenAIBatchProvider(ProviderSettings("openai", "sk-test", "http://127.0.0.1:9"))
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}}
+    other = {"type": "object", "properties": {"label": {"type": "string"}}}
+    reordered = {"properties": {"score": {"type": "integer"}}, "type": "object"}
+
+    def line(i: int, **fields: Any) -> BatchRequestLine:
+        request = LLMRequest(f"u{i}", "rate", "gpt-4o-mini", f"prompt {i} é ✓", **fields)
+        return BatchRequestLine(f"tag-u{i}", request)
+
+    lines = [
+        line(1, schema=schema),
+        line(2, schema=schema, system="be brief"),
+        line(3, schema=other, schema_name="other"),
+        line(4, schema=schema),
+        line(5, schema=reordered),
+        line(6),
+        line(7, schema=schema, structured_output=False),
+        line(8, schema=schema, temperature=0.5, max_tokens=9),
+        line(9, schema=schema, schema_name="renamed"),
+    ]
+    data = adapter.jsonl(lines, "gpt-4o-mini-2024-07-18")
+    assert data == plain_jsonl(adapter, lines, "gpt-4o-mini-2024-07-18")
+    rows = [json.loads(raw) for raw in data.splitlines()]
+    names = [
+        row["body"].get("response_format", {}).get("json_schema", {}).get("name") for row in rows
+    ]
+    r = "response"
+    assert names == [r, r, "other", r, r, None, None, r, "renamed"]
+    assert list(rows[4]["body"]["response_format"]["json_schema"]["schema"]) == [
+        "properties",
+        "type",
+    ]

@@ -95,19 +95,19 @@ class OpenAIBatchProvider:
         )
 
     def jsonl(self, lines: Sequence[BatchRequestLine], model: str) -> bytes:
-        """The input file for ``lines`` (public for tests and dry runs)."""
+        """The input file for ``lines`` (public for tests and dry runs): each line the bytes
+        of ``json.dumps({"custom_id", "method", "url", "body"}, ensure_ascii=False)``, the body
+        from ``build_params``. The ``response_format`` (the step's schema, the same on every
+        line) is encoded once, not once per line (``_body_json``)."""
         out = []
+        formats: list[tuple[Any, Any, str]] = []  # the last format and its encoding
         for line in lines:
             request = line.request
             if request.model != model:  # the copy costs more than the rest of the line
                 request = dataclasses.replace(request, model=model)
             body = self._builder.build_params(request)
-            out.append(
-                json.dumps(
-                    {"custom_id": line.custom_id, "method": "POST", "url": CHAT_URL, "body": body},
-                    ensure_ascii=False,
-                ).encode()
-            )
+            head = _LINE_HEAD.format(json.dumps(line.custom_id, ensure_ascii=False))
+            out.append((head + _body_json(body, request.schema, formats) + "}").encode())
         out.append(b"")
         return b"\n".join(out)  # one copy of the payload besides the lines
 
@@ -298,6 +298,24 @@ class OpenAIBatchProvider:
                 latency_s=0.0,
             ),
         )
+
+
+_LINE_HEAD = '{{"custom_id": {}, "method": "POST", "url": "' + CHAT_URL + '", "body": '
+
+
+def _body_json(body: dict[str, Any], schema: object, formats: list[tuple[Any, Any, str]]) -> str:
+    """``json.dumps(body, ensure_ascii=False)``, byte for byte, with a trailing
+    ``response_format`` encoded once and reused while the next line's format is equal to it
+    and holds the same ``schema`` object (equal dicts may differ in key order, the same object
+    cannot). Another layout (no format, or not last) is encoded whole."""
+    fmt = body.get("response_format")
+    if fmt is None or len(body) < 2 or next(reversed(body)) != "response_format":
+        return json.dumps(body, ensure_ascii=False)
+    if not formats or formats[0][1] is not schema or formats[0][0] != fmt:
+        formats[:] = [(fmt, schema, json.dumps(fmt, ensure_ascii=False))]
+    rest = dict(body)
+    del rest["response_format"]
+    return json.dumps(rest, ensure_ascii=False)[:-1] + ', "response_format": ' + formats[0][2] + "}"
 
 
 _FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
