@@ -13,7 +13,10 @@ can catch them by type.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from octopipe.providers.ratelimit_headers import StatedLimits
 
 
 class OctopipeError(Exception):
@@ -240,7 +243,8 @@ class ProviderError(OctopipeError):
 
 
 class RateLimited(ProviderError):
-    """HTTP 429. ``retry_after`` is the server's hint in seconds, when it gave one."""
+    """HTTP 429. ``retry_after`` is the server's hint in seconds, when it gave one;
+    ``stated_limits`` the account limits the refusal's headers stated, when they did."""
 
     retryable = True
 
@@ -251,9 +255,11 @@ class RateLimited(ProviderError):
         provider: str,
         status: int | None = 429,
         retry_after: float | None = None,
+        stated_limits: StatedLimits | None = None,
     ) -> None:
         super().__init__(message, provider=provider, status=status)
         self.retry_after = retry_after
+        self.stated_limits = stated_limits
 
 
 class TransientProviderError(ProviderError):

@@ -1,4 +1,5 @@
-"""The ledger's JSON reader gives what ``json.loads`` gives: the same value or the same error."""
+"""The ledger's JSON reader gives what ``json.loads`` gives: the same value or the same error;
+its writer writes what ``json.dumps`` (compact, non-ASCII kept, NaN refused) writes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from octopipe.errors import CorruptValue
+from octopipe.errors import CorruptValue, UnstorableValue
 from octopipe.store.codec import dumps, loads, parse
 
 TEXTS = ['{"a":1,"b":[1,2.5,"é"]}', ' {"a":1}', '{"a":1}\n', '"x"', "[]", "null", "12"]
@@ -42,3 +43,41 @@ def test_dumps_writes_compact_strict_json_as_before() -> None:
     assert dumps(value, what="x") == json.dumps(
         value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
+
+
+VALUES = [
+    {"a": 1, "b": [1, 2.5, None, True, "é\u2028"], "c": {"d": -0.0, "e": 1e16}},
+    {7: "int key", 2.5: "float key", True: "bool key", None: "null key"},
+    (1, 2),
+    'a "quoted" \\ text\n',
+    10**30,
+    [],
+]
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_dumps_writes_what_json_dumps_writes(value: object) -> None:
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert dumps(value, what="v") == expected
+
+
+def _cycle() -> list[object]:
+    cycle: list[object] = []
+    cycle.append(cycle)
+    return cycle
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ({"x": float("nan")}, "Out of range float values"),
+        ({"x": {1, 2}}, "Object of type set"),
+        ({(1, 2): 3}, "keys must be str"),
+        (_cycle(), "recursion"),
+    ],
+)
+def test_dumps_refuses_what_strict_json_cannot_hold_naming_it(value: object, reason: str) -> None:
+    with pytest.raises(
+        UnstorableValue, match=f"output of unit 7 cannot be stored as JSON: .*{reason}"
+    ):
+        dumps(value, what="output of unit 7")

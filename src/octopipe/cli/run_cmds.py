@@ -1,9 +1,8 @@
-"""Run lifecycle commands: ``init``, ``run``, ``status``, ``ps``."""
+"""The `init` and `run` commands: create a run, start or resume it, drive it or detach."""
 
 from __future__ import annotations
 
 import math
-import re
 import shlex
 import subprocess
 import sys
@@ -23,13 +22,27 @@ from octopipe.cli.options import (
 )
 from octopipe.cli.output import console, print_json
 from octopipe.cli.progress_view import ProgressView
+from octopipe.cli.run_consent import (
+    check_answer_flags,
+    load_hook,
+    print_carried_code,
+    print_scripts,
+    settle_answers,
+    settle_scripts,
+)
+from octopipe.cli.run_settings import (
+    Settings,
+    check_flex,
+    check_resume,
+    parse_timeout,
+    settle_settings,
+)
 from octopipe.cli.status_cmds import _print_status, print_post_report
-from octopipe.core.amounts import format_usd
 from octopipe.core.checker import check_pipeline
-from octopipe.core.config import CONFIG_NAMES, Pipeline, load_pipeline
+from octopipe.core.config import CONFIG_NAMES, load_pipeline
 from octopipe.core.config_models import MAX_POLL_INTERVAL_S
 from octopipe.core.costs import Mode
-from octopipe.core.pipeline_code import CodeListing, folder_code
+from octopipe.core.pipeline_code import folder_code
 from octopipe.core.states import RunStatus
 from octopipe.engine.batch import BatchOptions
 from octopipe.engine.control import update_settings
@@ -37,15 +50,14 @@ from octopipe.engine.create import CreatedRun, RunOptions, create_run
 from octopipe.engine.estimate import estimate_pipeline
 from octopipe.engine.fingerprint import verify_snapshot
 from octopipe.engine.paths import RunPaths, resolve_run
-from octopipe.engine.postprocess import NO_SCRIPTS, ScriptPermission, check_permission, plan
+from octopipe.engine.postprocess import NO_SCRIPTS, ScriptPermission, check_permission
 from octopipe.engine.preflight import check_base_url, check_provider_settings
 from octopipe.engine.providers_setup import (
-    check_answer_hook,
     check_provider,
     llm_executor,
     split_fake,
 )
-from octopipe.engine.queries import RunInfo, run_info, run_status, runner_live
+from octopipe.engine.queries import run_info, run_status, runner_live
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.engine.runner import Runner, RunOutcome
 from octopipe.engine.starting import mark_starting, started_at
@@ -55,7 +67,6 @@ from octopipe.providers.catalog import FAKE, catalog, resolve_api_key
 if TYPE_CHECKING:
     from octopipe.emulator.answers import AnswerFn
 
-HOOK_NAME = "emulator_answers.py"  # the name Octobatch's and our examples' hooks go by
 MAX_CONCURRENCY = 10_000
 MAX_RPM = 100_000_000
 MAX_TPM = 100_000_000_000
@@ -276,13 +287,13 @@ def run(**options: Any) -> int:
     else:
         request, paths = _prepare_resume(request, base)
     stored = run_info(paths)
-    allow = _settle_scripts(paths, stored, request.allow, request.skip_scripts)
+    allow = settle_scripts(paths, stored, request.allow, request.skip_scripts)
     provider = request.provider or stored.provider
     if hook is None and request.answers is not None:
-        _check_answer_flags(provider, request.answers, request.generic_answers)
-        hook = _load_hook(request.answers)
-    _settle_answers(paths, stored, provider, request.answers, request.generic_answers)
-    mode, max_cost = _settle_settings(
+        check_answer_flags(provider, request.answers, request.generic_answers)
+        hook = load_hook(request.answers)
+    settle_answers(paths, stored, provider, request.answers, request.generic_answers)
+    mode, max_cost = settle_settings(
         paths, stored, request.mode, request.max_cost, request.settings
     )
     request = replace(
@@ -359,11 +370,11 @@ def _start_new(request: RunRequest, base: Path) -> tuple[RunRequest, AnswerFn | 
     """A new run from a pipeline folder: checks, the estimate (asked unless ``--yes``), then
     the run created with what the command line chose."""
     target, allow = Path(request.target), request.allow
-    _check_answer_flags(request.provider, request.answers, request.generic_answers)
-    hook = _load_hook(request.answers)  # a broken file is refused before the run exists
+    check_answer_flags(request.provider, request.answers, request.generic_answers)
+    hook = load_hook(request.answers)  # a broken file is refused before the run exists
     check_permission(load_pipeline(target), allow)
     mode = request.mode or "realtime"
-    _check_flex(mode, request.flex, request.flex_fallback)
+    check_flex(mode, request.flex, request.flex_fallback)
     _confirm_estimate(
         target,
         mode,  # type: ignore[arg-type]
@@ -399,8 +410,8 @@ def _prepare_resume(request: RunRequest, base: Path) -> tuple[RunRequest, RunPat
     before = run_info(paths)
     flex = request.flex if request.flex is not None else before.options.get("flex")
     flex_fallback = request.flex_fallback or before.options.get("flex_fallback")
-    _check_flex(request.mode or before.mode, flex, flex_fallback)
-    _check_resume(paths, before, request.mode, request.settings, flex=flex)
+    check_flex(request.mode or before.mode, flex, flex_fallback)
+    check_resume(paths, before, request.mode, request.settings, flex=flex)
     check_permission(load_pipeline(paths.config_dir), request.allow)
     changed = {
         key: value
@@ -475,155 +486,6 @@ def _drive(
     return _report_end(paths, outcome, request.answers, allow)
 
 
-def _check_answer_flags(provider: str | None, answers: Path | None, generic: bool) -> None:
-    if answers is not None and generic:
-        raise UsageError("--answers and --generic-answers exclude each other: give one")
-    if answers is not None:
-        check_answer_hook(provider)
-    if generic and split_fake(provider)[0] != FAKE:
-        raise UsageError("--generic-answers only applies to --provider fake (the local emulator)")
-
-
-def _load_hook(answers: Path | None) -> AnswerFn | None:
-    """Import the answer hook the user named (this runs its code, once)."""
-    if answers is None:
-        return None
-    from octopipe.emulator.answers import load_answer_hook
-
-    return load_answer_hook(answers)
-
-
-def _settle_answers(
-    paths: RunPaths,
-    stored: RunInfo,
-    provider: str | None,
-    answers: Path | None,
-    generic: bool,
-) -> None:
-    """Check and record on the run which answers the emulator gives from now on: the hook in
-    ``answers``, or its own. A run started with ``--answers`` is never resumed on other
-    answers unnoticed: without ``--answers`` again it is refused, unless ``--generic-answers``
-    says so."""
-    _check_answer_flags(provider, answers, generic)
-    fake = split_fake(provider)[0] == FAKE
-    before = stored.options.get("answers") if fake else None
-    if answers is not None:
-        if str(answers) != before:
-            update_settings(paths, options={"answers": str(answers)})
-        console.print(
-            f"emulator answers from {answers} (its answer() runs in this process)", markup=False
-        )
-    elif before and not generic:
-        raise UsageError(
-            f"run {paths.name!r} was started with --answers {before}: resume it with "
-            f"`octopipe run {paths.name} --answers {before}` to run that file again, or with "
-            "--generic-answers to go on with the emulator's schema-shaped answers"
-        )
-    elif before:
-        update_settings(paths, options={"answers": None})
-        console.print(
-            f"emulator answers are now generic (schema-shaped); {before} no longer runs",
-            markup=False,
-        )
-
-
-def _settle_scripts(
-    paths: RunPaths, stored: RunInfo, allow: ScriptPermission, skip: bool
-) -> ScriptPermission:
-    """The folder scripts that may run from now on, recorded on the run. As with
-    ``--answers``: a run started with scripts allowed is never resumed without them
-    unnoticed; without the flag again it is refused, unless ``--skip-scripts`` says so."""
-    before = ScriptPermission.from_option(stored.options.get("scripts"))
-    if allow.given:
-        if allow.to_option() != before.to_option():
-            update_settings(paths, options={"scripts": allow.to_option()})
-        shown = "all of them" if allow.everything else ", ".join(allow.names)
-        console.print(
-            f"the folder's own scripts you allowed run after the run completes: {shown}",
-            markup=False,
-        )
-        return allow
-    if before.given and not skip:
-        flags = " ".join(shlex.quote(f) for f in before.flags())
-        raise UsageError(
-            f"run {paths.name!r} was started with {flags}: resume it with `octopipe run "
-            f"{paths.name} {flags}` to run the folder's scripts again, or with --skip-scripts "
-            "to run none of them"
-        )
-    if before.given:
-        update_settings(paths, options={"scripts": None})
-        console.print("the folder's own scripts no longer run for this run", markup=False)
-    return NO_SCRIPTS
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Provider settings given on the command line (``None``: not given)."""
-
-    provider: str | None
-    model: str | None
-    base_url: str | None
-    max_cost: float | None
-
-
-def _check_flex(mode: str, flex: bool | None, fallback: str | None) -> None:
-    """Flex is a realtime tier: ``--flex`` with a batch run is refused, not ignored."""
-    if flex and mode == "batch":
-        raise UsageError(
-            "--flex is a realtime tier (OpenAI's service_tier flex); a batch run is already "
-            "priced at batch rates: give one of --flex and --batch"
-        )
-    if fallback is not None and not flex:
-        raise UsageError("--flex-fallback applies to a run with --flex")
-
-
-def _check_resume(
-    paths: RunPaths,
-    stored: RunInfo,
-    mode: str | None,
-    given: Settings,
-    *,
-    flex: bool | None = None,
-) -> None:
-    """What ``check_provider_settings`` refuses, for a run about to resume with these flags
-    over what it recorded (its snapshot, not the source folder)."""
-    cap = given.max_cost if given.max_cost is not None else stored.options.get("max_cost_usd")
-    check_provider_settings(
-        load_pipeline(paths.config_dir),
-        mode=(mode or stored.mode),  # type: ignore[arg-type]
-        provider=given.provider or stored.provider,
-        model=given.model or stored.model,
-        base_url=given.base_url,
-        recorded_base_url=stored.options.get("base_url"),
-        max_cost_usd=None if cap is None else float(cap),
-        flex=flex,
-    )
-
-
-def _settle_settings(
-    paths: RunPaths, stored: RunInfo, mode: str | None, max_cost: float | None, given: Settings
-) -> tuple[str, float | None]:
-    """Record a mode switch, a new cost cap, a new server address or a provider/model given on
-    resume; return the mode and the cap that apply now (a cap set earlier holds until a new
-    ``--max-cost`` changes it)."""
-    keep: dict[str, object] = {}
-    if max_cost is not None:
-        keep["max_cost_usd"] = max_cost
-    if given.base_url is not None and given.base_url != stored.options.get("base_url"):
-        keep["base_url"] = given.base_url
-    provider = given.provider if given.provider not in (None, stored.provider) else None
-    model = given.model if given.model not in (None, stored.model) else None
-    switch = mode if mode is not None and mode != stored.mode else None
-    if switch or keep or provider or model:
-        update_settings(paths, mode=switch, options=keep or None, provider=provider, model=model)
-    if max_cost is None and stored.options.get("max_cost_usd") is not None:
-        max_cost = float(stored.options["max_cost_usd"])
-        console.print(
-            f"cost cap {format_usd(max_cost)} (set earlier; --max-cost changes it)", markup=False
-        )
-    return mode or stored.mode, max_cost
-
-
 def _report_end(
     paths: RunPaths, outcome: RunOutcome, answers: Path | None, allow: ScriptPermission
 ) -> int:
@@ -676,24 +538,6 @@ def _detach(paths: RunPaths, flags: Mapping[str, object], switches: list[str]) -
     return EXIT_OK
 
 
-def parse_timeout(text: str) -> float:
-    """``--timeout``: a duration longer than zero (``0`` is refused: it cannot mean "no
-    limit" silently, and a run paused before it starts is of no use)."""
-    seconds = parse_duration(text)
-    if seconds <= 0:
-        raise UsageError(f"--timeout {text!r}: give a duration longer than 0 s, e.g. 90s or 30m")
-    return seconds
-
-
-def parse_duration(text: str) -> float:
-    """``90`` or ``90s`` -> 90; ``30m``; ``2h``; ``1h30m`` -> seconds."""
-    parts = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*", text)
-    if not text.strip() or parts is None or not any(parts.groups()):
-        raise UsageError(f"cannot read duration {text!r}: use e.g. 90s, 30m, 2h, 1h30m")
-    hours, minutes, seconds = (int(g) if g else 0 for g in parts.groups())
-    return float(hours * 3600 + minutes * 60 + seconds)
-
-
 def _confirm_estimate(
     folder: Path,
     mode: Mode,
@@ -717,8 +561,8 @@ def _confirm_estimate(
     estimate = estimate_pipeline(pipeline, report, mode, provider=name, model=model, flex=flex)
     for line in estimate.lines():
         console.print(line, markup=False)
-    _print_carried_code(folder, folder_code(folder, pipeline), answers, fake=name == FAKE)
-    _print_scripts(pipeline, allow)
+    print_carried_code(folder, folder_code(folder, pipeline), answers, fake=name == FAKE)
+    print_scripts(pipeline, allow)
     for load in estimate.estimate.per_step:
         if mode == "batch" and not catalog().has_batch(load.provider):
             raise UsageError(
@@ -746,45 +590,6 @@ def _confirm_estimate(
         return
     if not yes and not click.confirm("start the run?", default=True):
         raise click.exceptions.Abort()
-
-
-def _print_carried_code(
-    folder: Path, listing: CodeListing, answers: Path | None, *, fake: bool
-) -> None:
-    """One line naming the folder's code (``validate`` says more): none of it runs, except the
-    answer hook named by ``--answers``; a fake run without one is told how to name the
-    folder's own ``emulator_answers.py``."""
-    if not listing.files:
-        return
-    paths = ", ".join(f.path for f in listing.files[:8])
-    more = f" and {len(listing.files) - 8} more" if len(listing.files) > 8 else ""
-    also = f"; the answer hook you named ({answers}) does" if answers is not None else ""
-    console.print(
-        f"the pipeline folder carries code ({paths}{more}): none of it runs{also}", markup=False
-    )
-    if fake and answers is None and any(f.path == HOOK_NAME for f in listing.files):
-        console.print(
-            f"the emulator gives schema-shaped answers; to answer with the folder's {HOOK_NAME} "
-            f"instead, add --answers {folder / HOOK_NAME} (its code then runs)",
-            markup=False,
-        )
-
-
-def _print_scripts(pipeline: Pipeline, allow: ScriptPermission) -> None:
-    """Which of the folder's scripts will run when the run completes, and which will not."""
-    scripts = [a for a in plan(pipeline) if a.kind in ("script", "run_script")]
-    if not scripts:
-        return
-    allowed = [a.name for a in scripts if allow.allows(a)]
-    skipped = [a.name for a in scripts if not allow.allows(a)]
-    if allowed:
-        console.print(f"folder scripts that will run (allowed): {', '.join(allowed)}", markup=False)
-    if skipped:
-        console.print(
-            f"folder scripts that will be skipped: {', '.join(skipped)} (--allow-scripts runs "
-            "them)",
-            markup=False,
-        )
 
 
 def _is_pipeline(path: Path) -> bool:

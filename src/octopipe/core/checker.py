@@ -21,7 +21,6 @@ from typing import Any
 from octopipe.core.config import Pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, RunStep
 from octopipe.core.expressions import SAFE_BUILTIN_NAMES, compile_expression
-from octopipe.core.prompts import template_variables
 from octopipe.core.units import count_units, iter_units
 from octopipe.core.yamlpos import format_path
 from octopipe.errors import ConfigError, ConfigProblem, ExpressionError, RenderError
@@ -177,6 +176,8 @@ class _Checker:
         name = self.p.template_name(step)
         path = ("prompts", "templates", step.name)
         context = known | set(self.p.raw) | {"config"} | set(self.p.config.prompts.global_context)
+        from octopipe.core.prompts import template_variables  # Jinja: for LLM steps only
+
         try:
             used = template_variables(self.p.template_dir, name, self.p.folder)
         except RenderError as exc:

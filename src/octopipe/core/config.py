@@ -40,7 +40,6 @@ from octopipe.core.expressions import compile_expression
 from octopipe.core.limits import check_file_size
 from octopipe.core.price_file import parse_price_file
 from octopipe.core.registry import load_registry
-from octopipe.core.schema_refs import SchemaProblems, load_schema
 from octopipe.core.scripts import (
     ScriptRef,
     escapes,
@@ -430,6 +429,9 @@ class _LinkChecker:
             if path is None or schema_dir is None or not self.size_ok(path):
                 continue
             shown = str(Path(schemas.schema_dir) / name)
+            # jsonschema is imported only by a pipeline that has schemas (start-up time)
+            from octopipe.core.schema_refs import SchemaProblems, load_schema
+
             try:
                 self.schemas[step_name] = load_schema(schema_dir, path, shown)
             except SchemaProblems as exc:

@@ -7,8 +7,9 @@ real location is outside the pipeline folder (a link pointing inside it is fine)
 
 - :func:`resolve_inside` for one path (config, items, templates, schemas, scripts);
 - :func:`escapes_in` for a whole folder the run snapshots (``templates/``, ``schemas/``);
-- :class:`ContainedTemplateLoader`, Jinja's loader for the prompt templates, so an
-  ``include``/``import``/``extends`` of a link is refused at validate and at render;
+- ``core/template_loader.py`` builds Jinja's loader for the prompt templates on
+  :func:`resolve_inside`, so an ``include``/``import``/``extends`` of a link is refused at
+  validate and at render (kept apart so that runs without prompts never import Jinja);
 - :func:`copy_contained`, which builds a run's snapshot from real, inside files only.
 
 Every refusal is an :class:`Escape` naming the path and where it points; the target's contents
@@ -19,14 +20,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-
-import jinja2
-from jinja2.loaders import split_template_path
-
-from octopipe.core.limits import check_file_size
-from octopipe.errors import ConfigError, RenderError
 
 
 class Escape(Exception):
@@ -138,41 +133,3 @@ def _shown(root: Path, path: Path) -> str:
         return str(absolute.relative_to(root))
     except ValueError:
         return str(path)
-
-
-# --- Jinja ------------------------------------------------------------------------------------
-
-
-class ContainedTemplateLoader(jinja2.BaseLoader):
-    """Loads templates from ``template_dir``, refusing any whose real path is outside ``root``.
-
-    Names are split as Jinja's ``FileSystemLoader`` splits them (``..`` is refused); the real
-    path is checked before the file is opened, and files past the size limit are refused.
-    """
-
-    def __init__(self, template_dir: Path, root: Path | None = None) -> None:
-        self.template_dir = Path(os.path.abspath(template_dir))
-        self.root = real_root(root if root is not None else template_dir)
-
-    def get_source(
-        self, environment: jinja2.Environment, template: str
-    ) -> tuple[str, str, Callable[[], bool]]:
-        path = self.template_dir.joinpath(*split_template_path(template))
-        try:
-            real = resolve_inside(self.root, path, repr(template))
-        except Escape as exc:
-            raise RenderError(
-                template, f"{exc.reason}; templates read only files inside it"
-            ) from None
-        if not real.is_file():
-            raise jinja2.TemplateNotFound(template)
-        try:
-            check_file_size(real, template)
-        except ConfigError as exc:
-            raise RenderError(template, exc.problems[0].message) from None
-        try:
-            source = real.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RenderError(template, f"cannot read: {exc}") from None
-        mtime = real.stat().st_mtime
-        return source, os.path.normpath(path), lambda: real.stat().st_mtime == mtime

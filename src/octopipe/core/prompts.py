@@ -63,7 +63,7 @@ from octopipe.core.budget import (
     text_size,
 )
 from octopipe.core.budget import active as active_budget
-from octopipe.core.containment import ContainedTemplateLoader
+from octopipe.core.template_loader import ContainedTemplateLoader
 from octopipe.errors import RenderError
 
 MAX_SEQUENCE_LENGTH = MAX_LENGTH

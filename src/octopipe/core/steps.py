@@ -13,18 +13,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from octopipe.core.budget import Budget, activate
 from octopipe.core.config import Pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep, Step
 from octopipe.core.expressions import ExpressionProgram, ProgramResult, UnitRandom, unit_random
 from octopipe.core.fields import HIDDEN_FIELDS, visible
-from octopipe.core.prompts import PromptRenderer
 from octopipe.core.storable import unstorable_fields
 from octopipe.core.units import Unit, fan_out_children
-from octopipe.core.validation import AnswerValidator, Outcome
 from octopipe.errors import ExpressionError, RenderError
+
+if TYPE_CHECKING:  # imported where needed: Jinja and jsonschema only for steps that use them
+    from octopipe.core.prompts import PromptRenderer
+    from octopipe.core.validation import AnswerValidator, Outcome
 
 _NO_RANDOM = UnitRandom(0)  # handed to programs that never read `random`
 
@@ -92,8 +94,13 @@ class CompiledStep:
                 )
                 self.uses_random = self.program.uses_random
                 if spec is not None or schema is not None:
+                    from octopipe.core.validation import AnswerValidator
+
                     self.validator = AnswerValidator(schema, spec, coerce=coerce)
             case LLMStep():
+                from octopipe.core.prompts import PromptRenderer
+                from octopipe.core.validation import AnswerValidator
+
                 self.renderer = PromptRenderer(
                     pipeline.template_dir,
                     pipeline.template_name(step),

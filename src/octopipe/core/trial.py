@@ -26,7 +26,6 @@ from octopipe.core.budget import Budget
 from octopipe.core.config import Pipeline
 from octopipe.core.config_models import ExpressionStep, FanOutStep, LLMStep
 from octopipe.core.expressions import compile_expression, unit_random
-from octopipe.core.prompts import template_variables
 from octopipe.core.schema_values import schema_value
 from octopipe.core.steps import CompiledPipeline, CompiledStep, StepFailure
 from octopipe.core.units import iter_units
@@ -146,6 +145,8 @@ class _Trial:
             return None
 
     def template_names(self, step: LLMStep) -> frozenset[str] | None:
+        from octopipe.core.prompts import template_variables  # Jinja: for LLM steps only
+
         try:
             return template_variables(
                 self.pipeline.template_dir, self.pipeline.template_name(step), self.pipeline.folder

@@ -70,6 +70,7 @@ from octopipe.errors import (
 )
 from octopipe.providers.base import DEADLINE_GRACE_S, LLMRequest, LLMResponse, RealtimeProvider
 from octopipe.providers.catalog import catalog
+from octopipe.providers.ratelimit_headers import StatedLimits
 from octopipe.store.records import ClaimedUnit
 
 STOP_GRACE_S = 2.0
@@ -139,6 +140,7 @@ class RealtimeExecutor:
         self.digest = ErrorDigest(ctx.log.write)
         self.trace = Trace(ctx.paths.trace)
         self.targets = [t for t in self._targets(client_for) if t is not None]
+        self.explicit_concurrency = explicit
         self.concurrency = explicit or default_concurrency(
             [t.pacer.rpm for t in self.targets if t.pacer.rpm]
         )
@@ -171,9 +173,12 @@ class RealtimeExecutor:
             key = (route.provider, route.model)
             if key not in pacers:
                 limits = self.registry.limits(route.provider, route.model)
-                pacers[key] = Pacer(
-                    rpm=self.options.rpm or api.rpm or limits.rpm,
-                    tpm=self.options.tpm or api.tpm or limits.tpm,
+                rpm_cap, tpm_cap = self.options.rpm or api.rpm, self.options.tpm or api.tpm
+                pacers[key] = Pacer(  # the account's stated limits replace these when learned
+                    rpm=rpm_cap or limits.rpm,
+                    tpm=tpm_cap or limits.tpm,
+                    rpm_cap=rpm_cap,
+                    tpm_cap=tpm_cap,
                 )
             client = client_for(route.provider)
             endpoint = client.endpoint
@@ -349,7 +354,8 @@ class RealtimeExecutor:
         """One request with in-call retries for rate limits and transient errors."""
         delay = self.retry.initial_delay_seconds
         for attempt in range(1, self.retry.max_attempts + 1):
-            await target.pacer.wait_turn(estimate_tokens(request.prompt) + request.max_tokens // 4)
+            booked = estimate_tokens(request.prompt) + request.max_tokens // 4
+            await target.pacer.wait_turn(booked)
             t0 = time.monotonic()
             try:
                 response = await self._send(target, request)
@@ -362,6 +368,8 @@ class RealtimeExecutor:
                     raise  # parked uncharged by ``outage``; tried at flex again later
                 await asyncio.sleep(delay)
             except RateLimited as exc:
+                target.pacer.settle(booked, 0)  # refused: the account counted no tokens
+                self._learn(target, exc.stated_limits)
                 target.pacer.on_rate_limited(exc.retry_after)
                 self._trace(target, request, t0, status=429)
                 if attempt == self.retry.max_attempts or target.health.is_open:
@@ -376,11 +384,40 @@ class RealtimeExecutor:
                 self._trace(target, request, t0, status=exc.status or type(exc).__name__)
                 raise
             else:
+                used = response.usage.input_tokens + response.usage.output_tokens
+                target.pacer.settle(booked, used)
+                self._learn(target, response.stated_limits)
                 target.pacer.on_success()
                 self._trace(target, request, t0, status=200, response=response)
                 return response
             delay = min(delay * self.retry.backoff_multiplier, self.retry.max_delay_seconds)
         raise AssertionError("unreachable")
+
+    def _learn(self, target: StepTarget, stated: StatedLimits | None) -> None:
+        """Pace ``target`` to the limits its account stated; say so when the pace changes
+        (run.log and a ``pace`` line in trace.jsonl), and size the default concurrency to it."""
+        pacer = target.pacer
+        if not pacer.learn(stated):
+            return
+        rpm, tpm = pacer.pace_rpm, pacer.pace_tpm
+        self.ctx.log.write(
+            "pacing",
+            f"{target.provider}/{target.model}: the account states "
+            f"{_per_minute(pacer.learned_rpm, 'requests')}, "
+            f"{_per_minute(pacer.learned_tpm, 'tokens')}; pacing at "
+            f"{_per_minute(rpm, 'requests')}, {_per_minute(tpm, 'tokens')}",
+        )
+        self.trace.write(
+            kind="pace",
+            provider=target.provider,
+            model=target.model,
+            stated_rpm=pacer.learned_rpm,
+            stated_tpm=pacer.learned_tpm,
+            pace_rpm=None if rpm is None else round(rpm, 1),
+            pace_tpm=None if tpm is None else round(tpm),
+        )
+        if not self.explicit_concurrency and rpm:
+            self.concurrency = max(self.concurrency, default_concurrency([rpm]))
 
     async def _at_standard(self, target: StepTarget, request: LLMRequest) -> LLMResponse:
         """``--flex-fallback standard``: the call flex could not take, sent at the standard
@@ -626,6 +663,10 @@ def default_concurrency(rpms: list[float]) -> int:
     several seconds (a tenth of the limit: 1,200 rpm at 5 s latency needs 100), within bounds."""
     wanted = int(max(rpms, default=0) // 10)
     return max(DEFAULT_CONCURRENCY, min(MAX_DEFAULT_CONCURRENCY, wanted))
+
+
+def _per_minute(value: float | None, what: str) -> str:
+    return f"no {what} limit" if value is None else f"{value:,.0f} {what}/min"
 
 
 def _now_iso() -> str:

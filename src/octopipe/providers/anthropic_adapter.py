@@ -16,6 +16,8 @@ Guarantees:
 
   If the model answers with text instead of the forced tool, that text is returned as is:
   the validator decides whether it is usable.
+- Calls go through the SDK's raw-response path (``with_raw_response``), so the answer keeps
+  the account limits its headers state (``LLMResponse.stated_limits``).
 - ``base_url=None`` lets the SDK read ``ANTHROPIC_BASE_URL`` (no ``/v1`` suffix).
 - ``Usage.input_tokens`` adds the cache read/creation counts back in (Anthropic reports
   them separately), so it means "all prompt tokens" as for the other vendors.
@@ -41,6 +43,7 @@ from octopipe.providers.base import (
     read_answer,
 )
 from octopipe.providers.errors_map import map_anthropic_error
+from octopipe.providers.ratelimit_headers import stated_limits
 
 StructuredMode = Literal["tool", "output_config"]
 _TOOL_NAME_FORBIDDEN = re.compile(r"[^a-zA-Z0-9_-]")
@@ -67,14 +70,16 @@ class AnthropicProvider:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(request.timeout_s + DEADLINE_GRACE_S):
-                message = await self._client.messages.create(
+                raw = await self._client.messages.with_raw_response.create(
                     **self.build_params(request), timeout=request.timeout_s
                 )
+                message = await raw.parse()
         except (anthropic.AnthropicError, TimeoutError) as exc:
             raise map_anthropic_error(
                 exc, provider=self.name, secret=self._secret, timeout_s=request.timeout_s
             ) from None
         latency_s = time.perf_counter() - started
+        limits = stated_limits(raw.headers)
 
         def convert(answer: Any) -> LLMResponse:
             if getattr(answer, "content", None) is None:  # the API promises a list, maybe empty
@@ -86,6 +91,7 @@ class AnthropicProvider:
                 model=answer.model or request.model,
                 request_id=getattr(answer, "_request_id", None) or answer.id,
                 latency_s=latency_s,
+                stated_limits=limits,
             )
 
         return read_answer(self.name, message, convert, _usage_of)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from octopipe.errors import MalformedResponse
+from octopipe.providers.ratelimit_headers import StatedLimits
 
 # Extra seconds granted beyond a request's own timeout before the adapter's outer deadline
 # fires. The SDK timeouts are per network phase; the outer deadline bounds the whole call.
@@ -87,6 +88,9 @@ class LLMResponse:
     latency_s: float
     service_tier: str | None = None
     """The tier the vendor says served the call (OpenAI: ``default``, ``flex``...)."""
+    stated_limits: StatedLimits | None = None
+    """The account's rate limits and what remains of them, as the answer's headers state
+    them (OpenAI, Anthropic); ``None`` when they state none (Gemini, most local servers)."""
 
 
 MAX_RAW_CHARS = 100_000

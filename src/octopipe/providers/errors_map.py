@@ -20,6 +20,8 @@ Guarantees:
     to ordinary per-minute 429s too, so QuotaFailure alone means "rate limited"; the window
     is read from the structured ``quotaId`` identifier (``...PerDay...``), which names the
     quota, not from the human-readable message.
+- A 429 ``RateLimited`` carries the account limits its headers state (``stated_limits``,
+  OpenAI and Anthropic; ``None`` when the headers state none).
 - ``retry_after`` comes from ``retry-after-ms``, then ``retry-after`` (seconds or HTTP date),
   then, for Gemini, ``google.rpc.RetryInfo.retryDelay`` in the body.
 - Messages come from the vendor's structured ``message`` field, truncated, with the API key
@@ -52,6 +54,7 @@ from octopipe.errors import (
     RateLimited,
     TransientProviderError,
 )
+from octopipe.providers.ratelimit_headers import StatedLimits, stated_limits
 
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 499})
 AUTH_STATUSES = frozenset({401, 403})
@@ -85,6 +88,7 @@ class ErrorFacts:
     auth: bool = False
     request_id: str | None = None
     flex_unavailable: bool = False
+    stated_limits: StatedLimits | None = None
 
 
 def error_from_facts(facts: ErrorFacts, *, provider: str, secret: str | None) -> ProviderError:
@@ -100,7 +104,12 @@ def error_from_facts(facts: ErrorFacts, *, provider: str, secret: str | None) ->
     if status == 429 and facts.flex_unavailable:
         return FlexUnavailable(message, provider=provider, retry_after=facts.retry_after)
     if status == 429:
-        return RateLimited(message, provider=provider, retry_after=facts.retry_after)
+        return RateLimited(
+            message,
+            provider=provider,
+            retry_after=facts.retry_after,
+            stated_limits=facts.stated_limits,
+        )
     return _class_for_status(status)(message, provider=provider, status=status)
 
 
@@ -228,6 +237,7 @@ def _openai_facts(exc: Any) -> ErrorFacts:
         quota=bool(codes & OPENAI_QUOTA_CODES),
         request_id=exc.request_id,
         flex_unavailable=bool(codes & OPENAI_FLEX_UNAVAILABLE_CODES),
+        stated_limits=stated_limits(exc.response.headers),
     )
 
 
@@ -268,6 +278,7 @@ def _anthropic_facts(exc: Any) -> ErrorFacts:
         retry_after=parse_retry_after(exc.response.headers),
         quota=quota,
         request_id=exc.request_id,
+        stated_limits=stated_limits(exc.response.headers),
     )
 
 

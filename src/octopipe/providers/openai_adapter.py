@@ -14,6 +14,8 @@ Guarantees:
   Ollama and llama.cpp understand.
 - ``base_url=None`` lets the SDK read ``OPENAI_BASE_URL``. Note the OpenAI base URL *includes*
   ``/v1``.
+- Calls go through the SDK's raw-response path (``with_raw_response``), so the answer keeps
+  the account limits its headers state (``LLMResponse.stated_limits``).
 - Every SDK exception is mapped by ``errors_map.map_openai_error``; the API key is redacted
   from messages.
 - An answer without choices, a choice without ``message`` or any other surprise in its shape
@@ -38,6 +40,7 @@ from octopipe.providers.base import (
     read_answer,
 )
 from octopipe.providers.errors_map import map_openai_error
+from octopipe.providers.ratelimit_headers import StatedLimits, stated_limits
 
 
 class OpenAIProvider:
@@ -59,14 +62,16 @@ class OpenAIProvider:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(request.timeout_s + DEADLINE_GRACE_S):
-                completion = await self._client.chat.completions.create(
+                raw = await self._client.chat.completions.with_raw_response.create(
                     **self.build_params(request), timeout=request.timeout_s
                 )
+                completion = raw.parse()
         except (openai.OpenAIError, TimeoutError) as exc:
             raise map_openai_error(
                 exc, provider=self.name, secret=self._secret, timeout_s=request.timeout_s
             ) from None
-        return self._to_response(completion, request, time.perf_counter() - started)
+        latency_s = time.perf_counter() - started
+        return self._to_response(completion, request, latency_s, stated_limits(raw.headers))
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -97,7 +102,13 @@ class OpenAIProvider:
             }
         return params
 
-    def _to_response(self, completion: Any, request: LLMRequest, latency_s: float) -> LLMResponse:
+    def _to_response(
+        self,
+        completion: Any,
+        request: LLMRequest,
+        latency_s: float,
+        limits: StatedLimits | None = None,
+    ) -> LLMResponse:
         def convert(answer: Any) -> LLMResponse:
             choices = answer.choices
             if not choices:
@@ -117,6 +128,7 @@ class OpenAIProvider:
                 request_id=getattr(answer, "_request_id", None) or answer.id,
                 latency_s=latency_s,
                 service_tier=_tier_name(getattr(answer, "service_tier", None)),
+                stated_limits=limits,
             )
 
         return read_answer(self.name, completion, convert, _usage_of)

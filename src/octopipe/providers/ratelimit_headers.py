@@ -5,12 +5,15 @@
 header that is absent leaves its field ``None``; a header whose value is malformed is ignored
 and logged once per call at WARNING with its name and value. Gemini states no limits, so its
 responses give an empty ``StatedLimits`` and configured pacing stays in force.
+``stated_limits`` is the adapters' entry point: the limits a response's headers state, read
+against the clock now, or ``None`` when they state none.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +41,14 @@ class StatedLimits:
     def empty(self) -> bool:
         """True when the response stated nothing about limits."""
         return all(getattr(self, name) is None for name in self.__dataclass_fields__)
+
+
+def stated_limits(headers: Mapping[str, str] | None) -> StatedLimits | None:
+    """The limits ``headers`` state (resets measured from now); ``None`` when they state none."""
+    if not headers:
+        return None
+    limits = parse_ratelimit_headers(headers, time.time())
+    return None if limits.empty else limits
 
 
 def parse_duration(text: str) -> float:

@@ -91,14 +91,13 @@ def _group_problems(conn: sqlite3.Connection) -> list[str]:
 def rebuild_totals(conn: sqlite3.Connection) -> bool:
     """Rewrite the kept totals from the attempts when they disagree with them; returns whether
     it did. The caller holds the write transaction."""
-    if not totals_problems(conn):
-        return False
-    if _llm_row_problems(conn):
+    row_wrong, groups_wrong = bool(_llm_row_problems(conn)), bool(_group_problems(conn))
+    if row_wrong:
         conn.execute(_REBUILD)
-    if _group_problems(conn):
+    if groups_wrong:
         conn.execute(_REBUILD_GROUPS)
         conn.execute(COST_GROUPS_FILL)
-    return True
+    return row_wrong or groups_wrong
 
 
 def _agree(kept: Any, actual: Any) -> bool:
