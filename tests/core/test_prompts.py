@@ -240,3 +240,35 @@ def test_template_syntax_error_checks_included_templates(tmp_path: Path) -> None
     assert "not found" in missing.detail
     with pytest.raises(RenderError, match="syntax error"):
         template_variables(folder, "outer.j2")
+
+
+def test_a_render_leaves_nothing_for_the_next_and_does_not_change_the_fields(
+    tmp_path: Path,
+) -> None:
+    source = "{% if seen is defined %}leak {% endif %}{% set seen = 1 %}{% set tone = 'x' %}"
+    folder = templates(tmp_path, **{"t.j2": source + "{{ tone }} {{ n }}"})
+    r = renderer(folder)
+    fields = {"n": 1}
+    assert r.render(fields) == "x 1"
+    assert r.render({"n": 2}) == "x 2"
+    assert fields == {"n": 1}
+    assert renderer(templates(tmp_path, **{"u.j2": "{{ tone }}"}), "u.j2").render({}) == (
+        "from the flattened config"
+    )
+
+
+def test_the_same_text_as_jinja_renders_with_globals_loops_macros_and_includes(
+    tmp_path: Path,
+) -> None:
+    folder = templates(
+        tmp_path,
+        **{
+            "t.j2": "{% macro m(x) %}<{{ x }}>{% endmacro %}"
+            "{% for i in range(n) %}{{ m(i) }}{% endfor %} {{ api.model }} "
+            "{% include 'inc.j2' %}",
+            "inc.j2": "{{ pipeline.name }}/{{ n }}",
+        },
+    )
+    r = renderer(folder, global_context={"extra": 1})
+    expected = r._template.render({"n": 3})
+    assert r.render({"n": 3}) == expected == "<0><1><2> gpt-x npc/3"

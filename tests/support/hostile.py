@@ -243,7 +243,8 @@ class Sandbox:
 
 
 def _in_compressed_blobs(path: Path, needle: bytes) -> bool:
-    """Search zlib streams inside a ledger file (records may be stored compressed)."""
+    """Search zlib streams inside a ledger file (blobs of 1 KiB or more are stored compressed;
+    shorter ones are plain TEXT, which the caller's raw-bytes search already sees)."""
     import zlib
 
     data = path.read_bytes()

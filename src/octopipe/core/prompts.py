@@ -45,7 +45,7 @@ from typing import Any, cast
 
 import jinja2
 from jinja2 import meta, nodes
-from jinja2.runtime import Context
+from jinja2.runtime import Context, new_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter, SecurityError
 from jinja2.utils import Namespace, generate_lorem_ipsum
 
@@ -341,6 +341,27 @@ class PromptRenderer:
             self._template = self._env.get_template(template_name, globals=base)
         except Exception as exc:
             raise _as_render_error(exc, template_name, self._template_dir) from exc
+        self._globals: dict[str, Any] = dict(self._template.globals)
+        """The template's globals as one plain dict: Jinja keeps them as a ChainMap (ours over
+        the environment's), which it would copy key by key, in Python, twice a render."""
+
+    def _generate(self, fields: Mapping[str, Any]) -> Iterator[str]:
+        """``Template.generate(fields)`` with the context built from the flat globals: the
+        same variables (the unit's fields over the globals), the same errors (Jinja's
+        ``handle_exception`` rewrites them to template lines)."""
+        template = self._template
+        context = new_context(
+            self._env,
+            template.name,
+            template.blocks,
+            {**self._globals, **fields},
+            shared=True,
+            globals=self._globals,
+        )
+        try:
+            yield from template.root_render_func(context)
+        except Exception:
+            yield self._env.handle_exception()
 
     def render(self, fields: Mapping[str, Any], budget: Budget | None = None) -> str:
         """The prompt for one unit, within ``budget`` (by default the current one, or a fresh
@@ -349,7 +370,7 @@ class PromptRenderer:
             with activate(budget or active_budget() or Budget()):
                 pieces: list[str] = []
                 length = 0
-                for piece in self._template.generate(fields):
+                for piece in self._generate(fields):
                     length += len(piece)
                     if length > MAX_PROMPT_LENGTH:
                         raise ResourceLimitExceeded(

@@ -31,7 +31,7 @@ def attempt_of(
         mode=mode,
         provider=provider,
         model=model,
-        stage=cast(Stage | None, verdict.stage),
+        stage=cast("Stage | None", verdict.stage),
         errors=list(verdict.errors),
         request=prompt if verdict.keeps_prompt else None,
         response=verdict.response,

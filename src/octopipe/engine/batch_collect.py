@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from octopipe.core.costs import PriceCatalog, Tier, TieredRates
 from octopipe.core.judge import PriceList, Verdict, judge_answer, judge_error, judge_missing
 from octopipe.core.registry import Registry
 from octopipe.core.states import BatchEvent, BatchState
@@ -75,6 +76,34 @@ def uid_of(tag: str, custom: str) -> int | None:
     if head == tag and number.isdigit():
         return int(number)
     return None
+
+
+class MemoRates:
+    """``catalog``'s rates, looked up once per (provider, model, tier, time) and then reused.
+
+    A batch's answers are all priced as of the batch's submission, so the catalog search
+    (price file, database, derived batch discount) is done once per batch instead of twice a
+    line. The catalog is read-only during a run, so the answers are the same. At most
+    ``MEMO_SIZE`` keys are kept (answers priced \"now\" each have their own time)."""
+
+    MEMO_SIZE = 256
+
+    def __init__(self, catalog: PriceCatalog) -> None:
+        self._catalog = catalog
+        self._memo: dict[tuple[str, str, Tier, datetime | None], TieredRates | None] = {}
+
+    def rates(
+        self, provider: str, model: str, tier: Tier, at: datetime | None = None
+    ) -> TieredRates | None:
+        key = (provider, model, tier, at)
+        if key in self._memo:
+            return self._memo[key]
+        if at is None:  # \"now\": never reused
+            return self._catalog.rates(provider, model, tier, at)
+        if len(self._memo) >= self.MEMO_SIZE:
+            self._memo.clear()
+        found = self._memo[key] = self._catalog.rates(provider, model, tier, at)
+        return found
 
 
 @dataclass
@@ -128,7 +157,7 @@ class BatchRecorder:
         self.registry = registry
         self.max_attempts = max_attempts
         self.costs = costs
-        self.price = PriceList(registry, route.price_provider, route.model, "batch")
+        self.price = PriceList(MemoRates(registry), route.price_provider, route.model, "batch")
         """Batch rates; each batch's answers are priced as of its submission (``record``)."""
 
     def record(self, batch: BatchRow, lines: Sequence[BatchResultLine], tally: Tally) -> None:

@@ -37,7 +37,7 @@ from typing import Any, Literal
 import httpx2
 import openai
 
-from octopipe.providers.base import LLMResponse, ProviderSettings
+from octopipe.providers.base import LLMResponse, ProviderSettings, Usage
 from octopipe.providers.batch_base import (
     BatchFinder,
     BatchHandle,
@@ -95,16 +95,19 @@ class OpenAIBatchProvider:
         )
 
     def jsonl(self, lines: Sequence[BatchRequestLine], model: str) -> bytes:
-        """The input file for ``lines`` (public for tests and dry runs)."""
+        """The input file for ``lines`` (public for tests and dry runs): each line the bytes
+        of ``json.dumps({"custom_id", "method", "url", "body"}, ensure_ascii=False)``, the body
+        from ``build_params``. The ``response_format`` (the step's schema, the same on every
+        line) is encoded once, not once per line (``_body_json``)."""
         out = []
+        formats: list[tuple[Any, Any, str]] = []  # the last format and its encoding
         for line in lines:
-            body = self._builder.build_params(dataclasses.replace(line.request, model=model))
-            out.append(
-                json.dumps(
-                    {"custom_id": line.custom_id, "method": "POST", "url": CHAT_URL, "body": body},
-                    ensure_ascii=False,
-                ).encode()
-            )
+            request = line.request
+            if request.model != model:  # the copy costs more than the rest of the line
+                request = dataclasses.replace(request, model=model)
+            body = self._builder.build_params(request)
+            head = _LINE_HEAD.format(json.dumps(line.custom_id, ensure_ascii=False))
+            out.append((head + _body_json(body, request.schema, formats) + "}").encode())
         out.append(b"")
         return b"\n".join(out)  # one copy of the payload besides the lines
 
@@ -268,6 +271,20 @@ class OpenAIBatchProvider:
                     quota=quota,
                 ),
             )
+        plain = plain_completion(body)
+        if plain is not None:
+            text, usage, finish_reason, model, completion_id = plain
+            return BatchResultLine(
+                custom_id,
+                LLMResponse(
+                    text=text,
+                    usage=usage,
+                    finish_reason=finish_reason,
+                    model=model,
+                    request_id=response.get("request_id") or completion_id,
+                    latency_s=0.0,
+                ),
+            )
         completion = openai.types.chat.ChatCompletion.model_validate(body)
         choice = completion.choices[0] if completion.choices else None
         return BatchResultLine(
@@ -281,6 +298,87 @@ class OpenAIBatchProvider:
                 latency_s=0.0,
             ),
         )
+
+
+_LINE_HEAD = '{{"custom_id": {}, "method": "POST", "url": "' + CHAT_URL + '", "body": '
+
+
+def _body_json(body: dict[str, Any], schema: object, formats: list[tuple[Any, Any, str]]) -> str:
+    """``json.dumps(body, ensure_ascii=False)``, byte for byte, with a trailing
+    ``response_format`` encoded once and reused while the next line's format is equal to it
+    and holds the same ``schema`` object (equal dicts may differ in key order, the same object
+    cannot). Another layout (no format, or not last) is encoded whole."""
+    fmt = body.get("response_format")
+    if fmt is None or len(body) < 2 or next(reversed(body)) != "response_format":
+        return json.dumps(body, ensure_ascii=False)
+    if not formats or formats[0][1] is not schema or formats[0][0] != fmt:
+        formats[:] = [(fmt, schema, json.dumps(fmt, ensure_ascii=False))]
+    rest = dict(body)
+    del rest["response_format"]
+    return json.dumps(rest, ensure_ascii=False)[:-1] + ', "response_format": ' + formats[0][2] + "}"
+
+
+_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+PlainCompletion = tuple[str, Usage, str, str, str]
+"""An answer's text, usage, finish reason, model and completion id."""
+
+
+def plain_completion(body: dict[str, Any]) -> PlainCompletion | None:
+    """The answer of the common chat completion (a text content, integer token counts) read
+    straight from the decoded JSON, or ``None`` for any other shape, which the SDK's model
+    then validates. Saves the SDK's per-line validation, about a third of reading a line.
+
+    Only bodies whose fields used here all have the types the SDK's model requires take this
+    path, so it never accepts an answer value the SDK would read differently."""
+    choices = body.get("choices")
+    usage = body.get("usage")
+    model, completion_id = body.get("model"), body.get("id")
+    if not (
+        type(choices) is list
+        and choices
+        and type(usage) is dict
+        and type(model) is str
+        and type(completion_id) is str
+        and body.get("object") == "chat.completion"
+        and type(body.get("created")) is int
+    ):
+        return None
+    choice = choices[0]
+    message = choice.get("message") if type(choice) is dict else None
+    if type(message) is not dict or message.get("role") != "assistant":
+        return None
+    if type(choice.get("index")) is not int:
+        return None
+    content, finish_reason = message.get("content"), choice.get("finish_reason")
+    tokens = _plain_usage(usage)
+    if tokens is None or finish_reason not in _FINISH_REASONS:
+        return None
+    if content is not None and type(content) is not str:
+        return None
+    return content or "", tokens, finish_reason, model, completion_id
+
+
+def _plain_usage(usage: dict[str, Any]) -> Usage | None:
+    """``openai_usage`` of a decoded usage object with integer counts; ``None`` otherwise."""
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    details = usage.get("prompt_tokens_details")
+    if type(prompt) is not int or type(completion) is not int:
+        return None
+    if type(usage.get("total_tokens")) is not int:
+        return None
+    if details is None:
+        details = {}
+    elif type(details) is not dict:
+        return None
+    cached, writes = details.get("cached_tokens"), details.get("cache_write_tokens")
+    if any(n is not None and type(n) is not int for n in (cached, writes)):
+        return None
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=completion,
+        cached_input_tokens=cached or 0,
+        cache_write_tokens=writes or 0,
+    )
 
 
 def _handle(provider: str, batch: Any) -> BatchHandle:

@@ -2,7 +2,9 @@
 
 JSON is strict (``NaN``/``Infinity`` refused) so every stored document is readable by any JSON
 parser, including SQLite's own. Blobs hold large texts (requests, raw responses) once per
-distinct content, keyed by SHA-256 and zlib-compressed.
+distinct content, keyed by SHA-256. A text of at least ``COMPRESS_FROM`` bytes is stored
+zlib-compressed (a BLOB value); a shorter one is stored as it is (a TEXT value), since zlib's
+per-call set-up costs far more than it saves on a few hundred bytes.
 """
 
 from __future__ import annotations
@@ -75,13 +77,21 @@ def loads(text: str | None, *, what: str = "a stored value") -> Any:
         ) from None
 
 
+COMPRESS_FROM = 1024
+"""Texts of at least this many UTF-8 bytes are stored compressed; shorter ones as TEXT."""
+
+
 def put_blob(conn: sqlite3.Connection, text: str) -> int:
-    """Store ``text`` once; return the id of the (possibly pre-existing) blob holding it."""
+    """Store ``text`` once; return the id of the (possibly pre-existing) blob holding it.
+
+    The key is the SHA-256 of the UTF-8 text whichever way it is stored, so a text is stored
+    once even if an older ledger holds it compressed."""
     raw = text.encode("utf-8")
     digest = hashlib.sha256(raw).digest()
+    data: str | bytes = zlib.compress(raw, 6) if len(raw) >= COMPRESS_FROM else text
     cur = conn.execute(
         "INSERT OR IGNORE INTO blobs(sha256, size, data) VALUES (?, ?, ?)",
-        (digest, len(raw), zlib.compress(raw, 6)),
+        (digest, len(raw), data),
     )
     if cur.rowcount == 1 and cur.lastrowid is not None:
         return cur.lastrowid
@@ -96,7 +106,10 @@ def get_blob(conn: sqlite3.Connection, blob_id: int) -> str:
     return decompress(row[0])
 
 
-def decompress(data: bytes) -> str:
+def decompress(data: bytes | str) -> str:
+    """The text of a stored blob value: a TEXT value as it is, a BLOB value inflated."""
+    if isinstance(data, str):
+        return data
     try:
         return zlib.decompress(data).decode("utf-8")
     except (zlib.error, UnicodeDecodeError) as exc:

@@ -68,7 +68,7 @@ CREATE TABLE blobs (
     id     INTEGER PRIMARY KEY,
     sha256 BLOB NOT NULL UNIQUE,  -- 32-byte digest of the uncompressed UTF-8 text
     size   INTEGER NOT NULL,
-    data   BLOB NOT NULL          -- zlib-compressed UTF-8 text
+    data   BLOB NOT NULL          -- UTF-8 text: TEXT if under 1 KiB, else zlib-compressed BLOB
 );
 
 CREATE TABLE batches (
