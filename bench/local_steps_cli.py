@@ -110,6 +110,45 @@ def check(runs: Path, units: int) -> None:
         raise SystemExit(f"{count} units exported, expected {units}")
 
 
+# The same three steps in plain Python, no octopipe: a yardstick of this machine's speed at the
+# time of the measurement (the shared VM's speed drifts by a third within an hour), so that
+# figures taken at different times can be compared through their ratio to it.
+_PLAIN_WALK = """
+import hashlib, random, sys, time
+units = int(sys.argv[1])
+start = time.process_time()
+for n in range(units):
+    seed = int.from_bytes(hashlib.sha256(f"middle__rep{n:04d}\\x00walk".encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    square, trail, moves = 5, [5], 0
+    while not (square <= 0 or square >= 10):
+        square = square + rng.choice([-1, 1])
+        trail = trail + [square]
+        moves = moves + 1
+    record = {"square": square, "trail": trail, "moves": moves}
+    record.update(end_square=square, move_count=moves, ending="home" if square >= 10 else "lost")
+    record.update(reached_home=square >= 10, furthest_left=min(trail), furthest_right=max(trail))
+    record["span"] = record["furthest_right"] - record["furthest_left"]
+print((time.process_time() - start) / units * 1e6)
+"""
+
+
+def plain_python_us(units: int, tries: int) -> float:
+    """CPU microseconds a unit of the walk in plain Python (best of ``tries``)."""
+    runs = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", _PLAIN_WALK, str(units)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        for _ in range(tries)
+    ]
+    return round(min(runs), 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=20_000)
@@ -125,6 +164,11 @@ def main() -> None:
     args = parser.parse_args()
     warm_bytecode_cache()
     result: dict = {"main": measure(args.units, args.tries)}
+    floor = plain_python_us(args.units, args.tries)
+    result["plain_python"] = {
+        "cpu_us_per_unit": floor,
+        "octopipe_wall_over_plain": round(result["main"]["wall_us_per_unit"] / floor, 2),
+    }
     if args.flat:
         result["flat"] = {}
         for size in (int(n) for n in args.flat_units.split(",")):
