@@ -62,7 +62,9 @@ def test_run_batch_on_the_emulator_completes_and_status_shows_the_batches(tmp_pa
 
 def test_detach_returns_at_once_and_watch_follows_to_the_end(tmp_path: Path) -> None:
     pipeline = small_example(tmp_path)
-    with EmulatorThread(EmulatorConfig(batch_delay_s=1.5)) as emulator:
+    # The batch stays open long enough for `watch` to start while it waits, even when two
+    # CLI start-ups (the refused second run, then watch) take seconds on a loaded machine.
+    with EmulatorThread(EmulatorConfig(batch_delay_s=4.0)) as emulator:
         env = offline_env(OCTOPIPE_EMULATOR_URL=emulator.emulator.root_url)
         t0 = time.monotonic()
         started = batch_on_fake(pipeline, "d1", "--detach", cwd=tmp_path, poll="0.2", env=env)
