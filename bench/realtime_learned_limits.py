@@ -40,7 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from realtime_rpm import EmulatorProcess, emulator_stats, steady_window, walk_answer
+from realtime_rpm import (
+    EmulatorProcess,
+    emulator_stats,
+    serving,
+    steady_window,
+    unix_time,
+    walk_answer,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "examples" / "random_walk"
@@ -76,18 +83,9 @@ def serve(latency_ms: float, account_rpm: int, account_tpm: int) -> None:
 
 @contextlib.contextmanager
 def emulator_process(args: argparse.Namespace) -> Iterator[EmulatorProcess]:
-    command = [sys.executable, __file__, "--serve", "--latency-ms", str(args.latency_ms)]
-    command += ["--account-rpm", str(args.account_rpm), "--account-tpm", str(args.account_tpm)]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        root = child.stdout.readline().strip()
-        if not root.startswith("http://127.0.0.1:"):
-            raise RuntimeError(f"the emulator did not start: {root!r}")
-        yield EmulatorProcess(root, child.pid)
-    finally:
-        child.terminate()
-        child.wait(10)
+    flags = ["--latency-ms", str(args.latency_ms), "--account-rpm", str(args.account_rpm)]
+    with serving(__file__, [*flags, "--account-tpm", str(args.account_tpm)]) as emulator:
+        yield emulator
 
 
 def octopipe_command() -> list[str]:
@@ -132,12 +130,6 @@ def run_cli(work: Path, pipeline: Path, root: str) -> tuple[int, float, float, s
     return child.returncode, wall, usage.ru_utime + usage.ru_stime, stderr[-2000:]
 
 
-def _unix(stamp: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     units = round(args.account_rpm / 60 * args.seconds)
     pipeline = prepare(work, units)
@@ -145,7 +137,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         code, wall, cpu_s, stderr = run_cli(work, pipeline, emulator.root)
         stats = emulator_stats(emulator.root)
     events = [json.loads(x) for x in (work / "runs/learned/trace.jsonl").read_text().splitlines()]
-    calls = [(_unix(e["ts"]), e) for e in events if e.get("kind") == "call"]
+    calls = [(unix_time(e["ts"]), e) for e in events if e.get("kind") == "call"]
     start, end, inside = steady_window([(t, e["status"]) for t, e in calls], args.edge_s)
     tokens = sum(
         (e.get("input_tokens") or 0) + (e.get("output_tokens") or 0)

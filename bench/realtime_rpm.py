@@ -143,8 +143,15 @@ class EmulatorProcess:
 
 @contextlib.contextmanager
 def emulator_process(latency_ms: float, rpm: int | None) -> Iterator[EmulatorProcess]:
-    command = [sys.executable, __file__, "--serve", "--latency-ms", str(latency_ms)]
-    command += ["--serve-rpm", str(rpm or 0)]  # 0: no limit
+    flags = ["--latency-ms", str(latency_ms), "--serve-rpm", str(rpm or 0)]  # 0: no limit
+    with serving(__file__, flags) as emulator:
+        yield emulator
+
+
+@contextlib.contextmanager
+def serving(script: str, flags: list[str]) -> Iterator[EmulatorProcess]:
+    """``script --serve FLAGS`` in its own process until the block ends; it prints its root URL."""
+    command = [sys.executable, script, "--serve", *flags]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
@@ -254,12 +261,13 @@ def run_pipeline(
     for line in paths.trace.read_text().splitlines():
         event = json.loads(line)
         if event.get("kind") == "call":
-            calls.append((_unix(event["ts"]), event["status"]))
+            calls.append((unix_time(event["ts"]), event["status"]))
     stats = emulator_stats(emulator.root)
     return RunResult(units, wall, calls, sampler, outcome.status.value, stats, emulator_cpu)
 
 
-def _unix(stamp: str) -> float:
+def unix_time(stamp: str) -> float:
+    """A trace time stamp (``...Z``) as seconds since the epoch."""
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
