@@ -10,9 +10,10 @@ import pytest
 from octopipe.core.states import RunStatus, UnitStepState
 from octopipe.core.steps import CompiledPipeline
 from octopipe.engine.fingerprint import open_snapshot
+from octopipe.engine.local_chunks import local_chains, run_local_chunk
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.queries import run_status
-from octopipe.engine.runner import Runner, local_chains, run_local_chunk
+from octopipe.engine.runner import Runner
 from octopipe.errors import RunLocked
 from octopipe.store.ledger import Ledger
 from octopipe.store.lock import RunLock

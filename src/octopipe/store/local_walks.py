@@ -1,7 +1,7 @@
 """Recording the clean passes of a local chain in one write per unit and step.
 
 The runner computes a chunk of units through consecutive expression steps in memory
-(``engine/runner.py``: ``run_local_chunk``). A unit that passed every one of those steps with
+(``engine/local_chunks.py``: ``run_local_chunk``). A unit that passed every one of those steps with
 nothing to keep but its outputs (no warning, no loop limit reached, so no attempt row) is a
 *clean walk*. Its rows are written straight in their final form: the row at the first step goes
 from ``pending`` to ``valid`` with its output, one ``valid`` row with its output is inserted at
