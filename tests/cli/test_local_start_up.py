@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from octopipe.cli import GC_THRESHOLDS
+
 PIPELINE = Path(__file__).resolve().parents[2] / "bench" / "pipelines" / "walk3local"
 
 _PROBE = """
-import sys
+import gc, sys
 from octopipe.cli import main
 try:
     main(sys.argv[1:])
@@ -21,6 +23,7 @@ except SystemExit as done:
     code = done.code
 print({"code": code, "prices": "genai_prices" in sys.modules, "httpx2": "httpx2" in sys.modules})
 print(sorted(m for m in ("jinja2", "jsonschema", "regex", "openai") if m in sys.modules))
+print((gc.get_threshold(), gc.isenabled()))
 """
 
 
@@ -33,7 +36,7 @@ def _octopipe(*args: str) -> subprocess.CompletedProcess[str]:
 def test_a_local_only_run_skips_the_price_database(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     done = _octopipe("run", str(PIPELINE), "--repeat", "20", "--yes", "-q", "--runs-dir", str(runs))
-    *_, verdict, heavy = done.stdout.strip().splitlines()
+    *_, verdict, heavy, _ = done.stdout.strip().splitlines()
     assert verdict == str({"code": 0, "prices": False, "httpx2": False}), done.stderr
     assert heavy == "[]"
     (run,) = [p.name for p in runs.iterdir()]
@@ -51,3 +54,11 @@ def test_a_local_only_run_skips_the_price_database(tmp_path: Path) -> None:
         check=True,
     )
     assert "prices" not in json.loads(info.stdout)["options"]
+
+
+def test_the_command_runs_the_cyclic_collector_rarely(tmp_path: Path) -> None:
+    """The collector's passes were ~7 % of a local run (see ``tune_gc``): the command's process
+    runs with the raised thresholds, and cycles are still collected."""
+    runs = tmp_path / "runs"
+    done = _octopipe("run", str(PIPELINE), "--repeat", "5", "--yes", "-q", "--runs-dir", str(runs))
+    assert done.stdout.strip().splitlines()[-1] == str((GC_THRESHOLDS, True)), done.stderr
