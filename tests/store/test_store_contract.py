@@ -134,6 +134,11 @@ def test_history_is_append_only_through_retries_and_requeues(store: RunStore) ->
         (3, "valid"),
     ]
     assert [record for _, record in store.iter_valid(1)] == [{"i": 0, "walk": 0, "classify": "x"}]
+    # the same record, unmerged: the fields, then each valid step's output, with its stored text
+    [(unit_id, parts)] = store.iter_valid_parts(1)
+    assert unit_id == "u00000"
+    assert [document for document, _ in parts] == [{"i": 0}, {"walk": 0}, {"classify": "x"}]
+    assert [text for _, text in parts] == ['{"i":0}', '{"walk":0}', '{"classify":"x"}']
 
 
 def test_a_unit_is_in_at_most_one_live_batch_and_never_pending_meanwhile(

@@ -44,6 +44,7 @@ from typing import Any, BinaryIO, Literal
 from octopipe.core.fields import visible
 from octopipe.engine.paths import RunPaths
 from octopipe.engine.queries import step_index
+from octopipe.engine.record_lines import line, record_line
 from octopipe.errors import CannotWrite, UsageError
 from octopipe.store import RunReader, open_run_store
 from octopipe.store.records import FailureRow
@@ -67,13 +68,6 @@ class ExportFile:
     fmt: Format
     compressed: bool
     records: int
-
-
-_LINE = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
-
-
-def _line(record: dict[str, Any]) -> str:
-    return _LINE(record) + "\n"
 
 
 STALE_AFTER_S = 600
@@ -185,15 +179,27 @@ def _gzip(body: Iterable[bytes]) -> Iterator[bytes]:
     yield compressor.flush()
 
 
-def _jsonl(records: Records, count: _Count) -> Iterator[bytes]:
+def _jsonl(lines: Iterator[str]) -> Iterator[bytes]:
     buffer: list[str] = []
-    for record in count.each(records()):
-        buffer.append(_line(record))
+    for text in lines:
+        buffer.append(text)
         if len(buffer) >= 1_000:
             yield "".join(buffer).encode()
             buffer.clear()
     if buffer:
         yield "".join(buffer).encode()
+
+
+def _lines(records: Records, count: _Count) -> Iterator[str]:
+    return (line(record) for record in count.each(records()))
+
+
+def _valid_lines(ledger: RunReader, step_idx: int, count: _Count) -> Iterator[str]:
+    """The lines of `valid_records`, joined from the stored texts where that gives the same
+    bytes (``record_lines.joined_line``): no decoded record is encoded again."""
+    for unit_id, parts in ledger.iter_valid_parts(step_idx):
+        count.n += 1
+        yield record_line(unit_id, parts)
 
 
 def _columns(records: Records) -> list[str]:
@@ -374,7 +380,12 @@ def write_export(
     if fmt == "parquet":
         _atomic(path, lambda out: _parquet(records, count, out))
     else:
-        body = _jsonl(records, count) if fmt == "jsonl" else _csv(records, count)
+        if fmt == "csv":
+            body = _csv(records, count)
+        elif failures:
+            body = _jsonl(_lines(records, count))
+        else:
+            body = _jsonl(_valid_lines(ledger, step_idx, count))
         atomic_write(path, _gzip(body) if compress else body)
     kind = "failures" if failures else "validated"
     written = ExportFile(path, name, kind, fmt, compress, count.n)

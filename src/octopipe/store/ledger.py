@@ -358,6 +358,17 @@ class Ledger(UnitLifecycle, LocalWalks, PostRuns, ViewReads, BrowseReads):
             yield from (inputs[uid] for uid in page)
             after = page[-1]
 
+    def iter_valid_parts(self, step_idx: int) -> Iterator[tuple[str, list[tuple[Json, str]]]]:
+        """``(unit_id, parts)`` of every unit valid at a step: the documents its record is
+        merged from (its fields, then each valid step's output up to this one, in step
+        order), each with its stored text; uid order, page by page (``reads.record_parts``)."""
+        self._step(step_idx)
+        after = 0
+        while page := self._read(reads.page, step_idx, (_VALID,), after, PAGE):
+            parts = self._read(reads.record_parts, page, before=step_idx + 1)
+            yield from (parts[uid] for uid in page)
+            after = page[-1]
+
     def iter_failures(self, step_idx: int) -> Iterator[FailureRow]:
         """Every failed or exhausted unit at a step with its last verdict, last raw response
         and input record; uid order, page by page."""

@@ -12,7 +12,7 @@ Lookups by uid go through ``step_idx IN (SELECT idx FROM steps ...)`` so that SQ
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from octopipe.core.states import UnitStepState
@@ -33,27 +33,53 @@ def records(
     conn: sqlite3.Connection, uids: Sequence[int], *, before: int
 ) -> dict[int, tuple[str, Json]]:
     """``uid -> (unit_id, fields merged with the outputs of its valid steps < before)``."""
-    if not uids:
-        return {}
-    arg = json_ints(uids)
+    fields, outputs = _record_rows(conn, uids, before)
     out: dict[int, tuple[str, Json]] = {
-        uid: (unit_id, unit_json(conn, fields, uid, "fields"))
-        for uid, unit_id, fields in conn.execute(
-            """SELECT uid, unit_id, fields_json FROM units
-               WHERE uid IN (SELECT value FROM json_each(?))""",
-            (arg,),
-        )
+        uid: (unit_id, unit_json(conn, text, uid, "fields")) for uid, unit_id, text in fields
     }
-    for uid, step_idx, delta in conn.execute(
+    for uid, step_idx, text in outputs:
+        out[uid][1].update(unit_json(conn, text, uid, "output", step_idx))
+    return out
+
+
+def record_parts(
+    conn: sqlite3.Connection, uids: Sequence[int], *, before: int
+) -> dict[int, tuple[str, list[tuple[Json, str]]]]:
+    """``uid -> (unit_id, parts)``: the documents `records` merges, unmerged, each with the
+    stored text it was read from: the unit's fields, then the output of each of its valid
+    steps < ``before``, in step order. A damaged one raises as in `records`."""
+    fields, outputs = _record_rows(conn, uids, before)
+    out = {
+        uid: (unit_id, [(unit_json(conn, text, uid, "fields"), text)])
+        for uid, unit_id, text in fields
+    }
+    for uid, step_idx, text in outputs:
+        out[uid][1].append((unit_json(conn, text, uid, "output", step_idx), text))
+    return out
+
+
+def _record_rows(
+    conn: sqlite3.Connection, uids: Sequence[int], before: int
+) -> tuple[list[tuple[int, str, str]], Iterable[tuple[int, int, str]]]:
+    """The ``(uid, unit_id, fields_json)`` rows of ``uids``, and the ``(uid, step_idx,
+    output_json)`` rows of their valid steps < ``before``, in step order."""
+    if not uids:
+        return [], []
+    arg = json_ints(uids)
+    fields = conn.execute(
+        """SELECT uid, unit_id, fields_json FROM units
+           WHERE uid IN (SELECT value FROM json_each(?))""",
+        (arg,),
+    ).fetchall()
+    outputs = conn.execute(
         """SELECT uid, step_idx, output_json FROM unit_steps
            WHERE step_idx IN (SELECT idx FROM steps WHERE idx < ?)
              AND uid IN (SELECT value FROM json_each(?))
              AND state = ? AND output_json IS NOT NULL
            ORDER BY step_idx""",
         (before, arg, _VALID),
-    ):
-        out[uid][1].update(unit_json(conn, delta, uid, "output", step_idx))
-    return out
+    )
+    return fields, outputs
 
 
 def unit_json(
