@@ -134,6 +134,7 @@ class RunReader(Protocol):
     def iter_valid_parts(self, step_idx: int) -> Iterator[tuple[str, list[tuple[Json, str]]]]:
         """What `iter_valid` merges, unmerged: each unit's fields, then each valid step's
         output up to ``step_idx``, each document with its stored JSON text."""
+
     def iter_failures(self, step_idx: int) -> Iterator[FailureRow]: ...
     def uid_of(self, unit_id: str) -> int:
         """The store's number for a unit; ``StoreError`` naming the id if there is none."""
