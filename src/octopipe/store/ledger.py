@@ -24,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from octopipe.core.commands import Command, decode, encode
 from octopipe.core.states import (
@@ -72,6 +73,7 @@ from octopipe.store.report_reads import ReportReads
 from octopipe.store.schema import check_file, check_version, migrate, needed_by_readers
 
 PAGE = 2_000
+_T = TypeVar("_T")
 _VALID = UnitStepState.VALID.value
 _UNIT_SCOPES = ("chunk", "expression", "fan_out")
 
@@ -351,22 +353,25 @@ class Ledger(UnitLifecycle, LocalWalks, PostRuns, ViewReads, BrowseReads):
     def iter_valid(self, step_idx: int) -> Iterator[tuple[str, Json]]:
         """``(unit_id, record)`` of every unit valid at a step, the record including this
         step's output; uid order, page by page."""
-        self._step(step_idx)
-        after = 0
-        while page := self._read(reads.page, step_idx, (_VALID,), after, PAGE):
-            inputs = self._read(reads.records, page, before=step_idx + 1)
-            yield from (inputs[uid] for uid in page)
-            after = page[-1]
+        return self._valid_pages(step_idx, reads.records)
 
     def iter_valid_parts(self, step_idx: int) -> Iterator[tuple[str, list[tuple[Json, str]]]]:
         """``(unit_id, parts)`` of every unit valid at a step: the documents its record is
         merged from (its fields, then each valid step's output up to this one, in step
         order), each with its stored text; uid order, page by page (``reads.record_parts``)."""
+        return self._valid_pages(step_idx, reads.record_parts)
+
+    def _valid_pages(self, step_idx: int, read: Callable[..., dict[int, _T]]) -> Iterator[_T]:
+        """``read(conn, page, before=step_idx + 1)[uid]`` for every unit valid at a step, in
+        uid order, a page at a time (the step is checked at once, before any page)."""
         self._step(step_idx)
+        return self._valid_pages_from(step_idx, read)
+
+    def _valid_pages_from(self, step_idx: int, read: Callable[..., dict[int, _T]]) -> Iterator[_T]:
         after = 0
         while page := self._read(reads.page, step_idx, (_VALID,), after, PAGE):
-            parts = self._read(reads.record_parts, page, before=step_idx + 1)
-            yield from (parts[uid] for uid in page)
+            found = self._read(read, page, before=step_idx + 1)
+            yield from (found[uid] for uid in page)
             after = page[-1]
 
     def iter_failures(self, step_idx: int) -> Iterator[FailureRow]:
