@@ -129,18 +129,18 @@ def test_a_run_made_before_the_report_index_reads_the_same(run: RunPaths) -> Non
     db = sqlite3.connect(run.ledger)
     db.executescript(
         # nor the cost per model and tier (0007_cost_groups: a table and its triggers naming the tier)
-        "DROP TABLE cost_groups; DROP TRIGGER cost_groups_insert; "
+        "DROP TABLE cost_groups; DROP TRIGGER IF EXISTS cost_groups_insert; "
         "DROP TRIGGER cost_groups_update; DROP TRIGGER cost_groups_delete; "
         "DROP INDEX attempts_by_step; DROP TABLE runners;"
         "ALTER TABLE unit_steps DROP COLUMN claimed_by;"
         # an older octopipe had no later migration either (0005_attempt_tiers: two columns)
         "ALTER TABLE attempts DROP COLUMN tier; ALTER TABLE attempts DROP COLUMN standard_cost_usd;"
         # nor the maintained totals (0006_attempt_totals: a table and its triggers)
-        "DROP TABLE attempt_totals; DROP TRIGGER attempt_totals_insert; "
+        "DROP TABLE attempt_totals; DROP TRIGGER IF EXISTS attempt_totals_insert; "
         "DROP TRIGGER attempt_totals_update; DROP TRIGGER attempt_totals_delete; "
         "DELETE FROM migrations WHERE name IN "
         "('0003_attempts_by_step', '0004_claim_owners', '0005_attempt_tiers', "
-        "'0006_attempt_totals', '0007_cost_groups');"
+        "'0006_attempt_totals', '0007_cost_groups', '0008_totals_by_statement');"
         "PRAGMA user_version = 2;"
     )
     db.close()

@@ -105,9 +105,9 @@ def test_a_ledger_made_before_the_cost_groups_is_read_by_a_scan_then_given_them(
         expected = ledger.tier_totals()
     db = sqlite3.connect(path)
     db.executescript(
-        "DROP TABLE cost_groups; DROP TRIGGER cost_groups_insert; "
+        "DROP TABLE cost_groups; DROP TRIGGER IF EXISTS cost_groups_insert; "
         "DROP TRIGGER cost_groups_update; DROP TRIGGER cost_groups_delete; "
-        "DELETE FROM migrations WHERE name = '0007_cost_groups';"
+        "DELETE FROM migrations WHERE name IN ('0007_cost_groups', '0008_totals_by_statement');"
     )
     db.close()
     with Ledger.open(path, readonly=True) as ledger:  # a reader does without the table

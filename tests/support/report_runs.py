@@ -10,6 +10,7 @@ from pathlib import Path
 
 from octopipe.engine.create import RunOptions, create_run
 from octopipe.engine.paths import RunPaths
+from octopipe.store.totals_check import rebuild_totals
 from support.admin import write_items, write_judge
 
 CONFIG = """
@@ -185,5 +186,10 @@ def build(tmp_path: Path, n_items: int = 60, *, unpriced: bool = False) -> RunPa
     if unpriced:
         db.execute("UPDATE attempts SET cost_usd = NULL")
         db.commit()
+    # attempts inserted by SQL, not through the ledger: add them to the kept totals as the
+    # ledger's own writer does (migration 0008: by statement, not by trigger)
+    db.execute("BEGIN")
+    rebuild_totals(db)
+    db.execute("COMMIT")
     db.close()
     return paths

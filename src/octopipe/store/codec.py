@@ -13,7 +13,7 @@ import hashlib
 import json
 import sqlite3
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from json.scanner import make_scanner
@@ -97,6 +97,49 @@ def put_blob(conn: sqlite3.Connection, text: str) -> int:
         return cur.lastrowid
     row = conn.execute("SELECT id FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
     return int(row[0])
+
+
+_LOOKUP_AT_ONCE = 500
+"""Digests looked up per query by :func:`put_blobs` (well under SQLite's variable limit)."""
+
+
+def put_blobs(conn: sqlite3.Connection, texts: Sequence[str | None]) -> list[int | None]:
+    """:func:`put_blob` for many texts (``None`` stays ``None``), in one pass: the digests
+    already stored are looked up a few hundred at a time, the new texts inserted in one
+    ``executemany`` with the next free ids. Must run inside the caller's write transaction
+    (no other writer can add a blob between the lookup and the insert)."""
+    digests: dict[bytes, int | None] = {}
+    keyed: list[bytes | None] = []
+    fresh: dict[bytes, tuple[int, str | bytes]] = {}
+    for text in texts:
+        if text is None:
+            keyed.append(None)
+            continue
+        raw = text.encode("utf-8")
+        digest = hashlib.sha256(raw).digest()
+        keyed.append(digest)
+        if digest not in digests:
+            digests[digest] = None
+            fresh[digest] = (len(raw), zlib.compress(raw, 6) if len(raw) >= COMPRESS_FROM else text)
+    wanted = list(digests)
+    for start in range(0, len(wanted), _LOOKUP_AT_ONCE):
+        part = wanted[start : start + _LOOKUP_AT_ONCE]
+        marks = ",".join("?" * len(part))
+        for digest, blob_id in conn.execute(
+            f"SELECT sha256, id FROM blobs WHERE sha256 IN ({marks})", part
+        ):
+            digests[digest] = blob_id
+            del fresh[digest]
+    if fresh:
+        first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM blobs").fetchone()[0]
+        rows = [
+            (first + i, digest, size, data)
+            for i, (digest, (size, data)) in enumerate(fresh.items())
+        ]
+        conn.executemany("INSERT INTO blobs(id, sha256, size, data) VALUES (?, ?, ?, ?)", rows)
+        for blob_id, digest, _, _ in rows:
+            digests[digest] = blob_id
+    return [None if d is None else digests[d] for d in keyed]
 
 
 def get_blob(conn: sqlite3.Connection, blob_id: int) -> str:

@@ -25,7 +25,7 @@ from octopipe.core.states import (
 from octopipe.errors import StoreError
 from octopipe.store import reads
 from octopipe.store.base import LedgerCore, guarded, marks
-from octopipe.store.codec import dumps, put_blob
+from octopipe.store.codec import dumps, put_blobs
 from octopipe.store.connection import store_error
 from octopipe.store.records import (
     AttemptRecord,
@@ -35,6 +35,7 @@ from octopipe.store.records import (
     RunnerIdentity,
     Success,
 )
+from octopipe.store.schema import COST_GROUPS_ADD_RANGE, TOTALS_ADD_RANGE
 
 _PENDING = UnitStepState.PENDING.value
 _IN_FLIGHT = UnitStepState.IN_FLIGHT.value
@@ -587,53 +588,65 @@ class UnitLifecycle(LedgerCore):
         items: Sequence[tuple[int, int, AttemptRecord | None]],
         now: str,
     ) -> dict[int, int]:
-        """Insert attempts ``(uid, attempt_no, record)``; returns ``uid -> attempt id``."""
+        """Insert attempts ``(uid, attempt_no, record)`` and add them to the kept totals
+        (``attempt_totals``, ``cost_groups``: two statements over the new ids, migration
+        0008); returns ``uid -> attempt id``."""
         db = self._db
+        records = [a for _, _, a in items if a is not None]
+        if len(records) != len(items):
+            raise ValueError("every attempt to insert needs its record")
+        if not records:
+            return {}
         first = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM attempts").fetchone()[0]
+        texts: list[str | None] = []
+        for a in records:
+            texts.append(a.request)
+            texts.append(a.response)
+        blob_ids = put_blobs(db, texts)
         batch_ids: dict[str, int] = {}
-        rows = []
-        for i, (uid, attempt_no, a) in enumerate(items):
-            assert a is not None
-            rows.append(
-                (
-                    first + i,
-                    uid,
-                    step_idx,
-                    attempt_no,
-                    a.mode,
-                    a.provider,
-                    a.model,
-                    self._batch_id(a.batch_local_id, batch_ids),
-                    a.started_at,
-                    a.finished_at or now,
-                    a.outcome,
-                    a.stage,
-                    dumps(a.errors, what=f"errors of unit {uid}"),
-                    None if a.request is None else put_blob(db, a.request),
-                    None if a.response is None else put_blob(db, a.response),
-                    a.input_tokens,
-                    a.output_tokens,
-                    a.cached_tokens,
-                    a.cost_usd,
-                    a.latency_ms,
-                    a.tier,
-                    a.standard_cost_usd,
-                )
+        rows = [
+            (
+                first + i,
+                uid,
+                step_idx,
+                attempt_no,
+                a.mode,
+                a.provider,
+                a.model,
+                self._batch_id(a.batch_local_id, batch_ids),
+                a.started_at,
+                a.finished_at or now,
+                a.outcome,
+                a.stage,
+                "[]" if not a.errors else dumps(a.errors, what=f"errors of unit {uid}"),
+                blob_ids[2 * i],
+                blob_ids[2 * i + 1],
+                a.input_tokens,
+                a.output_tokens,
+                a.cached_tokens,
+                a.cost_usd,
+                a.latency_ms,
+                a.tier,
+                a.standard_cost_usd,
             )
-        if rows:
-            try:
-                db.executemany(
-                    """INSERT INTO attempts(id, uid, step_idx, attempt_no, mode, provider, model,
-                           batch_id, started_at, finished_at, outcome, stage, errors_json,
-                           request_blob, response_blob, input_tokens, output_tokens,
-                           cached_tokens, cost_usd, latency_ms, tier, standard_cost_usd)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                               ?, ?)""",
-                    rows,
-                )
-            except sqlite3.IntegrityError as exc:
-                taken = self._taken_attempt(step_idx, [(r[1], r[3]) for r in rows])
-                raise (taken or store_error(exc, self._where)) from None
+            for i, ((uid, attempt_no, _), a) in enumerate(zip(items, records, strict=True))
+        ]
+        try:
+            db.executemany(
+                """INSERT INTO attempts(id, uid, step_idx, attempt_no, mode, provider, model,
+                       batch_id, started_at, finished_at, outcome, stage, errors_json,
+                       request_blob, response_blob, input_tokens, output_tokens,
+                       cached_tokens, cost_usd, latency_ms, tier, standard_cost_usd)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                           ?, ?)""",
+                rows,
+            )
+        except sqlite3.IntegrityError as exc:
+            taken = self._taken_attempt(step_idx, [(r[1], r[3]) for r in rows])
+            raise (taken or store_error(exc, self._where)) from None
+        span = (first, first + len(rows) - 1)
+        db.execute(TOTALS_ADD_RANGE, span)
+        db.execute(COST_GROUPS_ADD_RANGE, span)
         return {row[1]: row[0] for row in rows}
 
     def _taken_attempt(

@@ -384,6 +384,52 @@ _COST_GROUPS, COST_GROUPS_FILL = _cost_group_sql()
 """``COST_GROUPS_FILL``: the statement that fills ``cost_groups`` from the attempts (the
 migration's, and ``repair``'s after emptying it)."""
 
+# Migration 0008: the totals of 0006 and 0007 grow by statement, not by row. A trigger per
+# inserted attempt doubled the cost of recording a batch's answers; the one writer that inserts
+# attempts (``UnitLifecycle._insert_attempts``) now adds the rows it has just inserted, ids
+# ``first..last``, with the two statements below, in the same transaction. Changes and deletes
+# of attempts (rare: repairs) keep their triggers.
+_TOTALS_BY_STATEMENT = """
+DROP TRIGGER IF EXISTS attempt_totals_insert;
+DROP TRIGGER IF EXISTS cost_groups_insert;
+"""
+
+TOTALS_ADD_RANGE = """
+UPDATE attempt_totals SET
+    attempts = attempts + s.n,
+    unpriced = unpriced + s.n - s.priced,
+    cost_usd = CASE WHEN s.priced = 0 THEN attempt_totals.cost_usd
+                    ELSE COALESCE(attempt_totals.cost_usd, 0) + s.usd END,
+    input_tokens = input_tokens + s.tin,
+    output_tokens = output_tokens + s.tout,
+    cached_tokens = cached_tokens + s.tcached
+FROM (SELECT COUNT(*) AS n, COUNT(cost_usd) AS priced, SUM(cost_usd) AS usd,
+             COALESCE(SUM(input_tokens), 0) AS tin, COALESCE(SUM(output_tokens), 0) AS tout,
+             COALESCE(SUM(cached_tokens), 0) AS tcached
+      FROM attempts WHERE id BETWEEN ?1 AND ?2 AND mode != 'local') AS s
+WHERE kind = 'llm' AND s.n > 0"""
+"""Add the LLM attempts with ids ``?1..?2`` to the LLM totals row (as 0006's insert trigger
+did one row at a time)."""
+
+COST_GROUPS_ADD_RANGE = f"""
+INSERT INTO cost_groups
+SELECT {_cg_key("attempts")}, COUNT(*), COALESCE(SUM(input_tokens), 0),
+       COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cached_tokens), 0),
+       COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd),
+       COALESCE(SUM({_cg_standard("attempts")}), 0), COUNT(*) - COUNT({_cg_standard("attempts")})
+FROM attempts WHERE id BETWEEN ?1 AND ?2 AND {_cg_answered("attempts")} GROUP BY 1, 2, 3
+ON CONFLICT (provider, model, tier) DO UPDATE SET
+    calls = calls + excluded.calls,
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    cached_tokens = cached_tokens + excluded.cached_tokens,
+    known_usd = known_usd + excluded.known_usd,
+    unpriced = unpriced + excluded.unpriced,
+    standard_known_usd = standard_known_usd + excluded.standard_known_usd,
+    standard_unpriced = standard_unpriced + excluded.standard_unpriced"""
+"""Add the answered attempts with ids ``?1..?2`` to their (provider, model, tier) rows (as
+0007's insert trigger did one row at a time)."""
+
 # Append only. The name is what a store records; never rename or reorder a released entry.
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_initial", _INITIAL),
@@ -393,6 +439,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0005_attempt_tiers", _ATTEMPT_TIERS),
     ("0006_attempt_totals", _ATTEMPT_TOTALS),
     ("0007_cost_groups", _COST_GROUPS),
+    ("0008_totals_by_statement", _TOTALS_BY_STATEMENT),
 ]
 
 # Migrations a read-only open may do without, so runs made before them stay readable by
@@ -408,10 +455,12 @@ READERS_MAY_LACK: frozenset[str] = frozenset(
         "0005_attempt_tiers",
         "0006_attempt_totals",
         "0007_cost_groups",
+        "0008_totals_by_statement",
     }
 )
 """Also derived-only ones (``0006_attempt_totals``, ``0007_cost_groups``: maintained totals
-readers look for with `has_table` and compute themselves when they are missing)."""
+readers look for with `has_table` and compute themselves when they are missing), and
+``0008_totals_by_statement``, which changes only how a writer keeps those totals."""
 
 _BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS migrations (
