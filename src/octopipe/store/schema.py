@@ -17,7 +17,9 @@ append-only: never edit or reorder a released one, add a new one.
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from octopipe import __version__
@@ -430,8 +432,49 @@ ON CONFLICT (provider, model, tier) DO UPDATE SET
 """Add the answered attempts with ids ``?1..?2`` to their (provider, model, tier) rows (as
 0007's insert trigger did one row at a time)."""
 
+# Migration 0009: the CHECKs of the two tables written once or more per unit (``attempts``,
+# ``unit_steps``) say ``c = 'a' OR c = 'b' ...`` instead of ``c IN ('a', 'b', ...)``: the same
+# rule (NULL passes both), but SQLite builds a temporary table for every IN list each time a
+# statement runs, which made those CHECKs most of the cost of inserting an attempt. A CHECK can
+# be rewritten in place (the table's stored SQL, SQLite's documented procedure for changing
+# constraints that the rows already satisfy), so no table is copied.
+_IN_LIST = re.compile(r"\b(\w+) IN \(((?:'\w+',\s*)*'\w+')\)")
+_LIST_CHECKED = ("attempts", "unit_steps")
+
+
+def _as_comparisons(match: re.Match[str]) -> str:
+    column, values = match.group(1), re.findall(r"'\w+'", match.group(2))
+    return "(" + " OR ".join(f"{column} = {value}" for value in values) + ")"
+
+
+def checks_without_lists(sql: str) -> str:
+    """``sql`` (a CREATE TABLE) with each ``column IN ('a', ...)`` written as comparisons."""
+    return _IN_LIST.sub(_as_comparisons, sql)
+
+
+def _checks_without_lists(conn: sqlite3.Connection) -> None:
+    """Migration ``0009_checks_without_lists``, inside the migration's transaction."""
+    version = int(conn.execute("PRAGMA schema_version").fetchone()[0])
+    conn.execute("PRAGMA writable_schema = ON")
+    try:
+        for table in _LIST_CHECKED:
+            (sql,) = conn.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
+            conn.execute(
+                "UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?",
+                (checks_without_lists(sql), table),
+            )
+        conn.execute(f"PRAGMA schema_version = {version + 1}")  # every connection re-reads it
+    finally:
+        conn.execute("PRAGMA writable_schema = OFF")
+
+
+Migration = str | Callable[[sqlite3.Connection], None]
+"""A migration: a SQL script, or a function run inside the migration's transaction."""
+
 # Append only. The name is what a store records; never rename or reorder a released entry.
-MIGRATIONS: list[tuple[str, str]] = [
+MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _INITIAL),
     ("0002_post_runs", _POST_RUNS),
     ("0003_attempts_by_step", _ATTEMPTS_BY_STEP),
@@ -440,6 +483,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0006_attempt_totals", _ATTEMPT_TOTALS),
     ("0007_cost_groups", _COST_GROUPS),
     ("0008_totals_by_statement", _TOTALS_BY_STATEMENT),
+    ("0009_checks_without_lists", _checks_without_lists),
 ]
 
 # Migrations a read-only open may do without, so runs made before them stay readable by
@@ -456,11 +500,13 @@ READERS_MAY_LACK: frozenset[str] = frozenset(
         "0006_attempt_totals",
         "0007_cost_groups",
         "0008_totals_by_statement",
+        "0009_checks_without_lists",
     }
 )
 """Also derived-only ones (``0006_attempt_totals``, ``0007_cost_groups``: maintained totals
 readers look for with `has_table` and compute themselves when they are missing), and
-``0008_totals_by_statement``, which changes only how a writer keeps those totals."""
+``0008_totals_by_statement`` and ``0009_checks_without_lists``, which change only how a writer
+keeps those totals and checks what it writes."""
 
 _BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS migrations (
@@ -574,21 +620,27 @@ def migrate(conn: sqlite3.Connection, now: str, *, fresh: bool = False) -> list[
     by_name = dict(MIGRATIONS)
     for name in todo:
         seq = [n for n, _ in MIGRATIONS].index(name) + 1
-        script = (
-            "BEGIN IMMEDIATE;\n"
-            f"{by_name[name]}\n"
+        step = by_name[name]
+        done = [
             "INSERT INTO migrations(seq, name, applied_at, octopipe) VALUES "
-            f"({seq}, {_quote(name)}, {_quote(now)}, {_quote(__version__)});\n"
+            f"({seq}, {_quote(name)}, {_quote(now)}, {_quote(__version__)})",
             "INSERT INTO meta(key, value) VALUES ('last_writer', "
             f"{_quote('octopipe ' + __version__)}) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value;\n"
-            f"PRAGMA application_id = {APPLICATION_ID};\n"
-            f"PRAGMA user_version = {seq};\n"
-            "COMMIT;"
-        )
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            f"PRAGMA application_id = {APPLICATION_ID}",
+            f"PRAGMA user_version = {seq}",
+            "COMMIT",
+        ]
         try:
-            conn.executescript(script)
-        except sqlite3.Error:
+            if isinstance(step, str):
+                conn.executescript("BEGIN IMMEDIATE;\n" + step + "\n" + ";\n".join(done) + ";")
+            else:
+                # one statement at a time: executescript would commit the open transaction first
+                conn.execute("BEGIN IMMEDIATE")
+                step(conn)
+                for statement in done:
+                    conn.execute(statement)
+        except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
