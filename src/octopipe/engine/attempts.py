@@ -23,8 +23,10 @@ def attempt_of(
     started_at: str | None,
     latency_ms: int | None = None,
     batch_local_id: str | None = None,
+    finished_at: str | None = None,
 ) -> AttemptRecord:
-    """The attempt record of ``verdict``; ``prompt`` is stored only if ``keeps_prompt``."""
+    """The attempt record of ``verdict``; ``prompt`` is stored only if ``keeps_prompt``.
+    ``finished_at``: when it ended, if the caller read the clock already (``None``: now)."""
     tokens = verdict.tokens
     return AttemptRecord(
         outcome=cast(Outcome, verdict.outcome),
@@ -43,7 +45,7 @@ def attempt_of(
         standard_cost_usd=verdict.standard_cost_usd,
         latency_ms=latency_ms,
         started_at=started_at,
-        finished_at=utc_now(),
+        finished_at=finished_at or utc_now(),
         batch_local_id=batch_local_id,
     )
 

@@ -40,6 +40,7 @@ from octopipe.engine.batch_packing import CostModel
 from octopipe.engine.routes import StepRoute
 from octopipe.engine.runner import RunContext
 from octopipe.providers.batch_base import BatchResultLine
+from octopipe.store.codec import utc_now
 from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure, Success
 
 COLLECT_SLICE = 2_000
@@ -173,6 +174,7 @@ class BatchRecorder:
                 tally.seen.add(uid)
         ledger = self.ctx.ledger
         units = ledger.in_flight_units(self.route.index, list(by_uid))
+        now = utc_now()  # the slice's attempts ended when their results were read
         successes: list[Success] = []
         failures: list[Failure] = []
         for unit in units:
@@ -201,7 +203,7 @@ class BatchRecorder:
                     tally.unpriced += 1
                 else:
                     tally.cost_usd += verdict.cost_usd
-            attempt = self._attempt(batch, unit, verdict)
+            attempt = self._attempt(batch, unit, verdict, now)
             if verdict.ok:
                 successes.append(Success(unit.uid, verdict.delta or {}, attempt))
             else:
@@ -256,7 +258,9 @@ class BatchRecorder:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _attempt(self, batch: BatchRow, unit: ClaimedUnit, verdict: Verdict) -> AttemptRecord:
+    def _attempt(
+        self, batch: BatchRow, unit: ClaimedUnit, verdict: Verdict, now: str | None = None
+    ) -> AttemptRecord:
         return attempt_of(
             verdict,
             mode="batch",
@@ -265,6 +269,7 @@ class BatchRecorder:
             prompt=self._prompt(unit) if verdict.keeps_prompt else None,
             started_at=batch.submitted_at or batch.created_at,
             batch_local_id=batch.local_id,
+            finished_at=now,
         )
 
     def _missing(self, batch: BatchRow, unit: ClaimedUnit, message: str) -> Failure:

@@ -108,9 +108,9 @@ def create_intent(
         )
     except sqlite3.IntegrityError:
         raise StoreError(f"batch {local_id!r} already exists") from None
-    conn.executemany(
-        "INSERT INTO batch_units(batch_id, uid) VALUES (?, ?)",
-        ((cur.lastrowid, uid) for uid in uids),
+    conn.execute(
+        "INSERT INTO batch_units(batch_id, uid) SELECT ?, value FROM json_each(?)",
+        (cur.lastrowid, arg),
     )
     return _get(conn, local_id)
 
