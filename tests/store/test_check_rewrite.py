@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from octopipe.store import schema
+from octopipe.store import check_rewrite, schema
 from octopipe.store.ledger import Ledger
 from support.ledger import WALK_CLASSIFY_JUDGE, pass_step, run_meta, units
 
@@ -42,7 +42,7 @@ def test_the_rewrite_turns_each_list_into_comparisons_and_keeps_the_rest() -> No
         "CREATE TABLE t (mode TEXT NOT NULL CHECK (mode IN ('batch','realtime')),\n"
         "    stage TEXT CHECK (stage IN ('render', 'parse')), n INTEGER CHECK (n >= 1))"
     )
-    assert schema.checks_without_lists(sql) == (
+    assert check_rewrite.checks_without_lists(sql) == (
         "CREATE TABLE t (mode TEXT NOT NULL CHECK ((mode = 'batch' OR mode = 'realtime')),\n"
         "    stage TEXT CHECK ((stage = 'render' OR stage = 'parse')), n INTEGER CHECK (n >= 1))"
     )
@@ -103,7 +103,7 @@ def test_a_rewrite_that_fails_half_way_changes_nothing(
 ) -> None:
     before = [name for name, _ in schema.MIGRATIONS].index("0009_checks_without_lists")
     path = made(tmp_path / "ledger.db", before, monkeypatch)
-    monkeypatch.setattr(schema, "_LIST_CHECKED", ("attempts", "no_such_table"))
+    monkeypatch.setattr(check_rewrite, "_LIST_CHECKED", ("attempts", "no_such_table"))
     with pytest.raises(TypeError):  # the second table's SQL is not there
         Ledger.open(path)
     conn = sqlite3.connect(path)

@@ -17,13 +17,13 @@ append-only: never edit or reorder a released one, add a new one.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 from octopipe import __version__
 from octopipe.errors import StoreError
+from octopipe.store.check_rewrite import checks_without_lists_migration
 
 APPLICATION_ID = 0x4F435450  # "OCTP"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -336,18 +336,24 @@ def _cg_remove(row: str) -> str:
 WHERE ({_cg_answered(row)}) AND (provider, model, tier) = ({_cg_key(row)});"""
 
 
+def _cg_fill(where: str) -> str:
+    """``INSERT INTO cost_groups`` the answered attempts matching ``where``, one row per
+    (provider, model, tier)."""
+    return f"""INSERT INTO cost_groups
+SELECT {_cg_key("attempts")}, COUNT(*), COALESCE(SUM(input_tokens), 0),
+       COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cached_tokens), 0),
+       COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd),
+       COALESCE(SUM({_cg_standard("attempts")}), 0), COUNT(*) - COUNT({_cg_standard("attempts")})
+FROM attempts WHERE {where} GROUP BY 1, 2, 3"""
+
+
 def _cost_group_sql() -> tuple[str, str]:
     """Migration ``0007_cost_groups``: what the answered LLM attempts of each (provider,
     model, tier) cost, with their standard-price equivalent, kept by triggers like
     ``attempt_totals``, so ``status`` splits the cost and ``ps`` shows the tiers without
     scanning the attempts. "Answered" and the tier of an attempt with no tier (its mode's)
     are exactly those of ``reads.scanned_cost_groups``."""
-    fill = f"""INSERT INTO cost_groups
-SELECT {_cg_key("attempts")}, COUNT(*), COALESCE(SUM(input_tokens), 0),
-       COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cached_tokens), 0),
-       COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd),
-       COALESCE(SUM({_cg_standard("attempts")}), 0), COUNT(*) - COUNT({_cg_standard("attempts")})
-FROM attempts WHERE {_cg_answered("attempts")} GROUP BY 1, 2, 3"""
+    fill = _cg_fill(_cg_answered("attempts"))
     return (
         f"""
 CREATE TABLE cost_groups (
@@ -413,13 +419,9 @@ WHERE kind = 'llm' AND s.n > 0"""
 """Add the LLM attempts with ids ``?1..?2`` to the LLM totals row (as 0006's insert trigger
 did one row at a time)."""
 
-COST_GROUPS_ADD_RANGE = f"""
-INSERT INTO cost_groups
-SELECT {_cg_key("attempts")}, COUNT(*), COALESCE(SUM(input_tokens), 0),
-       COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cached_tokens), 0),
-       COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd),
-       COALESCE(SUM({_cg_standard("attempts")}), 0), COUNT(*) - COUNT({_cg_standard("attempts")})
-FROM attempts WHERE id BETWEEN ?1 AND ?2 AND {_cg_answered("attempts")} GROUP BY 1, 2, 3
+COST_GROUPS_ADD_RANGE = (
+    _cg_fill(f"id BETWEEN ?1 AND ?2 AND {_cg_answered('attempts')}")
+    + """
 ON CONFLICT (provider, model, tier) DO UPDATE SET
     calls = calls + excluded.calls,
     input_tokens = input_tokens + excluded.input_tokens,
@@ -429,46 +431,9 @@ ON CONFLICT (provider, model, tier) DO UPDATE SET
     unpriced = unpriced + excluded.unpriced,
     standard_known_usd = standard_known_usd + excluded.standard_known_usd,
     standard_unpriced = standard_unpriced + excluded.standard_unpriced"""
+)
 """Add the answered attempts with ids ``?1..?2`` to their (provider, model, tier) rows (as
 0007's insert trigger did one row at a time)."""
-
-# Migration 0009: the CHECKs of the two tables written once or more per unit (``attempts``,
-# ``unit_steps``) say ``c = 'a' OR c = 'b' ...`` instead of ``c IN ('a', 'b', ...)``: the same
-# rule (NULL passes both), but SQLite builds a temporary table for every IN list each time a
-# statement runs, which made those CHECKs most of the cost of inserting an attempt. A CHECK can
-# be rewritten in place (the table's stored SQL, SQLite's documented procedure for changing
-# constraints that the rows already satisfy), so no table is copied.
-_IN_LIST = re.compile(r"\b(\w+) IN \(((?:'\w+',\s*)*'\w+')\)")
-_LIST_CHECKED = ("attempts", "unit_steps")
-
-
-def _as_comparisons(match: re.Match[str]) -> str:
-    column, values = match.group(1), re.findall(r"'\w+'", match.group(2))
-    return "(" + " OR ".join(f"{column} = {value}" for value in values) + ")"
-
-
-def checks_without_lists(sql: str) -> str:
-    """``sql`` (a CREATE TABLE) with each ``column IN ('a', ...)`` written as comparisons."""
-    return _IN_LIST.sub(_as_comparisons, sql)
-
-
-def _checks_without_lists(conn: sqlite3.Connection) -> None:
-    """Migration ``0009_checks_without_lists``, inside the migration's transaction."""
-    version = int(conn.execute("PRAGMA schema_version").fetchone()[0])
-    conn.execute("PRAGMA writable_schema = ON")
-    try:
-        for table in _LIST_CHECKED:
-            (sql,) = conn.execute(
-                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-            ).fetchone()
-            conn.execute(
-                "UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?",
-                (checks_without_lists(sql), table),
-            )
-        conn.execute(f"PRAGMA schema_version = {version + 1}")  # every connection re-reads it
-    finally:
-        conn.execute("PRAGMA writable_schema = OFF")
-
 
 Migration = str | Callable[[sqlite3.Connection], None]
 """A migration: a SQL script, or a function run inside the migration's transaction."""
@@ -483,7 +448,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0006_attempt_totals", _ATTEMPT_TOTALS),
     ("0007_cost_groups", _COST_GROUPS),
     ("0008_totals_by_statement", _TOTALS_BY_STATEMENT),
-    ("0009_checks_without_lists", _checks_without_lists),
+    ("0009_checks_without_lists", checks_without_lists_migration),
 ]
 
 # Migrations a read-only open may do without, so runs made before them stay readable by
