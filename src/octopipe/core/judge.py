@@ -94,10 +94,13 @@ class Attempts:
         return not failure.retryable or self.number >= self.allowed
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Verdict:
     """What one attempt came to. ``errors`` is what the attempt record keeps: the failure's
-    errors, or the warnings of a valid answer."""
+    errors, or the warnings of a valid answer.
+
+    Treat it as immutable; not ``frozen`` for the same reason as ``AttemptRecord`` (one is
+    built per judged answer, and a frozen init costs several times a plain one)."""
 
     outcome: VerdictOutcome
     delta: dict[str, Any] | None = None

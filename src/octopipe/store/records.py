@@ -88,9 +88,13 @@ class RunInfo:
     steps: tuple[StepDef, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AttemptRecord:
     """One attempt at one unit-step: an LLM call (or a local evaluation that failed).
+
+    Treat it as immutable once built. It is not ``frozen`` because a frozen dataclass sets
+    each field through ``object.__setattr__``: 3.2 µs a record against 0.9 µs, paid once per
+    collected unit (a million times in a million-unit batch).
 
     ``request`` and ``response`` are stored as deduplicated compressed blobs; ``response`` is
     the raw text exactly as received, so a later revalidation can re-read it.
