@@ -310,17 +310,24 @@ def _cg_values(row: str) -> str:
     )
 
 
-def _cg_add(row: str) -> str:
-    return f"""INSERT INTO cost_groups SELECT {_cg_values(row)} WHERE {_cg_answered(row)}
+def _cg_upsert(calls: str) -> str:
+    """The conflict clause that adds a new cost-group row's sums to the existing one."""
+    return f"""
 ON CONFLICT (provider, model, tier) DO UPDATE SET
-    calls = calls + 1,
+    calls = calls + {calls},
     input_tokens = input_tokens + excluded.input_tokens,
     output_tokens = output_tokens + excluded.output_tokens,
     cached_tokens = cached_tokens + excluded.cached_tokens,
     known_usd = known_usd + excluded.known_usd,
     unpriced = unpriced + excluded.unpriced,
     standard_known_usd = standard_known_usd + excluded.standard_known_usd,
-    standard_unpriced = standard_unpriced + excluded.standard_unpriced;"""
+    standard_unpriced = standard_unpriced + excluded.standard_unpriced"""
+
+
+def _cg_add(row: str) -> str:
+    return f"INSERT INTO cost_groups SELECT {_cg_values(row)} WHERE {_cg_answered(row)}" + (
+        _cg_upsert("1") + ";"
+    )
 
 
 def _cg_remove(row: str) -> str:
@@ -419,19 +426,9 @@ WHERE kind = 'llm' AND s.n > 0"""
 """Add the LLM attempts with ids ``?1..?2`` to the LLM totals row (as 0006's insert trigger
 did one row at a time)."""
 
-COST_GROUPS_ADD_RANGE = (
-    _cg_fill(f"id BETWEEN ?1 AND ?2 AND {_cg_answered('attempts')}")
-    + """
-ON CONFLICT (provider, model, tier) DO UPDATE SET
-    calls = calls + excluded.calls,
-    input_tokens = input_tokens + excluded.input_tokens,
-    output_tokens = output_tokens + excluded.output_tokens,
-    cached_tokens = cached_tokens + excluded.cached_tokens,
-    known_usd = known_usd + excluded.known_usd,
-    unpriced = unpriced + excluded.unpriced,
-    standard_known_usd = standard_known_usd + excluded.standard_known_usd,
-    standard_unpriced = standard_unpriced + excluded.standard_unpriced"""
-)
+COST_GROUPS_ADD_RANGE = _cg_fill(
+    f"id BETWEEN ?1 AND ?2 AND {_cg_answered('attempts')}"
+) + _cg_upsert("excluded.calls")
 """Add the answered attempts with ids ``?1..?2`` to their (provider, model, tier) rows (as
 0007's insert trigger did one row at a time)."""
 
