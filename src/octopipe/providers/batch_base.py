@@ -41,13 +41,13 @@ before anything is sent.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from octopipe import fastjson
 from octopipe.errors import IncompleteResults, ProviderError, UsageError
 from octopipe.providers.base import LLMRequest, LLMResponse
 
@@ -232,7 +232,7 @@ def read_result_line(
     if not raw.strip():
         return None
     try:
-        entry = json.loads(raw)
+        entry = fastjson.loads(raw)
         if not isinstance(entry, dict) or not isinstance(entry.get("custom_id"), str):
             raise ValueError("not an object with a custom_id")
         return parse(entry)
@@ -288,7 +288,7 @@ class Download:
             return None
         self.lines += 1
         try:
-            json.loads(tail)
+            fastjson.loads(tail)
         except ValueError:
             self.cut_line = True
             _log.warning("the results of %s end in a line cut short: %.80r", self.where, tail)

@@ -51,6 +51,7 @@ import httpx2
 from google.genai import _common, types
 from google.genai.batches import _InlinedRequest_to_mldev
 
+from octopipe import fastjson
 from octopipe.errors import BadRequest, ProviderError
 from octopipe.providers.base import LLMResponse, ProviderSettings
 from octopipe.providers.batch_base import (
@@ -315,7 +316,7 @@ class GeminiBatchProvider:
         if not raw.strip():
             return None
         try:
-            line = json.loads(raw)
+            line = fastjson.loads(raw)
             if not isinstance(line, dict) or not isinstance(line.get("key"), str):
                 raise ValueError("not an object with a key")
             response = None

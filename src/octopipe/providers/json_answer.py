@@ -13,9 +13,9 @@ request-parameter transform) was most of the client's CPU per call. Guarantees:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from octopipe import fastjson
 from octopipe.errors import MalformedResponse
 from octopipe.providers.base import MAX_RAW_CHARS
 
@@ -23,7 +23,7 @@ from octopipe.providers.base import MAX_RAW_CHARS
 def json_body(provider: str, content: bytes) -> dict[str, Any]:
     """The JSON object in ``content``; ``MalformedResponse`` when there is none."""
     try:
-        body = json.loads(content)
+        body = fastjson.loads(content)
     except ValueError as exc:  # UnicodeDecodeError is a ValueError too
         raise MalformedResponse(
             f"malformed answer: the body is not JSON ({exc})"[:300],

@@ -1,0 +1,39 @@
+"""``json.loads`` at about half its cost on texts of a few hundred bytes: orjson reads a text wherever it reads it
+exactly as the standard library would, and the standard library reads the rest.
+
+orjson and ``json`` give the same value for every text orjson accepts, with one exception: an
+integer beyond 64 bits, which orjson silently turns into a float. So a text with 19 digits in a
+row anywhere (a string holding them included, a harmless false alarm) goes to the standard
+library. What orjson refuses (``NaN`` and ``Infinity``, overflowing floats, lone surrogates,
+encodings other than UTF-8, damaged JSON, a value that is not text) goes there too, which
+returns or raises exactly what it always did.
+
+Worth it on texts of some hundreds of bytes (a batch's result lines, a realtime call's body:
+8.3 → 4.0 µs for a 700-byte line), not on short ones, where the check costs what orjson saves
+(the ledger's own records are read by `octopipe.store.codec.parse`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
+"""Found in a text whose digits are all turned into ``0``: 19 digits in a row (a translate and
+a substring search cost about a tenth of a regular expression's search here)."""
+
+
+def loads(text: Any, slow: Callable[[Any], Any] = json.loads) -> Any:
+    """``slow(text)``'s value, or its error (``json.loads`` by default; a caller with a stricter
+    decoder passes it, and must refuse at least what orjson refuses)."""
+    try:
+        raw = text.encode() if type(text) is str else text
+        if _LONG_RUN not in raw.translate(_DIGITS_TO_ZERO):
+            return orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError, AttributeError, UnicodeEncodeError):
+        pass
+    return slow(text)
