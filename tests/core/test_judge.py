@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from octopipe.core.config import load_pipeline
-from octopipe.core.costs import AttemptCost, TokenCounts
+from octopipe.core.costs import AttemptCost, Rates, TieredRates, TokenCounts, attempt_cost
 from octopipe.core.judge import (
     Attempts,
     PriceList,
@@ -217,3 +218,60 @@ def test_a_request_missing_from_the_results_is_retried_within_the_budget(
     assert (verdict.outcome, verdict.stage, verdict.terminal) == ("error", "provider", terminal)
     assert verdict.errors == ({"type": "missing_result", "message": "dropped"},)
     assert verdict.cost_usd == 0.0
+
+
+class _DatedCatalog:
+    """Rates that change on 2026-06-01 (input $1 → $2 per million; cache writes $5), counting
+    its lookups."""
+
+    def __init__(self) -> None:
+        self.lookups = 0
+
+    def rates(self, provider: str, model: str, tier: Any, at: Any = None) -> TieredRates:
+        self.lookups += 1
+        early = at is not None and at < datetime(2026, 6, 1, tzinfo=UTC)
+        return TieredRates(Rates(input=1.0 if early else 2.0, output=10.0, cache_write=5.0))
+
+
+SPRING, SUMMER = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC)
+
+
+def test_a_dated_price_list_prices_each_usage_once_and_the_same_as_unmemoized() -> None:
+    catalog = _DatedCatalog()
+    price = PriceList(catalog, "openai", "m", "batch", at=SPRING)
+    usages = [TokenCounts(100 + n % 7, 20 + n % 3, n % 2) for n in range(200)]
+    got = [price(u) for u in usages]
+    expected = [attempt_cost(_DatedCatalog(), "openai", "m", u, "batch", SPRING) for u in usages]
+    assert got == expected
+    assert got[0].cost_usd == pytest.approx((100 * 1.0 + 20 * 10.0) / 1e6, rel=1e-12)
+    distinct = len({(u.input_tokens, u.output_tokens, u.cached_tokens) for u in usages})
+    assert catalog.lookups == 2 * distinct  # the tier's rates and the standard ones, once each
+
+
+def test_a_price_list_for_another_time_does_not_reuse_the_first_ones_prices() -> None:
+    catalog = _DatedCatalog()
+    spring = PriceList(catalog, "openai", "m", "standard", at=SPRING)
+    usage = TokenCounts(1_000_000, 0)
+    assert spring(usage).cost_usd == pytest.approx(1.0)
+    summer = spring.requested_at(SUMMER)
+    assert summer(usage).cost_usd == pytest.approx(2.0)
+    assert spring(usage).cost_usd == pytest.approx(1.0)
+    assert spring.in_tier("batch")(usage) == attempt_cost(
+        catalog, "openai", "m", usage, "batch", SPRING
+    )
+
+
+def test_a_cache_write_is_part_of_what_a_memoized_price_tells_apart() -> None:
+    price = PriceList(_DatedCatalog(), "anthropic", "m", "standard", at=SUMMER)
+    plain = price(TokenCounts(1_000_000, 0, 0, 0))
+    written = price(TokenCounts(1_000_000, 0, 0, 500_000))
+    assert plain.cost_usd == pytest.approx(2.0)
+    assert written.cost_usd == pytest.approx(0.5 * 2.0 + 0.5 * 5.0)
+
+
+def test_an_undated_price_list_is_priced_at_each_call() -> None:
+    catalog = _DatedCatalog()
+    price = PriceList(catalog, "openai", "m", "standard")
+    price(USAGE)
+    price(USAGE)
+    assert catalog.lookups == 2

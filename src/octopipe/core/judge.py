@@ -21,9 +21,9 @@ the unit's fate is at the provider's hands (a transient outage parks it, see
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from octopipe.core.costs import (
     AttemptCost,
@@ -32,6 +32,7 @@ from octopipe.core.costs import (
     TokenCounts,
     TokenUsage,
     attempt_cost,
+    cache_writes_of,
     cached_tokens_of,
 )
 from octopipe.core.steps import CompiledStep, StepFailure
@@ -50,17 +51,40 @@ NO_TOKENS = TokenCounts(0, 0, 0)
 @dataclass(frozen=True)
 class PriceList:
     """The price of one route's answers in one tier (``costs.attempt_cost``), at the time of
-    the request: ``at`` (a batch's submission), or the moment it is priced when ``None``."""
+    the request: ``at`` (a batch's submission), or the moment it is priced when ``None``.
+
+    With ``at`` set, the price of each distinct usage (its four token counts are all a price
+    reads) is computed once and then reused: a batch's answers, all priced as of its
+    submission, share a few hundred usages among tens of thousands of lines."""
 
     catalog: PriceCatalog | None
     provider: str
     model: str
     tier: Tier
     at: datetime | None = None
+    _memo: dict[tuple[int, int, int, int], AttemptCost] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
+
+    MEMO_SIZE: ClassVar[int] = 4096
 
     def __call__(self, usage: TokenUsage) -> AttemptCost:
-        at = self.at or datetime.now(UTC)
-        return attempt_cost(self.catalog, self.provider, self.model, usage, self.tier, at)
+        if self.at is None:
+            return attempt_cost(
+                self.catalog, self.provider, self.model, usage, self.tier, datetime.now(UTC)
+            )
+        key = (
+            usage.input_tokens, usage.output_tokens, cached_tokens_of(usage),
+            cache_writes_of(usage),
+        )  # fmt: skip
+        memo = self._memo
+        found = memo.get(key)
+        if found is None:
+            found = attempt_cost(self.catalog, self.provider, self.model, usage, self.tier, self.at)
+            if len(memo) >= self.MEMO_SIZE:
+                memo.clear()
+            memo[key] = found
+        return found
 
     def in_tier(self, tier: Tier) -> PriceList:
         """The same price list for answers another tier served (flex answered by standard)."""
