@@ -115,7 +115,9 @@ JSON_VALUES = st.recursive(
 
 @settings(max_examples=400, deadline=None)
 @given(JSON_VALUES, st.booleans(), st.booleans())
-def test_any_text_json_writes_is_read_the_same(value: Any, ascii_only: bool, as_bytes: bool) -> None:
+def test_any_text_json_writes_is_read_the_same(
+    value: Any, ascii_only: bool, as_bytes: bool
+) -> None:
     text = json.dumps(value, ensure_ascii=ascii_only)
     raw: str | bytes = text.encode("utf-8", "surrogatepass") if as_bytes else text
     try:

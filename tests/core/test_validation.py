@@ -480,7 +480,8 @@ def test_output_overrides_input_fields_in_record() -> None:
 
 def test_no_spec_no_schema_accepts_any_object() -> None:
     outcome = AnswerValidator(None, None).validate_answer('{"a": 1}', {"u": 0})
-    assert outcome == Outcome(True, {"a": 1}, {"u": 0, "a": 1}, (), (), False)
+    assert outcome == Outcome(True, {"a": 1}, {"u": 0}, (), (), False)
+    assert outcome.record == {"u": 0, "a": 1}
     assert outcome.stage is None
 
 

@@ -128,6 +128,13 @@ class Expression:
     ticks: bool = field(default=True, repr=False, compare=False)
     """Whether the code takes budget steps (has a comprehension or a lambda)."""
 
+    @property
+    def lookups(self) -> frozenset[str]:
+        """Every name evaluating it may look up in its namespace: its free `names` and the
+        safe builtins its code names (a field named like a builtin hides that builtin)."""
+        named = {n for names in _code_names(self.code) for n in names}
+        return self.names | (SAFE_BUILTIN_NAMES & named)
+
     def evaluate(self, namespace: Mapping[str, Any], budget: Budget | None = None) -> Any:
         """Evaluate against `namespace` (its fields never modified) within ``budget`` (by
         default the current one, or a fresh one); any failure is an `ExpressionError`."""

@@ -38,6 +38,7 @@ from octopipe.core.answer_parsing import (
 from octopipe.core.budget import active as active_budget
 from octopipe.core.coercion import CompiledSchema
 from octopipe.core.config_models import RuleSpec, ValidationSpec
+from octopipe.core.deferred import resolved
 from octopipe.core.expressions import Expression, compile_expression, make_namespace
 from octopipe.errors import ExpressionError
 
@@ -82,18 +83,25 @@ class Violation:
 class Outcome:
     """The result of validating one answer.
 
-    ``output`` is the coerced answer object (None when it did not parse); ``record`` is the
-    input fields merged with it — what the rules saw and what is stored (None when parsing or
-    the schema failed, as the rules did not run).
+    ``output`` is the coerced answer object (None when it did not parse); ``inputs`` the
+    unit's input fields, given when the rules ran (None when parsing or the schema failed).
     """
 
     ok: bool
     output: dict[str, Any] | None
-    record: dict[str, Any] | None
+    inputs: Mapping[str, Any] | None
     warnings: tuple[Violation, ...] = ()
     violations: tuple[Violation, ...] = ()
     repaired: bool = False
     """The answer was not plain JSON: it had to be extracted, repaired or unwrapped."""
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        """The input fields merged with the output: what the rules saw (None when they did
+        not run)."""
+        if self.inputs is None or self.output is None:
+            return None
+        return {**resolved(self.inputs), **self.output}
 
     @property
     def stage(self) -> Stage | None:
@@ -145,6 +153,11 @@ class AnswerValidator:
         declared.update(self._required, spec.types, spec.ranges, spec.enums)
         for rule in self._rules:
             declared.update(rule.expr.names)
+        self._reads = frozenset(self._required).union(
+            spec.types, spec.ranges, spec.enums, *(rule.reads for rule in self._rules)
+        )
+        """Every record field the checks after the schema may read: when the answer holds
+        them all, they cannot see the unit's input (the answer's fields hide its own)."""
         # {"response": "<json>"} is unwrapped unless the step itself uses a "response" field.
         self._unwrap_single = RESPONSE_WRAPPER_KEY not in declared
 
@@ -187,11 +200,14 @@ class AnswerValidator:
                 errors = _schema_violations(schema, output)
                 if errors:
                     return Outcome(False, output, None, violations=errors, repaired=repaired)
-        record = {**input_fields, **output}
         if not self._has_rules:
-            return Outcome(True, output, record, repaired=repaired)
+            return Outcome(True, output, input_fields, repaired=repaired)
+        # when the answer holds every field the checks read, the input is not read (a
+        # `DeferredRecord` stays unread): the answer's fields hide the input's
+        inputs_read = not self._reads <= output.keys()
+        record = {**resolved(input_fields), **output} if inputs_read else output
         errors, warnings = self._apply_rules(record)
-        return Outcome(not errors, output, record, warnings, errors, repaired)
+        return Outcome(not errors, output, input_fields, warnings, errors, repaired)
 
     def _apply_rules(
         self, record: dict[str, Any]
@@ -245,7 +261,16 @@ class AnswerValidator:
 class _CompiledRule:
     """One ``rules`` entry: ``expr``, optional ``when``, the ``error`` message template."""
 
-    __slots__ = ("_computed", "_computed_source", "expr", "level", "message", "name", "when")
+    __slots__ = (
+        "_computed",
+        "_computed_source",
+        "expr",
+        "level",
+        "message",
+        "name",
+        "reads",
+        "when",
+    )
 
     def __init__(self, spec: RuleSpec) -> None:
         self.name = spec.name or spec.expr
@@ -261,6 +286,9 @@ class _CompiledRule:
                     self._computed = compile_expression(source)
                 except ExpressionError:
                     self._computed = None
+        exprs = (self.expr, self.when, self._computed)
+        self.reads = self.message.fields.union(*(e.lookups for e in exprs if e is not None))
+        """Every record field applying the rule may read."""
 
     def apply(self, namespace: dict[str, Any], record: Mapping[str, Any]) -> Violation | None:
         if self.when is not None:
@@ -338,6 +366,11 @@ class _Template:
 
     def uses(self, name: str) -> bool:
         return name in self._names
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The record fields `render` reads (plain names; ``_computed`` is not a field)."""
+        return frozenset(n for n in self._names if n.isidentifier() and n != "_computed")
 
     def render(self, values: Mapping[str, Any], computed: Callable[[], Any]) -> str:
         if self._parts is None:

@@ -10,7 +10,14 @@ from typing import cast
 
 from octopipe.core.judge import Attempts, Verdict
 from octopipe.store.codec import utc_now
-from octopipe.store.records import AttemptMode, AttemptRecord, ClaimedUnit, Outcome, Stage
+from octopipe.store.records import (
+    AttemptMode,
+    AttemptRecord,
+    ClaimedUnit,
+    InFlightUnit,
+    Outcome,
+    Stage,
+)
 
 
 def attempt_of(
@@ -50,8 +57,8 @@ def attempt_of(
     )
 
 
-def attempts_of(unit: ClaimedUnit, allowed: int) -> Attempts:
-    """The attempt budget of a claimed unit."""
+def attempts_of(unit: ClaimedUnit | InFlightUnit, allowed: int) -> Attempts:
+    """The attempt budget of a claimed (or in-flight) unit."""
     return Attempts(unit.budget_used, allowed)
 
 

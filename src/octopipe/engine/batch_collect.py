@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from octopipe.core.costs import PriceCatalog, Tier, TieredRates
+from octopipe.core.deferred import DeferredRecord
 from octopipe.core.judge import PriceList, Verdict, judge_answer, judge_error, judge_missing
 from octopipe.core.registry import Registry
 from octopipe.core.states import BatchEvent, BatchState
@@ -40,8 +41,16 @@ from octopipe.engine.batch_packing import CostModel
 from octopipe.engine.routes import StepRoute
 from octopipe.engine.runner import RunContext
 from octopipe.providers.batch_base import BatchResultLine
+from octopipe.store import RunStore
 from octopipe.store.codec import utc_now
-from octopipe.store.records import AttemptRecord, BatchRow, ClaimedUnit, Failure, Success
+from octopipe.store.records import (
+    AttemptRecord,
+    BatchRow,
+    ClaimedUnit,
+    Failure,
+    Json,
+    Success,
+)
 
 COLLECT_SLICE = 2_000
 NOT_RUN = frozenset({"cancelled", "expired"})
@@ -173,7 +182,8 @@ class BatchRecorder:
                 by_uid[uid] = line
                 tally.seen.add(uid)
         ledger = self.ctx.ledger
-        units = ledger.in_flight_units(self.route.index, list(by_uid))
+        units = ledger.in_flight(self.route.index, list(by_uid))
+        inputs = SliceInputs(ledger, self.route.index, [u.uid for u in units])
         now = utc_now()  # the slice's attempts ended when their results were read
         successes: list[Success] = []
         failures: list[Failure] = []
@@ -196,14 +206,17 @@ class BatchRecorder:
             else:
                 response = line.response
                 verdict = judge_answer(
-                    self.route.cstep, unit.record, response.text, response.usage, price, attempts,
+                    self.route.cstep, inputs.record(unit.uid), response.text, response.usage,
+                    price, attempts,
                 )  # fmt: skip
+                inputs.reraise()
                 self.costs.observe(response.usage.output_tokens)
                 if verdict.cost_usd is None:
                     tally.unpriced += 1
                 else:
                     tally.cost_usd += verdict.cost_usd
-            attempt = self._attempt(batch, unit, verdict, now)
+            prompt = self._prompt(*inputs.unit(unit.uid)) if verdict.keeps_prompt else None
+            attempt = self._attempt(batch, verdict, prompt, now)
             if verdict.ok:
                 successes.append(Success(unit.uid, verdict.delta or {}, attempt))
             else:
@@ -259,14 +272,14 @@ class BatchRecorder:
     # --- helpers -----------------------------------------------------------------------------
 
     def _attempt(
-        self, batch: BatchRow, unit: ClaimedUnit, verdict: Verdict, now: str | None = None
+        self, batch: BatchRow, verdict: Verdict, prompt: str | None, now: str | None = None
     ) -> AttemptRecord:
         return attempt_of(
             verdict,
             mode="batch",
             provider=self.route.provider,
             model=self.route.model,
-            prompt=self._prompt(unit) if verdict.keeps_prompt else None,
+            prompt=prompt,
             started_at=batch.submitted_at or batch.created_at,
             batch_local_id=batch.local_id,
             finished_at=now,
@@ -274,9 +287,45 @@ class BatchRecorder:
 
     def _missing(self, batch: BatchRow, unit: ClaimedUnit, message: str) -> Failure:
         verdict = judge_missing(message, attempts_of(unit, self.max_attempts))
-        return Failure(unit.uid, self._attempt(batch, unit, verdict), verdict.terminal)
+        attempt = self._attempt(batch, verdict, self._prompt(unit.unit_id, unit.record))
+        return Failure(unit.uid, attempt, verdict.terminal)
 
-    def _prompt(self, unit: ClaimedUnit) -> str | None:
+    def _prompt(self, unit_id: str, record: Json) -> str | None:
         """The unit's prompt, rendered again (kept with a failure for inspection)."""
-        rendered = self.route.cstep.try_render(unit.unit_id, unit.record)
+        rendered = self.route.cstep.try_render(unit_id, record)
         return rendered if isinstance(rendered, str) else None
+
+
+class SliceInputs:
+    """The input records of one slice's units, read from the ledger (all at once) the first
+    time one of them is read: `record` stands for a unit's record without reading it, and
+    checking an answer whose fields hold all that its step's checks read never does."""
+
+    def __init__(self, ledger: RunStore, step_idx: int, uids: Sequence[int]) -> None:
+        self._ledger, self._step_idx, self._uids = ledger, step_idx, uids
+        self._found: dict[int, tuple[str, Json]] | None = None
+        self._error: Exception | None = None
+
+    def unit(self, uid: int) -> tuple[str, Json]:
+        """``(unit_id, record)``, read now if the slice's records are not read yet."""
+        if self._found is None:
+            try:
+                self._found = self._ledger.inputs_of(self._step_idx, self._uids)
+            except Exception as exc:  # a damaged record: the collection stops, as it did
+                self._error = exc
+                raise
+        return self._found[uid]
+
+    def reraise(self) -> None:
+        """Raise the error reading the records met, if any: read while an answer was checked,
+        it must stop the collection, not fail that unit (the judge catches what it calls)."""
+        if self._error is not None:
+            raise self._error
+
+    def record(self, uid: int) -> DeferredRecord:
+        return DeferredRecord(lambda: self.unit(uid)[1])
+
+    @property
+    def read(self) -> bool:
+        """Whether the records were read from the ledger."""
+        return self._found is not None

@@ -31,6 +31,7 @@ from octopipe.store.records import (
     AttemptRecord,
     ClaimedUnit,
     Failure,
+    InFlightUnit,
     Json,
     RunnerIdentity,
     Success,
@@ -185,21 +186,33 @@ class UnitLifecycle(LedgerCore):
         """The units among ``uids`` still ``in_flight`` at a step, with their input records,
         without changing anything: what a batch's results are checked against. Units already
         recorded (a collection interrupted half-way and resumed) are left out."""
+        with self._snapshot():
+            units = self.in_flight(step_idx, uids)
+            inputs = reads.records(self._db, [u.uid for u in units], before=step_idx)
+        return [ClaimedUnit(u.uid, *inputs[u.uid], u.attempt_no, u.budget_used) for u in units]
+
+    @guarded
+    def in_flight(self, step_idx: int, uids: Sequence[int]) -> list[InFlightUnit]:
+        """:meth:`in_flight_units` without their input records, read apart by
+        :meth:`inputs_of` when needed (checking most answers needs none)."""
         self._step(step_idx)
         if not uids:
             return []
+        rows = self._db.execute(
+            """SELECT uid, attempts, attempts_base FROM unit_steps
+               WHERE step_idx = ? AND state = ? AND uid IN (SELECT value FROM json_each(?))
+               ORDER BY uid""",
+            (step_idx, _IN_FLIGHT, reads.json_ints(uids)),
+        ).fetchall()
+        return [InFlightUnit(uid, attempts + 1, attempts - base) for uid, attempts, base in rows]
+
+    @guarded
+    def inputs_of(self, step_idx: int, uids: Sequence[int]) -> dict[int, tuple[str, Json]]:
+        """``uid -> (unit_id, input record at the step)`` for ``uids``: its fields merged with
+        the outputs of its valid earlier steps."""
+        self._step(step_idx)
         with self._snapshot():
-            rows = self._db.execute(
-                """SELECT uid, attempts, attempts_base FROM unit_steps
-                   WHERE step_idx = ? AND state = ? AND uid IN (SELECT value FROM json_each(?))
-                   ORDER BY uid""",
-                (step_idx, _IN_FLIGHT, reads.json_ints(uids)),
-            ).fetchall()
-            inputs = reads.records(self._db, [r[0] for r in rows], before=step_idx)
-        return [
-            ClaimedUnit(uid, *inputs[uid], attempt_no=attempts + 1, budget_used=attempts - base)
-            for uid, attempts, base in rows
-        ]
+            return reads.records(self._db, uids, before=step_idx)
 
     @guarded
     def pending_count(self, step_idx: int, cap: int) -> int:

@@ -194,6 +194,15 @@ class ClaimedUnit:
     budget_used: int
 
 
+class InFlightUnit(NamedTuple):
+    """A unit in flight at a step, without its input record (``inputs_of`` reads those):
+    ``attempt_no`` and ``budget_used`` as in `ClaimedUnit`."""
+
+    uid: int
+    attempt_no: int
+    budget_used: int
+
+
 @dataclass(frozen=True)
 class FailureRow:
     """A unit that failed at a step, with everything needed to understand or revalidate it."""
