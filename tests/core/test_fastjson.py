@@ -127,3 +127,41 @@ def test_any_text_json_writes_is_read_the_same(
             fastjson.loads(raw)
         return
     assert _same(fastjson.loads(raw), expected)
+
+
+DUMPED = [
+    {"model": "m", "messages": [{"role": "user", "content": 'é \u2028 "q" \\ \n'}], "t": 0.0},
+    {7: "int key", 2.5: "float key", True: "bool key", None: "null key"},
+    [float("nan"), float("inf"), -0.0, 10**30, 1e16],
+    "a plain string é",
+    (1, 2),
+    [],
+    None,
+]
+
+
+@pytest.mark.parametrize("value", DUMPED)
+def test_dumps_writes_what_json_dumps_writes(value: Any) -> None:
+    assert fastjson.dumps(value) == json.dumps(value, ensure_ascii=False)
+
+
+def _cycle() -> list[Any]:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    return cycle
+
+
+@pytest.mark.parametrize("value", [{"x": {1, 2}}, {(1, 2): 3}, _cycle(), {"a": _cycle()}], ids=str)
+def test_dumps_refuses_what_json_dumps_refuses_with_its_message(value: Any) -> None:
+    with pytest.raises((TypeError, ValueError)) as expected:
+        json.dumps(value, ensure_ascii=False)
+    with pytest.raises(type(expected.value)) as got:
+        fastjson.dumps(value)
+    assert str(got.value) == str(expected.value)
+    assert fastjson.dumps({"after": "an error"}) == '{"after": "an error"}'  # nothing left over
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES)
+def test_any_value_is_written_as_json_dumps_writes_it(value: Any) -> None:
+    assert fastjson.dumps(value) == json.dumps(value, ensure_ascii=False)

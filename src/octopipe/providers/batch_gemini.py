@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -157,7 +156,7 @@ class GeminiBatchProvider:
                 _common.convert_to_dict(_InlinedRequest_to_mldev(api_client, item))
             )
             key = (item.metadata or {}).get("key")
-            out.append(json.dumps({"key": key, "request": wire["request"]}, ensure_ascii=False))
+            out.append(fastjson.dumps({"key": key, "request": wire["request"]}))
         return ("\n".join(out) + "\n").encode()
 
     async def submit(

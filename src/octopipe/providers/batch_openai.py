@@ -29,7 +29,6 @@ Guarantees:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
@@ -37,6 +36,7 @@ from typing import Any, Literal
 import httpx2
 import openai
 
+from octopipe import fastjson
 from octopipe.providers.base import LLMResponse, ProviderSettings, Usage
 from octopipe.providers.batch_base import (
     BatchFinder,
@@ -106,7 +106,7 @@ class OpenAIBatchProvider:
             if request.model != model:  # the copy costs more than the rest of the line
                 request = dataclasses.replace(request, model=model)
             body = self._builder.build_params(request)
-            head = _LINE_HEAD.format(json.dumps(line.custom_id, ensure_ascii=False))
+            head = _LINE_HEAD.format(fastjson.dumps(line.custom_id))
             out.append((head + _body_json(body, request.schema, formats) + "}").encode())
         out.append(b"")
         return b"\n".join(out)  # one copy of the payload besides the lines
@@ -310,12 +310,12 @@ def _body_json(body: dict[str, Any], schema: object, formats: list[tuple[Any, An
     cannot). Another layout (no format, or not last) is encoded whole."""
     fmt = body.get("response_format")
     if fmt is None or len(body) < 2 or next(reversed(body)) != "response_format":
-        return json.dumps(body, ensure_ascii=False)
+        return fastjson.dumps(body)
     if not formats or formats[0][1] is not schema or formats[0][0] != fmt:
-        formats[:] = [(fmt, schema, json.dumps(fmt, ensure_ascii=False))]
+        formats[:] = [(fmt, schema, fastjson.dumps(fmt))]
     rest = dict(body)
     del rest["response_format"]
-    return json.dumps(rest, ensure_ascii=False)[:-1] + ', "response_format": ' + formats[0][2] + "}"
+    return fastjson.dumps(rest)[:-1] + ', "response_format": ' + formats[0][2] + "}"
 
 
 _FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
