@@ -22,6 +22,7 @@ from octopipe.engine import runner as runner_module
 from octopipe.engine.realtime import RealtimeOptions
 from octopipe.errors import StoreError
 from octopipe.providers import openai_adapter
+from octopipe.store import lifecycle
 from octopipe.store.ledger import Ledger
 from support.realtime import (
     LANES,
@@ -134,19 +135,19 @@ def _fake() -> RealtimeOptions:
 def _full_disk_after(monkeypatch: pytest.MonkeyPatch, ok_writes: int, failures: int | None):
     """Attempt inserts of the LLM step fail with SQLite's disk-full error after ``ok_writes``
     successful ones, ``failures`` times (``None``: for ever)."""
-    real = Ledger._insert_attempts
+    real = lifecycle.insert_attempts
     seen = {"writes": 0, "failed": 0}
 
-    def insert(self: Ledger, step_idx: int, *args: Any, **kwargs: Any) -> Any:
+    def insert(db: Any, where: str, step_idx: int, *args: Any, **kwargs: Any) -> Any:
         if step_idx != REPORT:
-            return real(self, step_idx, *args, **kwargs)
+            return real(db, where, step_idx, *args, **kwargs)
         seen["writes"] += 1
         if seen["writes"] > ok_writes and (failures is None or seen["failed"] < failures):
             seen["failed"] += 1
             raise sqlite3.OperationalError("database or disk is full")
-        return real(self, step_idx, *args, **kwargs)
+        return real(db, where, step_idx, *args, **kwargs)
 
-    monkeypatch.setattr(Ledger, "_insert_attempts", insert)
+    monkeypatch.setattr(lifecycle, "insert_attempts", insert)
     return seen
 
 

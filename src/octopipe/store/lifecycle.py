@@ -24,9 +24,9 @@ from octopipe.core.states import (
 )
 from octopipe.errors import StoreError
 from octopipe.store import reads
+from octopipe.store.attempt_writes import insert_attempts
 from octopipe.store.base import LedgerCore, guarded, marks
-from octopipe.store.codec import dumps, put_blobs
-from octopipe.store.connection import store_error
+from octopipe.store.codec import dumps
 from octopipe.store.records import (
     AttemptRecord,
     ClaimedUnit,
@@ -36,7 +36,6 @@ from octopipe.store.records import (
     RunnerIdentity,
     Success,
 )
-from octopipe.store.schema import COST_GROUPS_ADD_RANGE, TOTALS_ADD_RANGE
 
 _PENDING = UnitStepState.PENDING.value
 _IN_FLIGHT = UnitStepState.IN_FLIGHT.value
@@ -266,7 +265,9 @@ class UnitLifecycle(LedgerCore):
         with self.transaction():
             now = self._now()
             moves = self._moves(step_idx, [(s.uid, UnitStepEvent.SUCCEED) for s in items])
-            ids = self._insert_attempts(
+            ids = insert_attempts(
+                self._db,
+                self._where,
                 step_idx,
                 [(s.uid, moves[s.uid][1] + 1, s.attempt) for s in items if s.attempt],
                 now,
@@ -322,8 +323,12 @@ class UnitLifecycle(LedgerCore):
                     for f in items
                 ],
             )
-            ids = self._insert_attempts(
-                step_idx, [(f.uid, moves[f.uid][1] + 1, f.attempt) for f in items], now
+            ids = insert_attempts(
+                self._db,
+                self._where,
+                step_idx,
+                [(f.uid, moves[f.uid][1] + 1, f.attempt) for f in items],
+                now,
             )
             self._db.executemany(
                 """UPDATE unit_steps SET state = ?, attempts = attempts + 1, output_json = NULL,
@@ -594,99 +599,3 @@ class UnitLifecycle(LedgerCore):
             )
         except sqlite3.IntegrityError:
             raise StoreError(f"a unit already has a row at step {nxt}") from None
-
-    def _insert_attempts(
-        self,
-        step_idx: int,
-        items: Sequence[tuple[int, int, AttemptRecord | None]],
-        now: str,
-    ) -> dict[int, int]:
-        """Insert attempts ``(uid, attempt_no, record)`` and add them to the kept totals
-        (``attempt_totals``, ``cost_groups``: two statements over the new ids, migration
-        0008); returns ``uid -> attempt id``."""
-        db = self._db
-        records = [a for _, _, a in items if a is not None]
-        if len(records) != len(items):
-            raise ValueError("every attempt to insert needs its record")
-        if not records:
-            return {}
-        first = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM attempts").fetchone()[0]
-        texts: list[str | None] = []
-        for a in records:
-            texts.append(a.request)
-            texts.append(a.response)
-        blob_ids = put_blobs(db, texts)
-        batch_ids: dict[str, int] = {}
-        rows = [
-            (
-                first + i,
-                uid,
-                step_idx,
-                attempt_no,
-                a.mode,
-                a.provider,
-                a.model,
-                self._batch_id(a.batch_local_id, batch_ids),
-                a.started_at,
-                a.finished_at or now,
-                a.outcome,
-                a.stage,
-                "[]" if not a.errors else dumps(a.errors, what=f"errors of unit {uid}"),
-                blob_ids[2 * i],
-                blob_ids[2 * i + 1],
-                a.input_tokens,
-                a.output_tokens,
-                a.cached_tokens,
-                a.cost_usd,
-                a.latency_ms,
-                a.tier,
-                a.standard_cost_usd,
-            )
-            for i, ((uid, attempt_no, _), a) in enumerate(zip(items, records, strict=True))
-        ]
-        try:
-            db.executemany(
-                """INSERT INTO attempts(id, uid, step_idx, attempt_no, mode, provider, model,
-                       batch_id, started_at, finished_at, outcome, stage, errors_json,
-                       request_blob, response_blob, input_tokens, output_tokens,
-                       cached_tokens, cost_usd, latency_ms, tier, standard_cost_usd)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                           ?, ?)""",
-                rows,
-            )
-        except sqlite3.IntegrityError as exc:
-            taken = self._taken_attempt(step_idx, [(r[1], r[3]) for r in rows])
-            raise (taken or store_error(exc, self._where)) from None
-        span = (first, first + len(rows) - 1)
-        db.execute(TOTALS_ADD_RANGE, span)
-        db.execute(COST_GROUPS_ADD_RANGE, span)
-        return {row[1]: row[0] for row in rows}
-
-    def _taken_attempt(
-        self, step_idx: int, numbered: Sequence[tuple[int, int]]
-    ) -> StoreError | None:
-        """The error for an attempt whose number is already stored: the unit-step's counter
-        is behind its history (a row recreated by hand or by an old repair)."""
-        for uid, attempt_no in numbered:
-            if self._db.execute(
-                "SELECT 1 FROM attempts WHERE uid = ? AND step_idx = ? AND attempt_no = ?",
-                (uid, step_idx, attempt_no),
-            ).fetchone():
-                return StoreError(
-                    f"run ledger {self._where}: {reads.describe_unit(self._db, uid, step_idx)}: "
-                    f"attempt {attempt_no} is already stored (the attempt counter is behind the "
-                    "stored attempts); `octopipe repair RUN` raises it"
-                )
-        return None
-
-    def _batch_id(self, local_id: str | None, cache: dict[str, int]) -> int | None:
-        if local_id is None:
-            return None
-        if local_id not in cache:
-            found = self._db.execute(
-                "SELECT id FROM batches WHERE local_id = ?", (local_id,)
-            ).fetchone()
-            if found is None:
-                raise StoreError(f"attempt refers to unknown batch {local_id!r}")
-            cache[local_id] = found[0]
-        return cache[local_id]

@@ -401,7 +401,7 @@ migration's, and ``repair``'s after emptying it)."""
 
 # Migration 0008: the totals of 0006 and 0007 grow by statement, not by row. A trigger per
 # inserted attempt doubled the cost of recording a batch's answers; the one writer that inserts
-# attempts (``UnitLifecycle._insert_attempts``) now adds the rows it has just inserted, ids
+# attempts (``attempt_writes.insert_attempts``) now adds the rows it has just inserted, ids
 # ``first..last``, with the two statements below, in the same transaction. Changes and deletes
 # of attempts (rare: repairs) keep their triggers.
 _TOTALS_BY_STATEMENT = """
