@@ -91,17 +91,6 @@ def test_a_value_json_loads_cannot_read_fails_as_it_does(value: Any, error: type
     assert str(got.value) == str(expected.value)
 
 
-def test_a_stricter_decoder_given_as_slow_reads_what_orjson_refuses() -> None:
-    def strict(text: Any) -> Any:
-        raise ValueError("refused by the strict decoder")
-
-    assert fastjson.loads('{"a": 1}', slow=strict) == {"a": 1}
-    with pytest.raises(ValueError, match="strict decoder"):
-        fastjson.loads("NaN", slow=strict)
-    with pytest.raises(ValueError, match="strict decoder"):
-        fastjson.loads("12345678901234567890", slow=strict)
-
-
 JSON_VALUES = st.recursive(
     st.none()
     | st.booleans()

@@ -324,8 +324,3 @@ class SliceInputs:
 
     def record(self, uid: int) -> DeferredRecord:
         return DeferredRecord(lambda: self.unit(uid)[1])
-
-    @property
-    def read(self) -> bool:
-        """Whether the records were read from the ledger."""
-        return self._found is not None
